@@ -1,0 +1,92 @@
+"""meerkat_actor: an actor-based, in-process storage engine on trio.
+
+One storage actor task owns the whole store state as an immutable value and
+applies commands one at a time; see `docs/architecture.md`. Every store
+implements the `RuntimeStore` protocol of the Meerkat agent runtime.
+
+    import meerkat_actor as ma
+
+    async with ma.open_store() as store:
+        await store.persist_input_state(runtime_id, ma.StoredInputState.new_accepted(input_id))
+"""
+
+from ._actor import StoreStatistics, open_store
+from ._errors import (
+    CorruptStore,
+    Internal,
+    InvalidTransition,
+    NotFound,
+    ReadFailed,
+    ReceiptConflict,
+    RuntimeStoreError,
+    SessionKeyMismatch,
+    StoreClosed,
+    StoreLocked,
+    StorePoisoned,
+    Unsupported,
+    WriteFailed,
+)
+from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from ._protocol import RuntimeStore
+from ._session_codec import MeerkatSessionCodec, SessionCodec
+from ._types import (
+    LIFECYCLE_TRANSITIONS,
+    InputAbandonReason,
+    InputDurability,
+    InputLifecycleState,
+    InputState,
+    InputStateHistoryEntry,
+    InputStateSeed,
+    InputTerminalOutcome,
+    MachineLifecycleCommit,
+    PersistedOpsSnapshot,
+    RunApplyBoundary,
+    RunBoundaryReceipt,
+    RuntimeState,
+    SessionDelta,
+    StoredInputState,
+    machine_transition,
+)
+
+__all__ = [
+    "LIFECYCLE_TRANSITIONS",
+    "CorruptStore",
+    "InputAbandonReason",
+    "InputDurability",
+    "InputId",
+    "InputLifecycleState",
+    "InputState",
+    "InputStateHistoryEntry",
+    "InputStateSeed",
+    "InputTerminalOutcome",
+    "Internal",
+    "InvalidTransition",
+    "LogicalRuntimeId",
+    "MachineLifecycleCommit",
+    "MeerkatSessionCodec",
+    "NotFound",
+    "PersistedOpsSnapshot",
+    "ReadFailed",
+    "ReceiptConflict",
+    "RunApplyBoundary",
+    "RunBoundaryReceipt",
+    "RunId",
+    "RuntimeState",
+    "RuntimeStore",
+    "RuntimeStoreError",
+    "SessionCodec",
+    "SessionDelta",
+    "SessionId",
+    "SessionKeyMismatch",
+    "StoreClosed",
+    "StoreLocked",
+    "StorePoisoned",
+    "StoreStatistics",
+    "StoredInputState",
+    "Unsupported",
+    "WriteFailed",
+    "machine_transition",
+    "open_store",
+]
+
+__version__ = "0.1.0"

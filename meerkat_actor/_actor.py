@@ -1,0 +1,445 @@
+"""The storage actor and the store handle (SPEC §3, §6).
+
+Rule 1: this module holds no semantics. What a command does is decided by
+`_core.apply`; what a read returns by the `_core.load_*` functions. Here we
+only move commands to the actor, replies back, and keep the state value.
+
+Rule 2: one task, the actor, owns the working state. Nobody else assigns it.
+
+Rule 3: every command the actor receives gets exactly one reply, on every
+path: applied, refused, actor failure, close, cancellation. A caller never
+waits for a reply that cannot come.
+
+Theory of operation. `open_store()` starts the actor in a nursery and hands
+out an `ActorStore`. A write builds its command in the caller's task (the
+command's constructor checks the arguments, so bad input never travels),
+sends `(command, reply)` on a bounded trio memory channel, and waits for the
+one-shot reply. The actor receives one envelope, then drains every envelope
+already waiting (up to `max_batch`): one *batch*. It applies the batch's
+commands in order with the pure core, publishes the resulting state value,
+then replies to each. Refused commands (store errors, an OAuth updater that
+raised) get their error and leave the state as it was.
+
+Reads do not travel: they read the *published* state, the value as of the
+last batch whose writes have all been acknowledged, with the pure core's read
+functions. Immutability makes that safe without locks, and it is
+linearizable: a write is visible to every reader from the moment before its
+caller is told it succeeded.
+
+Cancellation: a caller cancelled while its command is being sent has sent
+nothing. Once sent, the caller waits for the reply shielded from
+cancellation (as `trio.to_thread.run_sync` does by default), so the command
+completes atomically and takes effect before any later call of that task; the
+pending cancellation is delivered at the caller's next checkpoint. A command
+is applied in microseconds, so the delay is short.
+
+Failure: if applying a command raises anything but a store error or a
+caller-code error, the actor has a bug; it marks itself failed, answers that
+command, the rest of its batch and everything queued with `Internal` (chained
+to the cause), and stops. Later calls get `Internal` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import NamedTuple, final
+
+import trio
+
+from . import _core
+from ._check import check_instance, check_u64
+from ._core import Command, StoreState
+from ._errors import Internal, RuntimeStoreError, StoreClosed
+from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from ._session_codec import MeerkatSessionCodec, SessionCodec
+from ._types import (
+    MachineLifecycleCommit,
+    PersistedOpsSnapshot,
+    RunBoundaryReceipt,
+    RuntimeState,
+    SessionDelta,
+    StoredInputState,
+)
+from ._util import NoPublicConstructor
+
+__all__ = ["ActorStore", "StoreStatistics", "open_store"]
+
+logger = logging.getLogger("meerkat_actor")
+
+DEFAULT_MAX_PENDING = 1024
+DEFAULT_MAX_BATCH = 256
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    """A snapshot of a store's counters (`store.statistics()`).
+
+    Attributes:
+        commands: write commands the actor has taken, applied or refused.
+        refused: of those, the ones that failed (store error or caller code).
+        batches: groups of commands applied together.
+        largest_batch: the most commands in one batch.
+        effects: effect records produced by applied commands.
+        fsyncs: log syncs (0 for an in-memory store).
+        bytes_written: log bytes written (0 for an in-memory store).
+        checkpoints: snapshots written (0 for an in-memory store).
+        pending: commands sent and waiting for the actor now.
+        max_pending: the command channel's bound.
+    """
+
+    commands: int
+    refused: int
+    batches: int
+    largest_batch: int
+    effects: int
+    fsyncs: int
+    bytes_written: int
+    checkpoints: int
+    pending: int
+    max_pending: int
+
+
+class _Reply:
+    """A one-shot reply slot: set exactly once, by the actor."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+    def set(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.done.set()
+
+
+class _Envelope(NamedTuple):
+    command: Command
+    reply: _Reply
+
+
+class _Actor:
+    """The actor task's state: the working state value and counters."""
+
+    def __init__(self, codec: SessionCodec, max_batch: int, max_pending: int) -> None:
+        self.codec = codec
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        self.state: StoreState = _core.EMPTY
+        self.published: StoreState = _core.EMPTY
+        self.failure: BaseException | None = None
+        self.commands = 0
+        self.refused = 0
+        self.batches = 0
+        self.largest_batch = 0
+        self.effects = 0
+
+    def internal_error(self) -> Internal:
+        error = Internal(f"the storage actor died: {self.failure!r}")
+        error.__cause__ = self.failure
+        return error
+
+    async def run(self, receive: trio.MemoryReceiveChannel[_Envelope]) -> None:
+        try:
+            while self.failure is None:
+                try:
+                    batch = [await receive.receive()]
+                except trio.EndOfChannel:
+                    return
+                while len(batch) < self.max_batch:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                self.run_batch(batch)
+        finally:
+            # Answer everything still queued, then close: no sender can slip
+            # in between, since nothing here yields to trio.
+            error: RuntimeStoreError = (
+                self.internal_error()
+                if self.failure is not None
+                else StoreClosed("the store closed before this command was applied")
+            )
+            while True:
+                try:
+                    envelope = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                envelope.reply.set(self.internal_error() if self.failure else error)
+            receive.close()
+
+    def run_batch(self, batch: list[_Envelope]) -> None:
+        """Apply a batch with the pure core, publish, then reply to each."""
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(batch))
+        state = self.state
+        applied: list[_Reply] = []
+        for command, reply in batch:
+            if self.failure is not None:
+                reply.set(self.internal_error())
+                continue
+            self.commands += 1
+            try:
+                state, effects = _core.apply(state, command, self.codec)
+            except RuntimeStoreError as exc:
+                self.refused += 1
+                reply.set(exc)
+            except _core.CallerCodeError as exc:
+                self.refused += 1
+                reply.set(exc.error)
+            except Exception as exc:
+                logger.exception("the storage actor died applying %r", command)
+                self.failure = exc
+                reply.set(self.internal_error())
+            else:
+                self.effects += len(effects)
+                applied.append(reply)
+        self.state = self.published = state
+        for reply in applied:
+            reply.set()
+
+
+@final
+class ActorStore(metaclass=NoPublicConstructor):
+    """A handle on an actor store; made only by `open_store()`.
+
+    Implements `RuntimeStore`. Safe to share between any number of trio tasks
+    of the run that opened it.
+    """
+
+    __construct_hint__ = "use meerkat_actor.open_store()"
+
+    def __init__(self, actor: _Actor, send: trio.MemorySendChannel[_Envelope]) -> None:
+        self._actor = actor
+        self._send = send
+        self._closed = False
+
+    # --- plumbing -------------------------------------------------------------
+
+    def _unusable(self) -> RuntimeStoreError | None:
+        if self._actor.failure is not None:
+            return self._actor.internal_error()
+        if self._closed:
+            return StoreClosed("the store is closed (its `async with` block has exited)")
+        return None
+
+    async def _write(self, command: Command) -> None:
+        error = self._unusable()
+        if error is not None:
+            await trio.lowlevel.checkpoint()
+            raise error
+        reply = _Reply()
+        try:
+            await self._send.send(_Envelope(command, reply))
+        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+            raise (self._unusable() or StoreClosed("the store is closed")) from exc
+        with trio.CancelScope(shield=True):
+            await reply.done.wait()
+        if reply.error is not None:
+            raise reply.error
+
+    async def _readable(self) -> StoreState:
+        await trio.lowlevel.checkpoint()
+        error = self._unusable()
+        if error is not None:
+            raise error
+        return self._actor.published
+
+    # --- RuntimeStore -----------------------------------------------------------
+
+    def auth_authority_key(self) -> str | None:
+        """`None`: an in-memory store has no durable location to share."""
+        return None
+
+    async def persist_auth_oauth_flow_snapshot(self, snapshot: bytes) -> None:
+        """Replace the store-wide OAuth flow snapshot.
+
+        Raises:
+            TypeError: `snapshot` is not `bytes`.
+            StoreClosed, Internal: the store cannot take writes.
+        """
+        await self._write(_core.PersistOAuthFlowSnapshot(snapshot))
+
+    async def load_auth_oauth_flow_snapshot(self) -> bytes | None:
+        """The store-wide OAuth flow snapshot, or `None` if never written."""
+        return _core.load_auth_oauth_flow_snapshot(await self._readable())
+
+    async def update_auth_oauth_flow_snapshot(
+        self, update: Callable[[bytes | None], bytes]
+    ) -> None:
+        """Atomically replace the OAuth flow snapshot with `update(current)`.
+
+        `update` runs inside the actor with the current value (`None` if
+        there is none); no other command runs in between, so it is safe as a
+        counter under any concurrency. It must be quick and must not block:
+        it runs on the trio thread.
+
+        Raises:
+            TypeError: `update` is not callable, or it returned non-bytes
+                (nothing changed).
+            Exception: whatever `update` raised, unchanged (nothing changed).
+        """
+        await self._write(_core.UpdateOAuthFlowSnapshot(update))
+
+    async def commit_session_snapshot(
+        self, runtime_id: LogicalRuntimeId, delta: SessionDelta
+    ) -> None:
+        """Replace the runtime's session snapshot; writes no receipt.
+
+        Raises:
+            TypeError: wrong argument types.
+            WriteFailed: the session codec cannot read the snapshot.
+        """
+        await self._write(_core.CommitSessionSnapshot(runtime_id, delta))
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[StoredInputState],
+        session_store_key: SessionId | None = None,
+    ) -> None:
+        """Commit a session snapshot (optional), a receipt and input states as one.
+
+        Raises:
+            TypeError: wrong argument types.
+            WriteFailed: the session codec cannot read the snapshot.
+            SessionKeyMismatch: `session_store_key` differs from the
+                snapshot's session id.
+            ReceiptConflict: a receipt with the same `(run_id, sequence)`
+                exists for the runtime.
+            In every case nothing of the call was applied.
+        """
+        await self._write(
+            _core.AtomicApply(runtime_id, delta, receipt, input_updates, session_store_key)
+        )
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
+        """The runtime's input states sorted by input id; `[]` if it has none."""
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        return _core.load_input_states(await self._readable(), runtime_id)
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> StoredInputState | None:
+        """One input state, or `None`."""
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(input_id, InputId, "input_id")
+        return _core.load_input_state(await self._readable(), runtime_id, input_id)
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: StoredInputState
+    ) -> None:
+        """Upsert one input state by its input id."""
+        await self._write(_core.PersistInputState(runtime_id, state))
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        """The receipt under `(runtime_id, run_id, sequence)`, or `None`.
+
+        Raises:
+            ValueError: `sequence` is outside [0, 2**64-1].
+        """
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(run_id, RunId, "run_id")
+        sequence = check_u64(sequence, "sequence")
+        return _core.load_boundary_receipt(await self._readable(), runtime_id, run_id, sequence)
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        """The runtime's session snapshot, or `None`."""
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        return _core.load_session_snapshot(await self._readable(), runtime_id)
+
+    async def load_runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
+        """The runtime's lifecycle state, or `None` if never committed."""
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        return _core.load_runtime_state(await self._readable(), runtime_id)
+
+    async def commit_machine_lifecycle(
+        self,
+        runtime_id: LogicalRuntimeId,
+        commit: MachineLifecycleCommit,
+        input_states: Sequence[StoredInputState],
+    ) -> None:
+        """Write the runtime state chosen by `commit` and upsert `input_states`, as one."""
+        await self._write(_core.CommitMachineLifecycle(runtime_id, commit, input_states))
+
+    async def persist_ops_lifecycle(
+        self, runtime_id: LogicalRuntimeId, snapshot: PersistedOpsSnapshot
+    ) -> None:
+        """Replace the runtime's ops lifecycle snapshot."""
+        await self._write(_core.PersistOpsLifecycle(runtime_id, snapshot))
+
+    async def load_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
+        """The runtime's ops lifecycle snapshot, or `None`."""
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        return _core.load_ops_lifecycle(await self._readable(), runtime_id)
+
+    # --- extras ---------------------------------------------------------------
+
+    def statistics(self) -> StoreStatistics:
+        """The store's counters now (see `StoreStatistics`)."""
+        actor = self._actor
+        return StoreStatistics(
+            commands=actor.commands,
+            refused=actor.refused,
+            batches=actor.batches,
+            largest_batch=actor.largest_batch,
+            effects=actor.effects,
+            fsyncs=0,
+            bytes_written=0,
+            checkpoints=0,
+            pending=self._send.statistics().current_buffer_used,
+            max_pending=actor.max_pending,
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "failed" if self._actor.failure else "open"
+        return f"<meerkat_actor in-memory store ({state})>"
+
+
+@asynccontextmanager
+async def open_store(
+    *,
+    session_codec: SessionCodec | None = None,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> AsyncIterator[ActorStore]:
+    """Open an in-memory actor store for the duration of an `async with` block.
+
+    Args:
+        session_codec: reads the session id out of session snapshots;
+            default `MeerkatSessionCodec` (Meerkat session JSON).
+        max_pending: how many sent commands may wait for the actor before
+            senders block (the channel's bound).
+        max_batch: the most commands the actor applies as one batch.
+
+    The store closes when the block exits: commands already sent complete,
+    later calls raise `StoreClosed`.
+    """
+    codec: SessionCodec = MeerkatSessionCodec() if session_codec is None else session_codec
+    if not isinstance(codec, SessionCodec):
+        raise TypeError(
+            f"session_codec must have a session_id(bytes) method, got {type(codec).__name__}"
+        )
+    for name, value in (("max_pending", max_pending), ("max_batch", max_batch)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    send, receive = trio.open_memory_channel[_Envelope](max_pending)
+    actor = _Actor(codec, max_batch, max_pending)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(actor.run, receive)
+        store: ActorStore = ActorStore._create(actor, send)
+        try:
+            yield store
+        finally:
+            store._closed = True
+            send.close()

@@ -1,0 +1,123 @@
+"""Argument checks: the one place that validates values at the API boundary.
+
+Value constructors (`_types.py`) and the store handles call these; each raises
+`TypeError` for a wrong type and `ValueError` for a wrong value, with a message
+that starts with the argument or field name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+__all__ = [
+    "U64_MAX",
+    "check_bytes",
+    "check_count",
+    "check_instance",
+    "check_optional_instance",
+    "check_optional_str",
+    "check_str",
+    "check_tuple",
+    "check_u64",
+    "check_utc",
+]
+
+U64_MAX = 2**64 - 1
+
+T = TypeVar("T")
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def check_instance(value: Any, cls: type[T], name: str) -> T:
+    """`value` must be an instance of `cls`."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be {cls.__name__}, got {_type_name(value)}")
+    return value
+
+
+def check_optional_instance(value: Any, cls: type[T], name: str) -> T | None:
+    """`value` must be `None` or an instance of `cls`."""
+    if value is not None and not isinstance(value, cls):
+        raise TypeError(f"{name} must be {cls.__name__} or None, got {_type_name(value)}")
+    return value
+
+
+def check_str(value: Any, name: str) -> str:
+    """`value` must be a `str`; a subclass is narrowed to `str`."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be str, got {_type_name(value)}")
+    return str(value)
+
+
+def check_optional_str(value: Any, name: str) -> str | None:
+    """`value` must be `None` or a `str`."""
+    return None if value is None else check_str(value, f"{name}")
+
+
+def _check_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be int, got {_type_name(value)}")
+    return int(value)
+
+
+def check_u64(value: Any, name: str) -> int:
+    """`value` must be an `int` in [0, 2**64 - 1] (`bool` is refused)."""
+    number = _check_int(value, name)
+    if not 0 <= number <= U64_MAX:
+        raise ValueError(f"{name} must be in [0, 2**64-1], got {number}")
+    return number
+
+
+def check_count(value: Any, name: str) -> int:
+    """`value` must be a non-negative `int` that fits in u64."""
+    number = _check_int(value, name)
+    if number < 0:
+        raise ValueError(f"{name} must be non-negative, got {number}")
+    if number > U64_MAX:
+        raise ValueError(f"{name} must be at most 2**64-1, got {number}")
+    return number
+
+
+def check_bytes(value: Any, name: str) -> bytes:
+    """`value` must be `bytes` (not `bytearray`, `memoryview` or `str`)."""
+    if not isinstance(value, bytes):
+        raise TypeError(f"{name} must be bytes, got {_type_name(value)}")
+    return bytes(value)
+
+
+def check_utc(value: Any, name: str) -> datetime:
+    """`value` must be a timezone-aware `datetime`; it is returned in UTC.
+
+    An aware datetime in another zone is converted to the same instant in
+    UTC; a naive one is refused, since the store cannot know its zone.
+    """
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be datetime, got {_type_name(value)}")
+    offset = value.utcoffset()
+    if offset is None:
+        raise ValueError(f"{name} must be timezone-aware (UTC), got naive {value.isoformat()}")
+    if value.tzinfo is UTC and type(value) is datetime:
+        return value
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} is out of range in UTC: {value.isoformat()}") from None
+    return datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, UTC
+    )
+
+
+def check_tuple(value: Any, cls: type[T], name: str) -> tuple[T, ...]:
+    """`value` must be a finite sequence (list, tuple, ...) of `cls` instances;
+    it is returned as a tuple. `str`, `bytes` and mappings are refused."""
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a sequence of {cls.__name__}, got {_type_name(value)}")
+    items = tuple(value)
+    for i, item in enumerate(items):
+        check_instance(item, cls, f"{name}[{i}]")
+    return items

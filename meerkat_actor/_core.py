@@ -1,0 +1,471 @@
+"""The pure core: the store state, the commands, their effects and the reads.
+
+Rule 1: nothing here awaits, touches a file, reads a clock or draws a random
+number. Every function is a pure function of its arguments (the OAuth updater
+and the session codec are arguments: caller code the command carries or the
+store was configured with).
+
+Rule 2: the semantics of SPEC §4 live here and only here. The actor, the
+persistence layer and every backend built on this module call these functions;
+none of them decides anything of its own.
+
+Theory of operation. `StoreState` is an immutable value: a pyrsistent map of
+per-runtime `RuntimeRecord`s plus the store-wide OAuth flow snapshot. A write
+is a frozen *command* (`AtomicApply`, `PersistInputState`, ...). `plan(state,
+command, codec)` checks the command against the state and returns its
+*effects*: a tuple of frozen records saying what to set (`InsertReceipt`,
+`PutInputStates`, ...), or raises a store error and changes nothing. `redo
+(state, effects)` applies effects and cannot fail; it is what a durable store
+replays from its log, so replay never runs caller code (an OAuth updater's
+result is an effect; the updater is not). `apply = redo . plan`.
+
+Reads are plain functions of a state (`load_input_states(state, runtime_id)`,
+...): any holder of a `StoreState` value can answer them without a lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Final, TypeAlias, final
+
+from pyrsistent import PMap, pmap
+
+from ._check import check_bytes, check_instance, check_optional_instance, check_tuple
+from ._errors import ReceiptConflict, SessionKeyMismatch, WriteFailed
+from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from ._session_codec import SessionCodec
+from ._types import (
+    MachineLifecycleCommit,
+    PersistedOpsSnapshot,
+    RunBoundaryReceipt,
+    RuntimeState,
+    SessionDelta,
+    StoredInputState,
+)
+
+__all__ = [
+    "EMPTY",
+    "AtomicApply",
+    "CallerCodeError",
+    "Command",
+    "CommitMachineLifecycle",
+    "CommitSessionSnapshot",
+    "Effect",
+    "InsertReceipt",
+    "PersistInputState",
+    "PersistOAuthFlowSnapshot",
+    "PersistOpsLifecycle",
+    "PutInputStates",
+    "RuntimeRecord",
+    "SetOAuthFlowSnapshot",
+    "SetOpsSnapshot",
+    "SetRuntimeState",
+    "SetSessionSnapshot",
+    "StoreState",
+    "UpdateOAuthFlowSnapshot",
+    "apply",
+    "load_auth_oauth_flow_snapshot",
+    "load_boundary_receipt",
+    "load_input_state",
+    "load_input_states",
+    "load_ops_lifecycle",
+    "load_runtime_state",
+    "load_session_snapshot",
+    "plan",
+    "redo",
+]
+
+
+# --- state --------------------------------------------------------------------
+
+
+ReceiptKey: TypeAlias = tuple[RunId, int]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RuntimeRecord:
+    """Everything one runtime holds. Runtimes never share anything."""
+
+    session_snapshot: bytes | None = None
+    input_states: PMap[InputId, StoredInputState] = field(default_factory=pmap)
+    receipts: PMap[ReceiptKey, RunBoundaryReceipt] = field(default_factory=pmap)
+    runtime_state: RuntimeState | None = None
+    ops_snapshot: PersistedOpsSnapshot | None = None
+
+
+_EMPTY_RECORD: Final = RuntimeRecord()
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """The whole store: per-runtime records and the one OAuth flow snapshot."""
+
+    runtimes: PMap[LogicalRuntimeId, RuntimeRecord] = field(default_factory=pmap)
+    oauth_flow_snapshot: bytes | None = None
+
+    def record(self, runtime_id: LogicalRuntimeId) -> RuntimeRecord:
+        """The runtime's record; an empty one for a runtime never written."""
+        return self.runtimes.get(runtime_id, _EMPTY_RECORD)
+
+
+EMPTY: Final = StoreState()
+
+
+# --- commands (writes) -------------------------------------------------------------
+#
+# A command is built in the caller's task, from the method's arguments; its
+# constructor is the one place that checks them (TypeError/ValueError naming
+# the argument), so a bad argument never reaches the actor.
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PersistOAuthFlowSnapshot:
+    snapshot: bytes
+
+    def __post_init__(self) -> None:
+        _set(self, "snapshot", check_bytes(self.snapshot, "snapshot"))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class UpdateOAuthFlowSnapshot:
+    update: Callable[[bytes | None], bytes]
+
+    def __post_init__(self) -> None:
+        if not callable(self.update):
+            raise TypeError(f"update must be callable, got {type(self.update).__name__}")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CommitSessionSnapshot:
+    runtime_id: LogicalRuntimeId
+    delta: SessionDelta
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(self.delta, SessionDelta, "delta")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AtomicApply:
+    runtime_id: LogicalRuntimeId
+    delta: SessionDelta | None
+    receipt: RunBoundaryReceipt
+    input_updates: Sequence[StoredInputState]
+    session_store_key: SessionId | None
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+        check_optional_instance(self.delta, SessionDelta, "delta")
+        check_instance(self.receipt, RunBoundaryReceipt, "receipt")
+        _set(
+            self,
+            "input_updates",
+            check_tuple(self.input_updates, StoredInputState, "input_updates"),
+        )
+        check_optional_instance(self.session_store_key, SessionId, "session_store_key")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PersistInputState:
+    runtime_id: LogicalRuntimeId
+    state: StoredInputState
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(self.state, StoredInputState, "state")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CommitMachineLifecycle:
+    runtime_id: LogicalRuntimeId
+    commit: MachineLifecycleCommit
+    input_states: Sequence[StoredInputState]
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(self.commit, MachineLifecycleCommit, "commit")
+        _set(
+            self,
+            "input_states",
+            check_tuple(self.input_states, StoredInputState, "input_states"),
+        )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PersistOpsLifecycle:
+    runtime_id: LogicalRuntimeId
+    snapshot: PersistedOpsSnapshot
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(self.snapshot, PersistedOpsSnapshot, "snapshot")
+
+
+Command: TypeAlias = (
+    PersistOAuthFlowSnapshot
+    | UpdateOAuthFlowSnapshot
+    | CommitSessionSnapshot
+    | AtomicApply
+    | PersistInputState
+    | CommitMachineLifecycle
+    | PersistOpsLifecycle
+)
+
+
+# --- effects (what the redo log records) ----------------------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SetOAuthFlowSnapshot:
+    snapshot: bytes
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SetSessionSnapshot:
+    runtime_id: LogicalRuntimeId
+    snapshot: bytes
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class InsertReceipt:
+    runtime_id: LogicalRuntimeId
+    receipt: RunBoundaryReceipt
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PutInputStates:
+    """Upsert by input id, in order: a later entry wins over an earlier one."""
+
+    runtime_id: LogicalRuntimeId
+    states: tuple[StoredInputState, ...]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SetRuntimeState:
+    runtime_id: LogicalRuntimeId
+    runtime_state: RuntimeState
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SetOpsSnapshot:
+    runtime_id: LogicalRuntimeId
+    snapshot: PersistedOpsSnapshot
+
+
+Effect: TypeAlias = (
+    SetOAuthFlowSnapshot
+    | SetSessionSnapshot
+    | InsertReceipt
+    | PutInputStates
+    | SetRuntimeState
+    | SetOpsSnapshot
+)
+
+
+class CallerCodeError(Exception):
+    """Carries an exception raised by caller code run inside a command (the
+    OAuth updater), or a wrong result from it. The shell re-raises `.error` in
+    the caller; the state is unchanged."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+# --- plan: command -> effects, or a store error --------------------------------------------
+
+
+def _session_effect(
+    runtime_id: LogicalRuntimeId,
+    delta: SessionDelta,
+    codec: SessionCodec,
+    session_store_key: SessionId | None,
+) -> SetSessionSnapshot:
+    """Ask the codec for the snapshot's session id; validate it against the key."""
+    try:
+        actual = codec.session_id(delta.session_snapshot)
+    except Exception as exc:
+        raise WriteFailed(
+            f"runtime {runtime_id}: session snapshot rejected by {codec!r}: {exc}"
+        ) from exc
+    if not isinstance(actual, SessionId):
+        raise WriteFailed(
+            f"runtime {runtime_id}: {codec!r}.session_id() returned"
+            f" {type(actual).__name__}, not SessionId"
+        )
+    if session_store_key is not None and session_store_key != actual:
+        raise SessionKeyMismatch(session_store_key, actual, runtime_id=str(runtime_id))
+    return SetSessionSnapshot(runtime_id, delta.session_snapshot)
+
+
+def _plan_atomic_apply(state: StoreState, cmd: AtomicApply, codec: SessionCodec) -> list[Effect]:
+    effects: list[Effect] = []
+    if cmd.delta is not None:
+        effects.append(_session_effect(cmd.runtime_id, cmd.delta, codec, cmd.session_store_key))
+    receipt = cmd.receipt
+    if (receipt.run_id, receipt.sequence) in state.record(cmd.runtime_id).receipts:
+        raise ReceiptConflict(
+            f"runtime {cmd.runtime_id}: a receipt for run {receipt.run_id}"
+            f" sequence {receipt.sequence} exists already; receipts are immutable"
+        )
+    effects.append(InsertReceipt(cmd.runtime_id, receipt))
+    if cmd.input_updates:
+        effects.append(PutInputStates(cmd.runtime_id, tuple(cmd.input_updates)))
+    return effects
+
+
+def _plan_update_oauth(state: StoreState, cmd: UpdateOAuthFlowSnapshot) -> list[Effect]:
+    try:
+        new = cmd.update(state.oauth_flow_snapshot)
+    except Exception as exc:
+        raise CallerCodeError(exc) from exc
+    if not isinstance(new, bytes):
+        raise CallerCodeError(
+            TypeError(
+                "update_auth_oauth_flow_snapshot: the updater must return bytes,"
+                f" got {type(new).__name__}"
+            )
+        )
+    return [SetOAuthFlowSnapshot(bytes(new))]
+
+
+def plan(state: StoreState, command: Command, codec: SessionCodec) -> tuple[Effect, ...]:
+    """Return the effects of `command` on `state`.
+
+    Raises:
+        WriteFailed: the session codec cannot read the command's snapshot.
+        SessionKeyMismatch: `AtomicApply.session_store_key` differs from the
+            snapshot's session id.
+        ReceiptConflict: `AtomicApply` would overwrite an existing receipt.
+        CallerCodeError: the OAuth updater raised or returned non-bytes.
+    """
+    effects: list[Effect]
+    match command:
+        case AtomicApply():
+            effects = _plan_atomic_apply(state, command, codec)
+        case CommitSessionSnapshot(runtime_id, delta):
+            effects = [_session_effect(runtime_id, delta, codec, None)]
+        case PersistInputState(runtime_id, stored):
+            effects = [PutInputStates(runtime_id, (stored,))]
+        case CommitMachineLifecycle(runtime_id, commit, input_states):
+            effects = [SetRuntimeState(runtime_id, commit.runtime_state)]
+            if input_states:
+                effects.append(PutInputStates(runtime_id, tuple(input_states)))
+        case PersistOpsLifecycle(runtime_id, snapshot):
+            effects = [SetOpsSnapshot(runtime_id, snapshot)]
+        case PersistOAuthFlowSnapshot(snapshot):
+            effects = [SetOAuthFlowSnapshot(snapshot)]
+        case UpdateOAuthFlowSnapshot():
+            effects = _plan_update_oauth(state, command)
+        case _:  # pragma: no cover - the Command union is closed
+            raise TypeError(f"not a store command: {command!r}")
+    return tuple(effects)
+
+
+# --- redo: effects -> state (total; what recovery replays) --------------------------------
+
+
+def _redo_one(record: RuntimeRecord, effect: Effect) -> RuntimeRecord:
+    match effect:
+        case SetSessionSnapshot(_, snapshot):
+            return replace(record, session_snapshot=snapshot)
+        case InsertReceipt(_, receipt):
+            key = (receipt.run_id, receipt.sequence)
+            return replace(record, receipts=record.receipts.set(key, receipt))
+        case PutInputStates(_, states):
+            evolver = record.input_states.evolver()
+            for stored in states:
+                evolver[stored.state.input_id] = stored
+            return replace(record, input_states=evolver.persistent())
+        case SetRuntimeState(_, runtime_state):
+            return replace(record, runtime_state=runtime_state)
+        case SetOpsSnapshot(_, snapshot):
+            return replace(record, ops_snapshot=snapshot)
+    raise TypeError(f"not a runtime effect: {effect!r}")  # pragma: no cover
+
+
+def redo(state: StoreState, effects: tuple[Effect, ...]) -> StoreState:
+    """Apply `effects` to `state`, in order. Never fails for valid effects."""
+    runtimes = state.runtimes
+    oauth = state.oauth_flow_snapshot
+    for effect in effects:
+        if isinstance(effect, SetOAuthFlowSnapshot):
+            oauth = effect.snapshot
+        else:
+            record = runtimes.get(effect.runtime_id, _EMPTY_RECORD)
+            runtimes = runtimes.set(effect.runtime_id, _redo_one(record, effect))
+    return StoreState(runtimes, oauth)
+
+
+def apply(
+    state: StoreState, command: Command, codec: SessionCodec
+) -> tuple[StoreState, tuple[Effect, ...]]:
+    """Run one command: return the new state and the effects to log.
+
+    On any error `state` is untouched (it is immutable) and nothing is logged.
+    """
+    effects = plan(state, command, codec)
+    return redo(state, effects), effects
+
+
+# --- reads ---------------------------------------------------------------------------
+
+
+def load_input_states(state: StoreState, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
+    """The runtime's input states sorted by input id (UUID order); `[]` if unknown."""
+    states = state.record(runtime_id).input_states
+    return [states[key] for key in sorted(states, key=_uuid_int)]
+
+
+def _uuid_int(input_id: InputId) -> int:
+    return input_id.value.int
+
+
+def load_input_state(
+    state: StoreState, runtime_id: LogicalRuntimeId, input_id: InputId
+) -> StoredInputState | None:
+    return state.record(runtime_id).input_states.get(input_id)
+
+
+def load_boundary_receipt(
+    state: StoreState, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+) -> RunBoundaryReceipt | None:
+    return state.record(runtime_id).receipts.get((run_id, sequence))
+
+
+def load_session_snapshot(state: StoreState, runtime_id: LogicalRuntimeId) -> bytes | None:
+    return state.record(runtime_id).session_snapshot
+
+
+def load_runtime_state(state: StoreState, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
+    return state.record(runtime_id).runtime_state
+
+
+def load_ops_lifecycle(
+    state: StoreState, runtime_id: LogicalRuntimeId
+) -> PersistedOpsSnapshot | None:
+    return state.record(runtime_id).ops_snapshot
+
+
+def load_auth_oauth_flow_snapshot(state: StoreState) -> bytes | None:
+    return state.oauth_flow_snapshot

@@ -1,0 +1,146 @@
+"""The store's errors (SPEC §5).
+
+Rule 1: every error a store method raises on purpose is a `RuntimeStoreError`,
+except bad arguments, which are `TypeError`/`ValueError` raised in the caller
+before anything reaches the store.
+
+Rule 2: each class's docstring says exactly when it is raised, and who is at
+fault: the caller (`SessionKeyMismatch`, `ReceiptConflict`, `StoreClosed`), the
+data (`CorruptStore`), or the machine (`WriteFailed` from I/O, `Internal`).
+
+The direct kinds mirror the Rust `RuntimeStoreError` enum of the seed;
+refinements subclass the nearest kind so `except WriteFailed` also catches a
+`ReceiptConflict`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._ids import SessionId
+
+__all__ = [
+    "CorruptStore",
+    "Internal",
+    "InvalidTransition",
+    "NotFound",
+    "ReadFailed",
+    "ReceiptConflict",
+    "RuntimeStoreError",
+    "SessionKeyMismatch",
+    "StoreClosed",
+    "StoreLocked",
+    "StorePoisoned",
+    "Unsupported",
+    "WriteFailed",
+]
+
+
+class RuntimeStoreError(Exception):
+    """Base class of every error a store operation raises on purpose.
+
+    Bad arguments are not store errors: they raise `TypeError` or
+    `ValueError` before the operation reaches the store.
+    """
+
+
+class WriteFailed(RuntimeStoreError):
+    """A write was refused or could not be made durable; it changed nothing.
+
+    Raised directly when the session codec cannot read a session snapshot
+    (the message names the runtime and the codec's reason) and, in durable
+    stores, when writing or syncing the log fails. Subclasses narrow the
+    cause.
+    """
+
+
+class ReadFailed(RuntimeStoreError):
+    """A read could not be served from the store's data."""
+
+
+class SessionKeyMismatch(RuntimeStoreError):
+    """`atomic_apply` was given a `session_store_key` that differs from the
+    session id inside its session snapshot. Nothing of the call was applied.
+
+    Attributes:
+        expected: the `session_store_key` the caller passed.
+        actual: the session id the session codec read from the snapshot.
+    """
+
+    expected: SessionId
+    actual: SessionId
+
+    def __init__(self, expected: SessionId, actual: SessionId, *, runtime_id: str = "") -> None:
+        where = f" for runtime {runtime_id!r}" if runtime_id else ""
+        super().__init__(f"session store key mismatch{where}: expected {expected}, actual {actual}")
+        self.expected = expected
+        self.actual = actual
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.expected, self.actual))
+
+
+class NotFound(RuntimeStoreError):
+    """A named thing the operation needs does not exist.
+
+    No operation of the `RuntimeStore` contract raises it today: loads of
+    unknown keys return `None` or `[]`. It exists to mirror the seed's error
+    kinds, so other backends and future operations can use it.
+    """
+
+
+class Unsupported(RuntimeStoreError):
+    """The backend does not implement this operation.
+
+    The stores of this package implement every operation; other backends
+    declare what they leave out to the conformance kit, which then expects
+    this error from those operations.
+    """
+
+
+class Internal(RuntimeStoreError):
+    """The store failed in a way that is not the caller's fault.
+
+    Raised to every waiting and later caller once the storage actor has died
+    of an unexpected exception; the cause is chained (`__cause__`). The store
+    must be closed and reopened.
+    """
+
+
+class ReceiptConflict(WriteFailed):
+    """`atomic_apply` tried to insert a run-boundary receipt under a key
+    `(runtime_id, run_id, sequence)` that already holds one.
+
+    Receipts are immutable: the whole call was refused and nothing of it was
+    applied. A caller unsure whether an earlier commit landed can load the
+    receipt to find out.
+    """
+
+
+class StoreLocked(WriteFailed):
+    """Opening a durable store found its directory locked by another open
+    store, in this process or another. The message names the directory."""
+
+
+class StorePoisoned(WriteFailed):
+    """A durable store failed to write or sync its log earlier, and refuses
+    every later write until it is reopened. Reads keep working and show the
+    last durable state; reopening recovers from disk."""
+
+
+class CorruptStore(ReadFailed):
+    """A durable store's files are damaged in a way recovery must not paper
+    over (anything but a torn record at the very end of the log). The message
+    names the file and the byte offset."""
+
+
+class StoreClosed(RuntimeStoreError):
+    """The operation was called on a store whose `async with` block has
+    exited, or the store closed while the operation was waiting to be sent.
+    The caller's code closed it."""
+
+
+class InvalidTransition(ValueError):
+    """`machine_transition(from_state, to_state)` was asked for a lifecycle
+    transition that is not in the transition table (SPEC §2)."""
