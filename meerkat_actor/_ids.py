@@ -114,7 +114,8 @@ class _UuidId:
         return str(self.value)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}('{self.value}')"
+        # Runnable with `from uuid import UUID`, as Hypothesis prints failing steps.
+        return f"{type(self).__name__}(UUID('{self.value}'))"
 
 
 @final

@@ -1,0 +1,18 @@
+"""meerkat_actor.testing: the conformance kit (SPEC §8).
+
+- `ReferenceModel`: SPEC §4 as a small plain-Python program.
+- `strategies`: Hypothesis strategies for every type of the data model.
+- `RuntimeStoreMachine`: a Hypothesis stateful machine that runs any
+  `RuntimeStore` against the model; subclass it and set `open_store`.
+- `TrioBridge`: runs a trio-based store in a helper thread for synchronous
+  callers (the machine's rules).
+
+This subpackage needs the `test` extra (Hypothesis); the store itself does not.
+"""
+
+from . import _strategies as strategies
+from ._bridge import TrioBridge
+from ._machine import RuntimeStoreMachine, UpdaterFailed
+from ._model import ReferenceModel
+
+__all__ = ["ReferenceModel", "RuntimeStoreMachine", "TrioBridge", "UpdaterFailed", "strategies"]

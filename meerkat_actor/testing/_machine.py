@@ -1,0 +1,399 @@
+"""The stateful machine: any `RuntimeStore` against the reference model (SPEC §8).
+
+Rule 1: every operation runs on both the store and the model, and their
+outcomes must agree: equal results, or exceptions of the same class (store
+errors, the updater's own exception, `TypeError`). A disagreement fails with a
+message naming the operation, the store's answer and the model's.
+
+Rule 2: after every step the whole observable state must agree (the
+invariant): for every runtime, input id and receipt key the machine can
+reach, each load answers the same on both sides, as does the OAuth snapshot.
+
+Rule 3: ids come from small fixed pools, so steps collide: the same input is
+updated twice, a receipt key is reused, a session key matches or not, a
+runtime is touched by several operations. Sequences include 2**63 and
+2**64-1, where a signed 64-bit backend goes wrong.
+
+Use: subclass `RuntimeStoreMachine`, set `open_store` to a zero-argument
+callable returning the async context manager that opens a fresh, empty store,
+and collect the subclass's `TestCase`:
+
+    class TestInMemory(RuntimeStoreMachine):
+        open_store = staticmethod(meerkat_actor.open_store)
+
+    TestInMemoryStore = TestInMemory.TestCase
+
+The store runs in a trio run in a helper thread (`TrioBridge`); the rules
+are synchronous, as Hypothesis requires.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import trio
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from .._protocol import RuntimeStore
+from .._session_codec import SessionCodec
+from .._types import (
+    InputLifecycleState,
+    InputStateSeed,
+    PersistedOpsSnapshot,
+    RunBoundaryReceipt,
+    RuntimeState,
+    SessionDelta,
+    StoredInputState,
+    machine_transition,
+)
+from . import _strategies as mst
+from ._bridge import TrioBridge
+from ._model import ReferenceModel
+
+__all__ = [
+    "INPUT_IDS",
+    "RUNTIME_IDS",
+    "RUN_IDS",
+    "SEQUENCES",
+    "SESSION_IDS",
+    "Append",
+    "Increment",
+    "RaiseError",
+    "ReturnNotBytes",
+    "RuntimeStoreMachine",
+    "UpdaterFailed",
+]
+
+# --- pools -------------------------------------------------------------------------
+
+RUNTIME_IDS = (LogicalRuntimeId("rt-a"), LogicalRuntimeId("rt-b"), LogicalRuntimeId("rt-c"))
+# Spread over the UUID order (first, middle, last) and not in creation order.
+INPUT_IDS = tuple(InputId(uuid.UUID(int=n)) for n in (2**127 + 7, 1, 2**128 - 1, 2**64, 2**100 + 3))
+RUN_IDS = tuple(RunId(uuid.UUID(int=n)) for n in (2**126 + 1, 2, 2**128 - 2))
+SESSION_IDS = tuple(SessionId(uuid.UUID(int=n)) for n in (2**125 + 11, 3))
+SEQUENCES = (0, 1, 2**63 - 1, 2**63, 2**64 - 1)
+_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _session_json(session_id: SessionId) -> bytes:
+    return json.dumps({"id": str(session_id), "messages": []}).encode()
+
+
+_UNREADABLE_SNAPSHOTS = (b"", b"not json", b"[]", b'{"id": 5}', b'{"id": "not-a-uuid"}')
+
+runtime_ids = st.sampled_from(RUNTIME_IDS)
+input_ids = st.sampled_from(INPUT_IDS)
+run_ids = st.sampled_from(RUN_IDS)
+sequences = st.sampled_from(SEQUENCES)
+session_ids = st.sampled_from(SESSION_IDS)
+readable_deltas = session_ids.map(lambda s: SessionDelta(_session_json(s)))
+deltas = st.one_of(readable_deltas, st.sampled_from(_UNREADABLE_SNAPSHOTS).map(SessionDelta))
+
+# Small stored states: the pool id plus a phase, so shrunk examples stay short;
+# the full strategies add the rarer fields some of the time.
+_simple_states = st.builds(
+    lambda input_id, phase, attempts: StoredInputState(
+        StoredInputState.new_accepted(input_id, now=_EPOCH).state,
+        InputStateSeed(phase=phase, attempt_count=attempts),
+    ),
+    input_ids,
+    st.sampled_from(InputLifecycleState),
+    st.integers(0, 3),
+)
+stored_states = st.one_of(_simple_states, mst.stored_input_states(input_id=input_ids))
+state_lists = st.lists(stored_states, max_size=4)
+receipts = mst.receipts(run_id=run_ids, sequence=sequences)
+ops_snapshots = mst.ops_snapshots()
+
+
+# --- OAuth updaters: deterministic, with readable reprs --------------------------------
+
+
+class UpdaterFailed(Exception):
+    """Raised by `RaiseError`: the store must hand it to the caller unchanged."""
+
+
+class Increment:
+    """Treat the snapshot as a decimal counter and add one (missing or not a number: 0)."""
+
+    def __call__(self, current: bytes | None) -> bytes:
+        try:
+            value = int(current or b"0")
+        except ValueError:
+            value = 0
+        return str(value + 1).encode()
+
+    def __repr__(self) -> str:
+        return "Increment()"
+
+
+class Append:
+    """Append fixed bytes to the snapshot."""
+
+    def __init__(self, suffix: bytes) -> None:
+        self.suffix = suffix
+
+    def __call__(self, current: bytes | None) -> bytes:
+        return (current or b"") + self.suffix
+
+    def __repr__(self) -> str:
+        return f"Append({self.suffix!r})"
+
+
+class RaiseError:
+    """Raise `UpdaterFailed`: nothing may change."""
+
+    def __call__(self, current: bytes | None) -> bytes:
+        raise UpdaterFailed(f"updater refused {current!r}")
+
+    def __repr__(self) -> str:
+        return "RaiseError()"
+
+
+class ReturnNotBytes:
+    """Return a str: the store must raise TypeError and change nothing."""
+
+    def __call__(self, current: bytes | None) -> bytes:
+        return "not bytes"  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return "ReturnNotBytes()"
+
+
+updaters = st.one_of(
+    st.just(Increment()),
+    st.binary(min_size=1, max_size=3).map(Append),
+    st.just(RaiseError()),
+    st.just(ReturnNotBytes()),
+)
+
+
+# --- outcomes -------------------------------------------------------------------------
+
+
+class _Outcome:
+    """A result or an exception, comparable across store and model."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+    def same_as(self, other: _Outcome) -> bool:
+        if self.error is not None or other.error is not None:
+            return type(self.error) is type(other.error)
+        return bool(self.value == other.value)
+
+    def __repr__(self) -> str:
+        if self.error is not None:
+            return f"raised {type(self.error).__name__}: {self.error}"
+        return f"returned {self.value!r}"
+
+
+def _model_outcome(fn: Callable[..., Any], *args: Any) -> _Outcome:
+    try:
+        return _Outcome(fn(*args))
+    except Exception as exc:
+        return _Outcome(error=exc)
+
+
+async def _store_outcome(fn: Callable[..., Any], *args: Any) -> _Outcome:
+    try:
+        return _Outcome(await fn(*args))
+    except Exception as exc:
+        return _Outcome(error=exc)
+
+
+def _observations() -> list[tuple[str, tuple[Any, ...]]]:
+    """Every read that together shows the whole reachable state."""
+    reads: list[tuple[str, tuple[Any, ...]]] = [("load_auth_oauth_flow_snapshot", ())]
+    for runtime_id in RUNTIME_IDS:
+        reads += [
+            ("load_input_states", (runtime_id,)),
+            ("load_session_snapshot", (runtime_id,)),
+            ("load_runtime_state", (runtime_id,)),
+            ("load_ops_lifecycle", (runtime_id,)),
+        ]
+        reads += [
+            ("load_boundary_receipt", (runtime_id, run_id, sequence))
+            for run_id in RUN_IDS
+            for sequence in SEQUENCES
+        ]
+    return reads
+
+
+_OBSERVATIONS = _observations()
+
+
+async def _observe_store(store: RuntimeStore) -> list[_Outcome]:
+    return [await _store_outcome(getattr(store, name), *args) for name, args in _OBSERVATIONS]
+
+
+# --- the machine ------------------------------------------------------------------------
+
+
+class RuntimeStoreMachine(RuleBasedStateMachine):
+    """Drives random operation sequences against a store and the reference model.
+
+    Subclasses set `open_store` (and `session_codec` if the store was opened
+    with a non-default one).
+    """
+
+    open_store: ClassVar[Callable[[], AbstractAsyncContextManager[RuntimeStore]]]
+    session_codec: ClassVar[SessionCodec | None] = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not hasattr(type(self), "open_store"):
+            raise TypeError(
+                f"{type(self).__name__} must set open_store to a callable opening a fresh store"
+            )
+        self.model = ReferenceModel(self.session_codec)
+        self.bridge: TrioBridge[RuntimeStore] = TrioBridge(type(self).open_store)
+
+    def teardown(self) -> None:
+        self.bridge.close()
+
+    # --- plumbing ------------------------------------------------------------------
+
+    def _same(self, name: str, *args: Any) -> None:
+        """Run `name(*args)` on both sides; their outcomes must agree."""
+        expected = _model_outcome(getattr(self.model, name), *args)
+        store = self.bridge.resource
+        actual = self.bridge.call(_store_outcome, getattr(store, name), *args)
+        if not actual.same_as(expected):
+            raise AssertionError(
+                f"{name}{_args_repr(args)}: the store {actual!r}, the model {expected!r}"
+            )
+
+    # --- writes --------------------------------------------------------------------
+
+    @rule(runtime_id=runtime_ids, delta=deltas)
+    def commit_session_snapshot(self, runtime_id: LogicalRuntimeId, delta: SessionDelta) -> None:
+        self._same("commit_session_snapshot", runtime_id, delta)
+
+    @rule(
+        runtime_id=runtime_ids,
+        delta=st.one_of(st.none(), deltas),
+        receipt=receipts,
+        input_updates=state_lists,
+        session_store_key=st.one_of(st.none(), session_ids),
+    )
+    def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: list[StoredInputState],
+        session_store_key: SessionId | None,
+    ) -> None:
+        self._same("atomic_apply", runtime_id, delta, receipt, input_updates, session_store_key)
+
+    @rule(runtime_id=runtime_ids, state=stored_states)
+    def persist_input_state(self, runtime_id: LogicalRuntimeId, state: StoredInputState) -> None:
+        self._same("persist_input_state", runtime_id, state)
+
+    @rule(runtime_id=runtime_ids, transition=mst.lifecycle_transitions(), input_states=state_lists)
+    def commit_machine_lifecycle(
+        self,
+        runtime_id: LogicalRuntimeId,
+        transition: tuple[RuntimeState, RuntimeState],
+        input_states: list[StoredInputState],
+    ) -> None:
+        commit = machine_transition(*transition)
+        self._same("commit_machine_lifecycle", runtime_id, commit, input_states)
+
+    @rule(runtime_id=runtime_ids, snapshot=ops_snapshots)
+    def persist_ops_lifecycle(
+        self, runtime_id: LogicalRuntimeId, snapshot: PersistedOpsSnapshot
+    ) -> None:
+        self._same("persist_ops_lifecycle", runtime_id, snapshot)
+
+    @rule(snapshot=st.binary(max_size=8))
+    def persist_auth_oauth_flow_snapshot(self, snapshot: bytes) -> None:
+        self._same("persist_auth_oauth_flow_snapshot", snapshot)
+
+    @rule(update=updaters)
+    def update_auth_oauth_flow_snapshot(self, update: Callable[[bytes | None], bytes]) -> None:
+        self._same("update_auth_oauth_flow_snapshot", update)
+
+    @rule(tasks=st.integers(min_value=2, max_value=40))
+    def concurrent_increments(self, tasks: int) -> None:
+        """`tasks` trio tasks increment the OAuth counter at once: no update is lost."""
+        for _ in range(tasks):
+            _model_outcome(self.model.update_auth_oauth_flow_snapshot, Increment())
+
+        async def run(store: RuntimeStore) -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(tasks):
+                    nursery.start_soon(store.update_auth_oauth_flow_snapshot, Increment())
+
+        self.bridge.call(run, self.bridge.resource)
+
+    @rule(call=st.sampled_from(range(9)), runtime_id=runtime_ids, receipt=receipts)
+    def bad_argument(
+        self, call: int, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
+    ) -> None:
+        """A call with a bad argument raises TypeError/ValueError and changes nothing."""
+        name, args, error = _bad_calls(runtime_id, receipt)[call]
+        store = self.bridge.resource
+        outcome = self.bridge.call(_store_outcome, getattr(store, name), *args)
+        if type(outcome.error) is not error:
+            raise AssertionError(
+                f"{name}{_args_repr(args)}: expected {error.__name__}, the store {outcome!r}"
+            )
+
+    # --- reads ------------------------------------------------------------------------
+
+    @rule(runtime_id=runtime_ids, input_id=input_ids)
+    def load_input_state(self, runtime_id: LogicalRuntimeId, input_id: InputId) -> None:
+        self._same("load_input_state", runtime_id, input_id)
+
+    @rule(runtime_id=runtime_ids, run_id=run_ids, sequence=sequences)
+    def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> None:
+        self._same("load_boundary_receipt", runtime_id, run_id, sequence)
+
+    # --- the invariant ------------------------------------------------------------------
+
+    @invariant()
+    def whole_state_matches_model(self) -> None:
+        actual = self.bridge.call(_observe_store, self.bridge.resource)
+        for (name, args), got in zip(_OBSERVATIONS, actual, strict=True):
+            expected = _model_outcome(getattr(self.model, name), *args)
+            if not got.same_as(expected):
+                raise AssertionError(
+                    f"state differs at {name}{_args_repr(args)}:"
+                    f" the store {got!r}, the model {expected!r}"
+                )
+
+
+def _bad_calls(
+    runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
+) -> Sequence[tuple[str, tuple[Any, ...], type[Exception]]]:
+    """Calls every backend must refuse before doing anything."""
+    state = StoredInputState.new_accepted(INPUT_IDS[0], now=_EPOCH)
+    return (
+        ("persist_input_state", (str(runtime_id), state), TypeError),
+        ("persist_input_state", (runtime_id, {"input_id": str(INPUT_IDS[0])}), TypeError),
+        ("load_boundary_receipt", (runtime_id, receipt.run_id, -1), ValueError),
+        ("load_boundary_receipt", (runtime_id, receipt.run_id, 2**64), ValueError),
+        ("persist_auth_oauth_flow_snapshot", ("text",), TypeError),
+        ("commit_session_snapshot", (runtime_id, _session_json(SESSION_IDS[0])), TypeError),
+        ("atomic_apply", (runtime_id, None, receipt, [{"not": "a state"}]), TypeError),
+        ("update_auth_oauth_flow_snapshot", (42,), TypeError),
+        ("commit_machine_lifecycle", (runtime_id, RuntimeState.IDLE, [state]), TypeError),
+    )
+
+
+def _args_repr(args: tuple[Any, ...]) -> str:
+    return "(" + ", ".join(repr(a) for a in args) + ")"
