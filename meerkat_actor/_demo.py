@@ -1,0 +1,178 @@
+"""The demo: a small agent-host-like workload on a store, and a summary of it.
+
+Several runtimes run side by side as trio tasks, as an agent host would: each
+starts up (lifecycle `initializing -> idle`), accepts inputs, and for every run
+commits a session snapshot, a run-boundary receipt and the consumed inputs in
+one `atomic_apply`; it persists its ops lifecycle snapshot; all of them share
+one OAuth flow snapshot, updated atomically as a counter. At the end it reads
+everything back through the public API and prints what the store holds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import trio
+
+from ._actor import ActorStore
+from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from ._types import (
+    InputDurability,
+    InputLifecycleState,
+    InputState,
+    InputStateHistoryEntry,
+    InputStateSeed,
+    InputTerminalOutcome,
+    PersistedOpsSnapshot,
+    RunApplyBoundary,
+    RunBoundaryReceipt,
+    RuntimeState,
+    SessionDelta,
+    StoredInputState,
+    machine_transition,
+)
+
+__all__ = ["run_demo"]
+
+
+@dataclass
+class _RuntimeLog:
+    """What one demo runtime did, to read back and check at the end."""
+
+    runtime_id: LogicalRuntimeId
+    session_id: SessionId = field(default_factory=SessionId.new)
+    receipts: list[tuple[RunId, int]] = field(default_factory=list)
+
+
+def _session(session_id: SessionId, messages: list[str]) -> bytes:
+    document = {
+        "id": str(session_id),
+        "messages": [{"role": "user", "content": m} for m in messages],
+    }
+    return json.dumps(document).encode()
+
+
+def _consumed(stored: StoredInputState, run_id: RunId, sequence: int) -> StoredInputState:
+    now = datetime.now(UTC)
+    history = (
+        *stored.state.history,
+        InputStateHistoryEntry(
+            now, stored.seed.phase, InputLifecycleState.CONSUMED, "run complete"
+        ),
+    )
+    state = InputState(
+        input_id=stored.state.input_id,
+        created_at=stored.state.created_at,
+        updated_at=now,
+        history=history,
+        durability=InputDurability.DURABLE,
+    )
+    seed = InputStateSeed(
+        phase=InputLifecycleState.CONSUMED,
+        last_run_id=run_id,
+        last_boundary_sequence=sequence,
+        terminal_outcome=InputTerminalOutcome.consumed(),
+        attempt_count=stored.seed.attempt_count + 1,
+    )
+    return StoredInputState(state, seed)
+
+
+def _increment(current: bytes | None) -> bytes:
+    document = json.loads(current) if current is not None else {"logins": 0}
+    document["logins"] += 1
+    return json.dumps(document).encode()
+
+
+async def _runtime_task(
+    store: ActorStore, log: _RuntimeLog, runs: int, inputs_per_run: int
+) -> None:
+    rid = log.runtime_id
+    await store.commit_machine_lifecycle(
+        rid, machine_transition(RuntimeState.INITIALIZING, RuntimeState.IDLE), []
+    )
+    messages: list[str] = []
+    for run in range(runs):
+        accepted = [StoredInputState.new_accepted(InputId.new()) for _ in range(inputs_per_run)]
+        for stored in accepted:
+            await store.persist_input_state(rid, stored)
+        await store.commit_machine_lifecycle(
+            rid, machine_transition(RuntimeState.IDLE, RuntimeState.RUNNING), []
+        )
+        run_id = RunId.new()
+        messages += [f"input {run}.{i}" for i in range(inputs_per_run)]
+        receipt = RunBoundaryReceipt(
+            run_id=run_id,
+            boundary=RunApplyBoundary.RUN_START,
+            contributing_input_ids=tuple(s.state.input_id for s in accepted),
+            conversation_digest=None,
+            message_count=len(messages),
+            sequence=0,
+        )
+        await store.atomic_apply(
+            rid,
+            SessionDelta(_session(log.session_id, messages)),
+            receipt,
+            [_consumed(s, run_id, 0) for s in accepted],
+            session_store_key=log.session_id,
+        )
+        log.receipts.append((run_id, 0))
+        await store.commit_machine_lifecycle(
+            rid, machine_transition(RuntimeState.RUNNING, RuntimeState.IDLE), []
+        )
+        await store.update_auth_oauth_flow_snapshot(_increment)
+    # One input stays queued, so the summary shows more than one phase.
+    queued = StoredInputState.new_accepted(InputId.new())
+    await store.persist_input_state(
+        rid, StoredInputState(queued.state, InputStateSeed(phase=InputLifecycleState.QUEUED))
+    )
+    await store.persist_ops_lifecycle(
+        rid, PersistedOpsSnapshot(epoch_id=str(RunId.new()), cursors={"agent_applied_cursor": runs})
+    )
+
+
+async def run_demo(
+    store: ActorStore,
+    *,
+    runtimes: int = 4,
+    runs: int = 5,
+    inputs_per_run: int = 3,
+    out: Callable[[str], None] = print,
+) -> None:
+    """Run the workload on `store` and print a summary with `out`."""
+    logs = [_RuntimeLog(LogicalRuntimeId(f"agent-{n}")) for n in range(1, runtimes + 1)]
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for log in logs:
+            nursery.start_soon(_runtime_task, store, log, runs, inputs_per_run)
+    elapsed = trio.current_time() - started
+
+    out(f"meerkat_actor demo: {runtimes} runtimes x {runs} runs x {inputs_per_run} inputs")
+    out("")
+    out(f"{'runtime':<10} {'state':<8} {'inputs by phase':<28} {'receipts':>8} {'session':>9} ops")
+    for log in logs:
+        rid = log.runtime_id
+        states = await store.load_input_states(rid)
+        phases = Counter(s.seed.phase.value for s in states)
+        receipts = [await store.load_boundary_receipt(rid, r, q) for r, q in log.receipts]
+        snapshot = await store.load_session_snapshot(rid)
+        runtime_state = await store.load_runtime_state(rid)
+        ops = await store.load_ops_lifecycle(rid)
+        out(
+            f"{rid!s:<10} {runtime_state.value if runtime_state else '-':<8}"
+            f" {', '.join(f'{n} {p}' for p, n in sorted(phases.items())):<28}"
+            f" {sum(r is not None for r in receipts):>8}"
+            f" {len(snapshot or b''):>7} B"
+            f" {'yes' if ops else 'no'}"
+        )
+    oauth = await store.load_auth_oauth_flow_snapshot()
+    out("")
+    out(f"OAuth flow snapshot: {oauth.decode() if oauth else 'none'}")
+    stats = store.statistics()
+    out(
+        f"{stats.commands} commands in {stats.batches} batches"
+        f" (largest {stats.largest_batch}), {stats.refused} refused, {elapsed * 1000:.1f} ms"
+    )
