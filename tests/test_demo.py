@@ -1,0 +1,60 @@
+"""The demo command: `python -m meerkat_actor demo`."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+import meerkat_actor as ma
+from meerkat_actor import _demo
+from meerkat_actor.__main__ import main
+
+
+async def test_demo_workload_reads_back_what_it_wrote():
+    lines: list[str] = []
+    async with ma.open_store() as store:
+        await _demo.run_demo(store, runtimes=3, runs=4, inputs_per_run=2, out=lines.append)
+        for n in (1, 2, 3):
+            runtime = ma.LogicalRuntimeId(f"agent-{n}")
+            states = await store.load_input_states(runtime)
+            phases = [s.seed.phase for s in states]
+            assert phases.count(ma.InputLifecycleState.CONSUMED) == 8
+            assert phases.count(ma.InputLifecycleState.QUEUED) == 1
+            assert await store.load_runtime_state(runtime) is ma.RuntimeState.IDLE
+            assert await store.load_ops_lifecycle(runtime) is not None
+        oauth = await store.load_auth_oauth_flow_snapshot()
+        assert oauth is not None
+        assert json.loads(oauth) == {"logins": 12}
+        assert store.statistics().refused == 0
+    table = "\n".join(lines)
+    assert re.search(r"agent-1\s+idle\s+8 consumed, 1 queued\s+4\s+\d+ B yes", table)
+    assert '{"logins": 12}' in table
+
+
+def test_main_runs_the_demo(capsys):
+    assert main(["demo", "--runtimes", "2", "--runs", "1", "--inputs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "agent-2" in out
+    assert '"logins": 2' in out
+
+
+def test_python_dash_m_demo_as_the_readme_runs_it():
+    done = subprocess.run(
+        [sys.executable, "-m", "meerkat_actor", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "agent-4" in done.stdout
+    assert '"logins": 20' in done.stdout
+
+
+def test_demo_rejects_bad_counts(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--runs", "0"])
+    assert exit_info.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
