@@ -75,6 +75,13 @@ milliseconds, else 6 (Python has no nanoseconds). Read, a timestamp may have
 `Z` or a numeric offset and any number of fraction digits; digits beyond the
 microsecond are truncated, not rounded.
 
+Where our JSON bytes can differ from a row Rust wrote, the value being the
+same: the key order inside opaque documents (above); timestamp fractions
+(Rust writes nanoseconds, which are truncated on read); and floats inside
+opaque documents, written as Python's shortest repr (`1e+16` where serde_json
+writes `1e16`). `dumps_json` refuses a string holding a lone surrogate, which
+UTF-8, and so Rust, cannot represent.
+
 Each schema node compiles, once per policy at import, into an encode and a
 decode closure; the public functions dispatch on the value class through a
 dict. Decoding reports paths lazily: a failing closure raises `_Fail`, and
@@ -84,13 +91,14 @@ success path builds no path strings.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Final, TypeVar
 
 from ._check import U64_MAX
@@ -209,9 +217,8 @@ def _bytes_from_plain(data: Any) -> bytes:
 
 
 _HEX = "[0-9a-fA-F]"
-_UUID_TEXT = re.compile(
-    f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}|{_HEX}{{32}}"
-)
+_UUID_HYPHENATED = re.compile(f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}")
+_UUID_SIMPLE = re.compile(f"{_HEX}{{32}}")
 
 
 def _uuid_to_text(value: uuid.UUID) -> str:
@@ -219,15 +226,17 @@ def _uuid_to_text(value: uuid.UUID) -> str:
 
 
 def _uuid_from_text(data: Any) -> uuid.UUID:
-    # The forms Rust's uuid crate parses: hyphenated, simple, braced, URN.
+    # The forms Rust's uuid crate parses: hyphenated, simple (32 hex digits),
+    # braced `{hyphenated}` and `urn:uuid:hyphenated`; hex digits in either case.
     if type(data) is not str:
         raise _Fail(f"expected UUID string, got {_type_name(data)}")
     text = data
-    if text.startswith("{") and text.endswith("}"):
+    if len(text) == 38 and text[0] == "{" and text[-1] == "}":
         text = text[1:-1]
-    elif text.startswith("urn:uuid:"):
+    elif len(text) == 45 and text.startswith("urn:uuid:"):
         text = text[9:]
-    if _UUID_TEXT.fullmatch(text) is None:
+    pattern = _UUID_SIMPLE if len(data) == 32 else _UUID_HYPHENATED
+    if pattern.fullmatch(text) is None:
         raise _Fail(f"not a UUID: {data!r}")
     return uuid.UUID(text)
 
@@ -353,7 +362,12 @@ class _Str(_Node):
 
 
 class _U64(_Node):
-    """A non-negative integer up to 2**64-1 (Rust u64/usize/u32; see the report)."""
+    """A non-negative integer up to 2**64-1.
+
+    Rust's u64 and usize. Meerkat's counts (`attempt_count`, `recovery_count`,
+    `attempts`) are u32 there; we read the model's wider range so every value
+    round-trips, and a count above 2**32-1 is one Meerkat cannot read.
+    """
 
     __slots__ = ()
 
@@ -734,8 +748,25 @@ class _ExternallyTagged(_Node):
 # --- the structural description ---------------------------------------------------
 
 
-def _kwargs(cls: Callable[..., T]) -> Callable[[dict[str, Any]], T]:
-    return lambda kwargs: cls(**kwargs)
+def _positional(cls: Any) -> Callable[[dict[str, Any]], Any]:
+    """Build the dataclass `cls` from decoded fields, passing them positionally
+    (markedly faster than `cls(**kwargs)`)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if len(names) == 1:
+        (name,) = names
+        return lambda kwargs: cls(kwargs[name])
+    get = itemgetter(*names)
+    return lambda kwargs: cls(*get(kwargs))
+
+
+def _record(cls: Any, fields: Iterable[_Field]) -> _Struct:
+    """The struct of the dataclass `cls`; `fields` must decode every field of it
+    (a missing key gives its default)."""
+    fields = tuple(fields)
+    missing = {f.name for f in dataclasses.fields(cls)} ^ {f.attr for f in fields}
+    if missing:  # a schema bug, caught at import
+        raise AssertionError(f"schema of {cls.__name__} does not match its fields: {missing}")
+    return _Struct(fields, _positional(cls))
 
 
 _INPUT_ID = _UuidId(InputId)
@@ -745,7 +776,8 @@ _STR = _Str()
 _TIME = _Time()
 _OPAQUE = _Opaque()
 
-_RECEIPT = _Struct(
+_RECEIPT = _record(
+    RunBoundaryReceipt,
     [
         _required("run_id", _RUN_ID),
         _required("boundary", _Enum(RunApplyBoundary)),
@@ -754,7 +786,6 @@ _RECEIPT = _Struct(
         _required("message_count", _U64_NODE),
         _required("sequence", _U64_NODE),
     ],
-    _kwargs(RunBoundaryReceipt),
 )
 
 _ABANDON_REASON = _ExternallyTagged(
@@ -799,14 +830,14 @@ _TERMINAL_OUTCOME = _InternallyTagged(
 
 _LIFECYCLE_STATE = _Enum(InputLifecycleState)
 
-_HISTORY_ENTRY = _Struct(
+_HISTORY_ENTRY = _record(
+    InputStateHistoryEntry,
     [
         _required("timestamp", _TIME),
         _required("from", _LIFECYCLE_STATE, attr="from_state"),
         _required("to", _LIFECYCLE_STATE, attr="to_state"),
         _skipped("reason", _STR),
     ],
-    _kwargs(InputStateHistoryEntry),
 )
 
 # The flat persisted input row (Meerkat's InputStateSerde), in wire order; each
@@ -829,25 +860,16 @@ _INPUT_ROW: tuple[tuple[str, _Field], ...] = (
     ("state", _required("created_at", _TIME)),
     ("state", _required("updated_at", _TIME)),
 )
-_STATE_ATTRS = tuple(f.attr for part, f in _INPUT_ROW if part == "state")
-_SEED_ATTRS = tuple(f.attr for part, f in _INPUT_ROW if part == "seed")
+_INPUT_STATE = _record(InputState, [f for part, f in _INPUT_ROW if part == "state"])
+_INPUT_STATE_SEED = _record(InputStateSeed, [f for part, f in _INPUT_ROW if part == "seed"])
+_build_state = _INPUT_STATE.build
+_build_seed = _INPUT_STATE_SEED.build
 
 
 def _build_stored(kwargs: dict[str, Any]) -> StoredInputState:
-    return StoredInputState(
-        InputState(**{attr: kwargs[attr] for attr in _STATE_ATTRS}),
-        InputStateSeed(**{attr: kwargs[attr] for attr in _SEED_ATTRS}),
-    )
+    return StoredInputState(_build_state(kwargs), _build_seed(kwargs))
 
 
-_INPUT_STATE = _Struct(
-    [f for part, f in _INPUT_ROW if part == "state"],
-    _kwargs(InputState),
-)
-_INPUT_STATE_SEED = _Struct(
-    [f for part, f in _INPUT_ROW if part == "seed"],
-    _kwargs(InputStateSeed),
-)
 _STORED_INPUT_STATE = _Struct(
     [
         _Field(f.key, f.node, f.attr, f.omit, f.presence, f.default, get=f"{part}.{f.attr}")
@@ -856,14 +878,14 @@ _STORED_INPUT_STATE = _Struct(
     _build_stored,
 )
 
-_SESSION_DELTA = _Struct([_required("session_snapshot", _Bytes())], _kwargs(SessionDelta))
+_SESSION_DELTA = _record(SessionDelta, [_required("session_snapshot", _Bytes())])
 
-_OPS_SNAPSHOT = _Struct(
+_OPS_SNAPSHOT = _record(
+    PersistedOpsSnapshot,
     [
         _required("epoch_id", _STR),
         *(_nullable(name, _OPAQUE) for name in PersistedOpsSnapshot.PAYLOADS),
     ],
-    _kwargs(PersistedOpsSnapshot),
 )
 
 _RUNTIME_STATE = _Enum(RuntimeState)

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import trio
 from hypothesis import strategies as st
@@ -79,6 +79,7 @@ INPUT_IDS = tuple(InputId(uuid.UUID(int=n)) for n in (2**127 + 7, 1, 2**128 - 1,
 RUN_IDS = tuple(RunId(uuid.UUID(int=n)) for n in (2**126 + 1, 2, 2**128 - 2))
 SESSION_IDS = tuple(SessionId(uuid.UUID(int=n)) for n in (2**125 + 11, 3))
 SEQUENCES = (0, 1, 2**63 - 1, 2**63, 2**64 - 1)
+T = TypeVar("T")
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -88,9 +89,16 @@ def _session_json(session_id: SessionId) -> bytes:
 
 _UNREADABLE_SNAPSHOTS = (b"", b"not json", b"[]", b'{"id": 5}', b'{"id": "not-a-uuid"}')
 
-runtime_ids = st.sampled_from(RUNTIME_IDS)
-input_ids = st.sampled_from(INPUT_IDS)
-run_ids = st.sampled_from(RUN_IDS)
+
+def _mostly(pool: tuple[T, ...], fresh: st.SearchStrategy[T]) -> st.SearchStrategy[T]:
+    """Three draws in four from the pool (collisions), one fresh id."""
+    from_pool = st.sampled_from(pool)
+    return st.one_of(from_pool, from_pool, from_pool, fresh)
+
+
+runtime_ids = _mostly(RUNTIME_IDS, mst.runtime_ids())
+input_ids = _mostly(INPUT_IDS, mst.input_ids())
+run_ids = _mostly(RUN_IDS, mst.run_ids())
 sequences = st.sampled_from(SEQUENCES)
 session_ids = st.sampled_from(SESSION_IDS)
 readable_deltas = session_ids.map(lambda s: SessionDelta(_session_json(s)))
@@ -212,29 +220,32 @@ async def _store_outcome(fn: Callable[..., Any], *args: Any) -> _Outcome:
         return _Outcome(error=exc)
 
 
-def _observations() -> list[tuple[str, tuple[Any, ...]]]:
-    """Every read that together shows the whole reachable state."""
+def _observations(model: ReferenceModel) -> list[tuple[str, tuple[Any, ...]]]:
+    """Every read that together shows the whole state: for the pools and for
+    every runtime, input and receipt key the model holds (fresh ids too)."""
     reads: list[tuple[str, tuple[Any, ...]]] = [("load_auth_oauth_flow_snapshot", ())]
-    for runtime_id in RUNTIME_IDS:
+    for runtime_id in dict.fromkeys((*RUNTIME_IDS, *model.runtimes)):
+        held = model.runtimes.get(runtime_id)
         reads += [
             ("load_input_states", (runtime_id,)),
             ("load_session_snapshot", (runtime_id,)),
             ("load_runtime_state", (runtime_id,)),
             ("load_ops_lifecycle", (runtime_id,)),
         ]
+        keys = {(run_id, sequence) for run_id in RUN_IDS for sequence in SEQUENCES}
+        if held is not None:
+            keys |= held.receipts.keys()
         reads += [
             ("load_boundary_receipt", (runtime_id, run_id, sequence))
-            for run_id in RUN_IDS
-            for sequence in SEQUENCES
+            for run_id, sequence in sorted(keys, key=lambda k: (k[0].value, k[1]))
         ]
     return reads
 
 
-_OBSERVATIONS = _observations()
-
-
-async def _observe_store(store: RuntimeStore) -> list[_Outcome]:
-    return [await _store_outcome(getattr(store, name), *args) for name, args in _OBSERVATIONS]
+async def _observe_store(
+    store: RuntimeStore, reads: list[tuple[str, tuple[Any, ...]]]
+) -> list[_Outcome]:
+    return [await _store_outcome(getattr(store, name), *args) for name, args in reads]
 
 
 # --- the machine ------------------------------------------------------------------------
@@ -367,8 +378,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def whole_state_matches_model(self) -> None:
-        actual = self.bridge.call(_observe_store, self.bridge.resource)
-        for (name, args), got in zip(_OBSERVATIONS, actual, strict=True):
+        reads = _observations(self.model)
+        actual = self.bridge.call(_observe_store, self.bridge.resource, reads)
+        for (name, args), got in zip(reads, actual, strict=True):
             expected = _model_outcome(getattr(self.model, name), *args)
             if not got.same_as(expected):
                 raise AssertionError(
