@@ -159,17 +159,16 @@ class _Actor:
         finally:
             # Answer everything still queued, then close: no sender can slip
             # in between, since nothing here yields to trio.
-            error: RuntimeStoreError = (
-                self.internal_error()
-                if self.failure is not None
-                else StoreClosed("the store closed before this command was applied")
-            )
             while True:
                 try:
                     envelope = receive.receive_nowait()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-                envelope.reply.set(self.internal_error() if self.failure else error)
+                envelope.reply.set(
+                    self.internal_error()
+                    if self.failure is not None
+                    else StoreClosed("the store closed before this command was applied")
+                )
             receive.close()
 
     def run_batch(self, batch: list[_Envelope]) -> None:

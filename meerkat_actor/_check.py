@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 __all__ = [
+    "U32_MAX",
     "U64_MAX",
     "check_bytes",
     "check_count",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 U64_MAX = 2**64 - 1
+U32_MAX = 2**32 - 1
 
 T = TypeVar("T")
 
@@ -48,9 +50,14 @@ def check_optional_instance(value: Any, cls: type[T], name: str) -> T | None:
 
 
 def check_str(value: Any, name: str) -> str:
-    """`value` must be a `str`; a subclass is narrowed to `str`."""
+    """`value` must be a `str` that UTF-8 can hold (no lone surrogates, which
+    neither CBOR nor Meerkat's JSON can store); a subclass is narrowed to `str`."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be str, got {_type_name(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} must be valid Unicode text (it holds a lone surrogate)") from None
     return str(value)
 
 
@@ -73,13 +80,15 @@ def check_u64(value: Any, name: str) -> int:
     return number
 
 
-def check_count(value: Any, name: str) -> int:
-    """`value` must be a non-negative `int` that fits in u64."""
+def check_count(value: Any, name: str, maximum: int = U64_MAX) -> int:
+    """`value` must be a non-negative `int` at most `maximum` (u64 by default;
+    `U32_MAX` for the counts Meerkat keeps as u32)."""
     number = _check_int(value, name)
     if number < 0:
         raise ValueError(f"{name} must be non-negative, got {number}")
-    if number > U64_MAX:
-        raise ValueError(f"{name} must be at most 2**64-1, got {number}")
+    if number > maximum:
+        bound = "2**32-1" if maximum == U32_MAX else "2**64-1"
+        raise ValueError(f"{name} must be at most {bound}, got {number}")
     return number
 
 

@@ -79,8 +79,7 @@ Where our JSON bytes can differ from a row Rust wrote, the value being the
 same: the key order inside opaque documents (above); timestamp fractions
 (Rust writes nanoseconds, which are truncated on read); and floats inside
 opaque documents, written as Python's shortest repr (`1e+16` where serde_json
-writes `1e16`). `dumps_json` refuses a string holding a lone surrogate, which
-UTF-8, and so Rust, cannot represent.
+writes `1e16`).
 
 Each schema node compiles, once per policy at import, into an encode and a
 decode closure; the public functions dispatch on the value class through a
@@ -1022,18 +1021,13 @@ def from_json(cls: type[T], doc: Any) -> T:
 def dumps_json(value: Any) -> bytes:
     """Return the compact UTF-8 JSON bytes Meerkat's serde_json writes for `value`.
 
+    Every string of a value is valid Unicode (the constructors refuse lone
+    surrogates), so the text always encodes.
+
     Raises:
         TypeError: `value` is not of a value type.
-        CodecError: a string of the value holds a lone surrogate, which UTF-8
-            (and so Meerkat) cannot represent.
     """
-    text = json.dumps(to_json(value), separators=(",", ":"), ensure_ascii=False)
-    try:
-        return text.encode()
-    except UnicodeEncodeError as exc:
-        raise CodecError(
-            f"{type(value).__name__}: a string holds a lone surrogate, not valid in UTF-8 JSON"
-        ) from exc
+    return json.dumps(to_json(value), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _reject_constant(name: str) -> Any:

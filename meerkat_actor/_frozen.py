@@ -23,6 +23,8 @@ from typing import Any
 
 from pyrsistent import PMap, pmap
 
+from ._check import check_str
+
 __all__ = ["freeze", "thaw"]
 
 _INT_MIN = -(2**63)
@@ -47,7 +49,7 @@ def freeze(value: Any, name: str, _depth: int = 0) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        return str(value)
+        return check_str(value, name)
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
             raise ValueError(f"{name}: integer {value} is outside [-2**63, 2**64-1]")
@@ -61,7 +63,7 @@ def freeze(value: Any, name: str, _depth: int = 0) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{name}: JSON object keys must be str, got {type(key).__name__}")
-            items[str(key)] = freeze(item, f"{name}.{key}", _depth + 1)
+            items[check_str(key, f"{name} key")] = freeze(item, f"{name}.{key}", _depth + 1)
         return pmap(items)
     if isinstance(value, (list, tuple)):
         return tuple(freeze(item, f"{name}[{i}]", _depth + 1) for i, item in enumerate(value))

@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Self, final
 
+from ._check import check_str
+
 __all__ = ["InputId", "LogicalRuntimeId", "RunId", "SessionId", "uuid7"]
 
 
@@ -65,12 +67,10 @@ class LogicalRuntimeId:
     value: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.value, str):
-            raise TypeError(f"LogicalRuntimeId value must be str, got {type(self.value).__name__}")
-        if not self.value:
+        text = check_str(self.value, "LogicalRuntimeId value")
+        if not text:
             raise ValueError("LogicalRuntimeId value must be a non-empty string")
-        if type(self.value) is not str:
-            object.__setattr__(self, "value", str(self.value))
+        object.__setattr__(self, "value", text)
 
     def __str__(self) -> str:
         return self.value

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar, final
 
 from ._check import (
+    U32_MAX,
     check_bytes,
     check_count,
     check_instance,
@@ -298,7 +299,7 @@ class InputAbandonReason:
         if self.kind == "max_attempts_exhausted":
             if self.attempts is None:
                 raise ValueError("attempts is required when kind is 'max_attempts_exhausted'")
-            _set(self, "attempts", check_count(self.attempts, "attempts"))
+            _set(self, "attempts", check_count(self.attempts, "attempts", U32_MAX))
         elif self.attempts is not None:
             raise ValueError(f"attempts must be None when kind is {self.kind!r}")
 
@@ -424,7 +425,7 @@ class InputStateSeed:
                 check_u64(self.last_boundary_sequence, "last_boundary_sequence"),
             )
         check_optional_instance(self.terminal_outcome, InputTerminalOutcome, "terminal_outcome")
-        _set(self, "attempt_count", check_count(self.attempt_count, "attempt_count"))
+        _set(self, "attempt_count", check_count(self.attempt_count, "attempt_count", U32_MAX))
 
 
 @final
@@ -458,7 +459,7 @@ class InputState:
             _set(self, name, freeze(getattr(self, name), name))
         check_optional_instance(self.durability, InputDurability, "durability")
         _set(self, "idempotency_key", check_optional_str(self.idempotency_key, "idempotency_key"))
-        _set(self, "recovery_count", check_count(self.recovery_count, "recovery_count"))
+        _set(self, "recovery_count", check_count(self.recovery_count, "recovery_count", U32_MAX))
 
 
 @final

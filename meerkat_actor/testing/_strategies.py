@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 U64_MAX = 2**64 - 1
+U32_MAX = 2**32 - 1
 
 
 def uuids() -> st.SearchStrategy[uuid.UUID]:
@@ -102,8 +103,17 @@ def sequences() -> st.SearchStrategy[int]:
     )
 
 
-def _counts() -> st.SearchStrategy[int]:
-    return st.one_of(st.integers(min_value=0, max_value=10), st.integers(0, U64_MAX))
+def _counts(maximum: int = U64_MAX) -> st.SearchStrategy[int]:
+    return st.one_of(
+        st.integers(min_value=0, max_value=10),
+        st.integers(0, maximum),
+        st.just(maximum),
+    )
+
+
+def _u32_counts() -> st.SearchStrategy[int]:
+    """Counts Meerkat keeps as u32 (attempts, recovery_count)."""
+    return _counts(U32_MAX)
 
 
 def utc_datetimes() -> st.SearchStrategy[datetime]:
@@ -186,7 +196,7 @@ def abandon_reasons() -> st.SearchStrategy[InputAbandonReason]:
                 InputAbandonReason.cancelled(),
             ]
         ),
-        _counts().map(InputAbandonReason.max_attempts_exhausted),
+        _u32_counts().map(InputAbandonReason.max_attempts_exhausted),
     )
 
 
@@ -216,7 +226,7 @@ def input_state_seeds() -> st.SearchStrategy[InputStateSeed]:
         last_run_id=st.one_of(st.none(), run_ids()),
         last_boundary_sequence=st.one_of(st.none(), sequences()),
         terminal_outcome=st.one_of(st.none(), terminal_outcomes()),
-        attempt_count=_counts(),
+        attempt_count=_u32_counts(),
     )
 
 
@@ -234,7 +244,7 @@ def input_states(
         runtime_semantics=_optional_documents(),
         durability=st.one_of(st.none(), input_durabilities()),
         idempotency_key=st.one_of(st.none(), st.text(max_size=16)),
-        recovery_count=_counts(),
+        recovery_count=_u32_counts(),
         reconstruction_source=_optional_documents(),
         persisted_input=_optional_documents(),
     )
