@@ -23,3 +23,11 @@ def test_quick_start_is_two_commands():
 def test_ci_runs_exactly_the_readme_test_command():
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert _quick_start_commands()[1] in ci_lines
+
+
+def test_the_readme_usage_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Use.*?```python\n(.*?)```", readme, re.S)
+    assert block is not None, "README has no Use python block"
+    namespace: dict[str, object] = {"__name__": "readme_example"}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
