@@ -1,0 +1,462 @@
+"""The pure core, without trio: `meerkat_actor._core`.
+
+Commands, their effects, `plan`/`redo`/`apply`, and the read functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import meerkat_actor as ma
+from meerkat_actor import _core as core
+from meerkat_actor.testing import _strategies as mst
+
+CODEC = ma.MeerkatSessionCodec()
+RT = ma.LogicalRuntimeId("runtime-a")
+OTHER = ma.LogicalRuntimeId("runtime-b")
+SID = ma.SessionId(uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"))
+RUN = ma.RunId(uuid.UUID(int=0x10))
+I1 = ma.InputId(uuid.UUID(int=1))
+I2 = ma.InputId(uuid.UUID(int=2))
+I3 = ma.InputId(uuid.UUID(int=3))
+RS = ma.RuntimeState
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def session(session_id=SID, **extra) -> ma.SessionDelta:
+    return ma.SessionDelta(json.dumps({"id": str(session_id), **extra}).encode())
+
+
+def receipt(sequence=7, run_id=RUN) -> ma.RunBoundaryReceipt:
+    return ma.RunBoundaryReceipt(
+        run_id, ma.RunApplyBoundary.IMMEDIATE, (I1,), "machine-owned-digest", 42, sequence
+    )
+
+
+def stored(input_id, phase=ma.InputLifecycleState.ACCEPTED) -> ma.StoredInputState:
+    base = ma.StoredInputState.new_accepted(input_id, now=T0)
+    return dataclasses.replace(base, seed=ma.InputStateSeed(phase=phase))
+
+
+def run(state, *commands):
+    """Apply commands in order; return the final state."""
+    for command in commands:
+        state, _ = core.apply(state, command, CODEC)
+    return state
+
+
+# --- the empty state and reads -------------------------------------------------------
+
+
+def test_reads_of_the_empty_state():
+    s = core.EMPTY
+    assert core.load_input_states(s, RT) == []
+    assert core.load_input_state(s, RT, I1) is None
+    assert core.load_boundary_receipt(s, RT, RUN, 7) is None
+    assert core.load_session_snapshot(s, RT) is None
+    assert core.load_runtime_state(s, RT) is None
+    assert core.load_ops_lifecycle(s, RT) is None
+    assert core.load_auth_oauth_flow_snapshot(s) is None
+    assert s.record(RT) == core.RuntimeRecord()
+
+
+def test_state_and_records_are_immutable_values():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        core.EMPTY.oauth_flow_snapshot = b"x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        core.RuntimeRecord().runtime_state = RS.IDLE  # type: ignore[misc]
+    assert core.StoreState() == core.EMPTY
+
+
+# --- commands check their arguments -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: core.PersistOAuthFlowSnapshot(bytearray(b"x")), TypeError, "snapshot must be"),
+        (lambda: core.PersistOAuthFlowSnapshot("x"), TypeError, "snapshot must be bytes, got str"),
+        (lambda: core.UpdateOAuthFlowSnapshot(b"x"), TypeError, "update must be callable"),
+        (lambda: core.CommitSessionSnapshot("r", session()), TypeError, "runtime_id must be"),
+        (lambda: core.CommitSessionSnapshot(RT, b"{}"), TypeError, "delta must be SessionDelta"),
+        (
+            lambda: core.AtomicApply(RT, b"{}", receipt(), [], None),
+            TypeError,
+            "delta must be SessionDelta or None, got bytes",
+        ),
+        (
+            lambda: core.AtomicApply(RT, None, {"sequence": 1}, [], None),
+            TypeError,
+            "receipt must be RunBoundaryReceipt, got dict",
+        ),
+        (
+            lambda: core.AtomicApply(RT, None, receipt(), [stored(I1), {}], None),
+            TypeError,
+            r"input_updates\[1\] must be StoredInputState, got dict",
+        ),
+        (
+            lambda: core.AtomicApply(RT, None, receipt(), None, None),
+            TypeError,
+            "input_updates must be a sequence of StoredInputState, got NoneType",
+        ),
+        (
+            lambda: core.AtomicApply(RT, None, receipt(), [], str(SID)),
+            TypeError,
+            "session_store_key must be SessionId or None, got str",
+        ),
+        (
+            lambda: core.AtomicApply(RT, None, receipt(), [], ma.RunId(SID.value)),
+            TypeError,
+            "session_store_key must be SessionId or None, got RunId",
+        ),
+        (lambda: core.PersistInputState(RT, None), TypeError, "state must be StoredInputState"),
+        (
+            lambda: core.CommitMachineLifecycle(RT, RS.IDLE, []),
+            TypeError,
+            "commit must be MachineLifecycleCommit, got RuntimeState",
+        ),
+        (
+            lambda: core.CommitMachineLifecycle(
+                RT, ma.machine_transition(RS.IDLE, RS.RUNNING), stored(I1)
+            ),
+            TypeError,
+            "input_states must be a sequence of StoredInputState, got StoredInputState",
+        ),
+        (
+            lambda: core.PersistOpsLifecycle(RT, {"epoch_id": "e"}),
+            TypeError,
+            "snapshot must be PersistedOpsSnapshot, got dict",
+        ),
+    ],
+)
+def test_commands_refuse_bad_arguments(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_commands_are_frozen_and_sequences_become_tuples():
+    cmd = core.AtomicApply(RT, None, receipt(), [stored(I1)], None)
+    assert cmd.input_updates == (stored(I1),)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cmd.receipt = receipt(8)  # type: ignore[misc]
+    lifecycle = core.CommitMachineLifecycle(RT, ma.machine_transition(RS.IDLE, RS.RUNNING), [])
+    assert lifecycle.input_states == ()
+
+
+# --- effects -------------------------------------------------------------------------------
+
+
+def test_atomic_apply_effects():
+    cmd = core.AtomicApply(RT, session(), receipt(), [stored(I1), stored(I2)], SID)
+    effects = core.plan(core.EMPTY, cmd, CODEC)
+    assert effects == (
+        core.SetSessionSnapshot(RT, session().session_snapshot),
+        core.InsertReceipt(RT, receipt()),
+        core.PutInputStates(RT, (stored(I1), stored(I2))),
+    )
+
+
+def test_atomic_apply_without_delta_or_inputs_only_inserts_the_receipt():
+    effects = core.plan(core.EMPTY, core.AtomicApply(RT, None, receipt(), [], None), CODEC)
+    assert effects == (core.InsertReceipt(RT, receipt()),)
+
+
+def test_atomic_apply_without_delta_ignores_the_session_key():
+    # Nothing to validate: the key only checks a snapshot's id.
+    cmd = core.AtomicApply(RT, None, receipt(), [], ma.SessionId(uuid.UUID(int=99)))
+    state, effects = core.apply(core.EMPTY, cmd, CODEC)
+    assert effects == (core.InsertReceipt(RT, receipt()),)
+    assert core.load_session_snapshot(state, RT) is None
+    assert core.load_boundary_receipt(state, RT, RUN, 7) == receipt()
+
+
+def test_other_command_effects():
+    commit = ma.machine_transition(RS.INITIALIZING, RS.IDLE)
+    ops = ma.PersistedOpsSnapshot("epoch", {"a": 1})
+    assert core.plan(core.EMPTY, core.CommitSessionSnapshot(RT, session()), CODEC) == (
+        core.SetSessionSnapshot(RT, session().session_snapshot),
+    )
+    assert core.plan(core.EMPTY, core.PersistInputState(RT, stored(I1)), CODEC) == (
+        core.PutInputStates(RT, (stored(I1),)),
+    )
+    assert core.plan(core.EMPTY, core.CommitMachineLifecycle(RT, commit, []), CODEC) == (
+        core.SetRuntimeState(RT, RS.IDLE),
+    )
+    assert core.plan(core.EMPTY, core.CommitMachineLifecycle(RT, commit, [stored(I1)]), CODEC) == (
+        core.SetRuntimeState(RT, RS.IDLE),
+        core.PutInputStates(RT, (stored(I1),)),
+    )
+    assert core.plan(core.EMPTY, core.PersistOpsLifecycle(RT, ops), CODEC) == (
+        core.SetOpsSnapshot(RT, ops),
+    )
+    assert core.plan(core.EMPTY, core.PersistOAuthFlowSnapshot(b"o"), CODEC) == (
+        core.SetOAuthFlowSnapshot(b"o"),
+    )
+
+
+def test_oauth_update_effect_is_the_result_not_the_updater():
+    seen = []
+
+    def update(current):
+        seen.append(current)
+        return (current or b"") + b"+"
+
+    state = run(core.EMPTY, core.PersistOAuthFlowSnapshot(b"a"))
+    effects = core.plan(state, core.UpdateOAuthFlowSnapshot(update), CODEC)
+    assert effects == (core.SetOAuthFlowSnapshot(b"a+"),)
+    assert seen == [b"a"]
+    # Replaying the effect does not run the updater again.
+    assert core.load_auth_oauth_flow_snapshot(core.redo(state, effects)) == b"a+"
+    assert seen == [b"a"]
+
+
+def test_oauth_updater_sees_none_when_nothing_is_stored():
+    seen = []
+    state = run(core.EMPTY, core.UpdateOAuthFlowSnapshot(lambda cur: seen.append(cur) or b"1"))
+    assert seen == [None]
+    assert core.load_auth_oauth_flow_snapshot(state) == b"1"
+
+
+def test_oauth_updater_result_is_narrowed_to_bytes():
+    class Blob(bytes):
+        pass
+
+    state = run(core.EMPTY, core.UpdateOAuthFlowSnapshot(lambda cur: Blob(b"x")))
+    assert type(core.load_auth_oauth_flow_snapshot(state)) is bytes
+
+
+# --- errors leave the state untouched ----------------------------------------------------------
+
+
+def _populated():
+    return run(
+        core.EMPTY,
+        core.AtomicApply(RT, session(), receipt(), [stored(I1)], None),
+        core.PersistOAuthFlowSnapshot(b"oauth"),
+    )
+
+
+def test_receipt_conflict_refuses_the_whole_command():
+    before = _populated()
+    other_sid = ma.SessionId(uuid.UUID(int=5))
+    cmd = core.AtomicApply(RT, session(other_sid), receipt(), [stored(I2)], other_sid)
+    with pytest.raises(ma.ReceiptConflict, match=f"runtime runtime-a: a receipt for run {RUN}"):
+        core.apply(before, cmd, CODEC)
+    assert issubclass(ma.ReceiptConflict, ma.WriteFailed)
+    # Same receipt key under another runtime is fine.
+    after, _ = core.apply(before, dataclasses.replace(cmd, runtime_id=OTHER), CODEC)
+    assert core.load_boundary_receipt(after, OTHER, RUN, 7) == receipt()
+    assert core.load_session_snapshot(before, RT) == session().session_snapshot
+    assert core.load_input_state(before, RT, I2) is None
+
+
+def test_session_key_mismatch():
+    state = _populated()
+    key = ma.SessionId(uuid.UUID(int=77))
+    cmd = core.AtomicApply(RT, session(), receipt(8), [stored(I2)], key)
+    with pytest.raises(ma.SessionKeyMismatch) as info:
+        core.plan(state, cmd, CODEC)
+    assert info.value.expected == key
+    assert info.value.actual == SID
+    assert str(info.value) == (
+        f"session store key mismatch for runtime 'runtime-a': expected {key}, actual {SID}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"name": "x"}', 'no string "id"'),
+        (b'{"id": "nope"}', "not a UUID"),
+    ],
+)
+def test_unreadable_snapshot_is_write_failed(snapshot, reason):
+    state = _populated()
+    for cmd in (
+        core.CommitSessionSnapshot(RT, ma.SessionDelta(snapshot)),
+        core.AtomicApply(RT, ma.SessionDelta(snapshot), receipt(8), [stored(I2)], None),
+    ):
+        with pytest.raises(ma.WriteFailed, match=f"runtime runtime-a: session snapshot .*{reason}"):
+            core.apply(state, cmd, CODEC)
+    assert core.load_session_snapshot(state, RT) == session().session_snapshot
+
+
+def test_codec_errors_are_chained():
+    with pytest.raises(ma.WriteFailed) as info:
+        core.plan(core.EMPTY, core.CommitSessionSnapshot(RT, ma.SessionDelta(b"{")), CODEC)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_codec_returning_a_non_session_id_is_write_failed():
+    class Bad:
+        def session_id(self, snapshot):
+            return str(SID)
+
+    with pytest.raises(ma.WriteFailed, match="returned str, not SessionId"):
+        core.plan(core.EMPTY, core.CommitSessionSnapshot(RT, session()), Bad())
+
+
+def test_oauth_updater_errors_are_carried_as_caller_code_errors():
+    state = _populated()
+    boom = KeyError("boom")
+
+    def raising(cur):
+        raise boom
+
+    with pytest.raises(core.CallerCodeError) as info:
+        core.apply(state, core.UpdateOAuthFlowSnapshot(raising), CODEC)
+    assert info.value.error is boom
+    with pytest.raises(core.CallerCodeError) as info:
+        core.apply(state, core.UpdateOAuthFlowSnapshot(lambda cur: "text"), CODEC)
+    assert isinstance(info.value.error, TypeError)
+    assert "the updater must return bytes, got str" in str(info.value.error)
+    assert core.load_auth_oauth_flow_snapshot(state) == b"oauth"
+
+
+def test_a_failed_apply_returns_nothing_and_the_input_state_value_is_unchanged():
+    state = _populated()
+    snapshot = (state.runtimes, state.oauth_flow_snapshot)
+    with pytest.raises(ma.ReceiptConflict):
+        core.apply(state, core.AtomicApply(RT, None, receipt(), [stored(I3)], None), CODEC)
+    assert (state.runtimes, state.oauth_flow_snapshot) == snapshot
+    assert state == _populated()
+
+
+# --- semantics of applied commands -------------------------------------------------------
+
+
+def test_apply_is_redo_of_plan_and_leaves_the_old_state_alone():
+    old = _populated()
+    cmd = core.AtomicApply(RT, session(SID, v=2), receipt(8), [stored(I2)], SID)
+    new, effects = core.apply(old, cmd, CODEC)
+    assert effects == core.plan(old, cmd, CODEC)
+    assert new == core.redo(old, effects)
+    assert core.load_input_states(old, RT) == [stored(I1)]
+    assert core.load_input_states(new, RT) == [stored(I1), stored(I2)]
+
+
+def test_atomic_apply_round_trip():
+    state = run(core.EMPTY, core.AtomicApply(RT, session(), receipt(), [stored(I1)], SID))
+    assert core.load_session_snapshot(state, RT) == session().session_snapshot
+    assert core.load_boundary_receipt(state, RT, RUN, 7) == receipt()
+    assert core.load_boundary_receipt(state, RT, RUN, 8) is None
+    assert core.load_input_state(state, RT, I1) == stored(I1)
+    # The key validated; it did not create an alias runtime named after the session.
+    assert list(state.runtimes) == [RT]
+
+
+def test_later_entries_in_one_command_win():
+    queued = stored(I1, ma.InputLifecycleState.QUEUED)
+    staged = stored(I1, ma.InputLifecycleState.STAGED)
+    state = run(
+        core.EMPTY, core.AtomicApply(RT, None, receipt(), [queued, stored(I2), staged], None)
+    )
+    assert core.load_input_states(state, RT) == [staged, stored(I2)]
+    commit = ma.machine_transition(RS.IDLE, RS.RUNNING)
+    state = run(state, core.CommitMachineLifecycle(RT, commit, [queued, queued, stored(I1)]))
+    assert core.load_input_state(state, RT, I1) == stored(I1)
+
+
+def test_runtimes_are_isolated():
+    state = run(
+        core.EMPTY,
+        core.AtomicApply(RT, session(), receipt(), [stored(I1)], None),
+        core.CommitMachineLifecycle(RT, ma.machine_transition(RS.INITIALIZING, RS.IDLE), []),
+        core.PersistOpsLifecycle(RT, ma.PersistedOpsSnapshot("e")),
+    )
+    assert core.load_input_states(state, OTHER) == []
+    assert core.load_input_state(state, OTHER, I1) is None
+    assert core.load_boundary_receipt(state, OTHER, RUN, 7) is None
+    assert core.load_session_snapshot(state, OTHER) is None
+    assert core.load_runtime_state(state, OTHER) is None
+    assert core.load_ops_lifecycle(state, OTHER) is None
+    assert OTHER not in state.runtimes
+
+
+def test_oauth_snapshot_is_store_wide():
+    state = run(core.EMPTY, core.PersistOAuthFlowSnapshot(b"x"))
+    assert state.runtimes == core.EMPTY.runtimes
+    assert core.load_auth_oauth_flow_snapshot(state) == b"x"
+
+
+def test_session_snapshot_and_ops_snapshot_are_replaced():
+    second = session(SID, turn=2)
+    state = run(
+        core.EMPTY,
+        core.CommitSessionSnapshot(RT, session()),
+        core.CommitSessionSnapshot(RT, second),
+        core.PersistOpsLifecycle(RT, ma.PersistedOpsSnapshot("e1")),
+        core.PersistOpsLifecycle(RT, ma.PersistedOpsSnapshot("e2")),
+    )
+    assert core.load_session_snapshot(state, RT) == second.session_snapshot
+    assert core.load_ops_lifecycle(state, RT) == ma.PersistedOpsSnapshot("e2")
+    assert core.load_boundary_receipt(state, RT, RUN, 7) is None
+    assert state.record(RT).receipts == core.RuntimeRecord().receipts
+
+
+def test_receipts_with_large_sequences_are_distinct():
+    sequences = [2**63 - 1, 2**63, 2**64 - 1]
+    state = run(core.EMPTY, *(core.AtomicApply(RT, None, receipt(s), [], None) for s in sequences))
+    for s in sequences:
+        assert core.load_boundary_receipt(state, RT, RUN, s) == receipt(s)
+
+
+def test_runtime_state_is_set_by_lifecycle_commits():
+    state = run(
+        core.EMPTY,
+        core.CommitMachineLifecycle(RT, ma.machine_transition(RS.INITIALIZING, RS.IDLE), []),
+        core.CommitMachineLifecycle(RT, ma.machine_transition(RS.IDLE, RS.RUNNING), [stored(I1)]),
+    )
+    assert core.load_runtime_state(state, RT) is RS.RUNNING
+    assert core.load_input_states(state, RT) == [stored(I1)]
+
+
+def test_input_states_load_sorted_by_uuid():
+    ids = [ma.InputId(uuid.UUID(int=n)) for n in (2**127, 3, 2**128 - 1, 0, 2**64)]
+    state = run(core.EMPTY, *(core.PersistInputState(RT, stored(i)) for i in ids))
+    assert [s.input_id for s in core.load_input_states(state, RT)] == sorted(ids)
+
+
+_POOL = [ma.InputId(uuid.UUID(int=n)) for n in (0, 1, 2**63, 2**64, 2**127, 2**128 - 1)]
+
+
+@settings(max_examples=40)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.sampled_from(_POOL), mst.input_ids()),
+            st.sampled_from(ma.InputLifecycleState),
+        ),
+        max_size=12,
+    )
+)
+def test_input_states_upsert_and_sort_property(entries):
+    # Persisting one by one or in one lifecycle commit gives the same result:
+    # the last entry per id, sorted by UUID.
+    states = [stored(input_id, phase) for input_id, phase in entries]
+    expected = {s.input_id: s for s in states}
+    one_by_one = run(core.EMPTY, *(core.PersistInputState(RT, s) for s in states))
+    commit = ma.machine_transition(RS.INITIALIZING, RS.IDLE)
+    together = run(core.EMPTY, core.CommitMachineLifecycle(RT, commit, states))
+    want = [expected[k] for k in sorted(expected, key=lambda i: i.value.int)]
+    assert core.load_input_states(one_by_one, RT) == want
+    assert core.load_input_states(together, RT) == want
+
+
+@settings(max_examples=25)
+@given(mst.receipts(), st.lists(mst.stored_input_states(), max_size=2))
+def test_atomic_apply_property(rcpt, states):
+    state, effects = core.apply(core.EMPTY, core.AtomicApply(RT, None, rcpt, states, None), CODEC)
+    assert core.redo(core.EMPTY, effects) == state
+    assert core.load_boundary_receipt(state, RT, rcpt.run_id, rcpt.sequence) == rcpt
+    with pytest.raises(ma.ReceiptConflict):
+        core.apply(state, core.AtomicApply(RT, None, rcpt, [], None), CODEC)
