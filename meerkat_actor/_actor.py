@@ -177,6 +177,7 @@ class _Actor:
         self.largest_batch = max(self.largest_batch, len(batch))
         state = self.state
         applied: list[_Reply] = []
+        fatal: BaseException | None = None
         for command, reply in batch:
             if self.failure is not None:
                 reply.set(self.internal_error())
@@ -190,16 +191,23 @@ class _Actor:
             except _core.CallerCodeError as exc:
                 self.refused += 1
                 reply.set(exc.error)
-            except Exception as exc:
+            except BaseException as exc:
+                # A bug, or a BaseException (KeyboardInterrupt, SystemExit)
+                # raised while applying: the actor dies, but first every
+                # command of the batch gets its answer (Rule 3).
                 logger.exception("the storage actor died applying %r", command)
                 self.failure = exc
                 reply.set(self.internal_error())
+                if not isinstance(exc, Exception):
+                    fatal = exc
             else:
                 self.effects += len(effects)
                 applied.append(reply)
         self.state = self.published = state
         for reply in applied:
             reply.set()
+        if fatal is not None:
+            raise fatal
 
 
 @final
@@ -419,13 +427,15 @@ async def open_store(
             senders block (the channel's bound).
         max_batch: the most commands the actor applies as one batch.
 
-    The store closes when the block exits: commands already sent complete,
-    later calls raise `StoreClosed`.
+    The store closes when the block exits. On a normal exit, commands already
+    sent are applied and answered first; if the block exits by an exception
+    or cancellation, commands still queued are answered with `StoreClosed`
+    and not applied. Later calls raise `StoreClosed`.
     """
     codec: SessionCodec = MeerkatSessionCodec() if session_codec is None else session_codec
-    if not isinstance(codec, SessionCodec):
+    if isinstance(codec, type) or not isinstance(codec, SessionCodec):
         raise TypeError(
-            f"session_codec must have a session_id(bytes) method, got {type(codec).__name__}"
+            f"session_codec must be an object with a session_id(bytes) method, got {codec!r}"
         )
     for name, value in (("max_pending", max_pending), ("max_batch", max_batch)):
         if isinstance(value, bool) or not isinstance(value, int):

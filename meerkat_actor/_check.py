@@ -7,7 +7,7 @@ that starts with the argument or field name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -122,9 +122,11 @@ def check_utc(value: Any, name: str) -> datetime:
 
 
 def check_tuple(value: Any, cls: type[T], name: str) -> tuple[T, ...]:
-    """`value` must be a finite sequence (list, tuple, ...) of `cls` instances;
-    it is returned as a tuple. `str`, `bytes` and mappings are refused."""
-    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+    """`value` must be a sequence (list, tuple, ...) of `cls` instances; it is
+    returned as a tuple. `str` and `bytes` are refused, and so are sets and
+    iterators, whose order (which decides the winner among duplicates) is not
+    the caller's."""
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, Sequence):
         raise TypeError(f"{name} must be a sequence of {cls.__name__}, got {_type_name(value)}")
     items = tuple(value)
     for i, item in enumerate(items):

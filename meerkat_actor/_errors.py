@@ -66,19 +66,28 @@ class SessionKeyMismatch(RuntimeStoreError):
     Attributes:
         expected: the `session_store_key` the caller passed.
         actual: the session id the session codec read from the snapshot.
+        runtime_id: the runtime the call was for (`""` if not given).
     """
 
     expected: SessionId
     actual: SessionId
+    runtime_id: str
 
     def __init__(self, expected: SessionId, actual: SessionId, *, runtime_id: str = "") -> None:
         where = f" for runtime {runtime_id!r}" if runtime_id else ""
         super().__init__(f"session store key mismatch{where}: expected {expected}, actual {actual}")
         self.expected = expected
         self.actual = actual
+        self.runtime_id = runtime_id
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.expected, self.actual))
+        return (_session_key_mismatch, (self.expected, self.actual, self.runtime_id))
+
+
+def _session_key_mismatch(
+    expected: SessionId, actual: SessionId, runtime_id: str
+) -> SessionKeyMismatch:
+    return SessionKeyMismatch(expected, actual, runtime_id=runtime_id)
 
 
 class NotFound(RuntimeStoreError):

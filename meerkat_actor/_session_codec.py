@@ -6,8 +6,10 @@ default, `MeerkatSessionCodec`, reads Meerkat's session JSON: an object whose
 `"id"` is a UUID string; no other field is read or validated.
 
 A codec must be a pure function of the bytes: no I/O, no clock, no state. It
-signals an unreadable snapshot by raising `ValueError` (the store turns that
-into `WriteFailed`); any other exception is a bug in the codec.
+signals an unreadable snapshot by raising `ValueError`. The store treats any
+exception from a codec (and any result that is not a `SessionId`) as
+"unreadable" and fails the write with `WriteFailed`, chained to it: a codec's
+bug must not take the store down.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class MeerkatSessionCodec:
 
     def session_id(self, snapshot: bytes) -> SessionId:
         try:
-            document = json.loads(snapshot)
+            # Meerkat writes UTF-8 JSON; json.loads(bytes) would also guess
+            # UTF-16/32, which Meerkat cannot read back.
+            document = json.loads(snapshot.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ValueError(f"session snapshot is not JSON: {exc}") from exc
         if not isinstance(document, dict):

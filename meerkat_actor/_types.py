@@ -14,8 +14,10 @@ Rule 3: the lifecycle transition table is data (`LIFECYCLE_TRANSITIONS`), and
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal, TypeVar, final
 
 from ._check import (
@@ -130,43 +132,45 @@ class InputDurability(enum.Enum):
 
 #: The legal runtime lifecycle transitions, `from -> {to, ...}` (SPEC §2).
 #: Destroyed is final; a state never transitions to itself.
-LIFECYCLE_TRANSITIONS: dict[RuntimeState, frozenset[RuntimeState]] = {
-    RuntimeState.INITIALIZING: frozenset(
-        {RuntimeState.IDLE, RuntimeState.STOPPED, RuntimeState.DESTROYED}
-    ),
-    RuntimeState.IDLE: frozenset(
-        {
-            RuntimeState.ATTACHED,
-            RuntimeState.RUNNING,
-            RuntimeState.RETIRED,
-            RuntimeState.STOPPED,
-            RuntimeState.DESTROYED,
-        }
-    ),
-    RuntimeState.ATTACHED: frozenset(
-        {
-            RuntimeState.RUNNING,
-            RuntimeState.IDLE,
-            RuntimeState.RETIRED,
-            RuntimeState.STOPPED,
-            RuntimeState.DESTROYED,
-        }
-    ),
-    RuntimeState.RUNNING: frozenset(
-        {
-            RuntimeState.IDLE,
-            RuntimeState.ATTACHED,
-            RuntimeState.RETIRED,
-            RuntimeState.STOPPED,
-            RuntimeState.DESTROYED,
-        }
-    ),
-    RuntimeState.RETIRED: frozenset(
-        {RuntimeState.RUNNING, RuntimeState.STOPPED, RuntimeState.DESTROYED}
-    ),
-    RuntimeState.STOPPED: frozenset({RuntimeState.DESTROYED}),
-    RuntimeState.DESTROYED: frozenset(),
-}
+LIFECYCLE_TRANSITIONS: Mapping[RuntimeState, frozenset[RuntimeState]] = MappingProxyType(
+    {
+        RuntimeState.INITIALIZING: frozenset(
+            {RuntimeState.IDLE, RuntimeState.STOPPED, RuntimeState.DESTROYED}
+        ),
+        RuntimeState.IDLE: frozenset(
+            {
+                RuntimeState.ATTACHED,
+                RuntimeState.RUNNING,
+                RuntimeState.RETIRED,
+                RuntimeState.STOPPED,
+                RuntimeState.DESTROYED,
+            }
+        ),
+        RuntimeState.ATTACHED: frozenset(
+            {
+                RuntimeState.RUNNING,
+                RuntimeState.IDLE,
+                RuntimeState.RETIRED,
+                RuntimeState.STOPPED,
+                RuntimeState.DESTROYED,
+            }
+        ),
+        RuntimeState.RUNNING: frozenset(
+            {
+                RuntimeState.IDLE,
+                RuntimeState.ATTACHED,
+                RuntimeState.RETIRED,
+                RuntimeState.STOPPED,
+                RuntimeState.DESTROYED,
+            }
+        ),
+        RuntimeState.RETIRED: frozenset(
+            {RuntimeState.RUNNING, RuntimeState.STOPPED, RuntimeState.DESTROYED}
+        ),
+        RuntimeState.STOPPED: frozenset({RuntimeState.DESTROYED}),
+        RuntimeState.DESTROYED: frozenset(),
+    }
+)
 
 
 @final

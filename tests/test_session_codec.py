@@ -80,3 +80,17 @@ def test_any_object_with_session_id_is_a_codec():
 def test_reads_back_any_session_id(session_id):
     snapshot = json.dumps({"id": str(session_id), "payload": "x"}).encode()
     assert CODEC.session_id(snapshot) == session_id
+
+
+def test_utf16_json_and_a_bom_are_unreadable():
+    # Meerkat writes UTF-8 JSON; other encodings would not read back there.
+    codec = ma.MeerkatSessionCodec()
+    document = '{"id": "00000000-0000-0000-0000-000000000001"}'
+    assert str(codec.session_id(document.encode())) == "00000000-0000-0000-0000-000000000001"
+    for encoded in (
+        document.encode("utf-16"),
+        document.encode("utf-32"),
+        b"\xef\xbb\xbf" + document.encode(),
+    ):
+        with pytest.raises(ValueError, match="not JSON"):
+            codec.session_id(encoded)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
 import uuid
 from datetime import UTC, datetime
 
@@ -669,8 +670,11 @@ def test_bad_values_cannot_even_be_built(build, error, message):
 
 
 async def test_open_store_validates_its_arguments():
-    with pytest.raises(TypeError, match="session_codec must have a session_id"):
+    with pytest.raises(TypeError, match="session_codec must be an object with a session_id"):
         async with ma.open_store(session_codec=object()):
+            pass  # pragma: no cover
+    with pytest.raises(TypeError, match=r"got <class 'meerkat_actor\._session_codec\.Meerkat"):
+        async with ma.open_store(session_codec=ma.MeerkatSessionCodec):  # the class
             pass  # pragma: no cover
     with pytest.raises(ValueError, match="max_pending must be at least 1, got 0"):
         async with ma.open_store(max_pending=0):
@@ -887,13 +891,6 @@ async def test_actor_failure_answers_every_waiting_caller(monkeypatch):
             await store.load_input_states(RT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an updater raising a BaseException that is not an Exception (SystemExit, "
-    "KeyboardInterrupt delivered in the actor, a custom BaseException) escapes "
-    "_Actor.run_batch without replying; the caller waits shielded forever and the "
-    "rest of its batch is never answered (Rule 3 of _actor.py, SPEC §6 'nobody hangs')",
-)
 async def test_base_exception_in_the_actor_does_not_leave_callers_hanging(monkeypatch):
     class Abort(BaseException):
         pass
@@ -1132,3 +1129,24 @@ async def test_store_is_shared_between_tasks(store):
             nursery.start_soon(write, n)
     loaded = await store.load_input_states(RT)
     assert [s.input_id.value.int for s in loaded] == list(range(20))
+
+
+async def test_input_updates_must_be_an_ordered_sequence():
+    # The order decides which of two states for one input wins, so a set or
+    # a generator (whose order is not the caller's) is refused.
+    first = ma.StoredInputState.new_accepted(ma.InputId.new())
+    async with ma.open_store() as store:
+        for updates in ({first}, (s for s in [first])):
+            with pytest.raises(TypeError, match="input_updates must be a sequence of"):
+                await store.atomic_apply(RT, None, receipt(0), updates)
+        assert await store.load_input_states(RT) == []
+        assert store.statistics().commands == 0
+
+
+async def test_session_key_mismatch_pickles_with_its_runtime():
+    expected, actual = ma.SessionId.new(), ma.SessionId.new()
+    error = ma.SessionKeyMismatch(expected, actual, runtime_id="rt-x")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.expected, copy.actual, copy.runtime_id) == (expected, actual, "rt-x")
+    assert str(copy) == str(error)
+    assert "rt-x" in str(copy)

@@ -168,11 +168,6 @@ def test_lifecycle_commit_copies_and_pickles():
     assert restored.runtime_state is RS.STOPPED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ma.LIFECYCLE_TRANSITIONS is a plain mutable dict; mutating the public "
-    "table makes machine_transition() hand out commits for illegal transitions",
-)
 def test_transition_table_cannot_be_mutated_from_outside():
     table = ma.LIFECYCLE_TRANSITIONS
     before = dict(table)
