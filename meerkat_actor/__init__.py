@@ -24,6 +24,7 @@ from ._errors import (
     StoreLocked,
     StorePoisoned,
     Unsupported,
+    UnsupportedFormat,
     WriteFailed,
 )
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
@@ -84,6 +85,7 @@ __all__ = [
     "StoreStatistics",
     "StoredInputState",
     "Unsupported",
+    "UnsupportedFormat",
     "WriteFailed",
     "machine_transition",
     "open_store",

@@ -42,6 +42,7 @@ to the cause), and stops. Later calls get `Internal` at once.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -52,7 +53,10 @@ import trio
 from . import _core
 from ._check import check_instance, check_u64
 from ._core import Command, StoreState
-from ._errors import Internal, RuntimeStoreError, StoreClosed
+from ._durable import DEFAULT_MAX_RECORD, DurableLog
+from ._errors import Internal, RuntimeStoreError, StoreClosed, StorePoisoned, WriteFailed
+from ._format import FRAME_HEADER, encode_record
+from ._fs import FileIO
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._session_codec import MeerkatSessionCodec, SessionCodec
 from ._types import (
@@ -64,6 +68,7 @@ from ._types import (
     StoredInputState,
 )
 from ._util import NoPublicConstructor
+from ._writer import Group, Outcome, Writer, deliver
 
 __all__ = ["ActorStore", "StoreStatistics", "open_store"]
 
@@ -84,7 +89,8 @@ class StoreStatistics:
         batches: groups of commands applied together.
         largest_batch: the most commands in one batch.
         effects: effect records produced by applied commands.
-        fsyncs: log syncs (0 for an in-memory store).
+        records: log records written (one per applied command; 0 in memory).
+        fsyncs: log syncs, one per group commit (0 for an in-memory store).
         bytes_written: log bytes written (0 for an in-memory store).
         checkpoints: snapshots written (0 for an in-memory store).
         pending: commands sent and waiting for the actor now.
@@ -96,6 +102,7 @@ class StoreStatistics:
     batches: int
     largest_batch: int
     effects: int
+    records: int
     fsyncs: int
     bytes_written: int
     checkpoints: int
@@ -123,15 +130,32 @@ class _Envelope(NamedTuple):
 
 
 class _Actor:
-    """The actor task's state: the working state value and counters."""
+    """The actor task's state: the working state value and counters.
 
-    def __init__(self, codec: SessionCodec, max_batch: int, max_pending: int) -> None:
+    `writer` is `None` for an in-memory store; for a durable one, applied
+    batches go to it as groups and are answered once durable (`_writer.py`).
+    """
+
+    def __init__(
+        self,
+        codec: SessionCodec,
+        max_batch: int,
+        max_pending: int,
+        *,
+        state: StoreState = _core.EMPTY,
+        next_lsn: int = 1,
+        max_record: int = DEFAULT_MAX_RECORD,
+    ) -> None:
         self.codec = codec
         self.max_batch = max_batch
         self.max_pending = max_pending
-        self.state: StoreState = _core.EMPTY
-        self.published: StoreState = _core.EMPTY
+        self.max_record = max_record
+        self.state: StoreState = state
+        self.published: StoreState = state
+        self.next_lsn = next_lsn
+        self.writer: Writer | None = None
         self.failure: BaseException | None = None
+        self.poisoned: BaseException | None = None
         self.commands = 0
         self.refused = 0
         self.batches = 0
@@ -142,6 +166,15 @@ class _Actor:
         error = Internal(f"the storage actor died: {self.failure!r}")
         error.__cause__ = self.failure
         return error
+
+    def publish(self, state: StoreState) -> None:
+        """The writer made `state` durable: readers may see it now."""
+        self.published = state
+
+    def poison(self, cause: BaseException) -> None:
+        """The writer failed: fall back to the last durable state, refuse writes."""
+        self.poisoned = cause
+        self.state = self.published
 
     async def run(self, receive: trio.MemoryReceiveChannel[_Envelope]) -> None:
         try:
@@ -155,7 +188,16 @@ class _Actor:
                         batch.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                self.run_batch(batch)
+                outcomes, records, fatal = self.run_batch(batch)
+                if self.writer is None:
+                    self.published = self.state
+                    deliver(outcomes)
+                else:
+                    await self.writer.submit(
+                        Group(records, self.state, self.next_lsn - 1, outcomes)
+                    )
+                if fatal is not None:
+                    raise fatal
         finally:
             # Answer everything still queued, then close: no sender can slip
             # in between, since nothing here yields to trio.
@@ -170,44 +212,81 @@ class _Actor:
                     else StoreClosed("the store closed before this command was applied")
                 )
             receive.close()
+            if self.writer is not None:
+                self.writer.close_input()
 
-    def run_batch(self, batch: list[_Envelope]) -> None:
-        """Apply a batch with the pure core, publish, then reply to each."""
+    def run_batch(
+        self, batch: list[_Envelope]
+    ) -> tuple[list[Outcome], list[bytes], BaseException | None]:
+        """Apply a batch with the pure core.
+
+        Returns each command's outcome (its reply and error, `None` if
+        applied), the framed log records of the applied commands (durable
+        stores only), and a `BaseException` to re-raise once the batch is
+        answered, if one struck.
+        """
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
         state = self.state
-        applied: list[_Reply] = []
+        outcomes: list[Outcome] = []
+        records: list[bytes] = []
         fatal: BaseException | None = None
+        durable = self.writer is not None
         for command, reply in batch:
             if self.failure is not None:
-                reply.set(self.internal_error())
+                outcomes.append((reply, self.internal_error()))
                 continue
             self.commands += 1
+            if self.poisoned is not None:
+                self.refused += 1
+                outcomes.append((reply, self.poisoned_error()))
+                continue
             try:
-                state, effects = _core.apply(state, command, self.codec)
+                new_state, effects = _core.apply(state, command, self.codec)
+                record = encode_record(self.next_lsn, effects) if durable else b""
             except RuntimeStoreError as exc:
                 self.refused += 1
-                reply.set(exc)
+                outcomes.append((reply, exc))
             except _core.CallerCodeError as exc:
                 self.refused += 1
-                reply.set(exc.error)
+                outcomes.append((reply, exc.error))
             except BaseException as exc:
                 # A bug, or a BaseException (KeyboardInterrupt, SystemExit)
                 # raised while applying: the actor dies, but first every
                 # command of the batch gets its answer (Rule 3).
                 logger.exception("the storage actor died applying %r", command)
                 self.failure = exc
-                reply.set(self.internal_error())
+                outcomes.append((reply, self.internal_error()))
                 if not isinstance(exc, Exception):
                     fatal = exc
             else:
+                if len(record) - FRAME_HEADER > self.max_record:
+                    self.refused += 1
+                    outcomes.append(
+                        (
+                            reply,
+                            WriteFailed(
+                                f"the command's log record would be {len(record) - FRAME_HEADER}"
+                                f" bytes, over the store's max_record_bytes={self.max_record}"
+                            ),
+                        )
+                    )
+                    continue
+                if durable:
+                    records.append(record)
+                    self.next_lsn += 1
+                state = new_state
                 self.effects += len(effects)
-                applied.append(reply)
-        self.state = self.published = state
-        for reply in applied:
-            reply.set()
-        if fatal is not None:
-            raise fatal
+                outcomes.append((reply, None))
+        self.state = state
+        return outcomes, records, fatal
+
+    def poisoned_error(self) -> StorePoisoned:
+        error = StorePoisoned(
+            f"the store is poisoned by an earlier write failure ({self.poisoned}); reopen it"
+        )
+        error.__cause__ = self.poisoned
+        return error
 
 
 @final
@@ -220,9 +299,15 @@ class ActorStore(metaclass=NoPublicConstructor):
 
     __construct_hint__ = "use meerkat_actor.open_store()"
 
-    def __init__(self, actor: _Actor, send: trio.MemorySendChannel[_Envelope]) -> None:
+    def __init__(
+        self,
+        actor: _Actor,
+        send: trio.MemorySendChannel[_Envelope],
+        directory: str | None = None,
+    ) -> None:
         self._actor = actor
         self._send = send
+        self._directory = directory
         self._closed = False
 
     # --- plumbing -------------------------------------------------------------
@@ -259,8 +344,12 @@ class ActorStore(metaclass=NoPublicConstructor):
     # --- RuntimeStore -----------------------------------------------------------
 
     def auth_authority_key(self) -> str | None:
-        """`None`: an in-memory store has no durable location to share."""
-        return None
+        """`"actor:" + the resolved store directory`; `None` in memory.
+
+        Stable across reopens of the same directory, so a host can reuse
+        process-local auth state keyed by it.
+        """
+        return None if self._directory is None else "actor:" + self._directory
 
     async def persist_auth_oauth_flow_snapshot(self, snapshot: bytes) -> None:
         """Replace the store-wide OAuth flow snapshot.
@@ -390,63 +479,169 @@ class ActorStore(metaclass=NoPublicConstructor):
 
     # --- extras ---------------------------------------------------------------
 
+    async def checkpoint(self) -> None:
+        """Write a snapshot covering every write acknowledged so far, and drop
+        the log it makes redundant. Returns once the snapshot is durable.
+
+        Writes go on while the snapshot is written (in a worker thread). An
+        in-memory store has nothing to write: the call only checkpoints trio.
+
+        Raises:
+            StoreClosed, Internal: the store cannot be used.
+            StorePoisoned: an earlier log write failed; reopen the store.
+            WriteFailed: the snapshot could not be written; nothing
+                acknowledged is lost (the log still holds it).
+        """
+        error = self._unusable()
+        if error is not None:
+            await trio.lowlevel.checkpoint()
+            raise error
+        writer = self._actor.writer
+        if writer is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await writer.checkpoint()
+
     def statistics(self) -> StoreStatistics:
         """The store's counters now (see `StoreStatistics`)."""
         actor = self._actor
+        writer = actor.writer
         return StoreStatistics(
             commands=actor.commands,
             refused=actor.refused,
             batches=actor.batches,
             largest_batch=actor.largest_batch,
             effects=actor.effects,
-            fsyncs=0,
-            bytes_written=0,
-            checkpoints=0,
+            records=0 if writer is None else writer.records,
+            fsyncs=0 if writer is None else writer.fsyncs,
+            bytes_written=0 if writer is None else writer.bytes_written,
+            checkpoints=0 if writer is None else writer.checkpoints,
             pending=self._send.statistics().current_buffer_used,
             max_pending=actor.max_pending,
         )
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "failed" if self._actor.failure else "open"
-        return f"<meerkat_actor in-memory store ({state})>"
+        state = (
+            "closed"
+            if self._closed
+            else "failed"
+            if self._actor.failure
+            else "poisoned"
+            if self._actor.poisoned
+            else "open"
+        )
+        where = "in-memory" if self._directory is None else f"durable at {self._directory}"
+        return f"<meerkat_actor {where} store ({state})>"
+
+
+DEFAULT_CHECKPOINT_BYTES = 64 * 1024 * 1024
+
+
+def _check_positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 @asynccontextmanager
 async def open_store(
+    path: str | os.PathLike[str] | None = None,
     *,
     session_codec: SessionCodec | None = None,
     max_pending: int = DEFAULT_MAX_PENDING,
     max_batch: int = DEFAULT_MAX_BATCH,
+    checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
+    max_record_bytes: int = DEFAULT_MAX_RECORD,
+    _io: FileIO | None = None,
 ) -> AsyncIterator[ActorStore]:
-    """Open an in-memory actor store for the duration of an `async with` block.
+    """Open an actor store for the duration of an `async with` block.
 
     Args:
+        path: a directory for a durable store (created 0700 if missing);
+            `None` for an in-memory store.
         session_codec: reads the session id out of session snapshots;
             default `MeerkatSessionCodec` (Meerkat session JSON).
         max_pending: how many sent commands may wait for the actor before
             senders block (the channel's bound).
         max_batch: the most commands the actor applies as one batch.
+        checkpoint_bytes: (durable) take a snapshot when the log written since
+            the last one exceeds this many bytes.
+        max_record_bytes: (durable) the largest log record a command may
+            produce; a bigger one fails with `WriteFailed`. Recovery refuses
+            records above it as `CorruptStore`.
+
+    Durable stores recover on open (in a worker thread): the newest valid
+    snapshot plus the log after it. A torn record at the very end of the log
+    is truncated (a crash artifact, logged as a warning); other damage raises
+    `CorruptStore`.
+
+    Raises:
+        StoreLocked: another open store holds the directory.
+        UnsupportedFormat: the directory was written by a newer format.
+        CorruptStore: the directory is damaged beyond a torn tail.
+        ReadFailed: `path` is not a store or cannot be read.
 
     The store closes when the block exits. On a normal exit, commands already
-    sent are applied and answered first; if the block exits by an exception
-    or cancellation, commands still queued are answered with `StoreClosed`
-    and not applied. Later calls raise `StoreClosed`.
+    sent are applied and answered first, and a durable store takes a final
+    checkpoint; if the block exits by an exception or cancellation, commands
+    still queued are answered with `StoreClosed` and not applied. Later calls
+    raise `StoreClosed`.
     """
     codec: SessionCodec = MeerkatSessionCodec() if session_codec is None else session_codec
     if isinstance(codec, type) or not isinstance(codec, SessionCodec):
         raise TypeError(
             f"session_codec must be an object with a session_id(bytes) method, got {codec!r}"
         )
-    for name, value in (("max_pending", max_pending), ("max_batch", max_batch)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be int, got {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-    send, receive = trio.open_memory_channel[_Envelope](max_pending)
-    actor = _Actor(codec, max_batch, max_pending)
+    _check_positive("max_pending", max_pending)
+    _check_positive("max_batch", max_batch)
+    _check_positive("checkpoint_bytes", checkpoint_bytes)
+    _check_positive("max_record_bytes", max_record_bytes)
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be str, os.PathLike or None, got {type(path).__name__}")
+    if path is None:
+        async with _run_store(_Actor(codec, max_batch, max_pending), None, None) as store:
+            yield store
+        return
+    io = FileIO() if _io is None else _io
+    log, recovered = await trio.to_thread.run_sync(
+        DurableLog.open, io, os.fspath(path), max_record_bytes
+    )
+    try:
+        actor = _Actor(
+            codec,
+            max_batch,
+            max_pending,
+            state=recovered.state,
+            next_lsn=recovered.last_lsn + 1,
+            max_record=max_record_bytes,
+        )
+        writer = Writer(
+            log,
+            recovered,
+            checkpoint_bytes=checkpoint_bytes,
+            publish=actor.publish,
+            poison=actor.poison,
+        )
+        actor.writer = writer
+        async with _run_store(actor, writer, log.directory) as store:
+            yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(log.close)
+
+
+@asynccontextmanager
+async def _run_store(
+    actor: _Actor, writer: Writer | None, directory: str | None
+) -> AsyncIterator[ActorStore]:
+    send, receive = trio.open_memory_channel[_Envelope](actor.max_pending)
     async with trio.open_nursery() as nursery:
+        if writer is not None:
+            nursery.start_soon(writer.run)
         nursery.start_soon(actor.run, receive)
-        store: ActorStore = ActorStore._create(actor, send)
+        store: ActorStore = ActorStore._create(actor, send, directory)
         try:
             yield store
         finally:

@@ -33,6 +33,7 @@ __all__ = [
     "StoreLocked",
     "StorePoisoned",
     "Unsupported",
+    "UnsupportedFormat",
     "WriteFailed",
 ]
 
@@ -142,6 +143,12 @@ class CorruptStore(ReadFailed):
     """A durable store's files are damaged in a way recovery must not paper
     over (anything but a torn record at the very end of the log). The message
     names the file and the byte offset."""
+
+
+class UnsupportedFormat(ReadFailed):
+    """Opening a durable store found files written by a newer format version
+    than this build reads. Nothing was changed; open it with a newer
+    meerkat_actor."""
 
 
 class StoreClosed(RuntimeStoreError):

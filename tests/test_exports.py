@@ -55,6 +55,7 @@ EXPECTED = {
     "StoreLocked",
     "StorePoisoned",
     "CorruptStore",
+    "UnsupportedFormat",
     "StoreClosed",
     "InvalidTransition",
 }
@@ -100,6 +101,7 @@ def test_every_error_derives_from_the_right_kind():
     for kind in (ma.ReceiptConflict, ma.StoreLocked, ma.StorePoisoned):
         assert kind.__bases__ == (ma.WriteFailed,), kind
     assert ma.CorruptStore.__bases__ == (ma.ReadFailed,)
+    assert ma.UnsupportedFormat.__bases__ == (ma.ReadFailed,)
     assert issubclass(ma.RuntimeStoreError, Exception)
     assert issubclass(ma.InvalidTransition, ValueError)
     assert not issubclass(ma.InvalidTransition, ma.RuntimeStoreError)

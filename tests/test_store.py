@@ -1070,6 +1070,7 @@ async def test_statistics_make_sense():
             batches=0,
             largest_batch=0,
             effects=0,
+            records=0,
             fsyncs=0,
             bytes_written=0,
             checkpoints=0,

@@ -1,0 +1,458 @@
+"""The files of a durable store: open and recover, append, rotate, checkpoint.
+
+Rule 1: every method here blocks on the disk and runs in a worker thread
+(`trio.to_thread.run_sync`), never on the trio thread. All file operations go
+through the `_fs.FileIO` layer.
+
+Rule 2: nothing is ever silently dropped. Recovery truncates exactly one kind
+of damage, a torn or checksum-failing record at the very end of the newest
+segment (a crash artifact, when nothing valid follows it). Anything else
+raises `CorruptStore` naming the file and the byte offset.
+
+Rule 3: the fsync order makes every step safe to interrupt. A log append is
+write, then fdatasync, and only then acknowledged. A segment is created
+(header, fsync of the file, fsync of the directory) before records go in. A
+checkpoint is: snapshot to a temp file, fsync it, rename it, fsync the
+directory, and only then delete what it covers (older segments, older
+snapshots), then fsync the directory again.
+
+Theory of operation. `DurableLog.open()` locks the directory (`flock` on
+LOCK), creates or checks the FORMAT file, removes temp files a crashed
+checkpoint left, then recovers: it loads the newest snapshot that checks out,
+replays the records after it in LSN order (they must be contiguous), and
+positions the writer at the end of the log. `append()` writes one group of
+framed records and syncs it. `rotate()` starts a new segment at a given LSN,
+so that a checkpoint taken at LSN L can delete every segment before the one
+starting at L + 1. `write_snapshot()` runs the checkpoint protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Final
+
+from . import _core
+from . import _format as fmt
+from ._core import StoreState
+from ._errors import CorruptStore, ReadFailed, StoreLocked, UnsupportedFormat, WriteFailed
+from ._fs import FileIO, Handle, LockHandle
+
+__all__ = ["DEFAULT_MAX_RECORD", "DurableLog", "Recovered"]
+
+logger = logging.getLogger("meerkat_actor")
+
+DEFAULT_MAX_RECORD: Final = 64 * 1024 * 1024
+_TMP: Final = ".tmp"
+_SEGMENT: Final = ("log-", ".log")
+_SNAPSHOT: Final = ("snapshot-", ".snap")
+
+
+@dataclass
+class Recovered:
+    """What `DurableLog.open()` found."""
+
+    state: StoreState
+    last_lsn: int
+    snapshot_lsn: int
+    log_bytes: int  # record bytes after the snapshot, for the checkpoint policy
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Replay:
+    """Where replay stands: the state so far and the next LSN it needs."""
+
+    state: StoreState
+    snapshot_lsn: int
+    last_lsn: int = 0
+    log_bytes: int = 0
+    expected: int | None = None
+
+    def __post_init__(self) -> None:
+        self.last_lsn = self.snapshot_lsn
+
+
+def _corrupt(path: str, offset: int, message: str) -> CorruptStore:
+    return CorruptStore(f"{path} at byte offset {offset}: {message}")
+
+
+class DurableLog:
+    """One open store directory. Not thread-safe by itself: `append`/`rotate`
+    run one at a time (the writer), `write_snapshot` may overlap them (it
+    touches only snapshot files and segments older than the current one)."""
+
+    def __init__(self, io: FileIO, directory: str, lock: LockHandle, max_record: int) -> None:
+        self.io = io
+        self.directory = directory
+        self._lock: LockHandle | None = lock
+        self.max_record = max_record
+        self._segment: Handle | None = None
+        self.segment_first_lsn = 0
+        self._segment_size = 0  # bytes known durable in the current segment
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    # --- open and recover ------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, io: FileIO, path: str, max_record: int = DEFAULT_MAX_RECORD
+    ) -> tuple[DurableLog, Recovered]:
+        """Lock, initialise or check, and recover the store in directory `path`.
+
+        Raises:
+            StoreLocked: another open store holds the directory.
+            UnsupportedFormat: the directory was written by a newer format.
+            ReadFailed: `path` is a non-empty directory that is not a store,
+                or cannot be read.
+            CorruptStore: damage recovery must not repair.
+        """
+        directory = os.path.realpath(path)
+        try:
+            io.make_dir(directory)
+            lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
+        except BlockingIOError as exc:
+            raise StoreLocked(f"{directory} is locked by another open store") from exc
+        except OSError as exc:
+            raise ReadFailed(f"cannot open store directory {directory}: {exc}") from exc
+        log = cls(io, directory, lock, max_record)
+        try:
+            recovered = log._recover()
+        except BaseException:
+            log.close()
+            raise
+        return log, recovered
+
+    def _recover(self) -> Recovered:
+        io = self.io
+        try:
+            names = io.list_dir(self.directory)
+            self._check_format(names)
+            for name in names:
+                if name.endswith(_TMP):
+                    io.remove(self._path(name))  # a checkpoint that never finished
+            names = [n for n in names if not n.endswith(_TMP)]
+        except OSError as exc:
+            raise ReadFailed(f"cannot read store directory {self.directory}: {exc}") from exc
+        segments = sorted(
+            (n, name) for name in names if (n := fmt.parse_name(name, *_SEGMENT)) is not None
+        )
+        snapshots = sorted(
+            ((n, name) for name in names if (n := fmt.parse_name(name, *_SNAPSHOT)) is not None),
+            reverse=True,
+        )
+        warnings: list[str] = []
+        state, snapshot_lsn, bad_snapshot = self._load_snapshot(snapshots, warnings)
+        state, last_lsn, log_bytes = self._replay(segments, state, snapshot_lsn, warnings)
+        if bad_snapshot is not None:
+            bad_lsn, bad_path, bad_offset, message = bad_snapshot
+            if last_lsn < bad_lsn:
+                raise _corrupt(bad_path, bad_offset, f"{message}; the log does not cover it")
+            warnings.append(f"ignored damaged snapshot {bad_path}: the log covers it")
+        for warning in warnings:
+            logger.warning("%s: %s", self.directory, warning)
+        return Recovered(state, last_lsn, snapshot_lsn, log_bytes, warnings)
+
+    def _check_format(self, names: list[str]) -> None:
+        io = self.io
+        path = self._path(fmt.FORMAT_FILE)
+        if fmt.FORMAT_FILE not in names:
+            strangers = [n for n in names if n != fmt.LOCK_FILE and not n.endswith(_TMP)]
+            if strangers:
+                raise ReadFailed(
+                    f"{self.directory} is not a meerkat_actor store (it holds {strangers[0]!r}"
+                    f" and no {fmt.FORMAT_FILE} file)"
+                )
+            self._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())
+            return
+        data = io.read(path)
+        try:
+            version = fmt.decode_format_file(data)
+        except fmt.FormatError as exc:
+            raise _corrupt(path, exc.offset, str(exc)) from exc
+        if version > fmt.FORMAT_VERSION:
+            raise UnsupportedFormat(
+                f"{self.directory} was written by format version {version};"
+                f" this build reads version {fmt.FORMAT_VERSION} and older"
+            )
+
+    def _load_snapshot(
+        self, snapshots: list[tuple[int, str]], warnings: list[str]
+    ) -> tuple[StoreState, int, tuple[int, str, int, str] | None]:
+        """The newest snapshot that checks out; the newest damaged one above it, if any."""
+        bad: tuple[int, str, int, str] | None = None
+        for lsn, name in snapshots:
+            path = self._path(name)
+            try:
+                data = self.io.read(path)
+            except OSError as exc:
+                raise ReadFailed(f"cannot read {path}: {exc}") from exc
+            try:
+                found_lsn, state = fmt.decode_snapshot(data)
+                if found_lsn != lsn:
+                    raise fmt.FormatError(f"header LSN {found_lsn} differs from the name", 16)
+            except fmt.FormatError as exc:
+                if bad is None:
+                    bad = (lsn, path, exc.offset, str(exc))
+                continue
+            return state, lsn, bad
+        return _core.EMPTY, 0, bad
+
+    def _replay(
+        self,
+        segments: list[tuple[int, str]],
+        state: StoreState,
+        snapshot_lsn: int,
+        warnings: list[str],
+    ) -> tuple[StoreState, int, int]:
+        """Replay the records after `snapshot_lsn`; open the writer at the end."""
+        # Segments whose successor starts at or before snapshot_lsn + 1 hold
+        # only records the snapshot has: they are not read.
+        start = 0
+        for i in range(len(segments) - 1):
+            if segments[i + 1][0] <= snapshot_lsn + 1:
+                start = i + 1
+        relevant = segments[start:]
+        replay = _Replay(state, snapshot_lsn)
+        for index, (first_lsn, name) in enumerate(relevant):
+            is_last = index == len(relevant) - 1
+            if not self._replay_segment(replay, self._path(name), first_lsn, is_last, warnings):
+                break  # a torn, empty last segment was removed
+        if self._segment is None:
+            self._create_segment(replay.last_lsn + 1)
+        return replay.state, replay.last_lsn, replay.log_bytes
+
+    def _replay_segment(
+        self, replay: _Replay, path: str, first_lsn: int, is_last: bool, warnings: list[str]
+    ) -> bool:
+        """Replay one segment; False if it was a torn, record-less last segment."""
+        try:
+            data = self.io.read(path)
+        except OSError as exc:
+            raise ReadFailed(f"cannot read {path}: {exc}") from exc
+        try:
+            header_lsn = fmt.decode_segment_header(data)
+        except fmt.FormatError as exc:
+            if is_last and len(data) <= fmt.SEGMENT_HEADER:
+                # A crash interrupted the segment's creation: no record was
+                # ever written to it.
+                warnings.append(f"removed {path}: its header is torn ({exc})")
+                self._remove_durably(path)
+                return False
+            raise _corrupt(path, exc.offset, str(exc)) from exc
+        if header_lsn != first_lsn:
+            raise _corrupt(path, 16, f"header first LSN {header_lsn} differs from the name")
+        if replay.expected is None:
+            if first_lsn > replay.snapshot_lsn + 1:
+                raise _corrupt(
+                    path,
+                    0,
+                    f"log starts at LSN {first_lsn}, but the snapshot ends at"
+                    f" {replay.snapshot_lsn}: records in between are missing",
+                )
+        elif first_lsn != replay.expected:
+            raise _corrupt(
+                path, 0, f"segment starts at LSN {first_lsn}, expected {replay.expected}"
+            )
+        replay.expected = first_lsn
+        offset = fmt.SEGMENT_HEADER
+        while offset < len(data):
+            try:
+                frame = fmt.read_frame(data, offset, self.max_record)
+                if frame.lsn != replay.expected:
+                    raise fmt.FormatError(
+                        f"record LSN {frame.lsn}, expected {replay.expected}", offset
+                    )
+            except fmt.FormatError as exc:
+                if not is_last:
+                    raise _corrupt(path, exc.offset, str(exc)) from exc
+                later = _find_later_frame(data, offset + 1, replay.expected, self.max_record)
+                if later is not None:
+                    raise _corrupt(
+                        path, exc.offset, f"{exc}, but a valid record follows at {later}"
+                    ) from exc
+                warnings.append(
+                    f"truncated a torn record at the end of {path}"
+                    f" (offset {offset}, {len(data) - offset} bytes): {exc}"
+                )
+                self._truncate(path, offset)
+                data = data[:offset]
+                break
+            if frame.lsn > replay.snapshot_lsn:
+                try:
+                    effects = fmt.decode_effects(frame)
+                except fmt.FormatError as exc:
+                    raise _corrupt(path, exc.offset, str(exc)) from exc
+                replay.state = _core.redo(replay.state, effects)
+                replay.log_bytes += frame.end - frame.offset
+            replay.last_lsn = max(replay.last_lsn, frame.lsn)
+            replay.expected += 1
+            offset = frame.end
+        if is_last:
+            self._open_segment_for_append(
+                path, first_lsn, len(data), replay.expected - 1, replay.last_lsn
+            )
+        return True
+
+    def _open_segment_for_append(
+        self, path: str, first_lsn: int, size: int, segment_last: int, last_lsn: int
+    ) -> None:
+        if segment_last != last_lsn:
+            # The snapshot is ahead of this segment's end (it was never
+            # rotated after): new records must go to a segment of their own.
+            return
+        try:
+            self._segment = self.io.open_append(path)
+        except OSError as exc:
+            raise ReadFailed(f"cannot open {path} for appending: {exc}") from exc
+        self.segment_first_lsn = first_lsn
+        self._segment_size = size
+
+    def _truncate(self, path: str, size: int) -> None:
+        try:
+            self.io.truncate(path, size)
+        except OSError as exc:
+            raise WriteFailed(f"cannot truncate the torn tail of {path}: {exc}") from exc
+
+    def _remove_durably(self, path: str) -> None:
+        try:
+            self.io.remove(path)
+            self.io.sync_dir(self.directory)
+        except OSError as exc:
+            raise WriteFailed(f"cannot remove {path}: {exc}") from exc
+
+    # --- writing ---------------------------------------------------------------------
+
+    def _write_atomically(self, name: str, data: bytes) -> None:
+        """temp file -> fsync -> rename -> fsync directory. Raises OSError."""
+        io = self.io
+        temp = self._path(name + _TMP)
+        handle = io.create(temp)
+        try:
+            io.write(handle, data)
+            io.sync(handle)
+        finally:
+            io.close(handle)
+        io.rename(temp, self._path(name))
+        io.sync_dir(self.directory)
+
+    def _create_segment(self, first_lsn: int) -> None:
+        io = self.io
+        path = self._path(fmt.segment_name(first_lsn))
+        try:
+            handle = io.create(path)
+            try:
+                io.write(handle, fmt.encode_segment_header(first_lsn))
+                io.sync(handle)
+            except BaseException:
+                io.close(handle)
+                raise
+            io.sync_dir(self.directory)
+        except OSError as exc:
+            raise WriteFailed(f"cannot create log segment {path}: {exc}") from exc
+        self._segment = handle
+        self.segment_first_lsn = first_lsn
+        self._segment_size = fmt.SEGMENT_HEADER
+
+    def append(self, data: bytes) -> None:
+        """Write framed records at the end of the log and make them durable.
+
+        On failure the segment is cut back to its last durable length (best
+        effort, so a reopen in this process cannot see the failed records) and
+        `OSError` propagates: the caller must poison the store. Never retried.
+        """
+        segment = self._segment
+        if segment is None:
+            raise OSError("the log is closed")
+        try:
+            self.io.write(segment, data)
+            self.io.sync(segment)
+        except OSError:
+            try:
+                self.io.truncate(segment.path, self._segment_size)
+            except OSError:
+                logger.exception("cannot cut %s back after a failed append", segment.path)
+            raise
+        self._segment_size += len(data)
+
+    def rotate(self, first_lsn: int) -> None:
+        """Start a new segment whose first record will be `first_lsn`.
+
+        Does nothing if the current segment holds no record yet. Raises
+        `WriteFailed` if the new segment cannot be created (the current one
+        stays in use).
+        """
+        if self._segment is not None and self._segment_size <= fmt.SEGMENT_HEADER:
+            return
+        old = self._segment
+        self._create_segment(first_lsn)
+        if old is not None:
+            try:
+                self.io.close(old)
+            except OSError:
+                logger.exception("cannot close %s", old.path)
+
+    def write_snapshot(self, lsn: int, state: StoreState, keep_from_lsn: int) -> int:
+        """The checkpoint protocol; return the snapshot's size in bytes.
+
+        Writes `state` (as of `lsn`) as a snapshot, then deletes the segments
+        that start before `keep_from_lsn` (the current segment's first LSN,
+        which must be `lsn + 1` or less) and every older snapshot.
+
+        Raises:
+            OSError: a step failed; everything acknowledged is still in the
+                log, and the store remains usable.
+        """
+        data = fmt.encode_snapshot(lsn, state)
+        self._write_atomically(fmt.snapshot_name(lsn), data)
+        removed = False
+        for name in self.io.list_dir(self.directory):
+            seg = fmt.parse_name(name, *_SEGMENT)
+            snap = fmt.parse_name(name, *_SNAPSHOT)
+            if (seg is not None and seg < keep_from_lsn) or (snap is not None and snap < lsn):
+                self.io.remove(self._path(name))
+                removed = True
+        if removed:
+            self.io.sync_dir(self.directory)
+        return len(data)
+
+    def close(self) -> None:
+        """Close the segment and release the lock. Errors are logged, not raised."""
+        if self._segment is not None:
+            try:
+                self.io.close(self._segment)
+            except OSError:
+                logger.exception("cannot close %s", self._segment.path)
+            self._segment = None
+        if self._lock is not None:
+            try:
+                self.io.unlock(self._lock)
+            except OSError:
+                logger.exception("cannot release the lock of %s", self.directory)
+            self._lock = None
+
+
+def _find_later_frame(data: bytes, start: int, expected: int, max_record: int) -> int | None:
+    """The offset of a valid record at or after `start` with LSN >= `expected`.
+
+    Distinguishes a torn tail (nothing valid follows) from damage in the
+    middle of the log (a later record checks out). Cheap filters first: only
+    plausible LSNs and lengths get a CRC.
+    """
+    limit = len(data) - fmt.FRAME_HEADER
+    for offset in range(start, limit + 1):
+        lsn = int.from_bytes(data[offset : offset + 8], "big")
+        if not expected <= lsn < expected + (1 << 32):
+            continue
+        length = int.from_bytes(data[offset + 8 : offset + 12], "big")
+        if not 1 <= length <= min(max_record, len(data) - offset - fmt.FRAME_HEADER):
+            continue
+        try:
+            fmt.read_frame(data, offset, max_record)
+        except fmt.FormatError:
+            continue
+        return offset
+    return None

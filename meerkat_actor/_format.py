@@ -1,0 +1,451 @@
+"""The on-disk format of a durable store: bytes in, values out, no I/O.
+
+Rule 1: this module only encodes and decodes bytes. Reading, writing and
+syncing files is `_durable.py`'s job, through `_fs.py`.
+
+Rule 2: decoding trusts nothing. Lengths and CRCs are checked before a single
+byte of payload is decoded; the CBOR decoder rejects every tag (the format
+uses none), indefinite lengths, duplicate keys and nesting deeper than
+`MAX_DEPTH`; the decoded data must then have exactly the expected shape.
+Every failure is a `FormatError` carrying the byte offset where it was found.
+
+docs/format.md is the full specification; in brief (all integers big-endian):
+
+The FORMAT file (16 bytes), which makes a directory a store:
+
+    0   8  magic  b"MKRTSTOR"
+    8   4  format version (1)
+    12  4  CRC-32 of bytes 0..12
+
+A log segment, `log-<first LSN, 20 digits>.log`: a 32-byte header, then
+records back to back.
+
+    0   8  magic  b"MKRTLOG\\0"
+    8   4  format version (1)
+    12  4  reserved, 0
+    16  8  first LSN: the LSN of the segment's first record
+    24  4  reserved, 0
+    28  4  CRC-32 of bytes 0..28
+
+A record (one committed command): a 16-byte frame header, then the payload.
+
+    0   8  LSN (log sequence number; the first record of a store is 1)
+    8   4  payload length N (1 <= N <= the store's maximum record size)
+    12  4  CRC-32 of bytes 0..12 followed by the N payload bytes
+    16  N  payload: CBOR array of the command's effects
+
+Because the CRC covers the LSN and length, a zero-filled frame (LSN 0,
+length 0, CRC 0) is never valid: crc32 of twelve zero bytes is not 0.
+
+A snapshot, `snapshot-<LSN, 20 digits>.snap`: a 40-byte header, then the body.
+
+    0   8  magic  b"MKRTSNAP"
+    8   4  format version (1)
+    12  4  reserved, 0
+    16  8  LSN: the snapshot holds the state after every record <= LSN
+    24  8  body length B
+    32  4  CRC-32 of the B body bytes
+    36  4  CRC-32 of bytes 0..36
+    40  B  body: CBOR map, the whole store state
+
+Values inside payloads and bodies use the plain form of `_codec.to_plain`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
+
+import cbor2
+from pyrsistent import pmap
+
+from . import _core
+from ._codec import CodecError, from_plain, to_plain
+from ._core import Effect, RuntimeRecord, StoreState
+from ._ids import LogicalRuntimeId
+from ._types import PersistedOpsSnapshot, RunBoundaryReceipt, RuntimeState, StoredInputState
+
+__all__ = [
+    "FORMAT_FILE",
+    "FORMAT_VERSION",
+    "FRAME_HEADER",
+    "SEGMENT_HEADER",
+    "SNAPSHOT_HEADER",
+    "FormatError",
+    "Frame",
+    "decode_effects",
+    "decode_format_file",
+    "decode_segment_header",
+    "decode_snapshot",
+    "encode_format_file",
+    "encode_record",
+    "encode_segment_header",
+    "encode_snapshot",
+    "read_frame",
+    "segment_name",
+    "snapshot_name",
+]
+
+FORMAT_VERSION: Final = 1
+FORMAT_FILE: Final = "FORMAT"
+LOCK_FILE: Final = "LOCK"
+
+_FORMAT_MAGIC: Final = b"MKRTSTOR"
+_SEGMENT_MAGIC: Final = b"MKRTLOG\0"
+_SNAPSHOT_MAGIC: Final = b"MKRTSNAP"
+
+_FORMAT_STRUCT: Final = struct.Struct(">8sI")  # + CRC
+_SEGMENT_STRUCT: Final = struct.Struct(">8sIIQI")  # + CRC
+_FRAME_STRUCT: Final = struct.Struct(">QI")  # + CRC
+_SNAPSHOT_STRUCT: Final = struct.Struct(">8sIIQQI")  # + CRC
+_CRC: Final = struct.Struct(">I")
+
+FORMAT_SIZE: Final = _FORMAT_STRUCT.size + 4  # 16
+SEGMENT_HEADER: Final = _SEGMENT_STRUCT.size + 4  # 32
+FRAME_HEADER: Final = _FRAME_STRUCT.size + 4  # 16
+SNAPSHOT_HEADER: Final = _SNAPSHOT_STRUCT.size + 4  # 40
+
+#: Deepest CBOR nesting the format writes is 4 (an effect, a value, a history
+#: entry, ...) plus the opaque JSON documents, themselves bounded by
+#: `_frozen.freeze` at 128 levels; allow those and nothing deeper.
+MAX_DEPTH: Final = 160
+
+
+class FormatError(ValueError):
+    """Bytes that are not a valid part of the format; `offset` locates the fault."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+def _fail(message: str, offset: int) -> NoReturn:
+    raise FormatError(message, offset)
+
+
+def segment_name(first_lsn: int) -> str:
+    return f"log-{first_lsn:020d}.log"
+
+
+def snapshot_name(lsn: int) -> str:
+    return f"snapshot-{lsn:020d}.snap"
+
+
+def parse_name(name: str, prefix: str, suffix: str) -> int | None:
+    """The number in `<prefix><20 digits><suffix>`, or None for other names."""
+    if not (name.startswith(prefix) and name.endswith(suffix)):
+        return None
+    digits = name[len(prefix) : len(name) - len(suffix)]
+    if len(digits) != 20 or not digits.isdigit():
+        return None
+    return int(digits)
+
+
+# --- hardened CBOR ----------------------------------------------------------------------
+
+
+def _reject_tag(*args: object) -> NoReturn:
+    raise ValueError("CBOR tags are not part of this format")
+
+
+# cbor2 decodes these tags itself unless overridden; map every one it knows
+# (and a margin) to a rejection. Unknown tags reach `tag_hook`, which rejects.
+_NO_SEMANTIC_TAGS: Final[dict[int, Callable[..., Any]]] = dict.fromkeys(
+    (*range(0, 1024), 1004, 1040, 43000, 55799), _reject_tag
+)
+
+
+def _loads(data: bytes, offset: int) -> Any:
+    try:
+        return cbor2.loads(
+            data,
+            tag_hook=_reject_tag,
+            semantic_decoders=_NO_SEMANTIC_TAGS,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            max_depth=MAX_DEPTH,
+        )
+    except Exception as exc:  # cbor2 raises several kinds; all mean "not valid"
+        _fail(f"invalid CBOR: {exc}", offset)
+
+
+def _dumps(value: Any) -> bytes:
+    return cbor2.dumps(value)
+
+
+# --- the FORMAT file ---------------------------------------------------------------------
+
+
+def encode_format_file() -> bytes:
+    head = _FORMAT_STRUCT.pack(_FORMAT_MAGIC, FORMAT_VERSION)
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def decode_format_file(data: bytes) -> int:
+    """The format version the FORMAT file names (any version, for the caller to judge)."""
+    if len(data) != FORMAT_SIZE:
+        _fail(f"FORMAT file is {len(data)} bytes, expected {FORMAT_SIZE}", 0)
+    magic, version = _FORMAT_STRUCT.unpack_from(data)
+    if magic != _FORMAT_MAGIC:
+        _fail("FORMAT file has the wrong magic", 0)
+    if zlib.crc32(data[:12]) != _CRC.unpack_from(data, 12)[0]:
+        _fail("FORMAT file checksum mismatch", 12)
+    return int(version)
+
+
+# --- segments and records -----------------------------------------------------------------
+
+
+def encode_segment_header(first_lsn: int) -> bytes:
+    head = _SEGMENT_STRUCT.pack(_SEGMENT_MAGIC, FORMAT_VERSION, 0, first_lsn, 0)
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def decode_segment_header(data: bytes) -> int:
+    """Check a segment's first `SEGMENT_HEADER` bytes; return its first LSN."""
+    if len(data) < SEGMENT_HEADER:
+        _fail(f"segment header is short ({len(data)} of {SEGMENT_HEADER} bytes)", 0)
+    magic, version, _, first_lsn, _ = _SEGMENT_STRUCT.unpack_from(data)
+    if magic != _SEGMENT_MAGIC:
+        _fail("segment has the wrong magic", 0)
+    if zlib.crc32(data[:28]) != _CRC.unpack_from(data, 28)[0]:
+        _fail("segment header checksum mismatch", 28)
+    if version != FORMAT_VERSION:
+        _fail(f"segment format version {version}, this build reads {FORMAT_VERSION}", 8)
+    if first_lsn < 1:
+        _fail("segment first LSN is 0", 16)
+    return int(first_lsn)
+
+
+def encode_record(lsn: int, effects: tuple[Effect, ...]) -> bytes:
+    """One framed record: header, then the CBOR payload of `effects`."""
+    payload = _dumps([_effect_to_plain(effect) for effect in effects])
+    head = _FRAME_STRUCT.pack(lsn, len(payload))
+    return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A record whose frame checked out: its LSN, payload and where it ends."""
+
+    lsn: int
+    payload: bytes
+    offset: int
+    end: int
+
+
+def read_frame(data: bytes, offset: int, max_record: int) -> Frame:
+    """Check the record at `offset` of a segment's bytes; return it.
+
+    Raises:
+        FormatError: short header, bad length, short payload or CRC mismatch
+            (the offset is the record's start).
+    """
+    if len(data) - offset < FRAME_HEADER:
+        _fail(f"short record header ({len(data) - offset} bytes)", offset)
+    lsn, length = _FRAME_STRUCT.unpack_from(data, offset)
+    if length < 1 or length > max_record:
+        _fail(f"record length {length} outside [1, {max_record}]", offset)
+    end = offset + FRAME_HEADER + length
+    if end > len(data):
+        _fail(
+            f"short record: {len(data) - offset - FRAME_HEADER} of {length} payload bytes", offset
+        )
+    crc = zlib.crc32(data[offset : offset + 12])
+    payload = data[offset + FRAME_HEADER : end]
+    if zlib.crc32(payload, crc) != _CRC.unpack_from(data, offset + 12)[0]:
+        _fail("record checksum mismatch", offset)
+    return Frame(int(lsn), payload, offset, end)
+
+
+def iter_frames(data: bytes, offset: int, max_record: int) -> Iterator[Frame]:
+    """Frames from `offset` to the end; stops by raising at the first bad one."""
+    while offset < len(data):
+        frame = read_frame(data, offset, max_record)
+        yield frame
+        offset = frame.end
+
+
+def decode_effects(frame: Frame) -> tuple[Effect, ...]:
+    """The effects in a checked record's payload."""
+    data = _loads(frame.payload, frame.offset + FRAME_HEADER)
+    if not isinstance(data, list) or not data:
+        _fail("record payload is not a non-empty array", frame.offset + FRAME_HEADER)
+    try:
+        return tuple(_effect_from_plain(item) for item in data)
+    except (CodecError, TypeError, ValueError, KeyError) as exc:
+        _fail(f"record payload: {exc}", frame.offset + FRAME_HEADER)
+
+
+# --- effects as plain data ------------------------------------------------------------------
+
+
+def _effect_to_plain(effect: Effect) -> dict[str, Any]:
+    match effect:
+        case _core.SetOAuthFlowSnapshot(snapshot):
+            return {"op": "oauth", "snapshot": snapshot}
+        case _core.SetSessionSnapshot(runtime_id, snapshot):
+            return {"op": "session", "runtime": runtime_id.value, "snapshot": snapshot}
+        case _core.InsertReceipt(runtime_id, receipt):
+            return {"op": "receipt", "runtime": runtime_id.value, "receipt": to_plain(receipt)}
+        case _core.PutInputStates(runtime_id, states):
+            return {
+                "op": "inputs",
+                "runtime": runtime_id.value,
+                "states": [to_plain(state) for state in states],
+            }
+        case _core.SetRuntimeState(runtime_id, runtime_state):
+            return {
+                "op": "runtime_state",
+                "runtime": runtime_id.value,
+                "state": runtime_state.value,
+            }
+        case _core.SetOpsSnapshot(runtime_id, snapshot):
+            return {"op": "ops", "runtime": runtime_id.value, "snapshot": to_plain(snapshot)}
+    raise TypeError(f"not an effect: {effect!r}")  # pragma: no cover
+
+
+def _fields(item: Any, *names: str) -> list[Any]:
+    if not isinstance(item, dict) or set(item) != {"op", *names}:
+        raise ValueError(f"effect must be a map with keys op, {', '.join(names)}: {item!r:.80}")
+    return [item[name] for name in names]
+
+
+def _runtime(value: Any) -> LogicalRuntimeId:
+    if not isinstance(value, str):
+        raise ValueError(f"runtime id must be a string, got {type(value).__name__}")
+    return LogicalRuntimeId(value)
+
+
+def _blob(value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError(f"snapshot must be bytes, got {type(value).__name__}")
+    return value
+
+
+def _effect_from_plain(item: Any) -> Effect:
+    op = item.get("op") if isinstance(item, dict) else None
+    if op == "oauth":
+        (snapshot,) = _fields(item, "snapshot")
+        return _core.SetOAuthFlowSnapshot(_blob(snapshot))
+    if op == "session":
+        runtime, snapshot = _fields(item, "runtime", "snapshot")
+        return _core.SetSessionSnapshot(_runtime(runtime), _blob(snapshot))
+    if op == "receipt":
+        runtime, receipt = _fields(item, "runtime", "receipt")
+        return _core.InsertReceipt(_runtime(runtime), from_plain(RunBoundaryReceipt, receipt))
+    if op == "inputs":
+        runtime, states = _fields(item, "runtime", "states")
+        if not isinstance(states, list) or not states:
+            raise ValueError("inputs effect needs a non-empty array of states")
+        return _core.PutInputStates(
+            _runtime(runtime), tuple(from_plain(StoredInputState, s) for s in states)
+        )
+    if op == "runtime_state":
+        runtime, state = _fields(item, "runtime", "state")
+        return _core.SetRuntimeState(_runtime(runtime), from_plain(RuntimeState, state))
+    if op == "ops":
+        runtime, snapshot = _fields(item, "runtime", "snapshot")
+        return _core.SetOpsSnapshot(_runtime(runtime), from_plain(PersistedOpsSnapshot, snapshot))
+    raise ValueError(f"unknown effect op {op!r:.40}")
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+
+def encode_snapshot(lsn: int, state: StoreState) -> bytes:
+    """A whole snapshot file: header and CBOR body of `state` as of `lsn`."""
+    runtimes = []
+    for runtime_id, record in state.runtimes.items():
+        runtimes.append(
+            {
+                "runtime": runtime_id.value,
+                "session": record.session_snapshot,
+                "runtime_state": None
+                if record.runtime_state is None
+                else record.runtime_state.value,
+                "ops": None if record.ops_snapshot is None else to_plain(record.ops_snapshot),
+                "inputs": [to_plain(s) for s in record.input_states.values()],
+                "receipts": [to_plain(r) for r in record.receipts.values()],
+            }
+        )
+    body = _dumps({"oauth": state.oauth_flow_snapshot, "runtimes": runtimes})
+    head = _SNAPSHOT_STRUCT.pack(
+        _SNAPSHOT_MAGIC, FORMAT_VERSION, 0, lsn, len(body), zlib.crc32(body)
+    )
+    return head + _CRC.pack(zlib.crc32(head)) + body
+
+
+def decode_snapshot_header(data: bytes) -> tuple[int, int]:
+    """Check a snapshot's header against the file's bytes; return (LSN, body length)."""
+    if len(data) < SNAPSHOT_HEADER:
+        _fail(f"snapshot header is short ({len(data)} of {SNAPSHOT_HEADER} bytes)", 0)
+    magic, version, _, lsn, length, body_crc = _SNAPSHOT_STRUCT.unpack_from(data)
+    if magic != _SNAPSHOT_MAGIC:
+        _fail("snapshot has the wrong magic", 0)
+    if zlib.crc32(data[:36]) != _CRC.unpack_from(data, 36)[0]:
+        _fail("snapshot header checksum mismatch", 36)
+    if version != FORMAT_VERSION:
+        _fail(f"snapshot format version {version}, this build reads {FORMAT_VERSION}", 8)
+    if len(data) != SNAPSHOT_HEADER + length:
+        _fail(f"snapshot body is {len(data) - SNAPSHOT_HEADER} bytes, header says {length}", 24)
+    if zlib.crc32(memoryview(data)[SNAPSHOT_HEADER:]) != body_crc:
+        _fail("snapshot body checksum mismatch", SNAPSHOT_HEADER)
+    return int(lsn), int(length)
+
+
+def decode_snapshot(data: bytes) -> tuple[int, StoreState]:
+    """Check and decode a whole snapshot file; return (LSN, state)."""
+    lsn, _ = decode_snapshot_header(data)
+    body = _loads(data[SNAPSHOT_HEADER:], SNAPSHOT_HEADER)
+    try:
+        return lsn, _state_from_plain(body)
+    except (CodecError, TypeError, ValueError, KeyError) as exc:
+        _fail(f"snapshot body: {exc}", SNAPSHOT_HEADER)
+
+
+def _state_from_plain(body: Any) -> StoreState:
+    if not isinstance(body, dict) or set(body) != {"oauth", "runtimes"}:
+        raise ValueError("snapshot body must be a map with keys oauth, runtimes")
+    oauth = body["oauth"]
+    if oauth is not None:
+        _blob(oauth)
+    if not isinstance(body["runtimes"], list):
+        raise ValueError("runtimes must be an array")
+    state = _core.EMPTY
+    runtimes = state.runtimes.evolver()
+    seen: set[LogicalRuntimeId] = set()
+    for item in body["runtimes"]:
+        keys = ("runtime", "session", "runtime_state", "ops", "inputs", "receipts")
+        if not isinstance(item, dict) or set(item) != set(keys):
+            raise ValueError(f"runtime entry must be a map with keys {', '.join(keys)}")
+        runtime_id = _runtime(item["runtime"])
+        if runtime_id in seen:
+            raise ValueError(f"runtime {runtime_id} appears twice")
+        seen.add(runtime_id)
+        session = None if item["session"] is None else _blob(item["session"])
+        runtime_state = (
+            None
+            if item["runtime_state"] is None
+            else from_plain(RuntimeState, item["runtime_state"])
+        )
+        ops = None if item["ops"] is None else from_plain(PersistedOpsSnapshot, item["ops"])
+        if not isinstance(item["inputs"], list) or not isinstance(item["receipts"], list):
+            raise ValueError("inputs and receipts must be arrays")
+        inputs = [from_plain(StoredInputState, s) for s in item["inputs"]]
+        receipts = [from_plain(RunBoundaryReceipt, r) for r in item["receipts"]]
+        input_map = {s.state.input_id: s for s in inputs}
+        receipt_map = {(r.run_id, r.sequence): r for r in receipts}
+        if len(input_map) != len(inputs) or len(receipt_map) != len(receipts):
+            raise ValueError(f"runtime {runtime_id} holds a duplicate input id or receipt key")
+        runtimes[runtime_id] = RuntimeRecord(
+            session_snapshot=session,
+            input_states=pmap(input_map),
+            receipts=pmap(receipt_map),
+            runtime_state=runtime_state,
+            ops_snapshot=ops,
+        )
+    return StoreState(runtimes.persistent(), oauth)

@@ -1,0 +1,152 @@
+"""The I/O layer: every file operation of the durable store goes through here.
+
+Rule 1: nothing else in the package opens, writes, syncs, renames, truncates,
+locks or deletes a file. Tests replace the layer (subclass `FileIO`, pass it
+as `open_store(path, _io=...)`) to inject a failure or a stop at any step.
+
+Rule 2: these calls block. They run in worker threads (`trio.to_thread`),
+never on the trio thread.
+
+Rule 3: no retries. A failed `sync` is reported once and never repeated: after
+an fsync error the kernel may have dropped the dirty pages, so a second fsync
+could "succeed" without the data (the PostgreSQL fsync lesson).
+
+Files are created with mode 0600 and directories with 0700 (the umask can only
+remove bits); the store holds OAuth PKCE verifiers.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from typing import final
+
+__all__ = ["FileIO", "Handle", "LockHandle"]
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+@final
+class Handle:
+    """An open file: its descriptor and path (for messages)."""
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.path} fd={self.fd}>"
+
+
+@final
+class LockHandle:
+    """A held `flock` on a lock file; `FileIO.unlock` releases it."""
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+
+
+class FileIO:
+    """The real file system. Subclass and override a method to inject faults.
+
+    Every method raises `OSError` on failure and nothing else.
+    """
+
+    # --- directories ---------------------------------------------------------------
+
+    def make_dir(self, path: str) -> None:
+        """Create `path` (and missing parents) with mode 0700 if it does not exist."""
+        os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+
+    def list_dir(self, path: str) -> list[str]:
+        """The names in directory `path`."""
+        return os.listdir(path)
+
+    def sync_dir(self, path: str) -> None:
+        """fsync the directory itself, making creations, renames and deletions in it durable."""
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def lock(self, path: str) -> LockHandle:
+        """Take an exclusive, non-blocking `flock` on the file `path` (created 0600).
+
+        Raises:
+            BlockingIOError: another open file description holds the lock (this
+                process or another).
+        """
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BlockingIOError(exc.errno, f"{path} is locked") from exc
+            raise
+        return LockHandle(fd, path)
+
+    def unlock(self, lock: LockHandle) -> None:
+        """Release a lock taken by `lock` (closing the descriptor releases it)."""
+        os.close(lock.fd)
+
+    # --- files ---------------------------------------------------------------------
+
+    def create(self, path: str) -> Handle:
+        """Create a new file for writing (0600); fails if it exists."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        return Handle(fd, path)
+
+    def open_append(self, path: str) -> Handle:
+        """Open an existing file for appending."""
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        return Handle(fd, path)
+
+    def write(self, handle: Handle, data: bytes) -> None:
+        """Write all of `data` at the end of the file (looping over short writes)."""
+        view = memoryview(data)
+        while view:
+            written = os.write(handle.fd, view)
+            view = view[written:]
+
+    def sync(self, handle: Handle) -> None:
+        """Make the file's data durable (fdatasync where the platform has it)."""
+        if hasattr(os, "fdatasync"):
+            os.fdatasync(handle.fd)
+        else:  # pragma: no cover - macOS and others
+            os.fsync(handle.fd)
+
+    def close(self, handle: Handle) -> None:
+        os.close(handle.fd)
+
+    def read(self, path: str) -> bytes:
+        """The whole content of the file `path`."""
+        with open(path, "rb") as file:
+            return file.read()
+
+    def size(self, path: str) -> int:
+        return os.stat(path).st_size
+
+    def truncate(self, path: str, size: int) -> None:
+        """Cut the file `path` to `size` bytes and make that durable."""
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rename(self, source: str, target: str) -> None:
+        """Atomically rename `source` to `target` (same directory)."""
+        os.rename(source, target)
+
+    def remove(self, path: str) -> None:
+        os.unlink(path)

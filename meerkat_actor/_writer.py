@@ -1,0 +1,265 @@
+"""The writer: pipelined group commit and checkpoints for a durable store.
+
+Rule 1: a reply goes out only after the records of its group are durable
+(written and fdatasync'ed). Refusals too: they were decided on state that
+includes earlier, not yet durable commands.
+
+Rule 2: one fsync per group, never retried. If a group's write or sync fails,
+every caller of that group and of every group behind it gets a `WriteFailed`,
+the actor's working state falls back to the last durable state, and the store
+is poisoned: later writes fail with `StorePoisoned` until it is reopened.
+
+Rule 3: blocking calls run in worker threads, and never abandoned: a thread
+that may still write finishes before its task does, even when cancelled.
+
+Theory of operation. The actor applies a batch, encodes one framed record per
+applied command (LSNs assigned in order) and `submit`s the batch as a group.
+The writer task takes *every* group waiting (so while one write is in flight,
+the next groups gather: pipelining), joins their records into one buffer,
+makes one `append` (write + fdatasync) in a worker thread, then publishes the
+last group's state for readers and answers every caller. Back-pressure: the
+actor waits in `submit` while more than `MAX_PENDING_BYTES` are waiting.
+
+Checkpoints: when the log written since the last snapshot exceeds
+`checkpoint_bytes`, on `checkpoint()` and on a clean close, the writer (between
+two appends, so nothing is in flight) rotates to a new segment starting at
+`durable LSN + 1`, then a checkpoint task writes the published state, as of
+that LSN, as a snapshot in a worker thread while commits continue, and
+deletes the segments and snapshots it makes redundant. A failed checkpoint
+loses nothing (the log still holds every record) and does not poison the
+store; `checkpoint()` reports it as `WriteFailed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ._core import StoreState
+from ._durable import DurableLog, Recovered
+from ._errors import StoreClosed, StorePoisoned, WriteFailed
+
+if TYPE_CHECKING:
+    from ._actor import _Reply
+
+__all__ = ["Group", "Writer"]
+
+logger = logging.getLogger("meerkat_actor")
+
+MAX_PENDING_BYTES: Final = 16 * 1024 * 1024
+
+Outcome = tuple["_Reply", BaseException | None]
+
+
+@dataclass(slots=True)
+class Group:
+    """One applied batch: its framed records, resulting state and replies."""
+
+    records: list[bytes]
+    state: StoreState
+    last_lsn: int
+    outcomes: list[Outcome]
+
+    @property
+    def size(self) -> int:
+        return sum(len(record) for record in self.records)
+
+
+def deliver(outcomes: list[Outcome]) -> None:
+    for reply, error in outcomes:
+        reply.set(error)
+
+
+class Writer:
+    """The trio side of a durable store's log; see the module docstring."""
+
+    def __init__(
+        self,
+        log: DurableLog,
+        recovered: Recovered,
+        *,
+        checkpoint_bytes: int,
+        publish: Callable[[StoreState], None],
+        poison: Callable[[BaseException], None],
+    ) -> None:
+        self.log = log
+        self.checkpoint_bytes = checkpoint_bytes
+        self._publish = publish
+        self._poison = poison
+        self.published: StoreState = recovered.state
+        self.durable_lsn = recovered.last_lsn
+        self.snapshot_lsn = recovered.snapshot_lsn
+        self.log_bytes = recovered.log_bytes  # record bytes not covered by a snapshot
+        self.poisoned: BaseException | None = None
+        self.fsyncs = 0
+        self.bytes_written = 0
+        self.records = 0
+        self.checkpoints = 0
+        self._pending: list[Group] = []
+        self._pending_bytes = 0
+        self._wake = trio.Event()
+        self._space = trio.Event()
+        self._input_closed = False
+        self._want_checkpoint = False
+        self._checkpointing = False
+        self._checkpoint_done = trio.Event()
+        self._checkpoint_error: BaseException | None = None
+
+    # --- the actor's side ----------------------------------------------------------------
+
+    async def submit(self, group: Group) -> None:
+        """Queue a group for the next append; wait while too much is queued."""
+        while self._pending_bytes > MAX_PENDING_BYTES and self.poisoned is None:
+            if self._space.is_set():
+                self._space = trio.Event()
+            await self._space.wait()
+        self._pending.append(group)
+        self._pending_bytes += group.size
+        self._wake.set()
+
+    def close_input(self) -> None:
+        """No more groups will come (the actor has finished)."""
+        self._input_closed = True
+        self._wake.set()
+
+    # --- checkpoints requested by callers -------------------------------------------------
+
+    async def checkpoint(self) -> None:
+        """Return once a snapshot covers every write acknowledged before the call.
+
+        Raises:
+            StorePoisoned: the store is poisoned (nothing is written any more).
+            WriteFailed: the checkpoint failed; nothing acknowledged is lost.
+        """
+        target = self.durable_lsn
+        while self.snapshot_lsn < target:
+            if self.poisoned is not None:
+                raise StorePoisoned("the store is poisoned; reopen it to checkpoint") from (
+                    self.poisoned
+                )
+            done = self._checkpoint_done
+            was_running = self._checkpointing
+            self._want_checkpoint = True
+            self._wake.set()
+            await done.wait()
+            error = self._checkpoint_error
+            if not was_running and error is not None and self.snapshot_lsn < target:
+                raise WriteFailed(f"checkpoint of {self.log.directory} failed: {error}") from error
+        await trio.lowlevel.checkpoint()
+
+    # --- the writer task ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as checkpoints:
+                while not (self._input_closed and not self._pending):
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    if self._pending:
+                        await self._commit()
+                    if self._checkpoint_due():
+                        await self._start_checkpoint(checkpoints)
+            # Clean close: one last checkpoint, so the next open is quick.
+            if self.poisoned is None and self.snapshot_lsn < self.durable_lsn:
+                async with trio.open_nursery() as last:
+                    await self._start_checkpoint(last)
+        finally:
+            self._fail_pending(StoreClosed("the store closed before this command was durable"))
+
+    def _checkpoint_due(self) -> bool:
+        if self.poisoned is not None or self._checkpointing:
+            return False
+        if self.snapshot_lsn >= self.durable_lsn:
+            self._want_checkpoint = False
+            return False
+        return self._want_checkpoint or self.log_bytes >= self.checkpoint_bytes
+
+    async def _commit(self) -> None:
+        groups, self._pending = self._pending, []
+        self._pending_bytes = 0
+        self._space.set()
+        if self.poisoned is not None:
+            for group in groups:
+                deliver([(reply, self._poisoned_error()) for reply, _ in group.outcomes])
+            return
+        data = b"".join(record for group in groups for record in group.records)
+        if data:
+            try:
+                await trio.to_thread.run_sync(self.log.append, data, abandon_on_cancel=False)
+            except OSError as exc:
+                self._fail(groups, exc)
+                return
+            self.fsyncs += 1
+            self.bytes_written += len(data)
+            self.log_bytes += len(data)
+            self.records += sum(len(group.records) for group in groups)
+        last = groups[-1]
+        self.durable_lsn = last.last_lsn
+        self.published = last.state
+        self._publish(last.state)
+        for group in groups:
+            deliver(group.outcomes)
+
+    def _fail(self, groups: list[Group], exc: OSError) -> None:
+        logger.error("%s: log write failed, the store is poisoned: %s", self.log.directory, exc)
+        self.poisoned = exc
+        self._poison(exc)
+        error = WriteFailed(f"writing the log of {self.log.directory} failed: {exc}")
+        for group in groups:
+            for reply, _ in group.outcomes:
+                failure = WriteFailed(str(error))
+                failure.__cause__ = exc
+                reply.set(failure)
+        self._fail_pending(self._poisoned_error())
+        self._space.set()
+
+    def _poisoned_error(self) -> StorePoisoned:
+        error = StorePoisoned(
+            f"the store at {self.log.directory} is poisoned by an earlier write failure"
+            f" ({self.poisoned}); reopen it"
+        )
+        error.__cause__ = self.poisoned
+        return error
+
+    def _fail_pending(self, error: BaseException) -> None:
+        groups, self._pending = self._pending, []
+        for group in groups:
+            for reply, _ in group.outcomes:
+                reply.set(type(error)(str(error)))
+
+    async def _start_checkpoint(self, nursery: trio.Nursery) -> None:
+        """Rotate the log (nothing is in flight now), then snapshot in the background."""
+        self._want_checkpoint = False
+        self._checkpointing = True
+        lsn, state, covered = self.durable_lsn, self.published, self.log_bytes
+        try:
+            await trio.to_thread.run_sync(self.log.rotate, lsn + 1, abandon_on_cancel=False)
+        except WriteFailed as exc:
+            self._finish_checkpoint(exc)
+            return
+        nursery.start_soon(self._write_snapshot, lsn, state, covered, self.log.segment_first_lsn)
+
+    async def _write_snapshot(self, lsn: int, state: StoreState, covered: int, keep: int) -> None:
+        try:
+            await trio.to_thread.run_sync(
+                self.log.write_snapshot, lsn, state, keep, abandon_on_cancel=False
+            )
+        except OSError as exc:
+            logger.error("%s: checkpoint at LSN %d failed: %s", self.log.directory, lsn, exc)
+            self._finish_checkpoint(exc)
+            return
+        self.snapshot_lsn = lsn
+        self.log_bytes -= covered
+        self.checkpoints += 1
+        self._finish_checkpoint(None)
+
+    def _finish_checkpoint(self, error: BaseException | None) -> None:
+        self._checkpointing = False
+        self._checkpoint_error = error
+        done, self._checkpoint_done = self._checkpoint_done, trio.Event()
+        done.set()
+        self._wake.set()
