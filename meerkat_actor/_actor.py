@@ -67,7 +67,7 @@ from ._types import (
     SessionDelta,
     StoredInputState,
 )
-from ._util import NoPublicConstructor
+from ._util import NoPublicConstructor, unwrap_single_exception
 from ._writer import Group, Outcome, Writer, deliver
 
 __all__ = ["ActorStore", "StoreStatistics", "open_store"]
@@ -637,13 +637,17 @@ async def _run_store(
     actor: _Actor, writer: Writer | None, directory: str | None
 ) -> AsyncIterator[ActorStore]:
     send, receive = trio.open_memory_channel[_Envelope](actor.max_pending)
-    async with trio.open_nursery() as nursery:
-        if writer is not None:
-            nursery.start_soon(writer.run)
-        nursery.start_soon(actor.run, receive)
-        store: ActorStore = ActorStore._create(actor, send, directory)
-        try:
-            yield store
-        finally:
-            store._closed = True
-            send.close()
+    # The nursery is an implementation detail: an exception from the caller's
+    # block (or a lone one from the store's tasks) leaves it as itself, not
+    # wrapped in an ExceptionGroup.
+    with unwrap_single_exception():
+        async with trio.open_nursery() as nursery:
+            if writer is not None:
+                nursery.start_soon(writer.run)
+            nursery.start_soon(actor.run, receive)
+            store: ActorStore = ActorStore._create(actor, send, directory)
+            try:
+                yield store
+            finally:
+                store._closed = True
+                send.close()

@@ -91,11 +91,18 @@ async def _runtime_task(
     store: ActorStore, log: _RuntimeLog, runs: int, inputs_per_run: int
 ) -> None:
     rid = log.runtime_id
-    await store.commit_machine_lifecycle(
-        rid, machine_transition(RuntimeState.INITIALIZING, RuntimeState.IDLE), []
-    )
+    if await store.load_runtime_state(rid) is None:
+        await store.commit_machine_lifecycle(
+            rid, machine_transition(RuntimeState.INITIALIZING, RuntimeState.IDLE), []
+        )
+    # A runtime seen in an earlier run of the demo continues its session.
     messages: list[str] = []
-    for run in range(runs):
+    previous = await store.load_session_snapshot(rid)
+    if previous is not None:
+        document = json.loads(previous)
+        log.session_id = SessionId.parse(document["id"])
+        messages = [m["content"] for m in document["messages"]]
+    for _ in range(runs):
         accepted = [StoredInputState.new_accepted(InputId.new()) for _ in range(inputs_per_run)]
         for stored in accepted:
             await store.persist_input_state(rid, stored)
@@ -103,7 +110,7 @@ async def _runtime_task(
             rid, machine_transition(RuntimeState.IDLE, RuntimeState.RUNNING), []
         )
         run_id = RunId.new()
-        messages += [f"input {run}.{i}" for i in range(inputs_per_run)]
+        messages += [f"input {len(messages) + i}" for i in range(inputs_per_run)]
         receipt = RunBoundaryReceipt(
             run_id=run_id,
             boundary=RunApplyBoundary.RUN_START,
@@ -141,8 +148,9 @@ async def run_demo(
     runs: int = 5,
     inputs_per_run: int = 3,
     out: Callable[[str], None] = print,
-) -> None:
-    """Run the workload on `store` and print a summary with `out`."""
+) -> list[tuple[LogicalRuntimeId, RunId, int]]:
+    """Run the workload on `store`, print a summary with `out`, and return the
+    receipt keys `(runtime_id, run_id, sequence)` this run committed."""
     logs = [_RuntimeLog(LogicalRuntimeId(f"agent-{n}")) for n in range(1, runtimes + 1)]
     started = trio.current_time()
     async with trio.open_nursery() as nursery:
@@ -150,7 +158,7 @@ async def run_demo(
             nursery.start_soon(_runtime_task, store, log, runs, inputs_per_run)
     elapsed = trio.current_time() - started
 
-    out(f"meerkat_actor demo: {runtimes} runtimes x {runs} runs x {inputs_per_run} inputs")
+    out(f"workload: {runtimes} runtimes x {runs} runs x {inputs_per_run} inputs")
     out("")
     out(f"{'runtime':<10} {'state':<8} {'inputs by phase':<28} {'receipts':>8} {'session':>9} ops")
     for log in logs:
@@ -172,7 +180,29 @@ async def run_demo(
     out("")
     out(f"OAuth flow snapshot: {oauth.decode() if oauth else 'none'}")
     stats = store.statistics()
-    out(
+    line = (
         f"{stats.commands} commands in {stats.batches} batches"
         f" (largest {stats.largest_batch}), {stats.refused} refused, {elapsed * 1000:.1f} ms"
     )
+    if store.auth_authority_key() is not None:
+        line += f"; {stats.fsyncs} fsyncs for {stats.records} log records"
+    out(line)
+    return [(log.runtime_id, run_id, seq) for log in logs for run_id, seq in log.receipts]
+
+
+async def read_everything(
+    store: ActorStore, receipts: list[tuple[LogicalRuntimeId, RunId, int]]
+) -> dict[str, object]:
+    """Everything the demo's runtimes hold, through the public reads."""
+    runtime_ids = sorted({rid for rid, _, _ in receipts}, key=str)
+    seen: dict[str, object] = {"oauth": await store.load_auth_oauth_flow_snapshot()}
+    for rid in runtime_ids:
+        seen[f"{rid}/inputs"] = await store.load_input_states(rid)
+        seen[f"{rid}/session"] = await store.load_session_snapshot(rid)
+        seen[f"{rid}/state"] = await store.load_runtime_state(rid)
+        seen[f"{rid}/ops"] = await store.load_ops_lifecycle(rid)
+    for rid, run_id, sequence in receipts:
+        seen[f"{rid}/receipt/{run_id}/{sequence}"] = await store.load_boundary_receipt(
+            rid, run_id, sequence
+        )
+    return seen

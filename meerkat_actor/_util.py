@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
-__all__ = ["NoPublicConstructor"]
+__all__ = ["NoPublicConstructor", "unwrap_single_exception"]
 
 T = TypeVar("T")
 
@@ -24,3 +26,25 @@ class NoPublicConstructor(type):
 
     def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
         return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
+
+@contextmanager
+def unwrap_single_exception() -> Iterator[None]:
+    """Re-raise a group holding exactly one exception as that exception.
+
+    For context managers whose nursery is an implementation detail: the
+    caller's own exception comes out as itself, with its own cause and
+    context, not wrapped in an `ExceptionGroup`.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) != 1:
+            raise
+        inner = group.exceptions[0]
+        context, suppress = inner.__context__, inner.__suppress_context__
+        try:
+            raise inner
+        finally:
+            inner.__context__, inner.__suppress_context__ = context, suppress
+            del inner, group

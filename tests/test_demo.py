@@ -33,24 +33,48 @@ async def test_demo_workload_reads_back_what_it_wrote():
     assert '{"logins": 12}' in table
 
 
-def test_main_runs_the_demo(capsys):
-    assert main(["demo", "--runtimes", "2", "--runs", "1", "--inputs", "1"]) == 0
+def test_main_runs_the_demo_in_memory(capsys):
+    assert main(["demo", "--memory", "--runtimes", "2", "--runs", "1", "--inputs", "1"]) == 0
     out = capsys.readouterr().out
+    assert "store: in memory" in out
     assert "agent-2" in out
     assert '"logins": 2' in out
 
 
-def test_python_dash_m_demo_as_the_readme_runs_it():
-    done = subprocess.run(
-        [sys.executable, "-m", "meerkat_actor", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+def test_main_runs_the_demo_on_a_durable_directory_and_recovers_it(tmp_path, capsys):
+    store = tmp_path / "demo"
+    args = ["demo", str(store), "--runtimes", "2", "--runs", "2", "--inputs", "1"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert f"store: {store}" in first
+    assert "a new store" in first
+    assert (
+        "reopened: every acknowledged write is back (4 receipts of this run, 6 input states)"
+        in first
     )
-    assert done.returncode == 0, done.stderr
-    assert "agent-4" in done.stdout
-    assert '"logins": 20' in done.stdout
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert "recovered from earlier runs: 6 input states" in second
+    assert '"logins": 8' in second
+    assert "12 input states" in second
+
+
+def test_python_dash_m_demo_as_the_readme_runs_it(tmp_path):
+    # The README runs it twice in the default directory (./meerkat-demo-store).
+    for logins in (20, 40):
+        done = subprocess.run(
+            [sys.executable, "-m", "meerkat_actor", "demo"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"store: {tmp_path / 'meerkat-demo-store'}" in done.stdout
+        assert "agent-4" in done.stdout
+        assert f'"logins": {logins}' in done.stdout
+        assert "reopened: every acknowledged write is back" in done.stdout
 
 
 def test_demo_rejects_bad_counts(capsys):
