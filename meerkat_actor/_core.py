@@ -408,12 +408,22 @@ def redo(state: StoreState, effects: tuple[Effect, ...]) -> StoreState:
     """Apply `effects` to `state`, in order. Never fails for valid effects."""
     runtimes = state.runtimes
     oauth = state.oauth_flow_snapshot
+    # Effects of one command mostly touch one runtime: update its record
+    # locally and store it in the map once per run of effects.
+    current: LogicalRuntimeId | None = None
+    record = _EMPTY_RECORD
     for effect in effects:
         if isinstance(effect, SetOAuthFlowSnapshot):
             oauth = effect.snapshot
-        else:
-            record = runtimes.get(effect.runtime_id, _EMPTY_RECORD)
-            runtimes = runtimes.set(effect.runtime_id, _redo_one(record, effect))
+            continue
+        if effect.runtime_id != current:
+            if current is not None:
+                runtimes = runtimes.set(current, record)
+            current = effect.runtime_id
+            record = runtimes.get(current, _EMPTY_RECORD)
+        record = _redo_one(record, effect)
+    if current is not None:
+        runtimes = runtimes.set(current, record)
     return StoreState(runtimes, oauth)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -44,7 +45,11 @@ __all__ = ["DEFAULT_MAX_RECORD", "DurableLog", "Recovered"]
 logger = logging.getLogger("meerkat_actor")
 
 DEFAULT_MAX_RECORD: Final = 64 * 1024 * 1024
+#: Log segments are zero-filled ahead of the records, this much at a time, so
+#: that an append overwrites allocated blocks instead of growing the file.
+PREALLOCATE: Final = 1024 * 1024
 _TMP: Final = ".tmp"
+_NONZERO: Final = re.compile(rb"[^\x00]")
 _SEGMENT: Final = ("log-", ".log")
 _SNAPSHOT: Final = ("snapshot-", ".snap")
 
@@ -90,7 +95,8 @@ class DurableLog:
         self.max_record = max_record
         self._segment: Handle | None = None
         self.segment_first_lsn = 0
-        self._segment_size = 0  # bytes known durable in the current segment
+        self._segment_size = 0  # where the next record goes: the end of the last durable one
+        self._allocated = 0  # the segment file's size: records, then zeros
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -267,6 +273,8 @@ class DurableLog:
                         f"record LSN {frame.lsn}, expected {replay.expected}", offset
                     )
             except fmt.FormatError as exc:
+                if data.count(0, offset) == len(data) - offset:
+                    break  # the zero-filled, preallocated rest of the segment
                 if not is_last:
                     raise _corrupt(path, exc.offset, str(exc)) from exc
                 later = _find_later_frame(data, offset + 1, replay.expected, self.max_record)
@@ -293,7 +301,7 @@ class DurableLog:
             offset = frame.end
         if is_last:
             self._open_segment_for_append(
-                path, first_lsn, len(data), replay.expected - 1, replay.last_lsn
+                path, first_lsn, offset, replay.expected - 1, replay.last_lsn
             )
         return True
 
@@ -305,11 +313,13 @@ class DurableLog:
             # rotated after): new records must go to a segment of their own.
             return
         try:
-            self._segment = self.io.open_append(path)
+            self._segment = self.io.open_write(path)
+            allocated = self.io.size(path)
         except OSError as exc:
             raise ReadFailed(f"cannot open {path} for appending: {exc}") from exc
         self.segment_first_lsn = first_lsn
         self._segment_size = size
+        self._allocated = allocated
 
     def _truncate(self, path: str, size: int) -> None:
         try:
@@ -342,10 +352,11 @@ class DurableLog:
     def _create_segment(self, first_lsn: int) -> None:
         io = self.io
         path = self._path(fmt.segment_name(first_lsn))
+        header = fmt.encode_segment_header(first_lsn)
         try:
             handle = io.create(path)
             try:
-                io.write(handle, fmt.encode_segment_header(first_lsn))
+                io.write_at(handle, 0, header + bytes(PREALLOCATE - len(header)))
                 io.sync(handle)
             except BaseException:
                 io.close(handle)
@@ -355,7 +366,8 @@ class DurableLog:
             raise WriteFailed(f"cannot create log segment {path}: {exc}") from exc
         self._segment = handle
         self.segment_first_lsn = first_lsn
-        self._segment_size = fmt.SEGMENT_HEADER
+        self._segment_size = len(header)
+        self._allocated = PREALLOCATE
 
     def append(self, data: bytes) -> None:
         """Write framed records at the end of the log and make them durable.
@@ -367,16 +379,24 @@ class DurableLog:
         segment = self._segment
         if segment is None:
             raise OSError("the log is closed")
+        start, end = self._segment_size, self._segment_size + len(data)
         try:
-            self.io.write(segment, data)
+            if end > self._allocated:
+                # Grow the zero-filled tail first: this sync also makes the new
+                # size durable, and the appends after it overwrite allocated
+                # blocks, which fdatasync makes durable without a metadata commit.
+                grown = max(end, self._allocated + PREALLOCATE)
+                self.io.write_at(segment, self._allocated, bytes(grown - self._allocated))
+                self._allocated = grown
+            self.io.write_at(segment, start, data)
             self.io.sync(segment)
         except OSError:
             try:
-                self.io.truncate(segment.path, self._segment_size)
+                self.io.write_at(segment, start, bytes(len(data)))
             except OSError:
-                logger.exception("cannot cut %s back after a failed append", segment.path)
+                logger.exception("cannot zero %s back after a failed append", segment.path)
             raise
-        self._segment_size += len(data)
+        self._segment_size = end
 
     def rotate(self, first_lsn: int) -> None:
         """Start a new segment whose first record will be `first_lsn`.
@@ -443,7 +463,16 @@ def _find_later_frame(data: bytes, start: int, expected: int, max_record: int) -
     plausible LSNs and lengths get a CRC.
     """
     limit = len(data) - fmt.FRAME_HEADER
-    for offset in range(start, limit + 1):
+    offset = start - 1
+    while offset < limit:
+        offset += 1
+        if data[offset] == 0:
+            # A record's LSN (>= 1) has a non-zero byte among its first 8:
+            # skip zero runs (preallocated space) to within 7 bytes of the next.
+            found = _NONZERO.search(data, offset)
+            if found is None:
+                return None
+            offset = max(offset, found.start() - 7)
         lsn = int.from_bytes(data[offset : offset + 8], "big")
         if not expected <= lsn < expected + (1 << 32):
             continue

@@ -105,17 +105,25 @@ class FileIO:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         return Handle(fd, path)
 
-    def open_append(self, path: str) -> Handle:
-        """Open an existing file for appending."""
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    def open_write(self, path: str) -> Handle:
+        """Open an existing file for writing at given offsets (`write_at`)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         return Handle(fd, path)
 
     def write(self, handle: Handle, data: bytes) -> None:
-        """Write all of `data` at the end of the file (looping over short writes)."""
+        """Write all of `data` at the file position (looping over short writes)."""
         view = memoryview(data)
         while view:
             written = os.write(handle.fd, view)
             view = view[written:]
+
+    def write_at(self, handle: Handle, offset: int, data: bytes) -> None:
+        """Write all of `data` at byte `offset` (looping over short writes)."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(handle.fd, view, offset)
+            view = view[written:]
+            offset += written
 
     def sync(self, handle: Handle) -> None:
         """Make the file's data durable (fdatasync where the platform has it)."""

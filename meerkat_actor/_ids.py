@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self, final
 
 from ._check import check_str
@@ -65,12 +65,22 @@ class LogicalRuntimeId:
     """The name of one runtime in a store: a non-empty string."""
 
     value: str
+    # Ids key every map of the store state: hash once, not on every lookup.
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         text = check_str(self.value, "LogicalRuntimeId value")
         if not text:
             raise ValueError("LogicalRuntimeId value must be a non-empty string")
         object.__setattr__(self, "value", text)
+        object.__setattr__(self, "_hash", hash(text))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # The str hash differs between processes: rebuild, never copy `_hash`.
+        return (type(self), (self.value,))
 
     def __str__(self) -> str:
         return self.value
@@ -82,6 +92,7 @@ class LogicalRuntimeId:
 @dataclass(frozen=True, slots=True, order=True)
 class _UuidId:
     value: uuid.UUID
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, uuid.UUID):
@@ -89,6 +100,13 @@ class _UuidId:
                 f"{type(self).__name__} value must be uuid.UUID, got {type(self.value).__name__}"
                 f" (use {type(self).__name__}.parse() for a string)"
             )
+        object.__setattr__(self, "_hash", hash(self.value.int))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.value,))
 
     @classmethod
     def new(cls) -> Self:
@@ -119,18 +137,21 @@ class _UuidId:
 
 
 @final
-@dataclass(frozen=True, slots=True, order=True, repr=False)
 class RunId(_UuidId):
     """Identifies one run of a runtime."""
 
+    __slots__ = ()
+
 
 @final
-@dataclass(frozen=True, slots=True, order=True, repr=False)
 class InputId(_UuidId):
     """Identifies one input of a runtime; input states are keyed and sorted by it."""
 
+    __slots__ = ()
+
 
 @final
-@dataclass(frozen=True, slots=True, order=True, repr=False)
 class SessionId(_UuidId):
     """Identifies a session; read from a session snapshot by the session codec."""
+
+    __slots__ = ()

@@ -14,14 +14,32 @@ updated twice, a receipt key is reused, a session key matches or not, a
 runtime is touched by several operations. Sequences include 2**63 and
 2**64-1, where a signed 64-bit backend goes wrong.
 
-Use: subclass `RuntimeStoreMachine`, set `open_store` to a zero-argument
-callable returning the async context manager that opens a fresh, empty store,
-and collect the subclass's `TestCase`:
+Rule 4: a durable store must not notice a restart. For durable backends the
+machine also closes and reopens the store, checkpoints it, and crashes it
+(abandons it without a clean close) and reopens it; none of these changes the
+model, so the invariant checks that every acknowledged write survived.
 
-    class TestInMemory(RuntimeStoreMachine):
+Use: subclass `RuntimeStoreMachine` and collect the subclass's `TestCase`.
+For a store that forgets everything when closed, set `open_store` to a
+zero-argument callable returning the async context manager that opens a
+fresh, empty store:
+
+    class InMemoryMachine(RuntimeStoreMachine):
         open_store = staticmethod(meerkat_actor.open_store)
 
-    TestInMemoryStore = TestInMemory.TestCase
+    TestInMemoryStore = InMemoryMachine.TestCase
+
+For a durable store, set `open_store_at` instead: a callable that opens the
+store kept at a location (a directory the machine creates empty for each
+test case and removes afterwards), the same store on every call:
+
+    class DurableMachine(RuntimeStoreMachine):
+        open_store_at = staticmethod(meerkat_actor.open_store)
+
+    TestDurableStore = DurableMachine.TestCase
+
+A backend that keeps its data elsewhere (a server, say) overrides
+`store_opener()` and sets `durable = True`.
 
 The store runs in a trio run in a helper thread (`TrioBridge`); the rules
 are synchronous, as Hypothesis requires.
@@ -30,15 +48,18 @@ are synchronous, as Hypothesis requires.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import trio
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from .._protocol import RuntimeStore
@@ -65,11 +86,19 @@ __all__ = [
     "SESSION_IDS",
     "Append",
     "Increment",
+    "OpenStore",
+    "OpenStoreAt",
     "RaiseError",
     "ReturnNotBytes",
     "RuntimeStoreMachine",
     "UpdaterFailed",
+    "assert_store_matches_model",
 ]
+
+OpenStore = Callable[[], AbstractAsyncContextManager[RuntimeStore]]
+"""Opens a store when called; the async context manager closes it."""
+OpenStoreAt = Callable[[Path], AbstractAsyncContextManager[RuntimeStore]]
+"""Opens the durable store kept at a location (a directory)."""
 
 # --- pools -------------------------------------------------------------------------
 
@@ -242,10 +271,28 @@ def _observations(model: ReferenceModel) -> list[tuple[str, tuple[Any, ...]]]:
     return reads
 
 
-async def _observe_store(
-    store: RuntimeStore, reads: list[tuple[str, tuple[Any, ...]]]
-) -> list[_Outcome]:
-    return [await _store_outcome(getattr(store, name), *args) for name, args in reads]
+async def assert_store_matches_model(store: RuntimeStore, model: ReferenceModel) -> None:
+    """Raise `AssertionError` unless the whole observable state of `store`
+    equals the model's: every read of `_observations(model)` answers alike.
+
+    The machine's invariant; tests of crash recovery use it too, with a model
+    that holds what was acknowledged.
+    """
+    for name, args in _observations(model):
+        got = await _store_outcome(getattr(store, name), *args)
+        expected = _model_outcome(getattr(model, name), *args)
+        if not got.same_as(expected):
+            raise AssertionError(
+                f"state differs at {name}{_args_repr(args)}:"
+                f" the store {got!r}, the model {expected!r}"
+            )
+
+
+@runtime_checkable
+class _Checkpointable(Protocol):
+    """A store with an explicit checkpoint (not part of `RuntimeStore`)."""
+
+    async def checkpoint(self) -> None: ...
 
 
 # --- the machine ------------------------------------------------------------------------
@@ -254,24 +301,65 @@ async def _observe_store(
 class RuntimeStoreMachine(RuleBasedStateMachine):
     """Drives random operation sequences against a store and the reference model.
 
-    Subclasses set `open_store` (and `session_codec` if the store was opened
-    with a non-default one).
+    Subclasses set `open_store` (a store that starts empty on every call) or
+    `open_store_at` (a durable store kept at a location), and `session_codec`
+    if the store was opened with a non-default one. See the module docstring.
     """
 
-    open_store: ClassVar[Callable[[], AbstractAsyncContextManager[RuntimeStore]]]
+    open_store: ClassVar[OpenStore]
+    open_store_at: ClassVar[OpenStoreAt]
+    durable: ClassVar[bool] = False
+    """True for a store that keeps its data across a close: enables the
+    reopen, checkpoint and crash rules. Implied by setting `open_store_at`."""
     session_codec: ClassVar[SessionCodec | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "open_store_at" in cls.__dict__ and "durable" not in cls.__dict__:
+            cls.durable = True
 
     def __init__(self) -> None:
         super().__init__()
-        if not hasattr(type(self), "open_store"):
-            raise TypeError(
-                f"{type(self).__name__} must set open_store to a callable opening a fresh store"
-            )
         self.model = ReferenceModel(self.session_codec)
-        self.bridge: TrioBridge[RuntimeStore] = TrioBridge(type(self).open_store)
+        self.location: Path | None = None
+        self._open = self.store_opener()
+        try:
+            self.bridge: TrioBridge[RuntimeStore] = TrioBridge(self._open)
+        except BaseException:
+            self._remove_location()
+            raise
+
+    def store_opener(self) -> OpenStore:
+        """The zero-argument callable that opens this machine's store.
+
+        Called once per machine (test case). For a durable store every call
+        of the result must open the same store: the reopen rules call it again.
+        The default binds `open_store_at` to a fresh temporary directory
+        (`self.location`, removed by `teardown`), or returns `open_store`.
+        """
+        cls = type(self)
+        if hasattr(cls, "open_store_at"):
+            location = Path(tempfile.mkdtemp(prefix="meerkat-machine-"))
+            self.location = location
+            open_store_at = cls.open_store_at
+            return lambda: open_store_at(location)
+        if hasattr(cls, "open_store"):
+            return cls.open_store
+        raise TypeError(
+            f"{cls.__name__} must set open_store (a fresh store per call) or"
+            " open_store_at (a durable store at a location)"
+        )
 
     def teardown(self) -> None:
-        self.bridge.close()
+        try:
+            self.bridge.close()
+        finally:
+            self._remove_location()
+
+    def _remove_location(self) -> None:
+        if self.location is not None:
+            shutil.rmtree(self.location, ignore_errors=True)
+            self.location = None
 
     # --- plumbing ------------------------------------------------------------------
 
@@ -374,19 +462,36 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     ) -> None:
         self._same("load_boundary_receipt", runtime_id, run_id, sequence)
 
+    # --- durable stores: restarts leave the model unchanged ----------------------------
+
+    @precondition(lambda self: self.durable)
+    @rule()
+    def reopen(self) -> None:
+        """Close the store cleanly and open it again."""
+        self.bridge.close()
+        self.bridge = TrioBridge(self._open)
+
+    @precondition(lambda self: self.durable and isinstance(self.bridge.resource, _Checkpointable))
+    @rule()
+    def checkpoint(self) -> None:
+        """Snapshot the state now (stores with a `checkpoint()` method)."""
+        store = self.bridge.resource
+        assert isinstance(store, _Checkpointable)
+        self.bridge.call(store.checkpoint)
+
+    @precondition(lambda self: self.durable)
+    @rule()
+    def crash_and_reopen(self) -> None:
+        """Abandon the store without a clean close (its trio run is cancelled),
+        then open it again: every acknowledged write must be there."""
+        self.bridge.abandon()
+        self.bridge = TrioBridge(self._open)
+
     # --- the invariant ------------------------------------------------------------------
 
     @invariant()
     def whole_state_matches_model(self) -> None:
-        reads = _observations(self.model)
-        actual = self.bridge.call(_observe_store, self.bridge.resource, reads)
-        for (name, args), got in zip(reads, actual, strict=True):
-            expected = _model_outcome(getattr(self.model, name), *args)
-            if not got.same_as(expected):
-                raise AssertionError(
-                    f"state differs at {name}{_args_repr(args)}:"
-                    f" the store {got!r}, the model {expected!r}"
-                )
+        self.bridge.call(assert_store_matches_model, self.bridge.resource, self.model)
 
 
 def _bad_calls(
