@@ -53,9 +53,9 @@ import trio
 from . import _core
 from ._check import check_instance, check_u64
 from ._core import Command, StoreState
-from ._durable import DEFAULT_MAX_RECORD, DurableLog
+from ._durable import DEFAULT_MAX_RECORD, MAX_RECORD_LIMIT, DurableLog
 from ._errors import Internal, RuntimeStoreError, StoreClosed, StorePoisoned, WriteFailed
-from ._format import FRAME_HEADER, encode_record
+from ._format import encode_payload
 from ._fs import FileIO
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._session_codec import MeerkatSessionCodec, SessionCodec
@@ -221,9 +221,9 @@ class _Actor:
         """Apply a batch with the pure core.
 
         Returns each command's outcome (its reply and error, `None` if
-        applied), the framed log records of the applied commands (durable
-        stores only), and a `BaseException` to re-raise once the batch is
-        answered, if one struck.
+        applied), the log record payloads of the applied commands (durable
+        stores only; the writer frames them), and a `BaseException` to
+        re-raise once the batch is answered, if one struck.
         """
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
@@ -243,7 +243,7 @@ class _Actor:
                 continue
             try:
                 new_state, effects = _core.apply(state, command, self.codec)
-                record = encode_record(self.next_lsn, effects) if durable else b""
+                payload = encode_payload(effects) if durable else b""
             except RuntimeStoreError as exc:
                 self.refused += 1
                 outcomes.append((reply, exc))
@@ -260,20 +260,20 @@ class _Actor:
                 if not isinstance(exc, Exception):
                     fatal = exc
             else:
-                if len(record) - FRAME_HEADER > self.max_record:
+                if len(payload) > self.max_record:
                     self.refused += 1
                     outcomes.append(
                         (
                             reply,
                             WriteFailed(
-                                f"the command's log record would be {len(record) - FRAME_HEADER}"
-                                f" bytes, over the store's max_record_bytes={self.max_record}"
+                                f"the command's log record would be {len(payload)} bytes,"
+                                f" over the store's max_record_bytes={self.max_record}"
                             ),
                         )
                     )
                     continue
                 if durable:
-                    records.append(record)
+                    records.append(payload)
                     self.next_lsn += 1
                 state = new_state
                 self.effects += len(effects)
@@ -598,6 +598,11 @@ async def open_store(
     _check_positive("max_batch", max_batch)
     _check_positive("checkpoint_bytes", checkpoint_bytes)
     _check_positive("max_record_bytes", max_record_bytes)
+    if max_record_bytes > MAX_RECORD_LIMIT:
+        raise ValueError(
+            f"max_record_bytes must be at most 2**32-1 (the format's length field), got"
+            f" {max_record_bytes}"
+        )
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be str, os.PathLike or None, got {type(path).__name__}")
     if path is None:

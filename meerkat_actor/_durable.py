@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -40,11 +41,12 @@ from ._core import StoreState
 from ._errors import CorruptStore, ReadFailed, StoreLocked, UnsupportedFormat, WriteFailed
 from ._fs import FileIO, Handle, LockHandle
 
-__all__ = ["DEFAULT_MAX_RECORD", "DurableLog", "Recovered"]
+__all__ = ["DEFAULT_MAX_RECORD", "MAX_RECORD_LIMIT", "DurableLog", "Recovered"]
 
 logger = logging.getLogger("meerkat_actor")
 
 DEFAULT_MAX_RECORD: Final = 64 * 1024 * 1024
+MAX_RECORD_LIMIT: Final = 2**32 - 1  # the frame's length field is 32 bits
 #: Log segments are zero-filled ahead of the records, this much at a time, so
 #: that an append overwrites allocated blocks instead of growing the file.
 PREALLOCATE: Final = 1024 * 1024
@@ -119,6 +121,8 @@ class DurableLog:
         directory = os.path.realpath(path)
         try:
             io.make_dir(directory)
+            # Refuse a foreign directory before leaving a LOCK file in it.
+            _check_not_foreign(directory, io.list_dir(directory))
             lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
         except BlockingIOError as exc:
             raise StoreLocked(f"{directory} is locked by another open store") from exc
@@ -136,11 +140,11 @@ class DurableLog:
         io = self.io
         try:
             names = io.list_dir(self.directory)
-            self._check_format(names)
             for name in names:
-                if name.endswith(_TMP):
-                    io.remove(self._path(name))  # a checkpoint that never finished
-            names = [n for n in names if not n.endswith(_TMP)]
+                if _is_own_temp(name):
+                    io.remove(self._path(name))  # an atomic write that never finished
+            names = [n for n in names if not _is_own_temp(n)]
+            self._check_format(names)
         except OSError as exc:
             raise ReadFailed(f"cannot read store directory {self.directory}: {exc}") from exc
         segments = sorted(
@@ -152,7 +156,15 @@ class DurableLog:
         )
         warnings: list[str] = []
         state, snapshot_lsn, bad_snapshot = self._load_snapshot(snapshots, warnings)
-        state, last_lsn, log_bytes = self._replay(segments, state, snapshot_lsn, warnings)
+        try:
+            state, last_lsn, log_bytes = self._replay(segments, state, snapshot_lsn, warnings)
+        except CorruptStore as exc:
+            if bad_snapshot is None:
+                raise
+            # The log cannot stand in for the damaged snapshot: name the
+            # snapshot, the first damage, not the log's resulting gap.
+            _, bad_path, bad_offset, message = bad_snapshot
+            raise _corrupt(bad_path, bad_offset, f"{message}; the log does not cover it") from exc
         if bad_snapshot is not None:
             bad_lsn, bad_path, bad_offset, message = bad_snapshot
             if last_lsn < bad_lsn:
@@ -166,12 +178,9 @@ class DurableLog:
         io = self.io
         path = self._path(fmt.FORMAT_FILE)
         if fmt.FORMAT_FILE not in names:
-            strangers = [n for n in names if n != fmt.LOCK_FILE and not n.endswith(_TMP)]
-            if strangers:
-                raise ReadFailed(
-                    f"{self.directory} is not a meerkat_actor store (it holds {strangers[0]!r}"
-                    f" and no {fmt.FORMAT_FILE} file)"
-                )
+            _check_not_foreign(self.directory, names)
+            # A new store: private directory, then the FORMAT file.
+            io.make_private(self.directory)
             self._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())
             return
         data = io.read(path)
@@ -242,27 +251,14 @@ class DurableLog:
         try:
             header_lsn = fmt.decode_segment_header(data)
         except fmt.FormatError as exc:
-            if is_last and len(data) <= fmt.SEGMENT_HEADER:
-                # A crash interrupted the segment's creation: no record was
-                # ever written to it.
+            if is_last and data.count(0, fmt.SEGMENT_HEADER) == len(data) - fmt.SEGMENT_HEADER:
+                # A crash interrupted the segment's creation (header and
+                # zero fill in one write): no record was ever written to it.
                 warnings.append(f"removed {path}: its header is torn ({exc})")
                 self._remove_durably(path)
                 return False
             raise _corrupt(path, exc.offset, str(exc)) from exc
-        if header_lsn != first_lsn:
-            raise _corrupt(path, 16, f"header first LSN {header_lsn} differs from the name")
-        if replay.expected is None:
-            if first_lsn > replay.snapshot_lsn + 1:
-                raise _corrupt(
-                    path,
-                    0,
-                    f"log starts at LSN {first_lsn}, but the snapshot ends at"
-                    f" {replay.snapshot_lsn}: records in between are missing",
-                )
-        elif first_lsn != replay.expected:
-            raise _corrupt(
-                path, 0, f"segment starts at LSN {first_lsn}, expected {replay.expected}"
-            )
+        _check_segment_start(path, header_lsn, first_lsn, replay)
         replay.expected = first_lsn
         offset = fmt.SEGMENT_HEADER
         while offset < len(data):
@@ -272,18 +268,16 @@ class DurableLog:
                     raise fmt.FormatError(
                         f"record LSN {frame.lsn}, expected {replay.expected}", offset
                     )
+            except fmt.RecordTooLarge as exc:
+                raise _corrupt(path, exc.offset, str(exc)) from exc
             except fmt.FormatError as exc:
                 if data.count(0, offset) == len(data) - offset:
                     break  # the zero-filled, preallocated rest of the segment
                 if not is_last:
                     raise _corrupt(path, exc.offset, str(exc)) from exc
-                later = _find_later_frame(data, offset + 1, replay.expected, self.max_record)
-                if later is not None:
-                    raise _corrupt(
-                        path, exc.offset, f"{exc}, but a valid record follows at {later}"
-                    ) from exc
+                self._check_torn_write(path, data, offset, replay.expected, exc)
                 warnings.append(
-                    f"truncated a torn record at the end of {path}"
+                    f"truncated a torn write at the end of {path}"
                     f" (offset {offset}, {len(data) - offset} bytes): {exc}"
                 )
                 self._truncate(path, offset)
@@ -304,6 +298,30 @@ class DurableLog:
                 path, first_lsn, offset, replay.expected - 1, replay.last_lsn
             )
         return True
+
+    def _check_torn_write(
+        self, path: str, data: bytes, offset: int, expected: int, exc: fmt.FormatError
+    ) -> None:
+        """Damage at `offset` of the last segment, where record `expected` should
+        be: raise `CorruptStore` unless it is what a crash during the last write
+        leaves.
+
+        A write's records all carry the LSN of its first record, and a write
+        starts only after the previous one was synced. So if every valid
+        record from `offset` on belongs to the write that should hold
+        `expected` (write LSN <= `expected`), the damage lies inside the last,
+        never-acknowledged-as-a-whole write: a torn write (its pages may reach
+        the disk in any order). A valid record of a *later* write proves the
+        damaged one was synced: that is corruption.
+        """
+        for frame in _valid_frames_from(data, offset, expected):
+            if frame.write_lsn > expected:
+                raise _corrupt(
+                    path,
+                    offset,
+                    f"{exc}, but a valid record of a later write (LSN {frame.lsn})"
+                    f" follows at {frame.offset}",
+                ) from exc
 
     def _open_segment_for_append(
         self, path: str, first_lsn: int, size: int, segment_last: int, last_lsn: int
@@ -455,33 +473,69 @@ class DurableLog:
             self._lock = None
 
 
-def _find_later_frame(data: bytes, start: int, expected: int, max_record: int) -> int | None:
-    """The offset of a valid record at or after `start` with LSN >= `expected`.
+def _valid_frames_from(data: bytes, start: int, expected: int) -> Iterator[fmt.Frame]:
+    """Every checksum-valid record at or after `start` whose LSN is at least
+    `expected` (older LSNs are stale copies, not evidence).
 
-    Distinguishes a torn tail (nothing valid follows) from damage in the
-    middle of the log (a later record checks out). Cheap filters first: only
-    plausible LSNs and lengths get a CRC.
+    Scans byte by byte, with cheap filters first (plausible LSN and length)
+    and skipping zero runs: a record's LSN (>= 1) has a non-zero byte among
+    its first 8, so a record starts within 7 bytes before a non-zero byte.
     """
     limit = len(data) - fmt.FRAME_HEADER
-    offset = start - 1
-    while offset < limit:
-        offset += 1
+    offset = start
+    while offset <= limit:
         if data[offset] == 0:
-            # A record's LSN (>= 1) has a non-zero byte among its first 8:
-            # skip zero runs (preallocated space) to within 7 bytes of the next.
             found = _NONZERO.search(data, offset)
             if found is None:
-                return None
+                return
             offset = max(offset, found.start() - 7)
+            if offset > limit:
+                return
         lsn = int.from_bytes(data[offset : offset + 8], "big")
-        if not expected <= lsn < expected + (1 << 32):
-            continue
-        length = int.from_bytes(data[offset + 8 : offset + 12], "big")
-        if not 1 <= length <= min(max_record, len(data) - offset - fmt.FRAME_HEADER):
-            continue
-        try:
-            fmt.read_frame(data, offset, max_record)
-        except fmt.FormatError:
-            continue
-        return offset
-    return None
+        length = int.from_bytes(data[offset + 16 : offset + 20], "big")
+        if expected <= lsn < expected + (1 << 32) and 1 <= length <= limit - offset:
+            try:
+                frame = fmt.read_frame(data, offset, len(data))
+            except fmt.FormatError:
+                pass
+            else:
+                yield frame
+                offset = frame.end
+                continue
+        offset += 1
+
+
+def _check_segment_start(path: str, header_lsn: int, first_lsn: int, replay: _Replay) -> None:
+    """The segment must start where the name says and where the log left off."""
+    if header_lsn != first_lsn:
+        raise _corrupt(path, 16, f"header first LSN {header_lsn} differs from the name")
+    if replay.expected is None:
+        if first_lsn > replay.snapshot_lsn + 1:
+            raise _corrupt(
+                path,
+                0,
+                f"log starts at LSN {first_lsn}, but the snapshot ends at"
+                f" {replay.snapshot_lsn}: records in between are missing",
+            )
+    elif first_lsn != replay.expected:
+        raise _corrupt(path, 0, f"segment starts at LSN {first_lsn}, expected {replay.expected}")
+
+
+def _is_own_temp(name: str) -> bool:
+    """A temp file this module's atomic writes create (FORMAT, snapshots)."""
+    if not name.endswith(_TMP):
+        return False
+    base = name[: -len(_TMP)]
+    return base == fmt.FORMAT_FILE or fmt.parse_name(base, *_SNAPSHOT) is not None
+
+
+def _check_not_foreign(directory: str, names: list[str]) -> None:
+    """Refuse a directory holding files but no FORMAT: it is not a store."""
+    if fmt.FORMAT_FILE in names:
+        return
+    strangers = sorted(n for n in names if n != fmt.LOCK_FILE and not _is_own_temp(n))
+    if strangers:
+        raise ReadFailed(
+            f"{directory} is not a meerkat_actor store (it holds {strangers[0]!r}"
+            f" and no {fmt.FORMAT_FILE} file)"
+        )

@@ -27,15 +27,17 @@ records back to back.
     24  4  reserved, 0
     28  4  CRC-32 of bytes 0..28
 
-A record (one committed command): a 16-byte frame header, then the payload.
+A record (one committed command): a 24-byte frame header, then the payload.
 
     0   8  LSN (log sequence number; the first record of a store is 1)
-    8   4  payload length N (1 <= N <= the store's maximum record size)
-    12  4  CRC-32 of bytes 0..12 followed by the N payload bytes
-    16  N  payload: CBOR array of the command's effects
+    8   8  write LSN: the LSN of the first record of the same write (group
+           commit), so recovery can tell a torn last write from damage
+    16  4  payload length N (1 <= N <= the store's maximum record size)
+    20  4  CRC-32 of bytes 0..20 followed by the N payload bytes
+    24  N  payload: CBOR array of the command's effects
 
-Because the CRC covers the LSN and length, a zero-filled frame (LSN 0,
-length 0, CRC 0) is never valid: crc32 of twelve zero bytes is not 0.
+Because the CRC covers the header, a zero-filled frame is never valid: the
+CRC-32 of twenty zero bytes is not 0 (and N = 0 is refused anyway).
 
 A snapshot, `snapshot-<LSN, 20 digits>.snap`: a 40-byte header, then the body.
 
@@ -53,9 +55,10 @@ Values inside payloads and bodies use the plain form of `_codec.to_plain`.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
@@ -76,14 +79,17 @@ __all__ = [
     "SNAPSHOT_HEADER",
     "FormatError",
     "Frame",
+    "RecordTooLarge",
     "decode_effects",
     "decode_format_file",
     "decode_segment_header",
     "decode_snapshot",
     "encode_format_file",
+    "encode_payload",
     "encode_record",
     "encode_segment_header",
     "encode_snapshot",
+    "frame_records",
     "read_frame",
     "segment_name",
     "snapshot_name",
@@ -99,13 +105,13 @@ _SNAPSHOT_MAGIC: Final = b"MKRTSNAP"
 
 _FORMAT_STRUCT: Final = struct.Struct(">8sI")  # + CRC
 _SEGMENT_STRUCT: Final = struct.Struct(">8sIIQI")  # + CRC
-_FRAME_STRUCT: Final = struct.Struct(">QI")  # + CRC
+_FRAME_STRUCT: Final = struct.Struct(">QQI")  # + CRC
 _SNAPSHOT_STRUCT: Final = struct.Struct(">8sIIQQI")  # + CRC
 _CRC: Final = struct.Struct(">I")
 
 FORMAT_SIZE: Final = _FORMAT_STRUCT.size + 4  # 16
 SEGMENT_HEADER: Final = _SEGMENT_STRUCT.size + 4  # 32
-FRAME_HEADER: Final = _FRAME_STRUCT.size + 4  # 16
+FRAME_HEADER: Final = _FRAME_STRUCT.size + 4  # 24
 SNAPSHOT_HEADER: Final = _SNAPSHOT_STRUCT.size + 4  # 40
 
 #: Deepest CBOR nesting the format writes is 4 (an effect, a value, a history
@@ -120,6 +126,11 @@ class FormatError(ValueError):
     def __init__(self, message: str, offset: int) -> None:
         super().__init__(message)
         self.offset = offset
+
+
+class RecordTooLarge(FormatError):
+    """A whole, checksum-valid record longer than the reader's maximum record
+    size: not a torn write, but a store written with a larger limit."""
 
 
 def _fail(message: str, offset: int) -> NoReturn:
@@ -139,7 +150,7 @@ def parse_name(name: str, prefix: str, suffix: str) -> int | None:
     if not (name.startswith(prefix) and name.endswith(suffix)):
         return None
     digits = name[len(prefix) : len(name) - len(suffix)]
-    if len(digits) != 20 or not digits.isdigit():
+    if len(digits) != 20 or not (digits.isascii() and digits.isdigit()):
         return None
     return int(digits)
 
@@ -159,17 +170,23 @@ _NO_SEMANTIC_TAGS: Final[dict[int, Callable[..., Any]]] = dict.fromkeys(
 
 
 def _loads(data: bytes, offset: int) -> Any:
+    """Decode exactly one CBOR item that fills `data`, under the restrictions."""
+    stream = io.BytesIO(data)
     try:
-        return cbor2.loads(
-            data,
+        decoder = cbor2.CBORDecoder(
+            stream,
             tag_hook=_reject_tag,
             semantic_decoders=_NO_SEMANTIC_TAGS,
             allow_indefinite=False,
             allow_duplicate_keys=False,
             max_depth=MAX_DEPTH,
         )
+        value = decoder.decode()
     except Exception as exc:  # cbor2 raises several kinds; all mean "not valid"
         _fail(f"invalid CBOR: {exc}", offset)
+    if stream.tell() != len(data):
+        _fail(f"{len(data) - stream.tell()} bytes follow the CBOR item", offset + stream.tell())
+    return value
 
 
 def _dumps(value: Any) -> bytes:
@@ -193,6 +210,8 @@ def decode_format_file(data: bytes) -> int:
         _fail("FORMAT file has the wrong magic", 0)
     if zlib.crc32(data[:12]) != _CRC.unpack_from(data, 12)[0]:
         _fail("FORMAT file checksum mismatch", 12)
+    if version < 1:
+        _fail(f"FORMAT file names version {version}; versions start at 1", 8)
     return int(version)
 
 
@@ -208,30 +227,47 @@ def decode_segment_header(data: bytes) -> int:
     """Check a segment's first `SEGMENT_HEADER` bytes; return its first LSN."""
     if len(data) < SEGMENT_HEADER:
         _fail(f"segment header is short ({len(data)} of {SEGMENT_HEADER} bytes)", 0)
-    magic, version, _, first_lsn, _ = _SEGMENT_STRUCT.unpack_from(data)
+    magic, version, reserved, first_lsn, reserved2 = _SEGMENT_STRUCT.unpack_from(data)
     if magic != _SEGMENT_MAGIC:
         _fail("segment has the wrong magic", 0)
     if zlib.crc32(data[:28]) != _CRC.unpack_from(data, 28)[0]:
         _fail("segment header checksum mismatch", 28)
     if version != FORMAT_VERSION:
         _fail(f"segment format version {version}, this build reads {FORMAT_VERSION}", 8)
+    if reserved or reserved2:
+        _fail("segment header reserved fields are not zero", 12 if reserved else 24)
     if first_lsn < 1:
         _fail("segment first LSN is 0", 16)
     return int(first_lsn)
 
 
-def encode_record(lsn: int, effects: tuple[Effect, ...]) -> bytes:
-    """One framed record: header, then the CBOR payload of `effects`."""
-    payload = _dumps([_effect_to_plain(effect) for effect in effects])
-    head = _FRAME_STRUCT.pack(lsn, len(payload))
+def encode_payload(effects: tuple[Effect, ...]) -> bytes:
+    """The CBOR payload of one record: the command's effects."""
+    return _dumps([_effect_to_plain(effect) for effect in effects])
+
+
+def frame_records(first_lsn: int, payloads: list[bytes]) -> bytes:
+    """Frame the payloads of one write as records `first_lsn`, `first_lsn + 1`, ..."""
+    parts: list[bytes] = []
+    for index, payload in enumerate(payloads):
+        head = _FRAME_STRUCT.pack(first_lsn + index, first_lsn, len(payload))
+        parts += (head, _CRC.pack(zlib.crc32(payload, zlib.crc32(head))), payload)
+    return b"".join(parts)
+
+
+def encode_record(lsn: int, effects: tuple[Effect, ...], write_lsn: int | None = None) -> bytes:
+    """One framed record (its own write unless `write_lsn` says otherwise)."""
+    payload = encode_payload(effects)
+    head = _FRAME_STRUCT.pack(lsn, lsn if write_lsn is None else write_lsn, len(payload))
     return head + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """A record whose frame checked out: its LSN, payload and where it ends."""
+    """A record whose frame checked out: its LSNs, payload and where it ends."""
 
     lsn: int
+    write_lsn: int
     payload: bytes
     offset: int
     end: int
@@ -241,32 +277,34 @@ def read_frame(data: bytes, offset: int, max_record: int) -> Frame:
     """Check the record at `offset` of a segment's bytes; return it.
 
     Raises:
-        FormatError: short header, bad length, short payload or CRC mismatch
-            (the offset is the record's start).
+        RecordTooLarge: a whole record with a valid CRC whose payload is
+            longer than `max_record`.
+        FormatError: short header, bad length, short payload, CRC mismatch or
+            a write LSN after the LSN (the offset is the record's start).
     """
     if len(data) - offset < FRAME_HEADER:
         _fail(f"short record header ({len(data) - offset} bytes)", offset)
-    lsn, length = _FRAME_STRUCT.unpack_from(data, offset)
-    if length < 1 or length > max_record:
-        _fail(f"record length {length} outside [1, {max_record}]", offset)
+    lsn, write_lsn, length = _FRAME_STRUCT.unpack_from(data, offset)
+    if length < 1:
+        _fail("record length 0", offset)
     end = offset + FRAME_HEADER + length
     if end > len(data):
         _fail(
             f"short record: {len(data) - offset - FRAME_HEADER} of {length} payload bytes", offset
         )
-    crc = zlib.crc32(data[offset : offset + 12])
+    crc = zlib.crc32(data[offset : offset + 20])
     payload = data[offset + FRAME_HEADER : end]
-    if zlib.crc32(payload, crc) != _CRC.unpack_from(data, offset + 12)[0]:
+    if zlib.crc32(payload, crc) != _CRC.unpack_from(data, offset + 20)[0]:
         _fail("record checksum mismatch", offset)
-    return Frame(int(lsn), payload, offset, end)
-
-
-def iter_frames(data: bytes, offset: int, max_record: int) -> Iterator[Frame]:
-    """Frames from `offset` to the end; stops by raising at the first bad one."""
-    while offset < len(data):
-        frame = read_frame(data, offset, max_record)
-        yield frame
-        offset = frame.end
+    if not 1 <= write_lsn <= lsn:
+        _fail(f"record write LSN {write_lsn} is not in [1, LSN {lsn}]", offset)
+    if length > max_record:
+        raise RecordTooLarge(
+            f"record of {length} bytes is over max_record_bytes={max_record};"
+            " open the store with a larger max_record_bytes",
+            offset,
+        )
+    return Frame(int(lsn), int(write_lsn), payload, offset, end)
 
 
 def decode_effects(frame: Frame) -> tuple[Effect, ...]:
@@ -383,13 +421,15 @@ def decode_snapshot_header(data: bytes) -> tuple[int, int]:
     """Check a snapshot's header against the file's bytes; return (LSN, body length)."""
     if len(data) < SNAPSHOT_HEADER:
         _fail(f"snapshot header is short ({len(data)} of {SNAPSHOT_HEADER} bytes)", 0)
-    magic, version, _, lsn, length, body_crc = _SNAPSHOT_STRUCT.unpack_from(data)
+    magic, version, reserved, lsn, length, body_crc = _SNAPSHOT_STRUCT.unpack_from(data)
     if magic != _SNAPSHOT_MAGIC:
         _fail("snapshot has the wrong magic", 0)
     if zlib.crc32(data[:36]) != _CRC.unpack_from(data, 36)[0]:
         _fail("snapshot header checksum mismatch", 36)
     if version != FORMAT_VERSION:
         _fail(f"snapshot format version {version}, this build reads {FORMAT_VERSION}", 8)
+    if reserved:
+        _fail("snapshot header reserved field is not zero", 12)
     if len(data) != SNAPSHOT_HEADER + length:
         _fail(f"snapshot body is {len(data) - SNAPSHOT_HEADER} bytes, header says {length}", 24)
     if zlib.crc32(memoryview(data)[SNAPSHOT_HEADER:]) != body_crc:

@@ -65,6 +65,10 @@ class FileIO:
         """Create `path` (and missing parents) with mode 0700 if it does not exist."""
         os.makedirs(path, mode=DIR_MODE, exist_ok=True)
 
+    def make_private(self, path: str) -> None:
+        """Set directory `path` to mode 0700 (a new store in an existing directory)."""
+        os.chmod(path, DIR_MODE)
+
     def list_dir(self, path: str) -> list[str]:
         """The names in directory `path`."""
         return os.listdir(path)

@@ -12,12 +12,14 @@ is poisoned: later writes fail with `StorePoisoned` until it is reopened.
 Rule 3: blocking calls run in worker threads, and never abandoned: a thread
 that may still write finishes before its task does, even when cancelled.
 
-Theory of operation. The actor applies a batch, encodes one framed record per
-applied command (LSNs assigned in order) and `submit`s the batch as a group.
-The writer task takes *every* group waiting (so while one write is in flight,
-the next groups gather: pipelining), joins their records into one buffer,
-makes one `append` (write + fdatasync) in a worker thread, then publishes the
-last group's state for readers and answers every caller. Back-pressure: the
+Theory of operation. The actor applies a batch, encodes one record payload
+per applied command (LSNs assigned in order) and `submit`s the batch as a
+group. The writer task takes *every* group waiting (so while one write is in
+flight, the next groups gather: pipelining), frames their records into one
+buffer (each record names the LSN of the write's first record, which lets
+recovery tell a torn last write from damage), makes one `append` (write +
+fdatasync) in a worker thread, then publishes the last group's state for
+readers and answers every caller. Back-pressure: the
 actor waits in `submit` while more than `MAX_PENDING_BYTES` are waiting.
 
 Checkpoints: when the log written since the last snapshot exceeds
@@ -42,6 +44,7 @@ import trio
 from ._core import StoreState
 from ._durable import DurableLog, Recovered
 from ._errors import StoreClosed, StorePoisoned, WriteFailed
+from ._format import FRAME_HEADER, frame_records
 
 if TYPE_CHECKING:
     from ._actor import _Reply
@@ -57,7 +60,8 @@ Outcome = tuple["_Reply", BaseException | None]
 
 @dataclass(slots=True)
 class Group:
-    """One applied batch: its framed records, resulting state and replies."""
+    """One applied batch: its records' payloads (LSNs up to `last_lsn`), the
+    resulting state and the replies."""
 
     records: list[bytes]
     state: StoreState
@@ -66,7 +70,7 @@ class Group:
 
     @property
     def size(self) -> int:
-        return sum(len(record) for record in self.records)
+        return sum(len(record) + FRAME_HEADER for record in self.records)
 
 
 def deliver(outcomes: list[Outcome]) -> None:
@@ -186,7 +190,9 @@ class Writer:
             for group in groups:
                 deliver([(reply, self._poisoned_error()) for reply, _ in group.outcomes])
             return
-        data = b"".join(record for group in groups for record in group.records)
+        payloads = [record for group in groups for record in group.records]
+        # One write: every record carries the LSN of the write's first one.
+        data = frame_records(self.durable_lsn + 1, payloads) if payloads else b""
         if data:
             try:
                 await trio.to_thread.run_sync(self.log.append, data, abandon_on_cancel=False)
