@@ -108,6 +108,7 @@ class Writer:
         self._wake = trio.Event()
         self._space = trio.Event()
         self._input_closed = False
+        self._finished = False
         self._want_checkpoint = False
         self._checkpointing = False
         self._checkpoint_done = trio.Event()
@@ -145,6 +146,8 @@ class Writer:
                 raise StorePoisoned("the store is poisoned; reopen it to checkpoint") from (
                     self.poisoned
                 )
+            if self._finished:
+                raise StoreClosed("the store closed before the checkpoint was taken")
             done = self._checkpoint_done
             was_running = self._checkpointing
             self._want_checkpoint = True
@@ -172,7 +175,9 @@ class Writer:
                 async with trio.open_nursery() as last:
                     await self._start_checkpoint(last)
         finally:
+            self._finished = True
             self._fail_pending(StoreClosed("the store closed before this command was durable"))
+            self._release_checkpoint_waiters()
 
     def _checkpoint_due(self) -> bool:
         if self.poisoned is not None or self._checkpointing:
@@ -222,6 +227,7 @@ class Writer:
                 reply.set(failure)
         self._fail_pending(self._poisoned_error())
         self._space.set()
+        self._release_checkpoint_waiters()
 
     def _poisoned_error(self) -> StorePoisoned:
         error = StorePoisoned(
@@ -262,6 +268,11 @@ class Writer:
         self.log_bytes -= covered
         self.checkpoints += 1
         self._finish_checkpoint(None)
+
+    def _release_checkpoint_waiters(self) -> None:
+        """Wake `checkpoint()` callers to re-check (poisoned, or closing)."""
+        done, self._checkpoint_done = self._checkpoint_done, trio.Event()
+        done.set()
 
     def _finish_checkpoint(self, error: BaseException | None) -> None:
         self._checkpointing = False
