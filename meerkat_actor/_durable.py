@@ -251,7 +251,9 @@ class DurableLog:
         try:
             header_lsn = fmt.decode_segment_header(data)
         except fmt.FormatError as exc:
-            if is_last and data.count(0, fmt.SEGMENT_HEADER) == len(data) - fmt.SEGMENT_HEADER:
+            if is_last and data.count(0, fmt.SEGMENT_HEADER) == max(
+                0, len(data) - fmt.SEGMENT_HEADER
+            ):
                 # A crash interrupted the segment's creation (header and
                 # zero fill in one write): no record was ever written to it.
                 warnings.append(f"removed {path}: its header is torn ({exc})")

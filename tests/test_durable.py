@@ -5,13 +5,14 @@ the in-memory store running the same writes, compared through every public
 read. A store is stopped *uncleanly* by leaving its block by cancellation
 (`crashed()`): no final checkpoint runs, so the next open has to replay the
 log. Damage is done to the files between opens, by hand; offsets of records
-come from a small walker written here (`record_ends`), not from the
-package's own parser.
+come from a small walker written here (`walk`), not from the package's own
+parser.
 
 Byte layouts (docs/format.md, all integers big-endian): segment header 32
 bytes, then records, then zero bytes up to the end of the file (segments are
-preallocated); record = LSN u64, payload length u32, CRC-32 of those 12 bytes
-and the payload, then the CBOR payload; snapshot header 40 bytes.
+preallocated); record = LSN u64, write LSN u64 (the LSN of the first record
+of the same write, one group commit), payload length u32, CRC-32 of those 20
+bytes and the payload, then the CBOR payload; snapshot header 40 bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import random
 import shutil
 import struct
 import sys
+import threading
 import time
 import tracemalloc
 import uuid
@@ -37,6 +39,7 @@ from typing import Any
 import cbor2
 import pytest
 import trio
+import trio.testing
 
 import meerkat_actor as ma
 from meerkat_actor._fs import FileIO
@@ -57,7 +60,8 @@ U63 = 2**63
 U64_MAX = 2**64 - 1
 RECEIPT_KEYS = [(RUN, n) for n in (0, 1, 2, 99, U63 - 1, U63, U64_MAX)]
 SEGMENT_HEADER = 32
-FRAME_HEADER = 16
+PREALLOCATED = 1024 * 1024  # a new segment's size: header, then zeros
+FRAME_HEADER = 24
 LOGGER = "meerkat_actor"
 
 
@@ -99,30 +103,49 @@ def flip(path: Path, offset: int, bit: int = 0) -> None:
     path.write_bytes(bytes(data))
 
 
-def segment_header(first_lsn: int) -> bytes:
-    head = b"MKRTLOG\0" + struct.pack(">IIQI", 1, 0, first_lsn, 0)
+def segment_header(first_lsn: int, reserved: tuple[int, int] = (0, 0)) -> bytes:
+    head = b"MKRTLOG\0" + struct.pack(">IIQI", 1, reserved[0], first_lsn, reserved[1])
     return head + struct.pack(">I", zlib.crc32(head))
+
+
+def flip_bytes(data: bytes, bit: int) -> bytes:
+    out = bytearray(data)
+    out[bit // 8] ^= 1 << (bit % 8)
+    return bytes(out)
 
 
 def all_zero(data: bytes) -> bool:
     return data.count(0) == len(data)
 
 
-def record_ends(segment: Path) -> list[int]:
-    """The end offset of each record in a segment (a walker independent of the
-    package: it follows the length fields and checks every CRC)."""
+@dataclasses.dataclass(frozen=True)
+class Record:
+    start: int
+    end: int
+    lsn: int
+    write_lsn: int
+
+
+def walk(segment: Path) -> list[Record]:
+    """The records of a segment (a walker independent of the package: it
+    follows the length fields and checks every CRC)."""
     data = segment.read_bytes()
-    offset, ends = SEGMENT_HEADER, []
+    offset, records = SEGMENT_HEADER, []
     while offset + FRAME_HEADER <= len(data):
-        _, length, crc = struct.unpack_from(">QII", data, offset)
+        lsn, write_lsn, length, crc = struct.unpack_from(">QQII", data, offset)
         end = offset + FRAME_HEADER + length
         if length == 0 or end > len(data):
             break
-        assert crc == zlib.crc32(data[offset : offset + 12] + data[offset + 16 : end])
+        assert crc == zlib.crc32(data[offset : offset + 20] + data[offset + 24 : end])
+        records.append(Record(offset, end, lsn, write_lsn))
         offset = end
-        ends.append(end)
     assert all_zero(data[offset:]), "the rest of the segment is zeros"
-    return ends
+    return records
+
+
+def record_ends(segment: Path) -> list[int]:
+    """The end offset of each record in a segment."""
+    return [record.end for record in walk(segment)]
 
 
 def write_at(path: Path, offset: int, data: bytes) -> None:
@@ -139,8 +162,9 @@ def overwrite(path: Path, data: bytes) -> None:
         file.truncate(len(data))
 
 
-def frame(lsn: int, payload: bytes) -> bytes:
-    head = struct.pack(">QI", lsn, len(payload))
+def frame(lsn: int, payload: bytes, write_lsn: int | None = None) -> bytes:
+    """A record, its own write unless `write_lsn` says otherwise."""
+    head = struct.pack(">QQI", lsn, lsn if write_lsn is None else write_lsn, len(payload))
     return head + struct.pack(">I", zlib.crc32(head + payload)) + payload
 
 
@@ -357,7 +381,7 @@ def torn_warnings(caplog: Any) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == LOGGER and "truncated a torn record" in r.getMessage()
+        if r.name == LOGGER and "truncated a torn write" in r.getMessage()
     ]
 
 
@@ -480,45 +504,297 @@ async def test_zeros_after_the_last_record_are_the_normal_end_of_the_log(tmp_pat
     assert await reopened_reads(path) == await expected_after(*NINE_SMALL, oauth_write(b"next"))
 
 
-@pytest.mark.parametrize("size", [0, 1, 16, 31])
-async def test_a_torn_newest_segment_without_records_is_removed(tmp_path, caplog, size):
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(segment_header(10)[:0], id="0"),
+        pytest.param(segment_header(10)[:1], id="1"),
+        pytest.param(segment_header(10)[:16], id="16"),
+        pytest.param(segment_header(10)[:31], id="31"),
+        pytest.param(segment_header(10)[:20] + bytes(12), id="32-prefix-then-zeros"),
+        pytest.param(segment_header(10)[:28] + b"\xff" * 4, id="32-bad-crc"),
+        pytest.param(
+            segment_header(10)[:20] + bytes(PREALLOCATED - 20), id="preallocated-header-prefix"
+        ),
+        pytest.param(bytes(PREALLOCATED), id="preallocated-all-zeros"),
+        pytest.param(
+            flip_bytes(segment_header(10), 8 * 8) + bytes(PREALLOCATED - 32),
+            id="preallocated-version-bit",
+        ),
+    ],
+)
+async def test_a_torn_newest_segment_without_records_is_removed(tmp_path, caplog, content):
+    """A crash while the next segment was being created (header and zero fill
+    are one write): an invalid header and nothing but zeros after it."""
     caplog.set_level(logging.WARNING, logger=LOGGER)
     path = tmp_path / "store"
     await writes_with_ends(path, NINE_SMALL)
-    # A crash while the next segment was being created: a prefix of its header.
+    assert (path / seg(1)).stat().st_size == PREALLOCATED
     torn = path / seg(10)
-    torn.write_bytes(segment_header(10)[:size])
+    torn.write_bytes(content)
     async with crashed(path) as store:
         assert await reads(store) == await expected_after(*NINE_SMALL)
         await oauth_write(b"next")(store)
-    assert any(
-        f"removed {torn}: its header is torn" in r.getMessage() and r.levelno == logging.WARNING
-        for r in caplog.records
-    )
+    [message] = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert message.startswith(f"{real(path)}: removed {torn}: its header is torn (")
     # The segment was made again, properly, and holds the next write.
     assert sorted(os.listdir(path)) == store_files(seg(1), seg(10))
     assert torn.read_bytes()[:SEGMENT_HEADER] == segment_header(10)
-    assert len(record_ends(torn)) == 1
+    assert [(r.lsn, r.write_lsn) for r in walk(torn)] == [(10, 10)]
     assert await reopened_reads(path) == await expected_after(*NINE_SMALL, oauth_write(b"next"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _durable._replay_segment removes a torn newest segment only if it is at"
-    " most 32 bytes long, but _create_segment now writes the header and 1 MiB of zeros in"
-    " one write: a power loss during creation can leave a preallocated-size file whose"
-    " header never reached the disk, and the store then refuses to open (CorruptStore)",
+@pytest.mark.parametrize(
+    ("content", "offset", "message"),
+    [
+        pytest.param(
+            bytes(PREALLOCATED - 1) + b"\x01",
+            0,
+            "segment has the wrong magic",
+            id="zeros-then-a-byte",
+        ),
+        pytest.param(
+            segment_header(10)[:20] + bytes(12) + frame(10, oauth_effect()),
+            28,
+            "segment header checksum mismatch",
+            id="header-prefix-then-a-record",
+        ),
+    ],
 )
-@pytest.mark.parametrize("header", [0, 20], ids=["all-zeros", "header-prefix"])
-async def test_a_torn_preallocated_newest_segment_is_removed(tmp_path, header):
+async def test_a_newest_segment_with_a_bad_header_and_data_is_corruption(
+    tmp_path, content, offset, message
+):
     path = tmp_path / "store"
     await writes_with_ends(path, NINE_SMALL)
-    size = (path / seg(1)).stat().st_size  # the preallocated size
-    (path / seg(10)).write_bytes(segment_header(10)[:header] + bytes(size - header))
-    assert await reopened_reads(path) == await expected_after(*NINE_SMALL)
+    (path / seg(10)).write_bytes(content)
+    before = files(path)
+    with pytest.raises(ma.CorruptStore) as info:
+        await reopened_reads(path)
+    assert str(info.value) == f"{path / seg(10)} at byte offset {offset}: {message}"
+    assert files(path) == before
+
+
+# --- group commits: a torn last write ---------------------------------------------------
+
+
+class GateIO(FileIO):
+    """Holds the sync of the next log append until `gate` is set, so that the
+    commands sent meanwhile gather into one group commit."""
+
+    def __init__(self) -> None:
+        self.gate: threading.Event | None = None
+
+    def sync(self, handle: Any) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            assert gate.wait(timeout=60), "the test never opened the gate"
+        super().sync(handle)
+
+
+def input_number(n: int) -> ma.InputId:
+    return ma.InputId(uuid.UUID(int=0x1000 + n))
+
+
+def numbered_input(record: Record, data: bytes) -> int:
+    """Which `input_number` a record's payload persists (decoded here, with cbor2)."""
+    [effect] = cbor2.loads(data[record.start + FRAME_HEADER : record.end])
+    [state] = effect["states"]
+    return uuid.UUID(bytes=state["input_id"]).int - 0x1000
+
+
+@dataclasses.dataclass
+class GroupStore:
+    """A store whose log holds LSN 1 and 2 (one write each), then LSNs 3-8 (one
+    write: a group commit), then, if `later`, LSN 9 (its own write)."""
+
+    records: list[Record]
+    writes: list[Writes]  # in LSN order
+
+
+async def group_commit_store(path: Path, *, later: bool = False) -> GroupStore:
+    io = GateIO()
+
+    def write(n: int) -> Writes:
+        return input_write(input_number(n), PHASE.QUEUED)
+
+    async with crashed(path, _io=io) as store:
+        await write(0)(store)
+        gate = threading.Event()
+        io.gate = gate
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write(1), store)
+                # LSN 2's append is held in its sync: the next six gather.
+                await trio.testing.wait_all_tasks_blocked()
+                for n in range(2, 8):
+                    nursery.start_soon(write(n), store)
+                await trio.testing.wait_all_tasks_blocked()
+                assert store.statistics().records == 1
+                gate.set()
+        finally:
+            gate.set()
+        if later:
+            await write(8)(store)
+        assert store.statistics().fsyncs == (4 if later else 3)
+    assert sorted(os.listdir(path)) == store_files(seg(1))
+    segment = path / seg(1)
+    records = walk(segment)
+    data = segment.read_bytes()
+    order = [numbered_input(record, data) for record in records]
+    assert sorted(order) == list(range(9 if later else 8))
+    return GroupStore(records, [write(n) for n in order])
+
+
+async def test_a_group_commit_is_one_write_whose_records_name_its_first_lsn(tmp_path):
+    path = tmp_path / "store"
+    group = await group_commit_store(path, later=True)
+    assert [(r.lsn, r.write_lsn) for r in group.records] == [
+        (1, 1),
+        (2, 2),
+        *((lsn, 3) for lsn in range(3, 9)),
+        (9, 9),
+    ]
+    assert await reopened_reads(path) == await expected_after(*group.writes)
+
+
+DAMAGES = {
+    # A page of the write never reached the disk: the record reads as zeros.
+    "zeroed": lambda data, r: data[: r.start] + bytes(r.end - r.start) + data[r.end :],
+    # Its bytes are damaged: the CRC fails.
+    "flipped": lambda data, r: flip_bytes(data, (r.end - 2) * 8 + 3),
+    # Half of it is zeros (a torn sector).
+    "half-zeroed": lambda data, r: (
+        data[: (r.start + r.end) // 2] + bytes(r.end - (r.start + r.end) // 2) + data[r.end :]
+    ),
+    # Its header is damaged: the LSN is wrong.
+    "lsn-flipped": lambda data, r: flip_bytes(data, (r.start + 7) * 8 + 4),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize("lsn", [3, 5, 7, 8], ids=lambda n: f"lsn-{n}")
+async def test_damage_inside_the_last_group_commit_is_a_torn_write(tmp_path, caplog, damage, lsn):
+    """A crash during the last write may persist its pages in any order: a
+    damaged record followed only by records of the same write is a torn
+    write. The log is cut at the damaged record; the records before it stay."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    path = tmp_path / "store"
+    group = await group_commit_store(path)
+    segment = path / seg(1)
+    data = segment.read_bytes()
+    damaged = group.records[lsn - 1]
+    after = DAMAGES[damage](data, damaged)
+    assert len(after) == len(data) == PREALLOCATED
+    assert after[: damaged.start] == data[: damaged.start]
+    assert after[damaged.end :] == data[damaged.end :]  # the rest of the write is intact
+    overwrite(segment, after)
+    kept = group.writes[: lsn - 1]
+    next_write = input_write(I1, PHASE.APPLIED)
+    async with crashed(path) as store:
+        assert await reads(store) == await expected_after(*kept)
+        assert len(await store.load_input_states(RT)) == lsn - 1
+        if all_zero(after[damaged.start :]):
+            # The last record zeroed: only zeros follow LSN 7, the normal end.
+            assert segment.read_bytes() == after
+            assert torn_warnings(caplog) == []
+        else:
+            assert segment.read_bytes() == data[: damaged.start]
+            [message] = torn_warnings(caplog)
+            assert message.startswith(
+                f"{real(path)}: truncated a torn write at the end of {segment}"
+                f" (offset {damaged.start}, {PREALLOCATED - damaged.start} bytes): "
+            )
+        await next_write(store)
+    assert [(r.lsn, r.write_lsn) for r in walk(segment)][lsn - 1 :] == [(lsn, lsn)]
+    assert await reopened_reads(path) == await expected_after(*kept, next_write)
+
+
+PROBLEMS = {
+    "zeroed": "record length 0",
+    "flipped": "record checksum mismatch",
+    "half-zeroed": "record checksum mismatch",
+    "lsn-flipped": "record checksum mismatch",
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize(("lsn", "follows"), [(2, 3), (3, 9), (5, 9), (8, 9)], ids=str)
+async def test_damage_followed_by_a_later_write_is_corruption(tmp_path, damage, lsn, follows):
+    """A write starts only once the previous one is synced: a valid record of
+    a later write after the damage proves the damaged record was synced.
+    Records of the damaged record's own write in between prove nothing."""
+    path = tmp_path / "store"
+    group = await group_commit_store(path, later=True)
+    segment = path / seg(1)
+    damaged = group.records[lsn - 1]
+    overwrite(segment, DAMAGES[damage](segment.read_bytes(), damaged))
+    before = files(path)
+    with pytest.raises(ma.CorruptStore) as info:
+        await reopened_reads(path)
+    later = group.records[follows - 1]
+    assert later.write_lsn == follows > lsn
+    assert str(info.value) == (
+        f"{segment} at byte offset {damaged.start}: "
+        + later_write(PROBLEMS[damage], follows, later.start)
+    )
+    assert files(path) == before
+
+
+async def test_a_missing_record_of_the_last_group_commit_is_a_torn_write(tmp_path, caplog):
+    # LSN 5 cut out of the write 3-8: LSN 6 follows where 5 is expected, but
+    # it names write 3 (<= 5), so this is the torn last write.
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    path = tmp_path / "store"
+    group = await group_commit_store(path)
+    segment = path / seg(1)
+    data = segment.read_bytes()
+    start, end = group.records[4].start, group.records[4].end
+    overwrite(segment, data[:start] + data[end:])
+    assert await reopened_reads(path) == await expected_after(*group.writes[:4])
+    assert segment.read_bytes() == data[:start]
+    [message] = torn_warnings(caplog)
+    assert message.endswith(
+        f"(offset {start}, {PREALLOCATED - end} bytes): record LSN 6, expected 5"
+    )
+
+
+@pytest.mark.parametrize(
+    "cut",
+    ["in-the-write-lsn", "in-the-length", "first-payload-byte", "mid-payload", "last-byte"],
+)
+async def test_a_group_commit_cut_short_keeps_its_whole_records(tmp_path, caplog, cut):
+    """The file ends inside the last write: every record of it that is whole
+    stays, and the cut one goes (the torn tail a crash leaves without
+    preallocation)."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    path = tmp_path / "store"
+    group = await group_commit_store(path)
+    segment = path / seg(1)
+    data = segment.read_bytes()
+    for index in range(2, 8):
+        record = group.records[index]
+        offset = {
+            "in-the-write-lsn": record.start + 8,  # the LSN's leading bytes are zeros
+            "in-the-length": record.start + 18,
+            "first-payload-byte": record.start + FRAME_HEADER + 1,
+            "mid-payload": (record.start + FRAME_HEADER + record.end) // 2,
+            "last-byte": record.end - 1,
+        }[cut]
+        overwrite(segment, data[:offset])
+        caplog.clear()
+        async with crashed(path) as store:
+            assert await reads(store) == await expected_after(*group.writes[:index]), index
+        assert segment.read_bytes() == data[: record.start]
+        [message] = torn_warnings(caplog)
+        assert f"(offset {record.start}, {offset - record.start} bytes): short record" in message
 
 
 # --- corruption that must not be repaired -----------------------------------------------
+
+
+def later_write(message: str, lsn: int, offset: int) -> str:
+    """The end of a CorruptStore message for damage a later write follows."""
+    return f"{message}, but a valid record of a later write (LSN {lsn}) follows at {offset}"
 
 
 @pytest.mark.parametrize(
@@ -526,9 +802,11 @@ async def test_a_torn_preallocated_newest_segment_is_removed(tmp_path, header):
     [
         pytest.param(0, id="lsn-high-byte"),
         pytest.param(7, id="lsn-low-byte"),
-        pytest.param(8, id="length-high-byte"),
-        pytest.param(11, id="length-low-byte"),
-        pytest.param(13, id="crc"),
+        pytest.param(8, id="write-lsn-high-byte"),
+        pytest.param(15, id="write-lsn-low-byte"),
+        pytest.param(16, id="length-high-byte"),
+        pytest.param(19, id="length-low-byte"),
+        pytest.param(21, id="crc"),
         pytest.param(FRAME_HEADER, id="payload-first-byte"),
         pytest.param(-1, id="payload-last-byte"),
     ],
@@ -537,18 +815,54 @@ async def test_a_torn_preallocated_newest_segment_is_removed(tmp_path, header):
 async def test_a_bit_flip_in_a_record_that_is_not_the_last_is_corruption(
     tmp_path, position, record
 ):
+    # Each write was its own group commit: the record after the damaged one
+    # belongs to a later write, so the damaged one had been synced.
     path = tmp_path / "store"
     ends = await writes_with_ends(path, NINE_SMALL)
+    assert [(r.lsn, r.write_lsn) for r in walk(path / seg(1))] == [(n, n) for n in range(1, 10)]
     starts = [SEGMENT_HEADER, *ends[:-1]]
     start, end = starts[record], ends[record]
     flip(path / seg(1), start + position if position >= 0 else end + position, bit=5)
     before = files(path)
     with pytest.raises(ma.CorruptStore) as info:
         await reopened_reads(path)
-    message = str(info.value)
-    assert message.startswith(f"{path / seg(1)} at byte offset {start}: ")
-    assert message.endswith(f"but a valid record follows at {end}")
+    if position == 16:  # the length grows by 2**29: past the end of the file
+        length = end - start - FRAME_HEADER + 2**29
+        first = f"short record: {PREALLOCATED - start - FRAME_HEADER} of {length} payload bytes"
+    else:
+        first = "record checksum mismatch"
+    assert str(info.value) == (
+        f"{path / seg(1)} at byte offset {start}: {later_write(first, record + 2, end)}"
+    )
     assert files(path) == before  # nothing was truncated or repaired
+
+
+@pytest.mark.parametrize("write_lsn", [6, 0, U64_MAX])
+async def test_a_record_whose_write_lsn_is_not_in_1_to_its_lsn_is_damage(
+    tmp_path, caplog, write_lsn
+):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    path = tmp_path / "store"
+    ends = await writes_with_ends(path, NINE_SMALL)
+    segment = path / seg(1)
+    data = segment.read_bytes()
+    problem = f"record write LSN {write_lsn} is not in [1, LSN 5]"
+    # Record 5, re-framed with a valid CRC: followed by later writes, corruption.
+    bad = frame(5, data[ends[3] + FRAME_HEADER : ends[4]], write_lsn=write_lsn)
+    write_at(segment, ends[3], bad)
+    before = files(path)
+    with pytest.raises(ma.CorruptStore) as info:
+        await reopened_reads(path)
+    assert (
+        str(info.value) == f"{segment} at byte offset {ends[3]}: {later_write(problem, 6, ends[4])}"
+    )
+    assert files(path) == before
+    # As the last record: a torn write, cut off.
+    overwrite(segment, data[: ends[3]] + bad + bytes(PREALLOCATED - ends[4]))
+    assert await reopened_reads(path) == await expected_after(*NINE_SMALL[:4])
+    assert segment.stat().st_size == ends[3]
+    [message] = torn_warnings(caplog)
+    assert message.endswith(f"(offset {ends[3]}, {PREALLOCATED - ends[3]} bytes): {problem}")
 
 
 async def test_records_spliced_out_of_the_middle_are_an_lsn_gap(tmp_path):
@@ -557,28 +871,31 @@ async def test_records_spliced_out_of_the_middle_are_an_lsn_gap(tmp_path):
     segment = path / seg(1)
     data = segment.read_bytes()
     segment.write_bytes(data[: ends[3]] + data[ends[5] :])  # records 5 and 6 removed
+    before = files(path)
     with pytest.raises(ma.CorruptStore) as info:
         await reopened_reads(path)
-    assert str(info.value).startswith(
-        f"{segment} at byte offset {ends[3]}: record LSN 7, expected 5"
+    assert str(info.value) == (
+        f"{segment} at byte offset {ends[3]}: "
+        + later_write("record LSN 7, expected 5", 7, ends[3])
     )
+    assert files(path) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _durable._replay_segment treats a valid record whose LSN is *ahead* of"
-    " the expected one as a torn tail when it is the last record of the newest segment,"
-    " and truncates it (an acknowledged write is dropped instead of CorruptStore)",
-)
 async def test_a_missing_second_to_last_record_is_an_lsn_gap(tmp_path):
+    # Records 8 and 9 were separate writes: 9 could only be written once 8
+    # was synced, so 8 is missing, not torn.
     path = tmp_path / "store"
     ends = await writes_with_ends(path, NINE_SMALL)
     segment = path / seg(1)
     data = segment.read_bytes()
     segment.write_bytes(data[: ends[6]] + data[ends[7] :])  # record 8 removed, 9 kept
     before = files(path)
-    with pytest.raises(ma.CorruptStore, match=f"at byte offset {ends[6]}: record LSN 9"):
+    with pytest.raises(ma.CorruptStore) as info:
         await reopened_reads(path)
+    assert str(info.value) == (
+        f"{segment} at byte offset {ends[6]}: "
+        + later_write("record LSN 9, expected 8", 9, ends[6])
+    )
     assert files(path) == before
 
 
@@ -668,7 +985,10 @@ def _rename(path: Path, name: str, to: str) -> None:
             lambda p, e: os.truncate(p / seg(3), e[seg(3)][1] - 1),
             seg(3),
             "record-2",
-            "short record",
+            lambda e: (
+                f"short record: {e[1] - 1 - e[0] - FRAME_HEADER} of"
+                f" {e[1] - e[0] - FRAME_HEADER} payload bytes"
+            ),
             id="middle-segment-torn",
         ),
         pytest.param(
@@ -682,7 +1002,7 @@ def _rename(path: Path, name: str, to: str) -> None:
             lambda p, e: write_at(p / seg(3), (p / seg(3)).stat().st_size, b"\x01"),
             seg(3),
             "end",
-            "record length 0 outside",
+            "record length 0",
             id="garbage-after-the-zeros-of-a-middle-segment",
         ),
         pytest.param(
@@ -713,6 +1033,20 @@ def _rename(path: Path, name: str, to: str) -> None:
             "segment header checksum mismatch",
             id="newest-segment-header-damaged",
         ),
+        pytest.param(
+            lambda p, e: write_at(p / seg(3), 0, segment_header(3, reserved=(1, 0))),
+            seg(3),
+            12,
+            "segment header reserved fields are not zero",
+            id="middle-segment-reserved-field",
+        ),
+        pytest.param(
+            lambda p, e: write_at(p / seg(5), 0, segment_header(5, reserved=(0, 1))),
+            seg(5),
+            24,
+            "segment header reserved fields are not zero",
+            id="newest-segment-reserved-field",
+        ),
     ],
 )
 async def test_damage_to_a_segment_that_is_not_a_torn_tail_is_corruption(
@@ -728,10 +1062,13 @@ async def test_damage_to_a_segment_that_is_not_a_torn_tail_is_corruption(
         offset = ends[where][0]
     elif offset == "end":
         offset = ends[where][1]
+    if callable(message):
+        message = message(ends[where])
     before = files(path)
     with pytest.raises(ma.CorruptStore) as info:
         await reopened_reads(path)
-    assert str(info.value).startswith(f"{path / where} at byte offset {offset}: {message}")
+    # Outside the last segment damage is corruption whatever follows it.
+    assert str(info.value) == f"{path / where} at byte offset {offset}: {message}"
     assert files(path) == before
 
 
@@ -743,32 +1080,54 @@ async def checkpointed(path: Path) -> int:
     return records
 
 
-@pytest.mark.parametrize("offset", [0, 20, 33, 40, 41, -1], ids=lambda o: f"byte-{o}")
-async def test_a_damaged_newest_snapshot_is_corruption(tmp_path, offset):
+@pytest.mark.parametrize(
+    ("flipped", "offset", "message"),
+    [
+        pytest.param(0, 0, "snapshot has the wrong magic", id="magic"),
+        pytest.param(12, 36, "snapshot header checksum mismatch", id="reserved"),
+        pytest.param(20, 36, "snapshot header checksum mismatch", id="lsn"),
+        pytest.param(33, 36, "snapshot header checksum mismatch", id="body-crc-field"),
+        pytest.param(40, 40, "snapshot body checksum mismatch", id="body-first-byte"),
+        pytest.param(41, 40, "snapshot body checksum mismatch", id="body-second-byte"),
+        pytest.param(-1, 40, "snapshot body checksum mismatch", id="body-last-byte"),
+    ],
+)
+async def test_a_damaged_newest_snapshot_is_corruption_named_with_its_offset(
+    tmp_path, flipped, offset, message
+):
+    # Its log was deleted by the checkpoint: replaying what is left would
+    # leave a gap, but the error names the first damage, the snapshot.
     path = tmp_path / "store"
     records = await checkpointed(path)
     target = path / snap(records)
-    flip(target, offset if offset >= 0 else target.stat().st_size + offset)
+    flip(target, flipped if flipped >= 0 else target.stat().st_size + flipped)
     before = files(path)
-    with pytest.raises(ma.CorruptStore):
+    with pytest.raises(ma.CorruptStore) as info:
         await reopened_reads(path)
+    assert str(info.value) == (
+        f"{target} at byte offset {offset}: {message}; the log does not cover it"
+    )
     assert files(path) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _durable._recover replays the log before it reports a damaged snapshot;"
-    " with the covered segments deleted, _replay_segment raises first, naming the"
-    " segment ('log starts at LSN 10, but the snapshot ends at 0') instead of the snapshot",
-)
-@pytest.mark.parametrize(("flipped", "offset"), [(20, 36), (41, 40)], ids=["header", "body"])
-async def test_a_damaged_newest_snapshot_is_named_with_its_offset(tmp_path, flipped, offset):
+def snapshot_with_reserved(data: bytes, reserved: int) -> bytes:
+    head = data[:12] + struct.pack(">I", reserved) + data[16:36]
+    return head + struct.pack(">I", zlib.crc32(head)) + data[40:]
+
+
+async def test_a_snapshot_with_a_non_zero_reserved_field_is_corruption(tmp_path):
     path = tmp_path / "store"
     records = await checkpointed(path)
-    flip(path / snap(records), flipped)
+    target = path / snap(records)
+    overwrite(target, snapshot_with_reserved(target.read_bytes(), 1))
+    before = files(path)
     with pytest.raises(ma.CorruptStore) as info:
         await reopened_reads(path)
-    assert str(info.value).startswith(f"{path / snap(records)} at byte offset {offset}: ")
+    assert str(info.value) == (
+        f"{target} at byte offset 12: snapshot header reserved field is not zero;"
+        " the log does not cover it"
+    )
+    assert files(path) == before
 
 
 class KeepSegmentsIO(FileIO):
@@ -927,47 +1286,96 @@ async def test_a_record_of_the_wrong_shape_is_corruption(tmp_path, plain, messag
     assert str(info.value).startswith(f"{path / seg(1)} at byte offset {start + FRAME_HEADER}: ")
 
 
-async def test_a_frame_declaring_more_than_max_record_bytes_mid_log_is_corruption(tmp_path):
+BIG_LENGTH = 2**31
+
+
+def header_only(lsn: int, length: int) -> bytes:
+    """A frame header declaring `length` payload bytes, CRC over the header alone."""
+    head = struct.pack(">QQI", lsn, lsn, length)
+    return head + struct.pack(">I", zlib.crc32(head))
+
+
+@pytest.mark.parametrize(
+    ("follows", "torn"),
+    [
+        pytest.param(b"", True, id="nothing"),
+        pytest.param(frame(3, oauth_effect(b"after")), False, id="a-later-write"),
+        pytest.param(frame(3, oauth_effect(b"after"), write_lsn=2), True, id="the-same-write"),
+        pytest.param(frame(2, oauth_effect(b"after")), True, id="lsn-2-of-write-2"),
+        pytest.param(frame(1, oauth_effect(b"after")), True, id="a-stale-copy-of-lsn-1"),
+    ],
+)
+async def test_a_frame_declaring_a_huge_length_is_judged_by_what_follows(
+    tmp_path, caplog, follows, torn
+):
+    """Record 2's header declares 2 GiB (more than max_record_bytes and the
+    file): damage, not a too-large record. Torn unless a record of a later
+    write (write LSN > 2) follows."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
     path = tmp_path / "store"
     start = await store_with_one_record(path)
-    head = struct.pack(">QI", 2, 2**31)
-    bad = head + struct.pack(">I", zlib.crc32(head))
-    write_at(path / seg(1), start, bad + frame(2, oauth_effect(b"after")))
-    with pytest.raises(ma.CorruptStore) as info:
-        await reopened_reads(path)
-    assert str(info.value) == (
-        f"{path / seg(1)} at byte offset {start}: record length {2**31} outside"
-        f" [1, {64 * 1024 * 1024}], but a valid record follows at {start + 16}"
+    segment = path / seg(1)
+    write_at(segment, start, header_only(2, BIG_LENGTH) + follows)
+    problem = f"short record: {PREALLOCATED - start - FRAME_HEADER} of {BIG_LENGTH} payload bytes"
+    if not torn:
+        before = files(path)
+        with pytest.raises(ma.CorruptStore) as info:
+            await reopened_reads(path)
+        assert str(info.value) == (
+            f"{segment} at byte offset {start}: " + later_write(problem, 3, start + FRAME_HEADER)
+        )
+        assert files(path) == before
+        return
+    assert await reopened_reads(path) == await expected_after(oauth_write(b"first"))
+    assert segment.stat().st_size == start
+    [message] = torn_warnings(caplog)
+    assert message == (
+        f"{real(path)}: truncated a torn write at the end of {segment}"
+        f" (offset {start}, {PREALLOCATED - start} bytes): {problem}"
     )
 
 
-async def test_a_record_over_a_smaller_max_record_bytes_mid_log_is_corruption(tmp_path):
-    path = tmp_path / "store"
-    writes = [oauth_write(b"a"), oauth_write(b"x" * 500), oauth_write(b"b")]
-    ends = await writes_with_ends(path, writes)
-    with pytest.raises(ma.CorruptStore, match=r"record length 5\d\d outside \[1, 100\]") as info:
-        await reopened_reads(path, max_record_bytes=100)
-    assert str(info.value).startswith(f"{path / seg(1)} at byte offset {ends[0]}: ")
-    assert await reopened_reads(path) == await expected_after(*writes)
+def too_large(size: int, limit: int) -> str:
+    return (
+        f"record of {size} bytes is over max_record_bytes={limit}; open the store with a"
+        " larger max_record_bytes"
+    )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _durable._replay_segment treats a complete, CRC-valid last record whose"
-    " length exceeds max_record_bytes as a torn tail and truncates it: reopening with a"
-    " smaller max_record_bytes silently drops acknowledged writes (open_store's docstring"
-    " promises CorruptStore)",
-)
-async def test_a_last_record_over_a_smaller_max_record_bytes_is_corruption(tmp_path):
+@pytest.mark.parametrize("last", [False, True], ids=["mid-log", "last-record"])
+async def test_a_record_over_a_smaller_max_record_bytes_is_corruption(tmp_path, last):
+    # A whole, valid record: the store was written with a larger limit. Even
+    # as the very last record it is not torn, and nothing is truncated.
     path = tmp_path / "store"
     writes = [oauth_write(b"a"), oauth_write(b"x" * 500)]
-    await writes_with_ends(path, writes)
+    if not last:
+        writes.append(oauth_write(b"b"))
+    ends = await writes_with_ends(path, writes)
     before = files(path)
-    try:
-        with pytest.raises(ma.CorruptStore):
-            await reopened_reads(path, max_record_bytes=100)
-    finally:
-        assert files(path) == before
+    with pytest.raises(ma.CorruptStore) as info:
+        await reopened_reads(path, max_record_bytes=100)
+    size = ends[1] - ends[0] - FRAME_HEADER
+    assert 500 < size < 600
+    assert str(info.value) == (f"{path / seg(1)} at byte offset {ends[0]}: {too_large(size, 100)}")
+    assert files(path) == before
+    assert await reopened_reads(path, max_record_bytes=size) == await expected_after(*writes)
+
+
+async def test_a_too_large_record_inside_a_torn_last_write_is_corruption(tmp_path):
+    # Records 2 and 3, one write: record 3 is torn, record 2 is whole but over
+    # the limit. The limit is checked first: CorruptStore, nothing cut.
+    path = tmp_path / "store"
+    start = await store_with_one_record(path)
+    big = frame(2, oauth_effect(b"x" * 500), write_lsn=2)
+    torn = frame(3, oauth_effect(b"y"), write_lsn=2)[:-3]
+    write_at(path / seg(1), start, big + torn)
+    before = files(path)
+    with pytest.raises(ma.CorruptStore) as info:
+        await reopened_reads(path, max_record_bytes=100)
+    assert str(info.value) == (
+        f"{path / seg(1)} at byte offset {start}: {too_large(len(big) - FRAME_HEADER, 100)}"
+    )
+    assert files(path) == before
 
 
 # --- format version and directories -----------------------------------------------------
@@ -1001,10 +1409,19 @@ async def test_a_store_of_a_newer_format_version_is_refused_untouched(tmp_path):
         (lambda data: data[:10], 0, "FORMAT file is 10 bytes, expected 16"),
         (lambda data: b"", 0, "FORMAT file is 0 bytes, expected 16"),
         (lambda data: b"X" + data[1:], 0, "FORMAT file has the wrong magic"),
-        (lambda data: data[:13] + bytes([data[13] ^ 1]) + data[14:], 12, "checksum mismatch"),
-        (lambda data: format_file(1)[:11] + b"\x02" + format_file(1)[12:], 12, "checksum"),
+        (
+            lambda data: data[:13] + bytes([data[13] ^ 1]) + data[14:],
+            12,
+            "FORMAT file checksum mismatch",
+        ),
+        (
+            lambda data: format_file(1)[:11] + b"\x02" + format_file(1)[12:],
+            12,
+            "FORMAT file checksum mismatch",
+        ),
+        (lambda data: format_file(0), 8, "FORMAT file names version 0; versions start at 1"),
     ],
-    ids=["short", "empty", "magic", "crc", "version-without-crc"],
+    ids=["short", "empty", "magic", "crc", "version-without-crc", "version-0"],
 )
 async def test_a_corrupt_format_file_is_corruption(tmp_path, damage, offset, message):
     path = tmp_path / "store"
@@ -1013,8 +1430,7 @@ async def test_a_corrupt_format_file_is_corruption(tmp_path, damage, offset, mes
     before = files(path)
     with pytest.raises(ma.CorruptStore) as info:
         await reopened_reads(path)
-    assert str(info.value).startswith(f"{path / 'FORMAT'} at byte offset {offset}: ")
-    assert message in str(info.value)
+    assert str(info.value) == f"{path / 'FORMAT'} at byte offset {offset}: {message}"
     assert files(path) == before
 
 
@@ -1033,19 +1449,31 @@ async def test_a_directory_that_is_not_a_store_is_refused(tmp_path):
     assert not any(name.startswith("log-") for name in os.listdir(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _durable.DurableLog.open takes the lock (creating LOCK) before"
-    " _check_format finds the directory is not a store; the refused open leaves a LOCK"
-    " file in the user's directory",
+@pytest.mark.parametrize(
+    ("names", "named"),
+    [
+        (["notes.txt"], "notes.txt"),
+        (["notes.txt.tmp"], "notes.txt.tmp"),  # not a temp file the store makes
+        (["log-00000000000000000001.log.tmp"], "log-00000000000000000001.log.tmp"),
+        (["log-00000000000000000001.log"], "log-00000000000000000001.log"),
+        (["b", "a", "FORMAT.tmp"], "a"),
+    ],
 )
-async def test_a_refused_foreign_directory_is_left_as_it_was(tmp_path):
+@pytest.mark.usefixtures("no_umask")
+async def test_a_refused_foreign_directory_is_left_as_it_was(tmp_path, names, named):
+    # Refused before the LOCK file is created; nothing is removed or chmodded.
     path = tmp_path / "documents"
-    path.mkdir()
-    (path / "notes.txt").write_text("mine")
-    with pytest.raises(ma.ReadFailed):
+    path.mkdir(mode=0o755)
+    for name in names:
+        (path / name).write_text("mine")
+    with pytest.raises(ma.ReadFailed) as info:
         await reopened_reads(path)
-    assert os.listdir(path) == ["notes.txt"]
+    assert type(info.value) is ma.ReadFailed
+    assert str(info.value) == (
+        f"{real(path)} is not a meerkat_actor store (it holds {named!r} and no FORMAT file)"
+    )
+    assert sorted(os.listdir(path)) == sorted(names)
+    assert os.stat(path).st_mode & 0o777 == 0o755
 
 
 async def test_a_path_that_is_a_file_is_refused(tmp_path):
@@ -1077,19 +1505,32 @@ async def test_an_empty_or_missing_directory_is_initialised(tmp_path, kind):
         assert await store.load_auth_oauth_flow_snapshot() == b"first"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a crash while a new store writes FORMAT leaves FORMAT.tmp;"
-    " _durable._check_format runs before the temp-file cleanup in _recover and"
-    " _write_atomically's O_EXCL create of FORMAT.tmp fails, so the directory can never"
-    " be opened (ReadFailed 'File exists')",
+@pytest.mark.parametrize(
+    "leftovers",
+    [["FORMAT.tmp"], ["FORMAT.tmp", "LOCK"], [snap(3) + ".tmp", "FORMAT.tmp"]],
+    ids=["format-temp", "with-lock", "with-snapshot-temp"],
 )
-async def test_a_store_whose_initialisation_crashed_opens(tmp_path):
+async def test_a_store_whose_initialisation_crashed_opens(tmp_path, leftovers):
+    # A crash while a new store wrote FORMAT (temp, fsync, rename) leaves its
+    # temp file: it is removed before FORMAT is written again.
     path = tmp_path / "store"
     path.mkdir(mode=0o700)
-    (path / "FORMAT.tmp").write_bytes(format_file(1)[:5])
+    for name in leftovers:
+        (path / name).write_bytes(format_file(1)[:5])
     async with ma.open_store(path) as store:
+        assert sorted(os.listdir(path)) == store_files(seg(1))
         await store.persist_auth_oauth_flow_snapshot(b"ok")
+    assert (path / "FORMAT").read_bytes() == format_file(1)
+    assert sorted(os.listdir(path)) == store_files(snap(1), seg(2))
+    async with ma.open_store(path) as store:
+        assert await store.load_auth_oauth_flow_snapshot() == b"ok"
+
+
+async def test_a_stale_format_temp_next_to_a_valid_format_is_removed(tmp_path):
+    path = tmp_path / "store"
+    await checkpointed(path)
+    (path / "FORMAT.tmp").write_bytes(b"partial")
+    assert await reopened_reads(path) == await expected_after(every_kind_of_write)
     assert "FORMAT.tmp" not in os.listdir(path)
 
 
@@ -1180,6 +1621,31 @@ async def test_the_directory_is_private_and_every_file_is_0600(tmp_path):
         await store.persist_auth_oauth_flow_snapshot(b"more")
     assert modes(path) == dict.fromkeys(store_files(snap(records + 1), seg(records + 2)), 0o600)
     assert os.stat(path).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.usefixtures("no_umask")
+@pytest.mark.parametrize("mode", [0o755, 0o777, 0o711])
+async def test_a_new_store_in_an_existing_directory_makes_it_private(tmp_path, mode):
+    path = tmp_path / "store"
+    path.mkdir()
+    os.chmod(path, mode)
+    async with ma.open_store(path) as store:
+        assert os.stat(path).st_mode & 0o777 == 0o700
+        await store.persist_auth_oauth_flow_snapshot(b"x")
+    assert os.stat(path).st_mode & 0o777 == 0o700
+    assert modes(path) == dict.fromkeys(store_files(snap(1), seg(2)), 0o600)
+
+
+@pytest.mark.usefixtures("no_umask")
+async def test_an_existing_store_keeps_the_mode_its_owner_gave_it(tmp_path):
+    path = tmp_path / "store"
+    async with ma.open_store(path) as store:
+        await store.persist_auth_oauth_flow_snapshot(b"x")
+    os.chmod(path, 0o750)
+    async with ma.open_store(path) as store:
+        assert await store.load_auth_oauth_flow_snapshot() == b"x"
+        await store.persist_auth_oauth_flow_snapshot(b"y")
+    assert os.stat(path).st_mode & 0o777 == 0o750
 
 
 # --- auth authority key -----------------------------------------------------------------
@@ -1308,6 +1774,16 @@ async def test_a_record_of_exactly_max_record_bytes_is_accepted_and_reopens(tmp_
         ({"max_record_bytes": -1}, ValueError, "max_record_bytes must be at least 1, got -1"),
         ({"max_record_bytes": 0}, ValueError, "max_record_bytes must be at least 1, got 0"),
         ({"max_record_bytes": True}, TypeError, "max_record_bytes must be int, got bool"),
+        (
+            {"max_record_bytes": 2**32},
+            ValueError,
+            "max_record_bytes must be at most 2**32-1 (the format's length field), got 4294967296",
+        ),
+        (
+            {"max_record_bytes": 2**64},
+            ValueError,
+            f"max_record_bytes must be at most 2**32-1 (the format's length field), got {2**64}",
+        ),
     ],
 )
 async def test_bad_arguments_to_open_store(tmp_path, kwargs, error, message):
@@ -1317,3 +1793,12 @@ async def test_bad_arguments_to_open_store(tmp_path, kwargs, error, message):
             pytest.fail("opened")
     assert str(info.value) == message
     assert not (tmp_path / "store").exists()
+
+
+async def test_the_largest_max_record_bytes_the_format_can_hold_is_accepted(tmp_path):
+    path = tmp_path / "store"
+    async with crashed(path, max_record_bytes=2**32 - 1) as store:
+        await store.persist_auth_oauth_flow_snapshot(b"z")
+    assert await reopened_reads(path, max_record_bytes=2**32 - 1) == await expected_after(
+        oauth_write(b"z")
+    )
