@@ -260,6 +260,16 @@ class DurableLog:
                 self._remove_durably(path)
                 return False
             raise _corrupt(path, exc.offset, str(exc)) from exc
+        if (
+            replay.expected is not None
+            and first_lsn < replay.expected
+            and data.count(0, fmt.SEGMENT_HEADER) == len(data) - fmt.SEGMENT_HEADER
+        ):
+            # A segment a failed rotation left behind: it holds no record, and
+            # the records it was meant for went on in the previous segment.
+            warnings.append(f"removed {path}: a record-less segment a failed rotation left")
+            self._remove_durably(path)
+            return True
         _check_segment_start(path, header_lsn, first_lsn, replay)
         replay.expected = first_lsn
         offset = fmt.SEGMENT_HEADER
@@ -357,32 +367,60 @@ class DurableLog:
     # --- writing ---------------------------------------------------------------------
 
     def _write_atomically(self, name: str, data: bytes) -> None:
-        """temp file -> fsync -> rename -> fsync directory. Raises OSError."""
+        """temp file -> fsync -> rename -> fsync directory. Raises OSError.
+
+        If a step before the rename fails, the temp file is removed (best
+        effort), so a retry can create it again.
+        """
         io = self.io
         temp = self._path(name + _TMP)
         handle = io.create(temp)
         try:
-            io.write(handle, data)
-            io.sync(handle)
-        finally:
-            io.close(handle)
-        io.rename(temp, self._path(name))
+            try:
+                io.write(handle, data)
+                io.sync(handle)
+            finally:
+                io.close(handle)
+            io.rename(temp, self._path(name))
+        except OSError:
+            self._discard(temp)
+            raise
         io.sync_dir(self.directory)
 
+    def _discard(self, path: str) -> None:
+        """Remove a file a failed step left behind; failures are only logged."""
+        try:
+            self.io.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            logger.exception("cannot remove %s after a failed write", path)
+
     def _create_segment(self, first_lsn: int) -> None:
+        """Create, fill and sync a new segment, then sync the directory.
+
+        On an I/O failure the new file is removed again (best effort) and
+        `WriteFailed` is raised: the current segment stays in use.
+        """
         io = self.io
         path = self._path(fmt.segment_name(first_lsn))
         header = fmt.encode_segment_header(first_lsn)
         try:
             handle = io.create(path)
-            try:
-                io.write_at(handle, 0, header + bytes(PREALLOCATE - len(header)))
-                io.sync(handle)
-            except BaseException:
-                io.close(handle)
-                raise
-            io.sync_dir(self.directory)
         except OSError as exc:
+            raise WriteFailed(f"cannot create log segment {path}: {exc}") from exc
+        try:
+            io.write_at(handle, 0, header + bytes(PREALLOCATE - len(header)))
+            io.sync(handle)
+            io.sync_dir(self.directory)
+        except BaseException as exc:
+            try:
+                io.close(handle)
+            except OSError:
+                logger.exception("cannot close %s", path)
+            if not isinstance(exc, OSError):
+                raise
+            self._discard(path)
             raise WriteFailed(f"cannot create log segment {path}: {exc}") from exc
         self._segment = handle
         self.segment_first_lsn = first_lsn
@@ -392,9 +430,9 @@ class DurableLog:
     def append(self, data: bytes) -> None:
         """Write framed records at the end of the log and make them durable.
 
-        On failure the segment is cut back to its last durable length (best
-        effort, so a reopen in this process cannot see the failed records) and
-        `OSError` propagates: the caller must poison the store. Never retried.
+        On failure the failed records are zeroed or cut off (best effort, so a
+        reopen in this boot cannot see them) and `OSError` propagates: the
+        caller must poison the store. Never retried.
         """
         segment = self._segment
         if segment is None:
@@ -411,12 +449,24 @@ class DurableLog:
             self.io.write_at(segment, start, data)
             self.io.sync(segment)
         except OSError:
-            try:
-                self.io.write_at(segment, start, bytes(len(data)))
-            except OSError:
-                logger.exception("cannot zero %s back after a failed append", segment.path)
+            self._undo_append(segment, start, len(data))
             raise
         self._segment_size = end
+
+    def _undo_append(self, segment: Handle, start: int, length: int) -> None:
+        """Best effort after a failed append: make the failed records unreadable
+        (zero them; if that fails too, cut the file at `start`), so a reopen in
+        this boot does not replay a write whose callers got `WriteFailed`."""
+        try:
+            self.io.write_at(segment, start, bytes(length))
+            return
+        except OSError:
+            logger.exception("cannot zero %s back after a failed append", segment.path)
+        try:
+            self.io.truncate(segment.path, start)
+            self._allocated = start
+        except OSError:
+            logger.exception("cannot cut %s back after a failed append", segment.path)
 
     def rotate(self, first_lsn: int) -> None:
         """Start a new segment whose first record will be `first_lsn`.

@@ -1,0 +1,54 @@
+"""The child process of test_kill9.py: commits random operations until killed.
+
+    python _kill9_child.py DIRECTORY SEED GENERATION TASKS CHECKPOINT_BYTES
+
+Opens the durable store in DIRECTORY and writes `ready`, then runs TASKS trio
+tasks. Task `t` performs the operations `_workload.plan(SEED, GENERATION, t)`
+yields, one after the other, forever, and reports each on stdout, one
+`write(2)` per line, so a SIGKILL never leaves half a line behind another:
+
+    begin <task> <index>     written before the call is made
+    ack <task> <index>       written after the call returned (it is durable)
+
+An operation that raises writes `error <task> <index> <message>` and stops the
+task: the parent fails on it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import trio
+from _workload import plan
+
+import meerkat_actor as ma
+
+
+def _say(line: str) -> None:
+    os.write(1, (line + "\n").encode())
+
+
+async def _task(store: ma.RuntimeStore, seed: int, generation: int, task: int) -> None:
+    for index, operation in enumerate(plan(seed, generation, task)):
+        _say(f"begin {task} {index}")
+        try:
+            await operation.perform(store)
+        except Exception as exc:
+            _say(f"error {task} {index} {type(exc).__name__}: {exc}".replace("\n", " "))
+            return
+        _say(f"ack {task} {index}")
+
+
+async def main(directory: str, seed: int, generation: int, tasks: int, checkpoint: int) -> None:
+    async with ma.open_store(directory, checkpoint_bytes=checkpoint) as store:
+        _say("ready")
+        async with trio.open_nursery() as nursery:
+            for task in range(tasks):
+                nursery.start_soon(_task, store, seed, generation, task)
+
+
+if __name__ == "__main__":
+    directory, *numbers = sys.argv[1:]
+    seed, generation, tasks, checkpoint = map(int, numbers)
+    trio.run(main, directory, seed, generation, tasks, checkpoint)

@@ -1,0 +1,136 @@
+"""Randomly generated operations, deterministic in a seed, with their model.
+
+`plan(seed, generation, task)` yields the operations of one task: atomic
+applies (a unique receipt, 1-3 input states, a session snapshot), input state
+upserts, OAuth counter increments, lifecycle commits, and now and then an
+explicit checkpoint. `Operation.perform` runs one on a store;
+`Operation.apply` runs it on a `ReferenceModel`.
+
+Each task writes only under its own runtime (`runtime_id(generation, task)`)
+and updates only input ids it created, so a task's operations are totally
+ordered and two tasks never touch the same key, except the store-wide OAuth
+snapshot, a decimal counter every task increments.
+
+Used by the kill -9 child (`_kill9_child.py`), by its parent
+(`test_kill9.py`), which rebuilds the operations a child began from the same
+arguments, and by the fault injection tests.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import meerkat_actor as ma
+from meerkat_actor.testing import ReferenceModel
+
+_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+_TRANSITIONS = sorted(
+    (
+        (source, target)
+        for source, targets in ma.LIFECYCLE_TRANSITIONS.items()
+        for target in targets
+    ),
+    key=lambda pair: (pair[0].value, pair[1].value),
+)
+_KINDS = ("atomic_apply", "persist_input_state", "oauth_increment", "lifecycle", "checkpoint")
+_WEIGHTS = (40, 25, 15, 15, 2)
+
+
+def runtime_id(generation: int, task: int) -> ma.LogicalRuntimeId:
+    return ma.LogicalRuntimeId(f"gen-{generation}-task-{task}")
+
+
+def increment(current: bytes | None) -> bytes:
+    """The OAuth snapshot as a decimal counter, plus one."""
+    return str(int(current or b"0") + 1).encode()
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One call of a task: `kind` and the arguments after the runtime id."""
+
+    kind: str
+    runtime_id: ma.LogicalRuntimeId
+    args: tuple[Any, ...] = ()
+
+    async def perform(self, store: ma.RuntimeStore) -> None:
+        if self.kind == "oauth_increment":
+            await store.update_auth_oauth_flow_snapshot(increment)
+        elif self.kind == "checkpoint":
+            await store.checkpoint()  # type: ignore[attr-defined]
+        elif self.kind == "lifecycle":
+            await store.commit_machine_lifecycle(self.runtime_id, *self.args)
+        else:
+            await getattr(store, self.kind)(self.runtime_id, *self.args)
+
+    def apply(self, model: ReferenceModel) -> None:
+        """The operation's effect on the model."""
+        if self.kind == "oauth_increment":
+            model.update_auth_oauth_flow_snapshot(increment)
+        elif self.kind == "lifecycle":
+            model.commit_machine_lifecycle(self.runtime_id, *self.args)
+        elif self.kind != "checkpoint":
+            getattr(model, self.kind)(self.runtime_id, *self.args)
+
+
+def plan(seed: int, generation: int, task: int) -> Iterator[Operation]:
+    """The operations of one task, deterministic in its arguments."""
+    rng = random.Random(f"{seed}/{generation}/{task}")
+    rt = runtime_id(generation, task)
+    known: list[ma.InputId] = []  # input ids this task has written, for updates
+
+    def fresh_uuid() -> uuid.UUID:
+        return uuid.UUID(int=rng.getrandbits(128))
+
+    def input_state(index: int) -> ma.StoredInputState:
+        if known and rng.random() < 0.4:
+            input_id = rng.choice(known)
+        else:
+            input_id = ma.InputId(fresh_uuid())
+            known.append(input_id)
+        shell = ma.StoredInputState.new_accepted(input_id, now=_EPOCH).state
+        padding = "x" * rng.choice((0, 0, 10, 200, 2000))
+        return ma.StoredInputState(
+            ma.InputState(
+                input_id=input_id,
+                created_at=shell.created_at,
+                updated_at=_EPOCH + timedelta(microseconds=index),
+                persisted_input={"op": index, "padding": padding},
+            ),
+            ma.InputStateSeed(
+                phase=rng.choice(list(ma.InputLifecycleState)),
+                attempt_count=rng.randrange(5),
+            ),
+        )
+
+    for index in range(sys.maxsize):
+        kind = rng.choices(_KINDS, _WEIGHTS)[0]
+        if kind == "atomic_apply":
+            states = [input_state(index) for _ in range(rng.randint(1, 3))]
+            session_id = ma.SessionId(fresh_uuid())
+            snapshot = json.dumps({"id": str(session_id), "task": task, "op": index}).encode()
+            receipt = ma.RunBoundaryReceipt(
+                run_id=ma.RunId(fresh_uuid()),
+                boundary=rng.choice(list(ma.RunApplyBoundary)),
+                contributing_input_ids=tuple(s.state.input_id for s in states),
+                conversation_digest=f"digest-{index}",
+                message_count=index,
+                sequence=rng.getrandbits(64),
+            )
+            key = session_id if rng.random() < 0.5 else None
+            yield Operation(kind, rt, (ma.SessionDelta(snapshot), receipt, states, key))
+        elif kind == "persist_input_state":
+            yield Operation(kind, rt, (input_state(index),))
+        elif kind == "lifecycle":
+            commit = ma.machine_transition(*rng.choice(_TRANSITIONS))
+            states = [input_state(index) for _ in range(rng.randint(0, 2))]
+            yield Operation(kind, rt, (commit, states))
+        else:
+            yield Operation(kind, rt)
