@@ -13,7 +13,10 @@ Reports ops/s, p50/p99 latency, fsyncs per commit (the actor counts its own;
 SQLite in WAL mode with synchronous=FULL syncs the WAL once per commit) and
 the actor/SQLite throughput ratio per concurrency level.
 
-    python benchmarks/commit_throughput.py [--seconds 3] [--dir /path/on/the/disk]
+    python benchmarks/commit_throughput.py [--ops 6000] [--dir /path/on/the/disk] [--no-session]
+
+Operations are made before the clock starts (both backends get the same
+ones), so the figures measure the stores, not the workload generator.
 """
 
 from __future__ import annotations
@@ -74,44 +77,56 @@ def make_operation(rng: random.Random, runtime: ma.LogicalRuntimeId) -> tuple:
 
 
 async def drive(
-    concurrency: int, seconds: float, op: Callable[[int, random.Random], Awaitable[None]]
+    operations: list[list[tuple]], op: Callable[[int, tuple], Awaitable[None]]
 ) -> list[float]:
+    """Run worker n over `operations[n]`, all workers at once; return latencies."""
     latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
 
     async def worker(n: int) -> None:
-        rng = random.Random(n)
-        while time.perf_counter() < deadline:
+        for operation in operations[n]:
             started = time.perf_counter()
-            await op(n, rng)
+            await op(n, operation)
             latencies.append(time.perf_counter() - started)
 
     async with trio.open_nursery() as nursery:
-        for n in range(concurrency):
+        for n in range(len(operations)):
             nursery.start_soon(worker, n)
     return latencies
 
 
-async def bench_actor(directory: Path, concurrency: int, seconds: float) -> dict[str, float]:
+def plan(concurrency: int, total: int, with_session: bool) -> list[list[tuple]]:
+    """Pre-made operations, so the timed part measures the store, not the generator."""
+    per_worker = max(1, total // concurrency)
+    plans = []
+    for n in range(concurrency):
+        rng = random.Random(n)
+        runtime = ma.LogicalRuntimeId(f"rt-{n}")
+        made = [make_operation(rng, runtime) for _ in range(per_worker)]
+        if not with_session:
+            made = [(r, None, receipt, states) for r, _, receipt, states in made]
+        plans.append(made)
+    return plans
+
+
+async def bench_actor(directory: Path, operations: list[list[tuple]]) -> dict[str, float]:
     async with ma.open_store(directory) as store:
 
-        async def op(n: int, rng: random.Random) -> None:
-            runtime, delta, receipt, states = make_operation(rng, ma.LogicalRuntimeId(f"rt-{n}"))
-            await store.atomic_apply(runtime, delta, receipt, states)
+        async def op(n: int, operation: tuple) -> None:
+            await store.atomic_apply(*operation)
 
         started = time.perf_counter()
-        latencies = await drive(concurrency, seconds, op)
+        latencies = await drive(operations, op)
         elapsed = time.perf_counter() - started
         stats = store.statistics()
     return summarize(latencies, elapsed, stats.fsyncs / max(stats.records, 1))
 
 
-async def bench_sqlite(path: Path, concurrency: int, seconds: float) -> dict[str, float]:
+async def bench_sqlite(path: Path, operations: list[list[tuple]]) -> dict[str, float]:
     setup = sqlite3.connect(path)
     setup.execute("PRAGMA journal_mode=WAL")
     setup.executescript(SCHEMA)
     setup.close()
-    limiter = trio.CapacityLimiter(concurrency)
+    limiter = trio.CapacityLimiter(len(operations))
     connections: dict[int, sqlite3.Connection] = {}
 
     def connection(n: int) -> sqlite3.Connection:
@@ -127,11 +142,12 @@ async def bench_sqlite(path: Path, concurrency: int, seconds: float) -> dict[str
         conn = connection(n)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                "INSERT INTO runtime_session_snapshots VALUES (?, ?) ON CONFLICT(runtime_id)"
-                " DO UPDATE SET session_snapshot = excluded.session_snapshot",
-                (str(runtime), delta.session_snapshot),
-            )
+            if delta is not None:
+                conn.execute(
+                    "INSERT INTO runtime_session_snapshots VALUES (?, ?) ON CONFLICT(runtime_id)"
+                    " DO UPDATE SET session_snapshot = excluded.session_snapshot",
+                    (str(runtime), delta.session_snapshot),
+                )
             conn.execute(
                 "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
                 (str(runtime), str(receipt.run_id), receipt.sequence, dumps_json(receipt)),
@@ -146,12 +162,13 @@ async def bench_sqlite(path: Path, concurrency: int, seconds: float) -> dict[str
             conn.execute("ROLLBACK")
             raise
 
-    async def op(n: int, rng: random.Random) -> None:
-        operation = make_operation(rng, ma.LogicalRuntimeId(f"rt-{n}"))
+    async def op(n: int, operation: tuple) -> None:
         await trio.to_thread.run_sync(commit, n, operation, limiter=limiter)
 
+    for n in range(len(operations)):  # connect outside the timed part
+        connection(n)
     started = time.perf_counter()
-    latencies = await drive(concurrency, seconds, op)
+    latencies = await drive(operations, op)
     elapsed = time.perf_counter() - started
     for conn in connections.values():
         conn.close()
@@ -168,12 +185,17 @@ def summarize(latencies: list[float], elapsed: float, fsyncs_per_commit: float) 
     }
 
 
-async def main(seconds: float, base: Path | None) -> None:
+async def main(total: int, base: Path | None, with_session: bool) -> None:
+    what = "with" if with_session else "without"
+    print(f"atomic_apply {what} a 4 KiB session snapshot, 1-8 input states; {total} ops per row")
     print(f"{'backend':<8} {'tasks':>5} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fsync/op':>9}")
     for concurrency in (1, 8, 64):
+        count = total if concurrency > 1 else total // 2
         with tempfile.TemporaryDirectory(dir=base) as tmp:
-            actor = await bench_actor(Path(tmp) / "actor", concurrency, seconds)
-            sqlite = await bench_sqlite(Path(tmp) / "peer.sqlite3", concurrency, seconds)
+            actor = await bench_actor(Path(tmp) / "actor", plan(concurrency, count, with_session))
+            sqlite = await bench_sqlite(
+                Path(tmp) / "peer.sqlite3", plan(concurrency, count, with_session)
+            )
         for name, result in (("actor", actor), ("sqlite", sqlite)):
             print(
                 f"{name:<8} {concurrency:>5} {result['ops']:>9.0f} {result['p50_ms']:>8.2f}"
@@ -184,7 +206,10 @@ async def main(seconds: float, base: Path | None) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--ops", type=int, default=6000, help="operations per measurement")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the stores")
+    parser.add_argument(
+        "--no-session", action="store_true", help="commit receipts and input states only"
+    )
     args = parser.parse_args()
-    trio.run(main, args.seconds, args.dir)
+    trio.run(main, args.ops, args.dir, not args.no_session)
