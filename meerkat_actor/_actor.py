@@ -193,9 +193,17 @@ class _Actor:
                     self.published = self.state
                     deliver(outcomes)
                 else:
-                    await self.writer.submit(
-                        Group(records, self.state, self.next_lsn - 1, outcomes)
-                    )
+                    group = Group(records, self.state, self.next_lsn - 1, outcomes)
+                    try:
+                        await self.writer.submit(group)
+                    except BaseException:
+                        # Cancelled while waiting for room: the group never
+                        # reached the writer. Answer its callers (Rule 3).
+                        for reply, _ in outcomes:
+                            reply.set(
+                                StoreClosed("the store closed before this command was durable")
+                            )
+                        raise
                 if fatal is not None:
                     raise fatal
         finally:

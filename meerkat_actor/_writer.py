@@ -204,6 +204,13 @@ class Writer:
             except OSError as exc:
                 self._fail(groups, exc)
                 return
+            except BaseException:
+                # Cancelled before the thread started (once started, it is
+                # never abandoned): nothing was written; answer, then go.
+                for group in groups:
+                    for reply, _ in group.outcomes:
+                        reply.set(StoreClosed("the store closed before this command was durable"))
+                raise
             self.fsyncs += 1
             self.bytes_written += len(data)
             self.log_bytes += len(data)
