@@ -121,8 +121,12 @@ class DurableLog:
         directory = os.path.realpath(path)
         try:
             io.make_dir(directory)
-            # Refuse a foreign directory before leaving a LOCK file in it.
-            _check_not_foreign(directory, io.list_dir(directory))
+            # Refuse a foreign directory, or a newer format, before leaving a
+            # LOCK file in it (both are checked again under the lock).
+            names = io.list_dir(directory)
+            _check_not_foreign(directory, names)
+            if fmt.FORMAT_FILE in names:
+                _check_format_file(io, directory)
             lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
         except BlockingIOError as exc:
             raise StoreLocked(f"{directory} is locked by another open store") from exc
@@ -140,11 +144,14 @@ class DurableLog:
         io = self.io
         try:
             names = io.list_dir(self.directory)
+            if fmt.FORMAT_FILE in names:
+                self._check_format()  # a newer format is refused before any change
             for name in names:
                 if _is_own_temp(name):
                     io.remove(self._path(name))  # an atomic write that never finished
             names = [n for n in names if not _is_own_temp(n)]
-            self._check_format(names)
+            if fmt.FORMAT_FILE not in names:
+                self._initialise(names)
         except OSError as exc:
             raise ReadFailed(f"cannot read store directory {self.directory}: {exc}") from exc
         segments = sorted(
@@ -174,25 +181,16 @@ class DurableLog:
             logger.warning("%s: %s", self.directory, warning)
         return Recovered(state, last_lsn, snapshot_lsn, log_bytes, warnings)
 
-    def _check_format(self, names: list[str]) -> None:
-        io = self.io
-        path = self._path(fmt.FORMAT_FILE)
-        if fmt.FORMAT_FILE not in names:
-            _check_not_foreign(self.directory, names)
-            # A new store: private directory, then the FORMAT file.
-            io.make_private(self.directory)
-            self._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())
-            return
-        data = io.read(path)
-        try:
-            version = fmt.decode_format_file(data)
-        except fmt.FormatError as exc:
-            raise _corrupt(path, exc.offset, str(exc)) from exc
-        if version > fmt.FORMAT_VERSION:
-            raise UnsupportedFormat(
-                f"{self.directory} was written by format version {version};"
-                f" this build reads version {fmt.FORMAT_VERSION} and older"
-            )
+    def _initialise(self, names: list[str]) -> None:
+        """Make an empty directory a store: private mode, then the FORMAT file."""
+        _check_not_foreign(self.directory, names)
+        self.io.make_private(self.directory)
+        self._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())
+        # The store directory's own entry, in case make_dir just created it.
+        self.io.sync_dir(os.path.dirname(self.directory))
+
+    def _check_format(self) -> None:
+        _check_format_file(self.io, self.directory)
 
     def _load_snapshot(
         self, snapshots: list[tuple[int, str]], warnings: list[str]
@@ -421,6 +419,10 @@ class DurableLog:
             if not isinstance(exc, OSError):
                 raise
             self._discard(path)
+            try:
+                io.sync_dir(self.directory)
+            except OSError:
+                logger.exception("cannot sync %s after removing %s", self.directory, path)
             raise WriteFailed(f"cannot create log segment {path}: {exc}") from exc
         self._segment = handle
         self.segment_first_lsn = first_lsn
@@ -571,6 +573,21 @@ def _check_segment_start(path: str, header_lsn: int, first_lsn: int, replay: _Re
             )
     elif first_lsn != replay.expected:
         raise _corrupt(path, 0, f"segment starts at LSN {first_lsn}, expected {replay.expected}")
+
+
+def _check_format_file(io: FileIO, directory: str) -> None:
+    """The FORMAT file must be valid and name a version this build reads."""
+    path = os.path.join(directory, fmt.FORMAT_FILE)
+    data = io.read(path)
+    try:
+        version = fmt.decode_format_file(data)
+    except fmt.FormatError as exc:
+        raise _corrupt(path, exc.offset, str(exc)) from exc
+    if version > fmt.FORMAT_VERSION:
+        raise UnsupportedFormat(
+            f"{directory} was written by format version {version};"
+            f" this build reads version {fmt.FORMAT_VERSION} and older"
+        )
 
 
 def _is_own_temp(name: str) -> bool:

@@ -113,6 +113,7 @@ class Writer:
         self._checkpointing = False
         self._checkpoint_done = trio.Event()
         self._checkpoint_error: BaseException | None = None
+        self._failed_checkpoints = 0
 
     # --- the actor's side ----------------------------------------------------------------
 
@@ -141,11 +142,13 @@ class Writer:
             WriteFailed: the checkpoint failed; nothing acknowledged is lost.
         """
         target = self.durable_lsn
-        while self.snapshot_lsn < target:
+        while True:
             if self.poisoned is not None:
                 raise StorePoisoned("the store is poisoned; reopen it to checkpoint") from (
                     self.poisoned
                 )
+            if self.snapshot_lsn >= target:
+                break
             if self._finished:
                 raise StoreClosed("the store closed before the checkpoint was taken")
             done = self._checkpoint_done
@@ -185,7 +188,14 @@ class Writer:
         if self.snapshot_lsn >= self.durable_lsn:
             self._want_checkpoint = False
             return False
-        return self._want_checkpoint or self.log_bytes >= self.checkpoint_bytes
+        return self._want_checkpoint or self.log_bytes >= self._policy_threshold
+
+    @property
+    def _policy_threshold(self) -> int:
+        """Log bytes that trigger the size policy: `checkpoint_bytes`, doubled
+        after each failed checkpoint in a row (up to 1024 times), so a
+        persistent failure (a full disk) is not retried after every commit."""
+        return self.checkpoint_bytes << min(self._failed_checkpoints, 10)
 
     async def _commit(self) -> None:
         groups, self._pending = self._pending, []
@@ -201,16 +211,18 @@ class Writer:
         if data:
             try:
                 await trio.to_thread.run_sync(self.log.append, data, abandon_on_cancel=False)
-            except OSError as exc:
-                self._fail(groups, exc)
-                return
-            except BaseException:
+            except trio.Cancelled:
                 # Cancelled before the thread started (once started, it is
                 # never abandoned): nothing was written; answer, then go.
                 for group in groups:
                     for reply, _ in group.outcomes:
                         reply.set(StoreClosed("the store closed before this command was durable"))
                 raise
+            except Exception as exc:
+                # OSError, or anything else the append raised part way: the
+                # disk's state is unknown, so fail-stop all the same.
+                self._fail(groups, exc)
+                return
             self.fsyncs += 1
             self.bytes_written += len(data)
             self.log_bytes += len(data)
@@ -222,7 +234,7 @@ class Writer:
         for group in groups:
             deliver(group.outcomes)
 
-    def _fail(self, groups: list[Group], exc: OSError) -> None:
+    def _fail(self, groups: list[Group], exc: Exception) -> None:
         logger.error("%s: log write failed, the store is poisoned: %s", self.log.directory, exc)
         self.poisoned = exc
         self._poison(exc)
@@ -278,12 +290,14 @@ class Writer:
 
     def _release_checkpoint_waiters(self) -> None:
         """Wake `checkpoint()` callers to re-check (poisoned, or closing)."""
+        self._checkpoint_error = None
         done, self._checkpoint_done = self._checkpoint_done, trio.Event()
         done.set()
 
     def _finish_checkpoint(self, error: BaseException | None) -> None:
         self._checkpointing = False
         self._checkpoint_error = error
+        self._failed_checkpoints = 0 if error is None else self._failed_checkpoints + 1
         done, self._checkpoint_done = self._checkpoint_done, trio.Event()
         done.set()
         self._wake.set()

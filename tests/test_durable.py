@@ -18,6 +18,7 @@ bytes and the payload, then the CBOR payload; snapshot header 40 bytes.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ import trio
 import trio.testing
 
 import meerkat_actor as ma
-from meerkat_actor._fs import FileIO
+from meerkat_actor._fs import FileIO, Handle
 
 RT = ma.LogicalRuntimeId("runtime-a")
 OTHER = ma.LogicalRuntimeId("runtime-b")
@@ -1802,3 +1803,45 @@ async def test_the_largest_max_record_bytes_the_format_can_hold_is_accepted(tmp_
     assert await reopened_reads(path, max_record_bytes=2**32 - 1) == await expected_after(
         oauth_write(b"z")
     )
+
+
+class _NoSnapshots(FileIO):
+    """Every snapshot fails to be created, as on a disk too full for one."""
+
+    def __init__(self) -> None:
+        self.snapshot_attempts = 0
+
+    def create(self, path: str) -> Handle:
+        if path.endswith(".snap.tmp"):
+            self.snapshot_attempts += 1
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return super().create(path)
+
+
+async def test_a_failing_checkpoint_is_not_retried_after_every_commit(tmp_path):
+    # Each retry would rotate to a new 1 MiB segment and re-encode the state:
+    # after a failure, the size policy waits for another checkpoint_bytes.
+    io = _NoSnapshots()
+    path = tmp_path / "store"
+    async with ma.open_store(path, _io=io, checkpoint_bytes=4096) as store:
+        for _ in range(200):  # ~25 KiB of records: six times the policy's size
+            await store.persist_auth_oauth_flow_snapshot(os.urandom(100))
+        assert await store.load_auth_oauth_flow_snapshot() is not None
+    segments = [name for name in os.listdir(path) if name.startswith("log-")]
+    assert io.snapshot_attempts <= 5
+    assert len(segments) <= 5
+
+
+async def test_a_newer_format_store_is_refused_before_anything_changes(tmp_path):
+    path = tmp_path / "store"
+    path.mkdir(mode=0o700)
+    head = struct.pack(">8sI", b"MKRTSTOR", 2)
+    (path / "FORMAT").write_bytes(head + struct.pack(">I", zlib.crc32(head)))
+    in_progress = path / f"snapshot-{7:020d}.snap.tmp"
+    in_progress.write_bytes(b"a newer writer's file")
+    before = sorted(os.listdir(path))
+    with pytest.raises(ma.UnsupportedFormat, match="format version 2"):
+        async with ma.open_store(path):
+            pass  # pragma: no cover
+    assert in_progress.exists()
+    assert sorted(os.listdir(path)) == before
