@@ -9,13 +9,14 @@ uses none), indefinite lengths, duplicate keys and nesting deeper than
 `MAX_DEPTH`; the decoded data must then have exactly the expected shape.
 Every failure is a `FormatError` carrying the byte offset where it was found.
 
-docs/format.md is the full specification; in brief (all integers big-endian):
+docs/format.md is the full specification; in brief (all integers big-endian,
+byte ranges inclusive):
 
 The FORMAT file (16 bytes), which makes a directory a store:
 
     0   8  magic  b"MKRTSTOR"
     8   4  format version (1)
-    12  4  CRC-32 of bytes 0..12
+    12  4  CRC-32 of bytes 0..11
 
 A log segment, `log-<first LSN, 20 digits>.log`: a 32-byte header, then
 records back to back.
@@ -25,7 +26,7 @@ records back to back.
     12  4  reserved, 0
     16  8  first LSN: the LSN of the segment's first record
     24  4  reserved, 0
-    28  4  CRC-32 of bytes 0..28
+    28  4  CRC-32 of bytes 0..27
 
 A record (one committed command): a 24-byte frame header, then the payload.
 
@@ -33,7 +34,7 @@ A record (one committed command): a 24-byte frame header, then the payload.
     8   8  write LSN: the LSN of the first record of the same write (group
            commit), so recovery can tell a torn last write from damage
     16  4  payload length N (1 <= N <= the store's maximum record size)
-    20  4  CRC-32 of bytes 0..20 followed by the N payload bytes
+    20  4  CRC-32 of bytes 0..19 followed by the N payload bytes
     24  N  payload: CBOR array of the command's effects
 
 Because the CRC covers the header, a zero-filled frame is never valid: the
@@ -47,7 +48,7 @@ A snapshot, `snapshot-<LSN, 20 digits>.snap`: a 40-byte header, then the body.
     16  8  LSN: the snapshot holds the state after every record <= LSN
     24  8  body length B
     32  4  CRC-32 of the B body bytes
-    36  4  CRC-32 of bytes 0..36
+    36  4  CRC-32 of bytes 0..35
     40  B  body: CBOR map, the whole store state
 
 Values inside payloads and bodies use the plain form of `_codec.to_plain`.
