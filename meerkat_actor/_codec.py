@@ -90,6 +90,7 @@ success path builds no path strings.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import re
@@ -333,7 +334,7 @@ def _describe(data: object) -> str:
 # --- schema nodes ----------------------------------------------------------------
 
 
-class _Node:
+class _Node(abc.ABC):
     """A schema node: compiles into an encode and a decode closure for a policy.
 
     `encoder()` may return None, meaning the value is written as it is.
@@ -344,8 +345,9 @@ class _Node:
     def encoder(self, policy: _LeafPolicy) -> _Enc | None:
         return None
 
+    @abc.abstractmethod
     def decoder(self, policy: _LeafPolicy) -> _Dec:
-        raise NotImplementedError
+        """The decode closure of this node under `policy`."""
 
 
 class _Str(_Node):
