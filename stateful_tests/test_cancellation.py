@@ -86,7 +86,7 @@ def test_host_cancel_just_after_actor_submits(tmp_path, monkeypatch, coin):
             result["stuck"] = await _release_stuck(created, gone)
 
     trio.run(main)
-    
+
     assert result["stuck"] == 0
 
 
