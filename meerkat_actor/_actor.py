@@ -51,7 +51,7 @@ from typing import NamedTuple, final
 import trio
 
 from . import _core
-from ._check import check_instance, check_u64
+from ._check import check_instance, check_positive, check_u64
 from ._core import Command, StoreState
 from ._durable import DEFAULT_MAX_RECORD, MAX_RECORD_LIMIT, DurableLog
 from ._errors import Internal, RuntimeStoreError, StoreClosed, StorePoisoned, WriteFailed
@@ -545,14 +545,6 @@ class ActorStore(metaclass=NoPublicConstructor):
 DEFAULT_CHECKPOINT_BYTES = 64 * 1024 * 1024
 
 
-def _check_positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
-
-
 @asynccontextmanager
 async def open_store(
     path: str | os.PathLike[str] | None = None,
@@ -602,10 +594,10 @@ async def open_store(
         raise TypeError(
             f"session_codec must be an object with a session_id(bytes) method, got {codec!r}"
         )
-    _check_positive("max_pending", max_pending)
-    _check_positive("max_batch", max_batch)
-    _check_positive("checkpoint_bytes", checkpoint_bytes)
-    _check_positive("max_record_bytes", max_record_bytes)
+    check_positive(max_pending, "max_pending")
+    check_positive(max_batch, "max_batch")
+    check_positive(checkpoint_bytes, "checkpoint_bytes")
+    check_positive(max_record_bytes, "max_record_bytes")
     if max_record_bytes > MAX_RECORD_LIMIT:
         raise ValueError(
             f"max_record_bytes must be at most 2**32-1 (the format's length field), got"

@@ -19,6 +19,7 @@ __all__ = [
     "check_instance",
     "check_optional_instance",
     "check_optional_str",
+    "check_positive",
     "check_str",
     "check_tuple",
     "check_u64",
@@ -70,6 +71,14 @@ def _check_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be int, got {_type_name(value)}")
     return int(value)
+
+
+def check_positive(value: Any, name: str) -> int:
+    """`value` must be an `int` of at least 1 (`bool` is refused)."""
+    number = _check_int(value, name)
+    if number < 1:
+        raise ValueError(f"{name} must be at least 1, got {number}")
+    return number
 
 
 def check_u64(value: Any, name: str) -> int:
