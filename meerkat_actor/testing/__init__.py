@@ -16,10 +16,16 @@ This subpackage needs the `test` extra (Hypothesis); the store itself does not.
 
 from . import _strategies as strategies
 from ._bridge import TrioBridge
-from ._machine import RuntimeStoreMachine, UpdaterFailed, assert_store_matches_model
+from ._machine import (
+    Capabilities,
+    RuntimeStoreMachine,
+    UpdaterFailed,
+    assert_store_matches_model,
+)
 from ._model import ReferenceModel
 
 __all__ = [
+    "Capabilities",
     "ReferenceModel",
     "RuntimeStoreMachine",
     "TrioBridge",

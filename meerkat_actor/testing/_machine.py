@@ -38,8 +38,11 @@ test case and removes afterwards), the same store on every call:
 
     TestDurableStore = DurableMachine.TestCase
 
-A backend that keeps its data elsewhere (a server, say) overrides
-`store_opener()` and sets `durable = True`.
+`capabilities` (a `Capabilities` value) says what the backend supports; the
+machine expects `Unsupported` from everything else. A backend that keeps its
+data elsewhere (a server, say) overrides `store_opener()` and declares
+`capabilities = Capabilities(durable=True, ...)`. docs/conformance.md has a
+complete worked example.
 
 The store runs in a trio run in a helper thread (`TrioBridge`); the rules
 are synchronous, as Hypothesis requires.
@@ -53,6 +56,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -61,6 +65,7 @@ import trio
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from .._errors import Unsupported
 from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from .._protocol import RuntimeStore
 from .._session_codec import SessionCodec
@@ -85,6 +90,7 @@ __all__ = [
     "SEQUENCES",
     "SESSION_IDS",
     "Append",
+    "Capabilities",
     "Increment",
     "OpenStore",
     "OpenStoreAt",
@@ -212,6 +218,64 @@ updaters = st.one_of(
 )
 
 
+# --- capabilities ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capabilities:
+    """What a backend declares it supports (as in Akka's persistence TCK).
+
+    The machine runs every operation against every backend. An operation of a
+    family declared unsupported must raise `Unsupported` (on reads and writes
+    alike, as Meerkat's default `RuntimeStore` methods do), and changes
+    nothing; the machine checks exactly that instead of the model's answer.
+
+    Attributes:
+        durable: the data survives a clean close and a reopen. Adds the
+            `reopen` rule (and `checkpoint` for a store with a `checkpoint()`
+            method), and requires `auth_authority_key()` to return the same
+            string on every open; a store that is not durable must return
+            `None` there.
+        crash_safe: every acknowledged write survives the store being
+            abandoned without a clean close (its trio run cancelled, nothing
+            flushed). Adds the `crash_and_reopen` rule. Implies `durable`.
+        ops_lifecycle: `persist_ops_lifecycle` and `load_ops_lifecycle`.
+        oauth_flow_snapshot: `persist_auth_oauth_flow_snapshot`,
+            `load_auth_oauth_flow_snapshot` and
+            `update_auth_oauth_flow_snapshot`.
+    """
+
+    durable: bool = False
+    crash_safe: bool = False
+    ops_lifecycle: bool = True
+    oauth_flow_snapshot: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("durable", "crash_safe", "ops_lifecycle", "oauth_flow_snapshot"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"Capabilities.{name} must be a bool")
+        if self.crash_safe and not self.durable:
+            raise ValueError("Capabilities.crash_safe implies durable=True")
+
+    def supports(self, operation: str) -> bool:
+        """Whether the backend declares `operation` (a `RuntimeStore` method name)."""
+        family = _FAMILIES.get(operation)
+        return family is None or bool(getattr(self, family))
+
+
+FULL_CAPABILITIES = Capabilities()
+"""Every operation; not durable (an in-memory store)."""
+
+_FAMILIES = {
+    "persist_ops_lifecycle": "ops_lifecycle",
+    "load_ops_lifecycle": "ops_lifecycle",
+    "persist_auth_oauth_flow_snapshot": "oauth_flow_snapshot",
+    "load_auth_oauth_flow_snapshot": "oauth_flow_snapshot",
+    "update_auth_oauth_flow_snapshot": "oauth_flow_snapshot",
+}
+"""The operations a backend may declare unsupported, by capability flag."""
+
+
 # --- outcomes -------------------------------------------------------------------------
 
 
@@ -224,10 +288,14 @@ class _Outcome:
         self.value = value
         self.error = error
 
-    def same_as(self, other: _Outcome) -> bool:
-        if self.error is not None or other.error is not None:
-            return type(self.error) is type(other.error)
-        return bool(self.value == other.value)
+    def same_as(self, expected: _Outcome) -> bool:
+        """Whether this (the store's) outcome agrees with `expected`: the same
+        error class (any `Unsupported` where that is expected), or equal values."""
+        if isinstance(expected.error, Unsupported):
+            return isinstance(self.error, Unsupported)
+        if self.error is not None or expected.error is not None:
+            return type(self.error) is type(expected.error)
+        return bool(self.value == expected.value)
 
     def __repr__(self) -> str:
         if self.error is not None:
@@ -240,6 +308,16 @@ def _model_outcome(fn: Callable[..., Any], *args: Any) -> _Outcome:
         return _Outcome(fn(*args))
     except Exception as exc:
         return _Outcome(error=exc)
+
+
+def _expected(
+    model: ReferenceModel, capabilities: Capabilities, name: str, args: tuple[Any, ...]
+) -> _Outcome:
+    """What the store must answer to `name(*args)`; runs it on the model
+    unless the backend declared the operation unsupported."""
+    if not capabilities.supports(name):
+        return _Outcome(error=Unsupported(f"{name} is declared unsupported"))
+    return _model_outcome(getattr(model, name), *args)
 
 
 async def _store_outcome(fn: Callable[..., Any], *args: Any) -> _Outcome:
@@ -271,16 +349,22 @@ def _observations(model: ReferenceModel) -> list[tuple[str, tuple[Any, ...]]]:
     return reads
 
 
-async def assert_store_matches_model(store: RuntimeStore, model: ReferenceModel) -> None:
+async def assert_store_matches_model(
+    store: RuntimeStore,
+    model: ReferenceModel,
+    capabilities: Capabilities = FULL_CAPABILITIES,
+) -> None:
     """Raise `AssertionError` unless the whole observable state of `store`
-    equals the model's: every read of `_observations(model)` answers alike.
+    equals the model's: every read of `_observations(model)` answers alike
+    (reads of a family declared unsupported in `capabilities` must raise
+    `Unsupported`).
 
     The machine's invariant; tests of crash recovery use it too, with a model
     that holds what was acknowledged.
     """
     for name, args in _observations(model):
         got = await _store_outcome(getattr(store, name), *args)
-        expected = _model_outcome(getattr(model, name), *args)
+        expected = _expected(model, capabilities, name, args)
         if not got.same_as(expected):
             raise AssertionError(
                 f"state differs at {name}{_args_repr(args)}:"
@@ -302,21 +386,32 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     """Drives random operation sequences against a store and the reference model.
 
     Subclasses set `open_store` (a store that starts empty on every call) or
-    `open_store_at` (a durable store kept at a location), and `session_codec`
-    if the store was opened with a non-default one. See the module docstring.
+    `open_store_at` (a durable store kept at a location), `capabilities` if
+    the backend leaves something out or is durable, and `session_codec` if
+    the store was opened with a non-default one. See docs/conformance.md.
     """
 
     open_store: ClassVar[OpenStore]
     open_store_at: ClassVar[OpenStoreAt]
+    capabilities: ClassVar[Capabilities] = FULL_CAPABILITIES
+    """What the backend supports. A subclass that sets `open_store_at` and no
+    `capabilities` is taken as durable and crash-safe (every flag on)."""
     durable: ClassVar[bool] = False
-    """True for a store that keeps its data across a close: enables the
-    reopen, checkpoint and crash rules. Implied by setting `open_store_at`."""
+    """`capabilities.durable`, kept in step by `__init_subclass__`; read only."""
     session_codec: ClassVar[SessionCodec | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "open_store_at" in cls.__dict__ and "durable" not in cls.__dict__:
-            cls.durable = True
+        if "durable" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__}: declare durability with"
+                " capabilities = Capabilities(durable=True, ...), not durable = ..."
+            )
+        if "open_store_at" in cls.__dict__ and "capabilities" not in cls.__dict__:
+            cls.capabilities = Capabilities(durable=True, crash_safe=True)
+        if not isinstance(cls.capabilities, Capabilities):
+            raise TypeError(f"{cls.__name__}.capabilities must be a Capabilities value")
+        cls.durable = cls.capabilities.durable
 
     def __init__(self) -> None:
         super().__init__()
@@ -328,6 +423,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         except BaseException:
             self._remove_location()
             raise
+        self.authority_key = self._check_authority_key(None)
 
     def store_opener(self) -> OpenStore:
         """The zero-argument callable that opens this machine's store.
@@ -365,7 +461,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     def _same(self, name: str, *args: Any) -> None:
         """Run `name(*args)` on both sides; their outcomes must agree."""
-        expected = _model_outcome(getattr(self.model, name), *args)
+        expected = _expected(self.model, self.capabilities, name, args)
         store = self.bridge.resource
         actual = self.bridge.call(_store_outcome, getattr(store, name), *args)
         if not actual.same_as(expected):
@@ -424,6 +520,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def update_auth_oauth_flow_snapshot(self, update: Callable[[bytes | None], bytes]) -> None:
         self._same("update_auth_oauth_flow_snapshot", update)
 
+    @precondition(lambda self: self.capabilities.oauth_flow_snapshot)
     @rule(tasks=st.integers(min_value=2, max_value=40))
     def concurrent_increments(self, tasks: int) -> None:
         """`tasks` trio tasks increment the OAuth counter at once: no update is lost."""
@@ -441,11 +538,16 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def bad_argument(
         self, call: int, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
     ) -> None:
-        """A call with a bad argument raises TypeError/ValueError and changes nothing."""
+        """A call with a bad argument raises TypeError/ValueError and changes nothing.
+
+        (A bad call of an unsupported operation may raise `Unsupported` instead.)
+        """
         name, args, error = _bad_calls(runtime_id, receipt)[call]
+        if not self.capabilities.supports(name):
+            error = Unsupported
         store = self.bridge.resource
         outcome = self.bridge.call(_store_outcome, getattr(store, name), *args)
-        if type(outcome.error) is not error:
+        if not isinstance(outcome.error, error):
             raise AssertionError(
                 f"{name}{_args_repr(args)}: expected {error.__name__}, the store {outcome!r}"
             )
@@ -464,14 +566,17 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     # --- durable stores: restarts leave the model unchanged ----------------------------
 
-    @precondition(lambda self: self.durable)
+    @precondition(lambda self: self.capabilities.durable)
     @rule()
     def reopen(self) -> None:
         """Close the store cleanly and open it again."""
         self.bridge.close()
         self.bridge = TrioBridge(self._open)
+        self._check_authority_key(self.authority_key)
 
-    @precondition(lambda self: self.durable and isinstance(self.bridge.resource, _Checkpointable))
+    @precondition(
+        lambda self: self.capabilities.durable and isinstance(self.bridge.resource, _Checkpointable)
+    )
     @rule()
     def checkpoint(self) -> None:
         """Snapshot the state now (stores with a `checkpoint()` method)."""
@@ -479,19 +584,42 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         assert isinstance(store, _Checkpointable)
         self.bridge.call(store.checkpoint)
 
-    @precondition(lambda self: self.durable)
+    @precondition(lambda self: self.capabilities.crash_safe)
     @rule()
     def crash_and_reopen(self) -> None:
         """Abandon the store without a clean close (its trio run is cancelled),
         then open it again: every acknowledged write must be there."""
         self.bridge.abandon()
         self.bridge = TrioBridge(self._open)
+        self._check_authority_key(self.authority_key)
+
+    def _check_authority_key(self, before: str | None) -> str | None:
+        """`auth_authority_key()`: `None` unless durable; then a string, the
+        same on every open of the store."""
+        key = self.bridge.resource.auth_authority_key()
+        if not self.capabilities.durable:
+            if key is not None:
+                raise AssertionError(
+                    f"auth_authority_key(): a store that is not durable returned {key!r},"
+                    " expected None"
+                )
+        elif not isinstance(key, str) or not key:
+            raise AssertionError(
+                f"auth_authority_key(): a durable store returned {key!r}, expected a string"
+            )
+        elif before is not None and key != before:
+            raise AssertionError(
+                f"auth_authority_key(): {key!r} after reopening, {before!r} before"
+            )
+        return key
 
     # --- the invariant ------------------------------------------------------------------
 
     @invariant()
     def whole_state_matches_model(self) -> None:
-        self.bridge.call(assert_store_matches_model, self.bridge.resource, self.model)
+        self.bridge.call(
+            assert_store_matches_model, self.bridge.resource, self.model, self.capabilities
+        )
 
 
 def _bad_calls(

@@ -1,0 +1,39 @@
+"""The conformance kit against every backend this package ships (SPEC §8).
+
+- the in-memory actor store;
+- the durable actor store, with the reopen, checkpoint and crash rules; a
+  second variant checkpoints by size every 4 KiB of log, so snapshots are
+  written (and covered segments deleted) in the middle of runs;
+- the SQLite backend, with the reopen and crash rules.
+
+Every backend declares every capability. Run deeper with
+`HYPOTHESIS_PROFILE=deep python -m pytest stateful_tests/test_backends.py`.
+"""
+
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import meerkat_actor as ma
+from meerkat_actor.testing import Capabilities, RuntimeStoreMachine
+
+
+class InMemoryStoreMachine(RuntimeStoreMachine):
+    open_store = staticmethod(ma.open_store)
+
+
+class DurableStoreMachine(RuntimeStoreMachine):
+    open_store_at = staticmethod(ma.open_store)
+    capabilities = Capabilities(durable=True, crash_safe=True)
+
+
+class SmallCheckpointsMachine(RuntimeStoreMachine):
+    capabilities = Capabilities(durable=True, crash_safe=True)
+
+    @staticmethod
+    def open_store_at(location: Path) -> AbstractAsyncContextManager[ma.RuntimeStore]:
+        return ma.open_store(location / "store", checkpoint_bytes=4096)
+
+
+TestInMemoryStore = InMemoryStoreMachine.TestCase
+TestDurableStore = DurableStoreMachine.TestCase
+TestDurableStoreSmallCheckpoints = SmallCheckpointsMachine.TestCase

@@ -1,0 +1,182 @@
+"""The kit's capability flags (SPEC §8): what a backend declares unsupported
+must raise `Unsupported`, everything else must match the model.
+
+Each declaration is checked both ways: a backend that tells the truth passes
+the machine, and a backend whose declaration is false (it claims what it
+lacks, or implements what it declared unsupported, or claims durability it
+does not have) is caught within the CI profile's example budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+import meerkat_actor as ma
+from meerkat_actor.testing import Capabilities, RuntimeStoreMachine
+
+_UNSUPPORTED = {
+    "persist_ops_lifecycle",
+    "load_ops_lifecycle",
+    "persist_auth_oauth_flow_snapshot",
+    "load_auth_oauth_flow_snapshot",
+    "update_auth_oauth_flow_snapshot",
+}
+
+
+class _WithoutOpsAndOAuth:
+    """The in-memory actor store, less ops lifecycle and OAuth (as Meerkat's
+    default `RuntimeStore` methods leave them out)."""
+
+    def __init__(self, store: ma.RuntimeStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _UNSUPPORTED:
+
+            async def unsupported(*args: object) -> None:
+                raise ma.Unsupported(name)
+
+            return unsupported
+        return getattr(self._store, name)
+
+
+@asynccontextmanager
+async def _open_partial() -> AsyncIterator[Any]:
+    async with ma.open_store() as store:
+        yield _WithoutOpsAndOAuth(store)
+
+
+@asynccontextmanager
+async def _open_forgetful(location: Path) -> AsyncIterator[ma.RuntimeStore]:
+    """Claims a location but keeps everything in memory: not durable."""
+    async with ma.open_store() as store:
+        yield store
+
+
+def _budget() -> settings:
+    ci = settings.get_profile("ci")
+    return settings(
+        max_examples=ci.max_examples,
+        stateful_step_count=ci.stateful_step_count,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def _failure(machine: type[RuntimeStoreMachine]) -> str:
+    """Run `machine` within the CI budget; it must fail. Returns the message."""
+    with pytest.raises(AssertionError) as info:
+        run_state_machine_as_test(machine, settings=_budget())
+    return str(info.value)
+
+
+class PartialMachine(RuntimeStoreMachine):
+    open_store = staticmethod(_open_partial)
+    capabilities = Capabilities(ops_lifecycle=False, oauth_flow_snapshot=False)
+
+
+TestPartialBackendDeclaredTruthfully = PartialMachine.TestCase
+# A quarter of the profile's budget: the full machine runs against the same
+# store in test_backends.py; this one only adds the Unsupported checks.
+TestPartialBackendDeclaredTruthfully.settings = settings(
+    max_examples=max(10, settings.default.max_examples // 4)
+)
+
+
+def test_a_backend_that_claims_what_it_lacks_is_caught() -> None:
+    class Claims(RuntimeStoreMachine):
+        open_store = staticmethod(_open_partial)
+
+    message = _failure(Claims)
+    assert "raised Unsupported" in message
+    assert any(name in message for name in _UNSUPPORTED)
+
+
+def test_a_backend_that_implements_what_it_declared_unsupported_is_caught() -> None:
+    class Implements(RuntimeStoreMachine):
+        open_store = staticmethod(ma.open_store)
+        capabilities = Capabilities(ops_lifecycle=False)
+
+    message = _failure(Implements)
+    assert "ops_lifecycle" in message
+    assert "the model raised Unsupported" in message
+
+
+def test_a_store_that_is_not_durable_declared_durable_is_caught() -> None:
+    class Forgetful(RuntimeStoreMachine):
+        open_store_at = staticmethod(_open_forgetful)
+        capabilities = Capabilities(durable=True)
+
+    message = _failure(Forgetful)
+    # The in-memory store has no authority key; and after a reopen it is empty.
+    assert "auth_authority_key()" in message or "state differs" in message
+
+
+def test_a_durable_store_declared_in_memory_fails_on_its_authority_key() -> None:
+    class Undeclared(RuntimeStoreMachine):
+        open_store_at = staticmethod(ma.open_store)
+        capabilities = Capabilities()
+
+    with pytest.raises(
+        AssertionError, match=r"auth_authority_key\(\): a store that is not durable"
+    ):
+        run_state_machine_as_test(Undeclared, settings=_budget())
+
+
+def test_crash_safe_implies_durable() -> None:
+    with pytest.raises(ValueError, match="crash_safe implies durable"):
+        Capabilities(crash_safe=True)
+
+
+@pytest.mark.parametrize("flag", ["durable", "crash_safe", "ops_lifecycle", "oauth_flow_snapshot"])
+def test_flags_must_be_bools(flag: str) -> None:
+    with pytest.raises(TypeError, match=f"Capabilities.{flag} must be a bool"):
+        Capabilities(**{flag: 1})
+
+
+def test_flags_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        Capabilities(True)  # type: ignore[misc]
+
+
+def test_open_store_at_without_capabilities_means_every_flag() -> None:
+    class Durable(RuntimeStoreMachine):
+        open_store_at = staticmethod(ma.open_store)
+
+    assert Durable.capabilities == Capabilities(durable=True, crash_safe=True)
+    assert Durable.durable is True
+
+
+def test_durable_attribute_is_refused_in_favour_of_capabilities() -> None:
+    with pytest.raises(TypeError, match=r"capabilities = Capabilities\(durable=True"):
+
+        class Old(RuntimeStoreMachine):
+            open_store = staticmethod(ma.open_store)
+            durable = True
+
+
+def test_capabilities_must_be_a_capabilities_value() -> None:
+    with pytest.raises(TypeError, match="capabilities must be a Capabilities value"):
+
+        class Wrong(RuntimeStoreMachine):
+            open_store = staticmethod(ma.open_store)
+            capabilities = ("durable",)  # type: ignore[assignment]
+
+
+def test_supports_names_only_the_optional_families() -> None:
+    none = Capabilities(ops_lifecycle=False, oauth_flow_snapshot=False)
+    for name in _UNSUPPORTED:
+        assert not none.supports(name)
+        assert Capabilities().supports(name)
+    for name in ("atomic_apply", "load_input_states", "commit_machine_lifecycle"):
+        assert none.supports(name)
