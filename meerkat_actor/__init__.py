@@ -30,6 +30,7 @@ from ._errors import (
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._protocol import RuntimeStore
 from ._session_codec import MeerkatSessionCodec, SessionCodec
+from ._sqlite import open_sqlite_store
 from ._types import (
     LIFECYCLE_TRANSITIONS,
     InputAbandonReason,
@@ -88,6 +89,7 @@ __all__ = [
     "UnsupportedFormat",
     "WriteFailed",
     "machine_transition",
+    "open_sqlite_store",
     "open_store",
 ]
 

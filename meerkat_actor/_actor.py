@@ -58,7 +58,7 @@ from ._errors import Internal, RuntimeStoreError, StoreClosed, StorePoisoned, Wr
 from ._format import encode_payload
 from ._fs import FileIO
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
-from ._session_codec import MeerkatSessionCodec, SessionCodec
+from ._session_codec import SessionCodec, check_session_codec
 from ._types import (
     MachineLifecycleCommit,
     PersistedOpsSnapshot,
@@ -589,11 +589,7 @@ async def open_store(
     still queued are answered with `StoreClosed` and not applied. Later calls
     raise `StoreClosed`.
     """
-    codec: SessionCodec = MeerkatSessionCodec() if session_codec is None else session_codec
-    if isinstance(codec, type) or not isinstance(codec, SessionCodec):
-        raise TypeError(
-            f"session_codec must be an object with a session_id(bytes) method, got {codec!r}"
-        )
+    codec = check_session_codec(session_codec)
     check_positive(max_pending, "max_pending")
     check_positive(max_batch, "max_batch")
     check_positive(checkpoint_bytes, "checkpoint_bytes")

@@ -50,14 +50,17 @@ class WriteFailed(RuntimeStoreError):
     """A write was refused or could not be made durable; it changed nothing.
 
     Raised directly when the session codec cannot read a session snapshot
-    (the message names the runtime and the codec's reason) and, in durable
-    stores, when writing or syncing the log fails. Subclasses narrow the
-    cause.
+    (the message names the runtime and the codec's reason), in durable
+    stores when writing or syncing the log fails, and in the SQLite store
+    when SQLite fails a write (chained to the `sqlite3` error). Subclasses
+    narrow the cause.
     """
 
 
 class ReadFailed(RuntimeStoreError):
-    """A read could not be served from the store's data."""
+    """A read could not be served from the store's data (in the SQLite store:
+    SQLite failed the read, chained to the `sqlite3` error), or a store could
+    not be opened."""
 
 
 class SessionKeyMismatch(RuntimeStoreError):
@@ -142,7 +145,12 @@ class StorePoisoned(WriteFailed):
 class CorruptStore(ReadFailed):
     """A durable store's files are damaged in a way recovery must not paper
     over (anything but a torn record at the very end of the log). The message
-    names the file and the byte offset."""
+    names the file and the byte offset.
+
+    The SQLite store raises it for a file that is not a SQLite database (or
+    that SQLite reports damaged), and for a row whose JSON does not decode or
+    does not match its key; the message names the file, the table, the
+    runtime and the key."""
 
 
 class UnsupportedFormat(ReadFailed):

@@ -20,7 +20,7 @@ from typing import Protocol, final, runtime_checkable
 
 from ._ids import SessionId
 
-__all__ = ["MeerkatSessionCodec", "SessionCodec"]
+__all__ = ["MeerkatSessionCodec", "SessionCodec", "check_session_codec"]
 
 
 @runtime_checkable
@@ -63,3 +63,21 @@ class MeerkatSessionCodec:
 
     def __repr__(self) -> str:
         return "MeerkatSessionCodec()"
+
+
+def check_session_codec(session_codec: object) -> SessionCodec:
+    """The `session_codec=` argument of the `open_*` functions: `None` gives
+    the default `MeerkatSessionCodec`; anything else must be an object (not a
+    class) with a `session_id` method.
+
+    Raises:
+        TypeError: naming `session_codec`.
+    """
+    if session_codec is None:
+        return MeerkatSessionCodec()
+    if isinstance(session_codec, type) or not isinstance(session_codec, SessionCodec):
+        raise TypeError(
+            "session_codec must be an object with a session_id(bytes) method,"
+            f" got {session_codec!r}"
+        )
+    return session_codec

@@ -6,12 +6,16 @@
   written (and covered segments deleted) in the middle of runs;
 - the SQLite backend, with the reopen and crash rules.
 
-Every backend declares every capability. Run deeper with
-`HYPOTHESIS_PROFILE=deep python -m pytest stateful_tests/test_backends.py`.
+Every backend declares every capability. The SQLite machine runs half the
+profile's examples: each of its reads is a worker-thread round trip, which
+makes an example about ten times slower than the actor store's. Run deeper
+with `HYPOTHESIS_PROFILE=deep python -m pytest stateful_tests/test_backends.py`.
 """
 
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+
+from hypothesis import settings
 
 import meerkat_actor as ma
 from meerkat_actor.testing import Capabilities, RuntimeStoreMachine
@@ -34,6 +38,16 @@ class SmallCheckpointsMachine(RuntimeStoreMachine):
         return ma.open_store(location / "store", checkpoint_bytes=4096)
 
 
+class SqliteStoreMachine(RuntimeStoreMachine):
+    capabilities = Capabilities(durable=True, crash_safe=True)
+
+    @staticmethod
+    def open_store_at(location: Path) -> AbstractAsyncContextManager[ma.RuntimeStore]:
+        return ma.open_sqlite_store(location / "runtime.sqlite3")
+
+
 TestInMemoryStore = InMemoryStoreMachine.TestCase
 TestDurableStore = DurableStoreMachine.TestCase
 TestDurableStoreSmallCheckpoints = SmallCheckpointsMachine.TestCase
+TestSqliteStore = SqliteStoreMachine.TestCase
+TestSqliteStore.settings = settings(max_examples=max(10, settings.default.max_examples // 2))

@@ -14,6 +14,7 @@ from meerkat_actor._actor import ActorStore
 EXPECTED = {
     # stores
     "open_store",
+    "open_sqlite_store",
     "RuntimeStore",
     "StoreStatistics",
     # session codecs (open_store(session_codec=...))
@@ -68,11 +69,6 @@ def test_all_is_exactly_the_documented_surface():
     assert set(ma.__all__) == EXPECTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC §3 lists open_sqlite_store; the SQLite backend (§9) is not implemented yet. "
-    "When it lands, add it to EXPECTED and drop this marker.",
-)
 def test_sqlite_store_is_exported():
     assert "open_sqlite_store" in ma.__all__
     assert callable(ma.open_sqlite_store)
