@@ -67,8 +67,16 @@ def _set(obj: object, name: str, value: object) -> None:
 # --- enums -----------------------------------------------------------------
 
 
+class _WireEnum(enum.Enum):
+    """An enum whose values are wire strings and whose repr is runnable
+    (`RuntimeState.IDLE`), so a failing example prints as code."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"
+
+
 @final
-class RunApplyBoundary(enum.Enum):
+class RunApplyBoundary(_WireEnum):
     """Where a run primitive was applied."""
 
     IMMEDIATE = "immediate"
@@ -77,7 +85,7 @@ class RunApplyBoundary(enum.Enum):
 
 
 @final
-class RuntimeState(enum.Enum):
+class RuntimeState(_WireEnum):
     """The lifecycle state of a runtime."""
 
     INITIALIZING = "initializing"
@@ -90,7 +98,7 @@ class RuntimeState(enum.Enum):
 
 
 @final
-class InputLifecycleState(enum.Enum):
+class InputLifecycleState(_WireEnum):
     """The lifecycle phase of an input; the last four are terminal."""
 
     ACCEPTED = "accepted"
@@ -120,7 +128,7 @@ _TERMINAL_PHASES = frozenset(
 
 
 @final
-class InputDurability(enum.Enum):
+class InputDurability(_WireEnum):
     """How an input must be kept."""
 
     DURABLE = "durable"

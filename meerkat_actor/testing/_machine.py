@@ -56,14 +56,14 @@ import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import trio
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
 from .._errors import Unsupported
 from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
@@ -71,8 +71,10 @@ from .._protocol import RuntimeStore
 from .._session_codec import SessionCodec
 from .._types import (
     InputLifecycleState,
+    InputState,
     InputStateSeed,
     PersistedOpsSnapshot,
+    RunApplyBoundary,
     RunBoundaryReceipt,
     RuntimeState,
     SessionDelta,
@@ -136,19 +138,22 @@ input_ids = _mostly(INPUT_IDS, mst.input_ids())
 run_ids = _mostly(RUN_IDS, mst.run_ids())
 sequences = st.sampled_from(SEQUENCES)
 session_ids = st.sampled_from(SESSION_IDS)
-readable_deltas = session_ids.map(lambda s: SessionDelta(_session_json(s)))
-deltas = st.one_of(readable_deltas, st.sampled_from(_UNREADABLE_SNAPSHOTS).map(SessionDelta))
+# Built values, not lambdas, so a failing example prints as runnable code.
+readable_deltas = st.sampled_from([SessionDelta(_session_json(s)) for s in SESSION_IDS])
+deltas = st.one_of(
+    readable_deltas, st.sampled_from([SessionDelta(b) for b in _UNREADABLE_SNAPSHOTS])
+)
 
 # Small stored states: the pool id plus a phase, so shrunk examples stay short;
 # the full strategies add the rarer fields some of the time.
 _simple_states = st.builds(
-    lambda input_id, phase, attempts: StoredInputState(
-        StoredInputState.new_accepted(input_id, now=_EPOCH).state,
-        InputStateSeed(phase=phase, attempt_count=attempts),
+    StoredInputState,
+    state=st.builds(
+        InputState, input_id=input_ids, created_at=st.just(_EPOCH), updated_at=st.just(_EPOCH)
     ),
-    input_ids,
-    st.sampled_from(InputLifecycleState),
-    st.integers(0, 3),
+    seed=st.builds(
+        InputStateSeed, phase=st.sampled_from(InputLifecycleState), attempt_count=st.integers(0, 3)
+    ),
 )
 stored_states = st.one_of(_simple_states, mst.stored_input_states(input_id=input_ids))
 state_lists = st.lists(stored_states, max_size=4)
@@ -163,7 +168,22 @@ class UpdaterFailed(Exception):
     """Raised by `RaiseError`: the store must hand it to the caller unchanged."""
 
 
-class Increment:
+class _Updater:
+    """Updaters compare and hash by value: Hypothesis labels strategies by
+    hash, so identity hashing would make `derandomize` draw differently from
+    one process to the next."""
+
+    def _key(self) -> tuple[object, ...]:
+        return (type(self).__name__,)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Updater) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+class Increment(_Updater):
     """Treat the snapshot as a decimal counter and add one (missing or not a number: 0)."""
 
     def __call__(self, current: bytes | None) -> bytes:
@@ -177,11 +197,14 @@ class Increment:
         return "Increment()"
 
 
-class Append:
+class Append(_Updater):
     """Append fixed bytes to the snapshot."""
 
     def __init__(self, suffix: bytes) -> None:
         self.suffix = suffix
+
+    def _key(self) -> tuple[object, ...]:
+        return ("Append", self.suffix)
 
     def __call__(self, current: bytes | None) -> bytes:
         return (current or b"") + self.suffix
@@ -190,7 +213,7 @@ class Append:
         return f"Append({self.suffix!r})"
 
 
-class RaiseError:
+class RaiseError(_Updater):
     """Raise `UpdaterFailed`: nothing may change."""
 
     def __call__(self, current: bytes | None) -> bytes:
@@ -200,7 +223,7 @@ class RaiseError:
         return "RaiseError()"
 
 
-class ReturnNotBytes:
+class ReturnNotBytes(_Updater):
     """Return a str: the store must raise TypeError and change nothing."""
 
     def __call__(self, current: bytes | None) -> bytes:
@@ -295,7 +318,8 @@ class _Outcome:
             return isinstance(self.error, Unsupported)
         if self.error is not None or expected.error is not None:
             return type(self.error) is type(expected.error)
-        return bool(self.value == expected.value)
+        # The type too: a memoryview or bytearray equals bytes, a tuple is not a list.
+        return type(self.value) is type(expected.value) and bool(self.value == expected.value)
 
     def __repr__(self) -> str:
         if self.error is not None:
@@ -379,6 +403,39 @@ class _Checkpointable(Protocol):
     async def checkpoint(self) -> None: ...
 
 
+def _bad_calls(
+    runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
+) -> Sequence[tuple[str, tuple[Any, ...], type[Exception]]]:
+    """Calls every backend must refuse before doing anything."""
+    state = StoredInputState.new_accepted(INPUT_IDS[0], now=_EPOCH)
+    return (
+        ("persist_input_state", (str(runtime_id), state), TypeError),
+        ("persist_input_state", (runtime_id, {"input_id": str(INPUT_IDS[0])}), TypeError),
+        ("load_boundary_receipt", (runtime_id, receipt.run_id, -1), ValueError),
+        ("load_boundary_receipt", (runtime_id, receipt.run_id, 2**64), ValueError),
+        ("persist_auth_oauth_flow_snapshot", ("text",), TypeError),
+        ("commit_session_snapshot", (runtime_id, _session_json(SESSION_IDS[0])), TypeError),
+        ("atomic_apply", (runtime_id, None, receipt, [{"not": "a state"}]), TypeError),
+        ("update_auth_oauth_flow_snapshot", (42,), TypeError),
+        ("commit_machine_lifecycle", (runtime_id, RuntimeState.IDLE, [state]), TypeError),
+        ("load_input_states", (str(runtime_id),), TypeError),
+        ("load_input_state", (runtime_id, receipt.run_id), TypeError),
+        ("load_boundary_receipt", (runtime_id, str(receipt.run_id), 0), TypeError),
+        ("load_session_snapshot", (str(runtime_id),), TypeError),
+        ("load_runtime_state", (None,), TypeError),
+        ("load_ops_lifecycle", (str(runtime_id),), TypeError),
+        ("persist_ops_lifecycle", (runtime_id, {"epoch_id": "e"}), TypeError),
+    )
+
+
+_BAD_CALLS = len(
+    _bad_calls(
+        RUNTIME_IDS[0],
+        RunBoundaryReceipt(RUN_IDS[0], RunApplyBoundary.IMMEDIATE, (), None, 0, 0),
+    )
+)
+
+
 # --- the machine ------------------------------------------------------------------------
 
 
@@ -423,7 +480,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         except BaseException:
             self._remove_location()
             raise
-        self.authority_key = self._check_authority_key(None)
+        try:
+            self.authority_key = self._check_authority_key(None)
+        except BaseException:
+            self.teardown()
+            raise
 
     def store_opener(self) -> OpenStore:
         """The zero-argument callable that opens this machine's store.
@@ -475,7 +536,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def commit_session_snapshot(self, runtime_id: LogicalRuntimeId, delta: SessionDelta) -> None:
         self._same("commit_session_snapshot", runtime_id, delta)
 
+    applied = Bundle("applied")
+    """`(runtime_id, receipt)` of earlier `atomic_apply` calls, to reuse their keys."""
+
     @rule(
+        target=applied,
         runtime_id=runtime_ids,
         delta=st.one_of(st.none(), deltas),
         receipt=receipts,
@@ -489,8 +554,117 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         receipt: RunBoundaryReceipt,
         input_updates: list[StoredInputState],
         session_store_key: SessionId | None,
-    ) -> None:
+    ) -> tuple[LogicalRuntimeId, RunBoundaryReceipt]:
         self._same("atomic_apply", runtime_id, delta, receipt, input_updates, session_store_key)
+        return runtime_id, receipt
+
+    @rule(
+        earlier=applied,
+        message_count=st.integers(0, 3),
+        delta=st.one_of(st.none(), readable_deltas),
+        input_updates=state_lists,
+    )
+    def atomic_apply_same_key(
+        self,
+        earlier: tuple[LogicalRuntimeId, RunBoundaryReceipt],
+        message_count: int,
+        delta: SessionDelta | None,
+        input_updates: list[StoredInputState],
+    ) -> None:
+        """`atomic_apply` again with an earlier call's receipt key (runtime,
+        run id, sequence) and a receipt that may differ in its body: if the
+        earlier call landed, this one must fail whole (`ReceiptConflict`)."""
+        runtime_id, receipt = earlier
+        again = replace(receipt, message_count=message_count)
+        self._same("atomic_apply", runtime_id, delta, again, input_updates, None)
+
+    @rule(
+        runtime_id=runtime_ids,
+        receipt=receipts,
+        input_updates=state_lists,
+        tasks=st.integers(min_value=2, max_value=8),
+    )
+    def concurrent_atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        receipt: RunBoundaryReceipt,
+        input_updates: list[StoredInputState],
+        tasks: int,
+    ) -> None:
+        """`tasks` trio tasks make the same `atomic_apply` call at once: at
+        most one may succeed (exactly one if the key was free), the others
+        raise what the model raises for a second attempt (`ReceiptConflict`)."""
+        args = (runtime_id, None, receipt, input_updates, None)
+        first = _expected(self.model, self.capabilities, "atomic_apply", args)
+        later = _expected(self.model, self.capabilities, "atomic_apply", args)
+        outcomes: list[_Outcome] = []
+
+        async def one(store: RuntimeStore) -> None:
+            outcomes.append(await _store_outcome(store.atomic_apply, *args))
+
+        async def run(store: RuntimeStore) -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(tasks):
+                    nursery.start_soon(one, store)
+
+        self.bridge.call(run, self.bridge.resource)
+        if first.error is not None:  # the model refuses every one of them
+            agree = all(o.same_as(first) for o in outcomes)
+        else:  # one wins, the rest come second
+            winners = [o for o in outcomes if o.same_as(first)]
+            agree = len(winners) == 1 and all(
+                o.same_as(later) for o in outcomes if o is not winners[0]
+            )
+        if not agree:
+            expected = (
+                f"one call that {first!r} and the rest {later!r}"
+                if first.error is None
+                else f"every call {first!r}"
+            )
+            raise AssertionError(
+                f"atomic_apply{_args_repr(args)} from {tasks} concurrent tasks:"
+                f" the store {outcomes!r}; expected {expected}"
+            )
+
+    @rule(
+        runtime_id=runtime_ids,
+        first=stored_states,
+        phase=st.sampled_from(InputLifecycleState),
+        checkpoints=st.integers(min_value=0, max_value=12),
+    )
+    def cancelled_then_persist(
+        self,
+        runtime_id: LogicalRuntimeId,
+        first: StoredInputState,
+        phase: InputLifecycleState,
+        checkpoints: int,
+    ) -> None:
+        """One task calls `persist_input_state(first)`, is cancelled after
+        `checkpoints` scheduling points, then persists a second state of the
+        same input. The cancelled call took effect or not, but never after
+        the later call of the same task: the second state must be the one
+        stored (SPEC §4, cancellation)."""
+        second = StoredInputState(first.state, InputStateSeed(phase=phase, attempt_count=9))
+        _model_outcome(self.model.persist_input_state, runtime_id, second)
+
+        async def run(store: RuntimeStore) -> None:
+            scope = trio.CancelScope()
+
+            async def caller() -> None:
+                with scope:
+                    await store.persist_input_state(runtime_id, first)
+                await store.persist_input_state(runtime_id, second)
+
+            async def canceller() -> None:
+                for _ in range(checkpoints):
+                    await trio.lowlevel.checkpoint()
+                scope.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(caller)
+                nursery.start_soon(canceller)
+
+        self.bridge.call(run, self.bridge.resource)
 
     @rule(runtime_id=runtime_ids, state=stored_states)
     def persist_input_state(self, runtime_id: LogicalRuntimeId, state: StoredInputState) -> None:
@@ -534,7 +708,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
         self.bridge.call(run, self.bridge.resource)
 
-    @rule(call=st.sampled_from(range(9)), runtime_id=runtime_ids, receipt=receipts)
+    @rule(call=st.integers(0, _BAD_CALLS - 1), runtime_id=runtime_ids, receipt=receipts)
     def bad_argument(
         self, call: int, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
     ) -> None:
@@ -620,24 +794,6 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         self.bridge.call(
             assert_store_matches_model, self.bridge.resource, self.model, self.capabilities
         )
-
-
-def _bad_calls(
-    runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
-) -> Sequence[tuple[str, tuple[Any, ...], type[Exception]]]:
-    """Calls every backend must refuse before doing anything."""
-    state = StoredInputState.new_accepted(INPUT_IDS[0], now=_EPOCH)
-    return (
-        ("persist_input_state", (str(runtime_id), state), TypeError),
-        ("persist_input_state", (runtime_id, {"input_id": str(INPUT_IDS[0])}), TypeError),
-        ("load_boundary_receipt", (runtime_id, receipt.run_id, -1), ValueError),
-        ("load_boundary_receipt", (runtime_id, receipt.run_id, 2**64), ValueError),
-        ("persist_auth_oauth_flow_snapshot", ("text",), TypeError),
-        ("commit_session_snapshot", (runtime_id, _session_json(SESSION_IDS[0])), TypeError),
-        ("atomic_apply", (runtime_id, None, receipt, [{"not": "a state"}]), TypeError),
-        ("update_auth_oauth_flow_snapshot", (42,), TypeError),
-        ("commit_machine_lifecycle", (runtime_id, RuntimeState.IDLE, [state]), TypeError),
-    )
 
 
 def _args_repr(args: tuple[Any, ...]) -> str:
