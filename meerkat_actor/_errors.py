@@ -47,13 +47,20 @@ class RuntimeStoreError(Exception):
 
 
 class WriteFailed(RuntimeStoreError):
-    """A write was refused or could not be made durable; it changed nothing.
+    """A write was refused or could not be made durable.
 
     Raised directly when the session codec cannot read a session snapshot
     (the message names the runtime and the codec's reason), in durable
     stores when writing or syncing the log fails, and in the SQLite store
     when SQLite fails a write (chained to the `sqlite3` error). Subclasses
     narrow the cause.
+
+    A refused write changed nothing. A write whose storage failed under it
+    (the log's write or fsync, SQLite's COMMIT) is not visible in this
+    store, which is then poisoned (`StorePoisoned`); whether it reappears
+    after a reopen depends on what reached the disk, and the message says
+    the outcome is unknown until then. See docs/durability.md and
+    docs/sqlite.md.
     """
 
 
@@ -137,9 +144,10 @@ class StoreLocked(WriteFailed):
 
 
 class StorePoisoned(WriteFailed):
-    """A durable store failed to write or sync its log earlier, and refuses
-    every later write until it is reopened. Reads keep working and show the
-    last durable state; reopening recovers from disk."""
+    """A durable store failed to write or sync its log earlier (the SQLite
+    store: a COMMIT failed with an outcome it cannot know), and this handle
+    refuses every later write until the store is reopened. Reads keep
+    working; reopening recovers from disk."""
 
 
 class CorruptStore(ReadFailed):

@@ -10,8 +10,8 @@ errors. The only read rule with logic in it, the order of
 Rule 2: one operation, one SQLite transaction. A write runs in `BEGIN
 IMMEDIATE` (the file's write lock, taken before anything is read, so no other
 connection, in this process or another, commits in between); a refused or
-failed write rolls back and changes nothing. A read runs in one deferred
-(read) transaction.
+failed write rolls back and changes nothing (for a failed COMMIT see Rule
+5). A read runs in one deferred (read) transaction.
 
 Rule 3: nothing blocking runs on the trio thread. Every SQLite call, the
 schema creation at open and the close run in a worker thread
@@ -19,8 +19,15 @@ schema creation at open and the close run in a worker thread
 thread that may still commit is waited for, never abandoned.
 
 Rule 4: the file stays Meerkat's. Tables, columns and stored shapes are
-exactly those of Meerkat's Rust SQLite store (SPEC §7, §9); tables this
-module does not know are never touched.
+those of the seed-era Rust SQLite store (SPEC §7, §9), but for the receipt
+sequence encoding below; tables this module does not know are never touched.
+
+Rule 5: a COMMIT that fails with anything but "nothing was written" (busy,
+locked, a deferred constraint) leaves the write's outcome unknown: a WAL
+frame may be on disk. The caller gets `WriteFailed` saying so, and the
+handle is poisoned: every later write raises `StorePoisoned` until the store
+is reopened (reads keep working), as the actor store does after a failed
+fsync (SPEC §6). A failure before COMMIT rolls back and poisons nothing.
 
 Theory of operation. `open_sqlite_store(path)` creates the file (mode 0600)
 if it is missing, connects one `sqlite3` connection in a worker thread
@@ -34,14 +41,27 @@ waits for the lock (cancellable: a call cancelled there never reached the
 store), then runs its transaction in a worker thread and waits for it
 uncancellably, so once started it commits or rolls back before the caller
 hears of any cancellation (delivered at its next checkpoint) and before any
-later call of that task.
+later call of that task. Nothing interrupts SQLite's wait for a lock another
+connection holds, so a cancelled call (and a close) can take up to the busy
+timeout per lock waited for; `open_sqlite_store` documents the bound.
 
 Receipt sequences are u64; SQLite integers are i64. The `sequence` column
-holds the two's-complement bit pattern of the u64 (as the current Rust store
-writes it), so every u64 is a distinct key; the receipt JSON keeps the exact
-value. Older Rust versions clamped sequences at or above 2**63 to 2**63-1; a
-lookup for such a sequence also finds its clamped row (the JSON says which
-sequence a row is for).
+holds the two's-complement bit pattern of the u64 (SPEC §9), so every u64 is
+a distinct key; the receipt JSON keeps the exact value. The file's schema
+and row shapes are those of the seed-era Rust store (the one behind the
+`RuntimeStore` interface SPEC.md restates), which clamps sequences at or
+above 2**63 to 2**63-1 when it writes and when it looks up: such a Rust
+reader never finds our receipts at or above 2**63. Later Rust versions use
+two's complement too, but also changed row shapes this module does not
+write (docs/sqlite.md, "Interop"). Rows the seed-era store clamped are found
+here under their own sequence (the JSON says which sequence a row is for),
+and inserting the receipt of 2**63-1 first moves such a row to its own
+two's-complement slot, in the same transaction.
+
+Text. The connection's text factory keeps TEXT values as bytes (`_Text`);
+this module decodes the ones it reads itself, so a TEXT value that is not
+UTF-8 is `CorruptStore` naming its row, never an error of the `sqlite3`
+module's decoder.
 """
 
 from __future__ import annotations
@@ -62,7 +82,7 @@ from . import _core
 from ._check import check_instance, check_u64
 from ._codec import CodecError, dumps_json, loads_json
 from ._core import Command, StoreState
-from ._errors import CorruptStore, ReadFailed, StoreClosed, WriteFailed
+from ._errors import CorruptStore, ReadFailed, StoreClosed, StorePoisoned, WriteFailed
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._session_codec import SessionCodec, check_session_codec
 from ._types import (
@@ -135,6 +155,11 @@ FILE_MODE: Final = 0o600
 # SQLite primary result codes meaning "this file is damaged or not a database".
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
+# Primary result codes with which a COMMIT fails having written nothing: the
+# lock it needs was not obtained (BUSY, LOCKED), or a deferred constraint
+# refused it (CONSTRAINT). Any other COMMIT failure (the IOERR family, FULL,
+# ...) may have left a WAL frame on disk: the write's outcome is unknown.
+_COMMIT_WROTE_NOTHING: Final = frozenset({5, 6, 19})
 
 _UPSERT_SESSION: Final = (
     "INSERT INTO runtime_session_snapshots (runtime_id, session_snapshot) VALUES (?, ?)"
@@ -179,9 +204,27 @@ def sequence_to_i64(sequence: int) -> int:
     return sequence - 2**64 if sequence > I64_MAX else sequence
 
 
-def _is_corruption(exc: sqlite3.Error) -> bool:
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    """The SQLite primary result code of `exc` (its extended code's low byte)."""
     code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(code, int) and (code & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _is_corruption(exc: sqlite3.Error) -> bool:
+    return _primary_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+class _Text(bytes):
+    """A TEXT value as the connection returns it: its bytes, undecoded (the
+    connection's `text_factory`), so a value that is not UTF-8 reaches this
+    module, which reports it as damage, rather than the `sqlite3` decoder."""
+
+    __slots__ = ()
+
+
+def _name(value: object) -> str:
+    """A schema name or PRAGMA result: undecodable bytes never match ours."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _where(operation: str, runtime_id: LogicalRuntimeId | None) -> str:
@@ -204,6 +247,8 @@ class _Database:
         self.path = path
         self.resolved = os.path.realpath(path)
         self.closed = False
+        # The error of a COMMIT whose outcome is unknown: writes are refused.
+        self.poisoned: sqlite3.Error | None = None
 
     # --- open and close -------------------------------------------------------------------
 
@@ -231,6 +276,7 @@ class _Database:
             )
         except sqlite3.Error as exc:
             raise ReadFailed(f"cannot open SQLite store {path}: {exc}") from exc
+        connection.text_factory = _Text
         database = cls(connection, path)
         try:
             database._prepare(synchronous)
@@ -244,18 +290,28 @@ class _Database:
         try:
             # The first statement that reads the file: refuses a non-database.
             tables = {
-                name
+                _name(name)
                 for (name,) in connection.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table'"
                 )
             }
-            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = _name(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode != "wal":
                 try:
-                    connection.execute("PRAGMA journal_mode=WAL").fetchone()
+                    switched = connection.execute("PRAGMA journal_mode=WAL").fetchone()
                 except sqlite3.OperationalError as exc:
                     # Another connection holds the file: keep its current mode.
                     logger.warning("%s stays in %s journal mode: %s", path, mode, exc)
+                else:
+                    # SQLite answers with the mode now in force; it keeps the
+                    # old one, without an error, where WAL is not possible.
+                    now = _name(switched[0]).lower() if switched else mode
+                    if now != "wal":
+                        logger.warning(
+                            "%s stays in %s journal mode: SQLite refused to switch it to WAL",
+                            path,
+                            now,
+                        )
             connection.execute(f"PRAGMA synchronous={synchronous}")
             if not tables.issuperset(_COLUMNS):
                 # A write only when a table is missing: a file whose tables
@@ -269,7 +325,9 @@ class _Database:
                     self._rollback()
                     raise
             for table, columns in _COLUMNS.items():
-                present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+                present = {
+                    _name(row[1]) for row in connection.execute(f"PRAGMA table_info({table})")
+                }
                 missing = [column for column in columns if column not in present]
                 if missing:
                     raise ReadFailed(
@@ -309,11 +367,17 @@ class _Database:
         Raises:
             RuntimeStoreError: what `_core.plan` raises (rolled back), or
                 `WriteFailed` (chained to the `sqlite3` error) when SQLite
-                fails, or `CorruptStore` when a row the command needs does
-                not decode.
+                fails (see `_commit` for a failed COMMIT), or `CorruptStore`
+                when a row the command needs does not decode.
+            StorePoisoned: an earlier COMMIT's outcome is unknown.
         """
         operation = _OPERATIONS[type(command)]
-        runtime_id: LogicalRuntimeId | None = getattr(command, "runtime_id", None)
+        where = _where(operation, getattr(command, "runtime_id", None))
+        if self.poisoned is not None:
+            raise StorePoisoned(
+                f"{where}: the SQLite store {self.path} refuses writes: an earlier COMMIT"
+                f" failed ({self.poisoned}) and its outcome is unknown; reopen the store"
+            ) from self.poisoned
         connection = self.connection
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -321,7 +385,6 @@ class _Database:
                 effects = _core.plan(self._state_for(command), command, codec)
                 for effect in effects:
                     self._write(effect)
-                connection.execute("COMMIT")
             except _core.CallerCodeError as exc:
                 self._rollback()
                 return exc.error
@@ -329,10 +392,36 @@ class _Database:
                 self._rollback()
                 raise
         except sqlite3.Error as exc:
-            raise WriteFailed(
-                f"{_where(operation, runtime_id)}: SQLite failed on {self.path}: {exc}"
-            ) from exc
+            raise WriteFailed(f"{where}: SQLite failed on {self.path}: {exc}") from exc
+        self._commit(where)
         return None
+
+    def _commit(self, where: str) -> None:
+        """COMMIT the open write transaction; poison the handle if its outcome
+        is unknown.
+
+        Raises:
+            WriteFailed: COMMIT failed. If SQLite's code says nothing was
+                written (busy, locked, a deferred constraint), the transaction
+                was rolled back. Otherwise (an I/O error, a full disk, ...) a
+                WAL frame may be on disk: the message says the outcome is
+                unknown, and `self.poisoned` makes every later write raise
+                `StorePoisoned`.
+        """
+        try:
+            self.connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            if _primary_code(exc) in _COMMIT_WROTE_NOTHING:
+                raise WriteFailed(
+                    f"{where}: SQLite failed to commit on {self.path}: {exc}"
+                ) from exc
+            self.poisoned = exc
+            raise WriteFailed(
+                f"{where}: COMMIT failed on {self.path} ({exc}): the outcome of this write"
+                " is unknown until the store is reopened (it may be on disk), and this"
+                " handle refuses every later write until then"
+            ) from exc
 
     def _state_for(self, command: Command) -> StoreState:
         """The part of the store state `_core.plan` reads for `command`."""
@@ -355,25 +444,21 @@ class _Database:
             case _core.SetSessionSnapshot(runtime_id, snapshot):
                 execute(_UPSERT_SESSION, (str(runtime_id), snapshot))
             case _core.InsertReceipt(runtime_id, receipt):
+                slot = sequence_to_i64(receipt.sequence)
+                if slot == I64_MAX:
+                    self._unclamp(runtime_id, receipt.run_id)
                 try:
                     execute(
                         _INSERT_RECEIPT,
-                        (
-                            str(runtime_id),
-                            str(receipt.run_id),
-                            sequence_to_i64(receipt.sequence),
-                            dumps_json(receipt),
-                        ),
+                        (str(runtime_id), str(receipt.run_id), slot, dumps_json(receipt)),
                     )
                 except sqlite3.IntegrityError as exc:
-                    # `plan` found no receipt under the key, so the row is one
-                    # an older Rust version clamped to 2**63-1 for a larger
-                    # sequence: it holds this key's slot.
+                    # `plan` found no receipt under the key and `_unclamp`
+                    # freed the slot: another constraint (a trigger, ...).
                     raise WriteFailed(
-                        f"atomic_apply for runtime {str(runtime_id)!r}: the row for run"
-                        f" {receipt.run_id} sequence {receipt.sequence} in {self.path} is held"
-                        " by a receipt an older Meerkat stored with its sequence clamped to"
-                        " 2**63-1"
+                        f"atomic_apply for runtime {str(runtime_id)!r}: SQLite refused the"
+                        f" receipt of run {receipt.run_id} sequence {receipt.sequence}"
+                        f" (sequence column {slot}) in {self.path}: {exc}"
                     ) from exc
             case _core.PutInputStates(runtime_id, states):
                 self.connection.executemany(
@@ -388,6 +473,48 @@ class _Database:
                 execute(_UPSERT_OAUTH, (OAUTH_ROW_ID, snapshot))
             case _:  # pragma: no cover - the Effect union is closed
                 raise TypeError(f"not a store effect: {effect!r}")
+
+    def _unclamp(self, runtime_id: LogicalRuntimeId, run_id: RunId) -> None:
+        """Free the slot 2**63-1 of `run_id` for the receipt of 2**63-1.
+
+        An older Rust version stored the receipt of a sequence above 2**63-1
+        in that slot (clamped). Called, inside the write transaction, only
+        after `find_receipt` found no receipt of 2**63-1, so a row in the slot
+        is such a clamped row: it moves to its own two's-complement slot, or
+        is dropped if that slot holds the same receipt already. It is still
+        found under its own sequence afterwards.
+
+        Raises:
+            CorruptStore: the clamped row's own slot holds a different
+                receipt, or a row does not decode.
+        """
+        clamped = self._receipt_row(runtime_id, run_id, I64_MAX)
+        if clamped is None or clamped.run_id != run_id or clamped.sequence <= I64_MAX:
+            return  # free, or not a clamped row: the INSERT reports it
+        own = sequence_to_i64(clamped.sequence)
+        there = self._receipt_row(runtime_id, run_id, own)
+        key = (str(runtime_id), str(run_id), I64_MAX)
+        if there is None:
+            self.connection.execute(
+                "UPDATE runtime_boundary_receipts SET sequence = ?"
+                " WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
+                (own, *key),
+            )
+        elif there == clamped:
+            self.connection.execute(
+                "DELETE FROM runtime_boundary_receipts"
+                " WHERE runtime_id = ? AND run_id = ? AND sequence = ?",
+                key,
+            )
+        else:
+            raise CorruptStore(
+                f"{self.path}: runtime_boundary_receipts, runtime {str(runtime_id)!r},"
+                f" run_id {str(run_id)!r}: the row at sequence column {I64_MAX} holds the"
+                f" receipt of sequence {clamped.sequence} (clamped by an older Meerkat), and"
+                f" the row at its own sequence column {own} holds a different receipt (run"
+                f" {there.run_id} sequence {there.sequence}); the receipt of sequence"
+                f" {I64_MAX} cannot be stored"
+            )
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -421,17 +548,34 @@ class _Database:
         return result
 
     def _blob(self, value: object, table: str, where: str) -> bytes:
-        """A blob column's value; a TEXT value (another writer's) as its UTF-8."""
+        """A blob column's value; a TEXT value (another writer's) as its UTF-8.
+
+        Raises:
+            CorruptStore: the value is neither a BLOB nor UTF-8 TEXT.
+        """
+        if isinstance(value, _Text):
+            self._text(value, table, where)
+            return bytes(value)
         if isinstance(value, bytes):
             return value
-        if isinstance(value, str):
-            try:
-                return value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise CorruptStore(f"{self.path}: {table}, {where}: {exc}") from exc
         raise CorruptStore(
             f"{self.path}: {table}, {where}: expected a BLOB, got {type(value).__name__}"
         )
+
+    def _text(self, value: object, table: str, where: str) -> object:
+        """A TEXT value decoded (`str`); any other value unchanged.
+
+        Raises:
+            CorruptStore: the TEXT value is not UTF-8.
+        """
+        if not isinstance(value, _Text):
+            return value
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorruptStore(
+                f"{self.path}: {table}, {where}: a TEXT value that is not UTF-8: {exc}"
+            ) from exc
 
     def _decode(self, cls: type[T], value: object, table: str, where: str) -> T:
         try:
@@ -477,20 +621,23 @@ class _Database:
         )
 
     def _input_row(
-        self, runtime_id: LogicalRuntimeId, key: object, value: object
-    ) -> StoredInputState:
+        self, runtime_id: LogicalRuntimeId, raw_key: object, value: object
+    ) -> tuple[object, StoredInputState]:
+        """An input-state row's decoded key and value, checked to agree."""
+        table = "runtime_input_states"
+        shown = bytes(raw_key) if isinstance(raw_key, _Text) else raw_key
+        key = self._text(raw_key, table, f"runtime {str(runtime_id)!r}, input_id {shown!r}")
         where = f"runtime {str(runtime_id)!r}, input_id {key!r}"
-        stored = self._decode(StoredInputState, value, "runtime_input_states", where)
+        stored = self._decode(StoredInputState, value, table, where)
         try:
             matches = isinstance(key, str) and uuid.UUID(key) == stored.state.input_id.value
         except ValueError:
             matches = False
         if not matches:
             raise CorruptStore(
-                f"{self.path}: runtime_input_states, {where}: the row holds input"
-                f" {stored.state.input_id}"
+                f"{self.path}: {table}, {where}: the row holds input {stored.state.input_id}"
             )
-        return stored
+        return key, stored
 
     def input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
@@ -500,7 +647,7 @@ class _Database:
             " WHERE runtime_id = ? AND input_id = ?",
             (str(runtime_id), str(input_id)),
         ).fetchone()
-        return None if row is None else self._input_row(runtime_id, row[0], row[1])
+        return None if row is None else self._input_row(runtime_id, row[0], row[1])[1]
 
     def input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
         rows = self.connection.execute(
@@ -508,8 +655,8 @@ class _Database:
             (str(runtime_id),),
         ).fetchall()
         states: dict[InputId, StoredInputState] = {}
-        for key, value in rows:
-            stored = self._input_row(runtime_id, key, value)
+        for raw_key, value in rows:
+            key, stored = self._input_row(runtime_id, raw_key, value)
             if key == str(stored.state.input_id):
                 states[stored.state.input_id] = stored
             else:  # another spelling of the id: the canonical row wins
@@ -565,14 +712,19 @@ class _Database:
 
 
 def _create_private(path: str) -> None:
-    """Create an empty file at `path` with mode 0600 unless something is there,
-    and make its directory entry durable."""
+    """Create the file `path` names, empty, with mode 0600 unless something is
+    there, and make its directory entry durable.
+
+    The path is resolved first: a dangling symlink gets its target created
+    here, 0600, not by SQLite with its default (0644 under the usual umask).
+    """
+    target = os.path.realpath(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     except FileExistsError:
         return
     os.close(fd)
-    directory = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+    directory = os.open(os.path.dirname(target), os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(directory)
     finally:
@@ -658,7 +810,10 @@ class SqliteStore(metaclass=NoPublicConstructor):
 
         Raises:
             TypeError: `snapshot` is not `bytes`.
-            WriteFailed: SQLite failed; nothing changed.
+            WriteFailed: SQLite failed; nothing changed, unless the message
+                says the COMMIT's outcome is unknown (the handle is then
+                poisoned).
+            StorePoisoned: an earlier COMMIT's outcome is unknown; reopen.
             StoreClosed: the store is closed.
         """
         await self._write(_core.PersistOAuthFlowSnapshot(snapshot))
@@ -694,7 +849,12 @@ class SqliteStore(metaclass=NoPublicConstructor):
             TypeError: `update` is not callable, or it returned something
                 other than `bytes` (nothing changed).
             Exception: whatever `update` raised, unchanged (nothing changed).
-            WriteFailed: SQLite failed; nothing changed.
+            CorruptStore: the current snapshot is a TEXT value that is not
+                UTF-8, or neither BLOB nor TEXT (nothing changed).
+            WriteFailed: SQLite failed; nothing changed, unless the message
+                says the COMMIT's outcome is unknown (the handle is then
+                poisoned).
+            StorePoisoned: an earlier COMMIT's outcome is unknown; reopen.
             StoreClosed: the store is closed.
         """
         await self._write(_core.UpdateOAuthFlowSnapshot(update))
@@ -712,7 +872,9 @@ class SqliteStore(metaclass=NoPublicConstructor):
         Raises:
             TypeError: wrong argument types.
             WriteFailed: the session codec cannot read the snapshot, or SQLite
-                failed; nothing changed.
+                failed; nothing changed, unless the message says the COMMIT's
+                outcome is unknown (the handle is then poisoned).
+            StorePoisoned: an earlier COMMIT's outcome is unknown; reopen.
             StoreClosed: the store is closed.
         """
         await self._write(_core.CommitSessionSnapshot(runtime_id, delta))
@@ -745,9 +907,13 @@ class SqliteStore(metaclass=NoPublicConstructor):
                 snapshot's session id.
             ReceiptConflict: a receipt with the same `(run_id, sequence)`
                 exists for the runtime.
-            CorruptStore: the row under the receipt's key does not decode.
+            CorruptStore: the row under the receipt's key does not decode,
+                or holds another receipt.
+            StorePoisoned: an earlier COMMIT's outcome is unknown; reopen.
             StoreClosed: the store is closed.
-            In every error case nothing of the call was applied.
+            In every error case nothing of the call was applied, except a
+            `WriteFailed` whose message says the COMMIT's outcome is unknown:
+            reopen the store and look the receipt up to know.
         """
         await self._write(
             _core.AtomicApply(runtime_id, delta, receipt, input_updates, session_store_key)
@@ -806,7 +972,10 @@ class SqliteStore(metaclass=NoPublicConstructor):
 
         Raises:
             TypeError: wrong argument types.
-            WriteFailed: SQLite failed; nothing changed.
+            WriteFailed: SQLite failed; nothing changed, unless the message
+                says the COMMIT's outcome is unknown (the handle is then
+                poisoned).
+            StorePoisoned: an earlier COMMIT's outcome is unknown; reopen.
             StoreClosed: the store is closed.
         """
         await self._write(_core.PersistInputState(runtime_id, state))
@@ -897,7 +1066,10 @@ class SqliteStore(metaclass=NoPublicConstructor):
 
         Raises:
             TypeError: wrong argument types.
-            WriteFailed: SQLite failed; nothing changed.
+            WriteFailed: SQLite failed; nothing changed, unless the message
+                says the COMMIT's outcome is unknown (the handle is then
+                poisoned).
+            StorePoisoned: an earlier COMMIT's outcome is unknown; reopen.
             StoreClosed: the store is closed.
         """
         await self._write(_core.CommitMachineLifecycle(runtime_id, commit, input_states))
@@ -913,7 +1085,10 @@ class SqliteStore(metaclass=NoPublicConstructor):
 
         Raises:
             TypeError: wrong argument types.
-            WriteFailed: SQLite failed; nothing changed.
+            WriteFailed: SQLite failed; nothing changed, unless the message
+                says the COMMIT's outcome is unknown (the handle is then
+                poisoned).
+            StorePoisoned: an earlier COMMIT's outcome is unknown; reopen.
             StoreClosed: the store is closed.
         """
         await self._write(_core.PersistOpsLifecycle(runtime_id, snapshot))
@@ -1005,7 +1180,16 @@ async def open_sqlite_store(
             Any case.
         busy_timeout: seconds to wait for another connection (another
             handle, another process) holding the file's lock before a call
-            fails with `WriteFailed`/`ReadFailed`.
+            fails with `WriteFailed`/`ReadFailed`. It also bounds
+            cancellation, which SQLite's wait does not see: a call cancelled
+            once its transaction started in the worker thread returns (and
+            the cancellation is delivered) only when that transaction
+            committed or failed, so after up to `busy_timeout` per lock it
+            waits for (one for a write in WAL mode; in rollback-journal mode
+            its COMMIT may wait once more) plus its own work. A call
+            cancelled while waiting for its turn on the handle returns at
+            once. Closing waits for the running call and for every call
+            queued before the close, each bounded the same way.
 
     Raises:
         TypeError, ValueError: a bad argument (the message names it).
@@ -1015,8 +1199,9 @@ async def open_sqlite_store(
         CorruptStore: the file is not a SQLite database, or is damaged.
 
     Opening (and closing) runs in a worker thread. The store closes when the
-    block exits: calls already waiting for the connection finish first;
-    later calls raise `StoreClosed`.
+    block exits: calls already waiting for the connection finish first
+    (see `busy_timeout` for how long that can take); later calls raise
+    `StoreClosed`.
     """
     codec = check_session_codec(session_codec)
     location = _check_path(path)

@@ -1,11 +1,14 @@
 """The child process of test_kill9.py: commits random operations until killed.
 
-    python _kill9_child.py DIRECTORY SEED GENERATION TASKS CHECKPOINT_BYTES
+    python _kill9_child.py BACKEND LOCATION SEED GENERATION TASKS CHECKPOINT_BYTES
 
-Opens the durable store in DIRECTORY and writes `ready`, then runs TASKS trio
-tasks. Task `t` performs the operations `_workload.plan(SEED, GENERATION, t)`
-yields, one after the other, forever, and reports each on stdout, one
-`write(2)` per line, so a SIGKILL never leaves half a line behind another:
+Opens a store and writes `ready`: with BACKEND `actor`, the durable actor
+store in the directory LOCATION, checkpointing every CHECKPOINT_BYTES of log;
+with `sqlite`, the SQLite store in the file LOCATION (CHECKPOINT_BYTES is
+ignored: SQLite checkpoints its WAL itself). Then it runs TASKS trio tasks.
+Task `t` performs the operations `_workload.plan(SEED, GENERATION, t)` yields,
+one after the other, forever, and reports each on stdout, one `write(2)` per
+line, so a SIGKILL never leaves half a line behind another:
 
     begin <task> <index>     written before the call is made
     ack <task> <index>       written after the call returned (it is durable)
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import AbstractAsyncContextManager
 
 import trio
 from _workload import plan
@@ -40,8 +44,19 @@ async def _task(store: ma.RuntimeStore, seed: int, generation: int, task: int) -
         _say(f"ack {task} {index}")
 
 
-async def main(directory: str, seed: int, generation: int, tasks: int, checkpoint: int) -> None:
-    async with ma.open_store(directory, checkpoint_bytes=checkpoint) as store:
+def _open(
+    backend: str, location: str, checkpoint: int
+) -> AbstractAsyncContextManager[ma.RuntimeStore]:
+    if backend == "sqlite":
+        return ma.open_sqlite_store(location)
+    assert backend == "actor", backend
+    return ma.open_store(location, checkpoint_bytes=checkpoint)
+
+
+async def main(
+    backend: str, location: str, seed: int, generation: int, tasks: int, checkpoint: int
+) -> None:
+    async with _open(backend, location, checkpoint) as store:
         _say("ready")
         async with trio.open_nursery() as nursery:
             for task in range(tasks):
@@ -49,6 +64,6 @@ async def main(directory: str, seed: int, generation: int, tasks: int, checkpoin
 
 
 if __name__ == "__main__":
-    directory, *numbers = sys.argv[1:]
+    backend, location, *numbers = sys.argv[1:]
     seed, generation, tasks, checkpoint = map(int, numbers)
-    trio.run(main, directory, seed, generation, tasks, checkpoint)
+    trio.run(main, backend, location, seed, generation, tasks, checkpoint)

@@ -3,7 +3,8 @@
 `plan(seed, generation, task)` yields the operations of one task: atomic
 applies (a unique receipt, 1-3 input states, a session snapshot), input state
 upserts, OAuth counter increments, lifecycle commits, and now and then an
-explicit checkpoint. `Operation.perform` runs one on a store;
+explicit checkpoint (a no-op on a store without `checkpoint()`, such as the
+SQLite store). `Operation.perform` runs one on a store;
 `Operation.apply` runs it on a `ReferenceModel`.
 
 Each task writes only under its own runtime (`runtime_id(generation, task)`)
@@ -64,7 +65,9 @@ class Operation:
         if self.kind == "oauth_increment":
             await store.update_auth_oauth_flow_snapshot(increment)
         elif self.kind == "checkpoint":
-            await store.checkpoint()  # type: ignore[attr-defined]
+            checkpoint = getattr(store, "checkpoint", None)
+            if checkpoint is not None:
+                await checkpoint()
         elif self.kind == "lifecycle":
             await store.commit_machine_lifecycle(self.runtime_id, *self.args)
         else:

@@ -1,8 +1,9 @@
 """Kill -9: acknowledged writes survive SIGKILL at any instant (SPEC §6).
 
-A child process (`_kill9_child.py`) opens a durable store and commits
-randomly generated operations from many trio tasks, writing `begin` before
-and `ack` after each. The parent kills it with SIGKILL at a random moment
+Run for both durable backends: the actor store (a directory) and the SQLite
+store (a file in WAL mode). A child process (`_kill9_child.py`) opens the
+store and commits randomly generated operations from many trio tasks,
+writing `begin` before and `ack` after each. The parent kills it with SIGKILL at a random moment
 (sometimes before the store has even opened, i.e. during recovery), reopens
 the store and checks, for every task of the child:
 
@@ -16,15 +17,18 @@ the store and checks, for every task of the child:
   the in-flight ones besides;
 - nothing recovered after an earlier kill has changed.
 
-A chain of kills shares one store directory, so later children recover from
-the crash artifacts of earlier ones (torn tails, half-written snapshots and
-segments: the children checkpoint by size, some every 4 KiB). The parent
-closes the store cleanly after its check half of the time and abandons it
-(no final checkpoint) otherwise.
+A chain of kills shares one store, so later children recover from the crash
+artifacts of earlier ones: for the actor store torn tails, half-written
+snapshots and segments (the children checkpoint by size, some every 4 KiB);
+for SQLite the `-wal` file the killed child left (recovered on reopen). The
+parent closes the store cleanly after its check half of the time and
+abandons it (no final checkpoint) otherwise.
 
-Kills: 50 with HYPOTHESIS_PROFILE=ci, 100 with deep, 10 otherwise. The seed is
-random and printed in every failure; KILL9_SEED=<seed> replays the same
-operations, task counts and checkpoint sizes (the kill instants still vary).
+Kills, as chains x kills per chain: actor store 5 x 10 with
+HYPOTHESIS_PROFILE=ci, 5 x 20 with deep, 1 x 10 otherwise; SQLite store
+2 x 5 with ci, 5 x 20 with deep, 1 x 5 otherwise. The seed is random and
+printed in every failure; KILL9_SEED=<seed> replays the same operations,
+task counts and checkpoint sizes (the kill instants still vary).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -51,7 +56,11 @@ from meerkat_actor.testing import ReferenceModel
 
 CHILD = Path(__file__).with_name("_kill9_child.py")
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
-CHAINS, KILLS_PER_CHAIN = {"ci": (5, 10), "deep": (5, 20)}.get(PROFILE, (1, 10))
+#: (chains, kills per chain) of each backend in this profile.
+SCALE = {
+    "actor": {"ci": (5, 10), "deep": (5, 20)}.get(PROFILE, (1, 10)),
+    "sqlite": {"ci": (2, 5), "deep": (5, 20)}.get(PROFILE, (1, 5)),
+}
 BASE_SEED = int(os.environ.get("KILL9_SEED") or random.SystemRandom().randrange(2**32))
 READY_TIMEOUT = 30.0
 CHECKPOINT_BYTES = (4096, 64 * 1024, 64 * 1024 * 1024)
@@ -70,7 +79,8 @@ class Totals:
     in_flight_present: int = 0
     in_flight_absent: int = 0
     torn_tails: int = 0  # torn records or segment headers recovery repaired
-    mid_checkpoint: int = 0  # kills that left a snapshot temp file behind
+    mid_checkpoint: int = 0  # kills that left a snapshot temp file behind (actor)
+    wal_left: int = 0  # kills that left a non-empty -wal file to recover (SQLite)
 
 
 @dataclass
@@ -159,6 +169,17 @@ def candidates(seed: int, generation: int, task: int, log: TaskLog) -> Candidate
     return Candidates(reads, acked, model_reads(model, reads), in_flight)
 
 
+def store_location(backend: str, tmp_path: Path) -> Path:
+    """Where a chain's store lives: a directory, or a SQLite file."""
+    return tmp_path / ("runtime.sqlite3" if backend == "sqlite" else "store")
+
+
+def open_backend(backend: str, location: Path) -> AbstractAsyncContextManager[ma.RuntimeStore]:
+    if backend == "sqlite":
+        return ma.open_sqlite_store(location)
+    return ma.open_store(location)
+
+
 def describe_difference(reads: list[Read], got: list[Any], expected: list[Any]) -> str:
     return "; ".join(
         f"{name}{args[1:]}: recovered {g!r}, expected {e!r}"
@@ -169,9 +190,10 @@ def describe_difference(reads: list[Read], got: list[Any], expected: list[Any]) 
 
 @dataclass
 class Chain:
-    """One store directory and what its earlier kills left in it."""
+    """One store and what its earlier kills left in it."""
 
-    directory: Path
+    backend: str
+    location: Path
     seed: int
     rng: random.Random
     totals: Totals
@@ -185,8 +207,8 @@ class Chain:
         tasks = rng.choice((1, 4, 16, 64))
         checkpoint = rng.choice(CHECKPOINT_BYTES)
         early = rng.random() < 0.15
-        argv = [sys.executable, str(CHILD), str(self.directory), str(self.seed), str(generation)]
-        argv += [str(tasks), str(checkpoint)]
+        argv = [sys.executable, str(CHILD), self.backend, str(self.location), str(self.seed)]
+        argv += [str(generation), str(tasks), str(checkpoint)]
         with out.open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr:
             started = time.monotonic()
             child = subprocess.Popen(argv, stdout=stdout, stderr=stderr)
@@ -219,7 +241,7 @@ class Chain:
         """Reopen the store and check it against the child's report."""
         totals = self.totals
         with trio.CancelScope() as scope:
-            async with ma.open_store(self.directory) as store:
+            async with open_backend(self.backend, self.location) as store:
                 for rt, (reads, expected) in self.expected.items():
                     got = await store_reads(store, reads)
                     assert got == expected, (
@@ -258,44 +280,65 @@ class Chain:
                     await trio.sleep_forever()
 
 
-def run_chain(chain_index: int, tmp_path: Path, totals: Totals) -> None:
+def run_chain(backend: str, chain_index: int, tmp_path: Path, totals: Totals) -> None:
     seed = BASE_SEED + chain_index
-    chain = Chain(tmp_path / "store", seed, random.Random(seed), totals)
-    for generation in range(KILLS_PER_CHAIN):
-        where = f"KILL9_SEED={BASE_SEED} chain {chain_index} kill {generation} ({tmp_path})"
+    location = store_location(backend, tmp_path)
+    chain = Chain(backend, location, seed, random.Random(seed), totals)
+    kills = SCALE[backend][1]
+    for generation in range(kills):
+        where = (
+            f"KILL9_SEED={BASE_SEED} {backend} chain {chain_index} kill {generation} ({tmp_path})"
+        )
         output, ready = chain.kill_one(generation, tmp_path / f"child-{generation}.out")
         totals.kills += 1
         totals.before_ready += not ready
-        names = os.listdir(chain.directory) if chain.directory.exists() else []
-        totals.mid_checkpoint += any(name.endswith(".tmp") for name in names)
+        if backend == "sqlite":
+            wal = Path(f"{location}-wal")
+            totals.wal_left += wal.exists() and wal.stat().st_size > 0
+        else:
+            names = os.listdir(location) if location.exists() else []
+            totals.mid_checkpoint += any(name.endswith(".tmp") for name in names)
         trio.run(chain.check, generation, parse(output, where), where)
 
 
 @pytest.fixture(scope="module")
-def totals() -> Iterator[Totals]:
-    found = Totals()
+def totals() -> Iterator[dict[str, Totals]]:
+    found = {backend: Totals() for backend in SCALE}
     yield found
-    print(
-        f"\nkill -9 (seed {BASE_SEED}): {found.kills} kills ({found.before_ready} before the"
-        f" store opened); {found.acknowledged} acknowledged operations all recovered;"
-        f" {found.in_flight} in flight: {found.in_flight_present} present,"
-        f" {found.in_flight_absent} absent, none partial; {found.mid_checkpoint} kills"
-        f" interrupted a checkpoint; {found.torn_tails} torn writes repaired"
-    )
+    for backend, seen in found.items():
+        if not seen.kills:
+            continue
+        artifacts = (
+            f"{seen.wal_left} kills left a WAL to recover"
+            if backend == "sqlite"
+            else f"{seen.mid_checkpoint} kills interrupted a checkpoint;"
+            f" {seen.torn_tails} torn writes repaired"
+        )
+        print(
+            f"\nkill -9, {backend} store (seed {BASE_SEED}): {seen.kills} kills"
+            f" ({seen.before_ready} before the store opened); {seen.acknowledged} acknowledged"
+            f" operations all recovered; {seen.in_flight} in flight: {seen.in_flight_present}"
+            f" present, {seen.in_flight_absent} absent, none partial; {artifacts}"
+        )
 
 
-@pytest.mark.parametrize("chain", range(CHAINS))
+CHAINS = [(backend, chain) for backend, (chains, _) in SCALE.items() for chain in range(chains)]
+
+
+@pytest.mark.parametrize(("backend", "chain"), CHAINS, ids=[f"{b}-{c}" for b, c in CHAINS])
 def test_kill9_recovers_exactly_the_acknowledged_writes(
+    backend: str,
     chain: int,
     tmp_path: Path,
-    totals: Totals,
+    totals: dict[str, Totals],
     caplog: pytest.LogCaptureFixture,
     record_property: Any,
 ) -> None:
+    found = totals[backend]
     with caplog.at_level(logging.WARNING, logger="meerkat_actor"):
-        run_chain(chain, tmp_path, totals)
-    totals.torn_tails += sum("torn" in message for message in caplog.messages)
+        run_chain(backend, chain, tmp_path, found)
+    found.torn_tails += sum("torn" in message for message in caplog.messages)
     record_property("kill9_seed", BASE_SEED)
-    record_property("kill9_kills_so_far", totals.kills)
-    record_property("kill9_in_flight_present", totals.in_flight_present)
-    record_property("kill9_in_flight_absent", totals.in_flight_absent)
+    record_property("kill9_kills_so_far", found.kills)
+    record_property("kill9_in_flight_present", found.in_flight_present)
+    record_property("kill9_in_flight_absent", found.in_flight_absent)

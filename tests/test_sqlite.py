@@ -360,7 +360,175 @@ async def test_sqlite_errors_become_read_failed_and_write_failed(store, path):
     commit = ma.machine_transition(RS.IDLE, RS.RUNNING)
     with pytest.raises(ma.WriteFailed, match=r"commit_machine_lifecycle for runtime 'runtime-a'"):
         await store.commit_machine_lifecycle(RT, commit, [stored(I2)])
-    assert await store.load_input_state(RT, I2) is None  # rolled back
+
+
+async def test_a_failure_on_the_last_effect_rolls_back_the_earlier_ones(store, path):
+    await store.commit_session_snapshot(RT, session(turn=1))
+    other = raw(path)
+    # RAISE(FAIL) keeps the rows the transaction wrote before it: only our
+    # ROLLBACK removes the session snapshot and receipt written first.
+    other.execute(
+        "CREATE TRIGGER no_inputs BEFORE INSERT ON runtime_input_states"
+        " BEGIN SELECT RAISE(FAIL, 'disk says no'); END"
+    )
+    with pytest.raises(
+        ma.WriteFailed, match=r"atomic_apply for runtime 'runtime-a': .*disk says no"
+    ):
+        await store.atomic_apply(RT, session(turn=2), receipt(), [stored(I1)], SID)
+    assert not store._database.connection.in_transaction
+    assert await store.load_session_snapshot(RT) == session(turn=1).session_snapshot
+    assert await store.load_boundary_receipt(RT, RUN, 7) is None
+    assert other.execute("SELECT count(*) FROM runtime_boundary_receipts").fetchone() == (0,)
+    # A failure before COMMIT poisons nothing: the store goes on writing.
+    other.execute("DROP TRIGGER no_inputs")
+    other.close()
+    await store.atomic_apply(RT, session(turn=2), receipt(), [stored(I1)], SID)
+    assert await store.load_boundary_receipt(RT, RUN, 7) == receipt()
+
+
+async def test_no_transaction_is_left_open_after_any_failure(path):
+    async with ma.open_sqlite_store(path, busy_timeout=0.05) as store:
+        connection = store._database.connection
+        await store.atomic_apply(RT, None, receipt(), [])
+
+        def exits(current):
+            raise SystemExit("the updater exits")
+
+        failures = [
+            (lambda: store.atomic_apply(RT, None, receipt(), []), ma.ReceiptConflict),
+            (lambda: store.commit_session_snapshot(RT, ma.SessionDelta(b"x")), ma.WriteFailed),
+            (lambda: store.update_auth_oauth_flow_snapshot(lambda c: 1 / 0), ZeroDivisionError),
+            (lambda: store.update_auth_oauth_flow_snapshot(exits), SystemExit),
+        ]
+        for call, error in failures:
+            with pytest.raises(error):
+                await call()
+            assert not connection.in_transaction
+        other = raw(path)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(ma.WriteFailed, match="locked"):
+            await store.persist_input_state(RT, stored(I2))
+        other.execute("ROLLBACK")
+        other.close()
+        assert not connection.in_transaction
+        await store.persist_input_state(RT, stored(I2))
+        assert await store.load_input_state(RT, I2) == stored(I2)
+
+
+async def test_a_receipt_refused_by_a_constraint_is_write_failed_naming_it(store, path):
+    other = raw(path)
+    other.execute(
+        "CREATE TRIGGER frozen BEFORE INSERT ON runtime_boundary_receipts"
+        " BEGIN SELECT RAISE(ABORT, 'receipts are frozen'); END"
+    )
+    other.close()
+    with pytest.raises(ma.WriteFailed) as info:
+        await store.atomic_apply(RT, None, receipt(2**63 - 1), [stored(I1)])
+    message = str(info.value)
+    assert f"atomic_apply for runtime 'runtime-a': SQLite refused the receipt of run {RUN}" in (
+        message
+    )
+    assert f"sequence {2**63 - 1}" in message
+    assert "receipts are frozen" in message
+    assert "clamped" not in message
+    assert not isinstance(info.value, ma.ReceiptConflict)
+    assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+    assert await store.load_input_state(RT, I1) is None
+
+
+class FailingCommit:
+    """The store's connection, but its next COMMIT fails with SQLite result
+    `code` (an extended code, as `sqlite3` reports it), after committing if
+    `lands` (the WAL frame reached the disk) or without."""
+
+    def __init__(self, connection: sqlite3.Connection, code: int, name: str, lands: bool):
+        self.connection, self.code, self.name, self.lands = connection, code, name, lands
+        self.armed = True
+
+    def execute(self, sql: str, *args):
+        if sql == "COMMIT" and self.armed:
+            self.armed = False
+            if self.lands:
+                self.connection.execute(sql)
+            error = sqlite3.OperationalError(f"{self.name} (injected)")
+            error.sqlite_errorcode = self.code
+            error.sqlite_errorname = self.name
+            raise error
+        return self.connection.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.connection, name)
+
+
+def fail_next_commit(store, code: int, name: str, lands: bool) -> FailingCommit:
+    database = store._database
+    database.connection = FailingCommit(database.connection, code, name, lands)
+    return database.connection
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [(778, "SQLITE_IOERR_WRITE"), (1034, "SQLITE_IOERR_FSYNC"), (13, "SQLITE_FULL")],
+)
+@pytest.mark.parametrize("lands", [True, False], ids=["landed", "lost"])
+async def test_a_commit_with_an_unknown_outcome_poisons_writes_until_reopen(
+    path, code, name, lands
+):
+    async with ma.open_sqlite_store(path) as store:
+        await populate(store)
+        fail_next_commit(store, code, name, lands)
+        with pytest.raises(ma.WriteFailed) as info:
+            await store.atomic_apply(RT, session(turn=2), receipt(8), [stored(I2)], SID)
+        assert not isinstance(info.value, ma.StorePoisoned)
+        message = str(info.value)
+        assert message.startswith(f"atomic_apply for runtime 'runtime-a': COMMIT failed on {path}")
+        assert "the outcome of this write is unknown until the store is reopened" in message
+        cause = info.value.__cause__
+        assert isinstance(cause, sqlite3.OperationalError)
+        assert cause.sqlite_errorcode == code
+        assert not store._database.connection.in_transaction
+
+        writes = [
+            lambda: store.persist_input_state(RT, stored(I3)),
+            lambda: store.atomic_apply(RT, None, receipt(9), []),
+            lambda: store.commit_session_snapshot(RT, session(turn=3)),
+            lambda: store.update_auth_oauth_flow_snapshot(append(b"!")),
+            lambda: store.persist_auth_oauth_flow_snapshot(b"x"),
+            lambda: store.persist_ops_lifecycle(RT, ma.PersistedOpsSnapshot("epoch-2")),
+            lambda: store.commit_machine_lifecycle(
+                RT, ma.machine_transition(RS.IDLE, RS.RUNNING), []
+            ),
+        ]
+        for write in writes:
+            with pytest.raises(ma.StorePoisoned, match=r"refuses writes: an earlier COMMIT") as p:
+                await write()
+            assert p.value.__cause__ is cause
+        # Reads keep working, and show what SQLite has.
+        assert await store.load_auth_oauth_flow_snapshot() == b"oauth-0"
+        assert await store.load_input_state(RT, I3) is None
+    async with ma.open_sqlite_store(path) as store:
+        # Reopened: the write is wholly there or wholly absent, and writes work.
+        found = await store.load_boundary_receipt(RT, RUN, 8)
+        assert found == (receipt(8) if lands else None)
+        assert (await store.load_input_state(RT, I2) is not None) == lands
+        expected = session(turn=2) if lands else session()
+        assert await store.load_session_snapshot(RT) == expected.session_snapshot
+        await store.persist_input_state(RT, stored(I3))
+        assert await store.load_input_state(RT, I3) == stored(I3)
+
+
+@pytest.mark.parametrize(("code", "name"), [(5, "SQLITE_BUSY"), (6, "SQLITE_LOCKED")])
+async def test_a_commit_that_wrote_nothing_does_not_poison(store, code, name):
+    await populate(store)
+    before = await everything(store)
+    fail_next_commit(store, code, name, lands=False)
+    with pytest.raises(ma.WriteFailed, match=r"SQLite failed to commit on .*SQLITE_") as info:
+        await store.persist_input_state(RT, stored(I2))
+    assert "unknown" not in str(info.value)
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+    assert await everything(store) == before
+    await store.persist_input_state(RT, stored(I2))
+    assert await store.load_input_state(RT, I2) == stored(I2)
 
 
 @pytest.mark.parametrize(
@@ -406,6 +574,82 @@ async def test_a_row_that_does_not_decode_is_corrupt_store(store, path, table, r
     with pytest.raises(ma.CorruptStore, match=rf"{path}: {table}, runtime 'runtime-a'") as info:
         await load(store)
     assert isinstance(info.value, ma.ReadFailed)
+
+
+NOT_UTF8 = "CAST(x'ff00fe' AS TEXT)"
+
+
+@pytest.mark.parametrize(
+    ("table", "values", "where", "load"),
+    [
+        (
+            "runtime_auth_oauth_flow_state",
+            f"('auth_oauth_flow_state', {NOT_UTF8})",
+            "id 'auth_oauth_flow_state'",
+            lambda s: s.load_auth_oauth_flow_snapshot(),
+        ),
+        (
+            "runtime_auth_oauth_flow_state",
+            f"('auth_oauth_flow_state', {NOT_UTF8})",
+            "id 'auth_oauth_flow_state'",
+            lambda s: s.update_auth_oauth_flow_snapshot(append(b"x")),
+        ),
+        (
+            "runtime_session_snapshots",
+            f"('runtime-a', {NOT_UTF8})",
+            "runtime 'runtime-a'",
+            lambda s: s.load_session_snapshot(RT),
+        ),
+        (
+            "runtime_states",
+            f"('runtime-a', {NOT_UTF8})",
+            "runtime 'runtime-a'",
+            lambda s: s.load_runtime_state(RT),
+        ),
+        (
+            "runtime_ops_lifecycle",
+            f"('runtime-a', {NOT_UTF8})",
+            "runtime 'runtime-a'",
+            lambda s: s.load_ops_lifecycle(RT),
+        ),
+        (
+            "runtime_input_states",
+            f"('runtime-a', '{I1}', {NOT_UTF8})",
+            f"runtime 'runtime-a', input_id '{I1}'",
+            lambda s: s.load_input_state(RT, I1),
+        ),
+        (
+            "runtime_input_states",
+            f"('runtime-a', {NOT_UTF8}, x'7b7d')",
+            r"runtime 'runtime-a', input_id b'\xff\x00\xfe'",
+            lambda s: s.load_input_states(RT),
+        ),
+        (
+            "runtime_boundary_receipts",
+            f"('runtime-a', '{RUN}', 7, {NOT_UTF8})",
+            f"runtime 'runtime-a', run_id '{RUN}', sequence column 7",
+            lambda s: s.load_boundary_receipt(RT, RUN, 7),
+        ),
+        (
+            "runtime_boundary_receipts",
+            f"('runtime-a', '{RUN}', 7, {NOT_UTF8})",
+            f"runtime 'runtime-a', run_id '{RUN}', sequence column 7",
+            lambda s: s.atomic_apply(RT, None, receipt(7), []),
+        ),
+    ],
+)
+async def test_a_text_value_that_is_not_utf8_is_corrupt_store(
+    store, path, table, values, where, load
+):
+    other = raw(path)
+    other.execute(f"INSERT INTO {table} VALUES {values}")
+    other.close()
+    with pytest.raises(ma.CorruptStore) as info:
+        await load(store)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {table}, {where}: a TEXT value that is not UTF-8"), message
+    assert isinstance(info.value.__cause__, UnicodeDecodeError)
+    assert not store._database.connection.in_transaction
 
 
 async def test_an_input_row_under_the_wrong_key_is_corrupt_store(store, path):
@@ -574,19 +818,65 @@ async def test_a_call_cancelled_while_waiting_never_reaches_the_store(store):
     assert await store.load_auth_oauth_flow_snapshot() == b"first"
 
 
-async def test_cancelled_writers_leave_every_call_all_or_nothing(store):
+async def test_cancelled_writers_leave_every_call_all_or_nothing(store, path):
+    # Another connection holds the write lock, so the first writer's worker
+    # thread waits inside SQLite (BEGIN IMMEDIATE) while all are cancelled;
+    # the lock is released only after the cancellation.
+    other = raw(path)
+    other.execute("BEGIN IMMEDIATE")
+    returned: dict[int, float] = {}
+
     async def writer(n: int):
         input_id = ma.InputId(uuid.UUID(int=n + 1))
         await store.atomic_apply(RT, session(), receipt(n), [stored(input_id)])
+        returned[n] = trio.current_time()
 
-    with trio.move_on_after(0.02):
-        async with trio.open_nursery() as nursery:
-            for n in range(40):
-                nursery.start_soon(writer, n)
+    cancelled = trio.Event()
+
+    async def release_after_the_cancel():
+        await cancelled.wait()
+        await trio.sleep(0.05)
+        other.execute("ROLLBACK")
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(release_after_the_cancel)
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                for n in range(40):
+                    nursery.start_soon(writer, n)
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()
+                cancelled_at = trio.current_time()
+                cancelled.set()
+    other.close()
     landed = {s.input_id.value.int - 1 for s in await store.load_input_states(RT)}
     for n in range(40):
         found = await store.load_boundary_receipt(RT, RUN, n)
         assert (found is not None) == (n in landed)
+    # The one call whose thread was running when the cancel came (whichever
+    # trio started first) committed after it (nothing could commit before:
+    # the lock was held); the calls still waiting for their turn never
+    # reached the store.
+    assert len(landed) == 1
+    assert returned.keys() == landed
+    (first,) = landed
+    assert returned[first] > cancelled_at
+
+
+async def test_a_cancelled_call_blocked_by_another_connection_takes_up_to_busy_timeout(path):
+    async with ma.open_sqlite_store(path, busy_timeout=0.3) as store:
+        other = raw(path)
+        other.execute("BEGIN IMMEDIATE")
+        start = time.monotonic()
+        try:
+            with trio.move_on_after(0.02), pytest.raises(ma.WriteFailed, match="locked"):
+                await store.persist_input_state(RT, stored(I1))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        waited = time.monotonic() - start
+        assert 0.25 <= waited < 3, waited  # the documented bound: busy_timeout, not 0.02 s
+        assert await store.load_input_state(RT, I1) is None
 
 
 # --- the trio thread is never blocked -----------------------------------------------------------
@@ -620,11 +910,37 @@ async def test_heartbeat_keeps_ticking_while_writes_run(store):
 # --- the file and the handle -------------------------------------------------------------------
 
 
+def assert_private(path: Path) -> None:
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        assert stat.S_IMODE(os.stat(name).st_mode) == 0o600, name
+
+
 async def test_a_new_file_is_private(path):
-    async with ma.open_sqlite_store(path) as store:
-        await populate(store)
-        for name in (path, Path(f"{path}-wal")):
-            assert stat.S_IMODE(os.stat(name).st_mode) == 0o600, name
+    old = os.umask(0o022)
+    try:
+        async with ma.open_sqlite_store(path) as store:
+            await populate(store)
+            assert_private(path)
+    finally:
+        os.umask(old)
+
+
+async def test_a_dangling_symlink_gets_a_private_target(tmp_path):
+    target = tmp_path / "real.sqlite3"
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(target)
+    old = os.umask(0o022)
+    try:
+        async with ma.open_sqlite_store(link) as store:
+            await store.persist_auth_oauth_flow_snapshot(b"pkce verifier")
+            assert_private(target)
+            assert store.auth_authority_key() == "sqlite:" + str(target.resolve())
+    finally:
+        os.umask(old)
+    assert link.is_symlink()
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    async with ma.open_sqlite_store(target) as store:
+        assert await store.load_auth_oauth_flow_snapshot() == b"pkce verifier"
 
 
 async def test_an_existing_files_mode_is_left_alone(path):
@@ -638,10 +954,33 @@ async def test_an_existing_files_mode_is_left_alone(path):
 async def test_wal_mode_and_synchronous(path):
     async with ma.open_sqlite_store(path, synchronous="normal") as store:
         connection = store._database.connection
-        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == b"wal"
         assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     async with ma.open_sqlite_store(path) as store:
         assert store._database.connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+async def test_a_refused_wal_switch_is_logged_and_the_store_works(path, monkeypatch, caplog):
+    class NoWal(sqlite3.Connection):
+        """A connection on which SQLite answers the WAL switch with the old mode,
+        as it does where WAL is impossible."""
+
+        def execute(self, sql, *args):
+            if sql == "PRAGMA journal_mode=WAL":
+                sql = "PRAGMA journal_mode"
+            return super().execute(sql, *args)
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: connect(*a, factory=NoWal, **k))
+    with caplog.at_level("WARNING", logger="meerkat_actor"):
+        async with ma.open_sqlite_store(path) as store:
+            await populate(store)
+            assert await store.load_auth_oauth_flow_snapshot() == b"oauth-0"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} stays in delete journal mode: SQLite refused to switch it to WAL"
+    ]
+    monkeypatch.undo()
+    assert raw(path).execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 
 async def test_auth_authority_key_is_the_resolved_path(path, tmp_path, monkeypatch):

@@ -429,15 +429,103 @@ async def test_a_receipt_an_older_rust_clamped_is_found_under_its_own_sequence(r
         assert await store.load_boundary_receipt(RT, run_id, 2**63 + 6) is None
         with pytest.raises(ma.ReceiptConflict):
             await store.atomic_apply(RT, None, receipt(*CLAMPED[:5]), [])
-        with pytest.raises(ma.WriteFailed, match=r"clamped to 2\*\*63-1"):
-            await store.atomic_apply(
-                RT, None, receipt(run_id, "immediate", [], None, 2**63 - 1), []
-            )
         # A sequence the clamped row does not hold is free.
         fresh = receipt(run_id, "immediate", [], None, 2**63 + 6)
         await store.atomic_apply(RT, None, fresh, [])
         assert await store.load_boundary_receipt(RT, run_id, 2**63 + 6) == fresh
         assert await store.load_boundary_receipt(RT, run_id, seq) == receipt(*CLAMPED[:5])
+
+
+CLAMPED_SLOT = "SELECT sequence, receipt_json FROM runtime_boundary_receipts WHERE run_id = ?"
+
+
+async def test_a_clamped_row_moves_aside_for_the_receipt_of_2_63_minus_1(rust_file):
+    run_id, seq = CLAMPED[0], CLAMPED[4]
+    body = receipt_doc(*CLAMPED[:5]).encode()
+    mine = receipt(run_id, "immediate", [], None, 2**63 - 1)
+    async with ma.open_sqlite_store(rust_file) as store:
+        await store.atomic_apply(RT, None, mine, [ma.StoredInputState(shell(iid(31)))])
+        assert await store.load_boundary_receipt(RT, run_id, 2**63 - 1) == mine
+        assert await store.load_boundary_receipt(RT, run_id, seq) == receipt(*CLAMPED[:5])
+        with pytest.raises(ma.ReceiptConflict):
+            await store.atomic_apply(RT, None, mine, [])
+    # The clamped row now sits in its own two's-complement slot, its bytes unchanged.
+    written = dict(rows(rust_file, CLAMPED_SLOT, str(run_id)))
+    assert set(written) == {5, seq - 2**64, 2**63 - 1}
+    assert written[seq - 2**64] == body
+    assert json.loads(written[2**63 - 1])["sequence"] == 2**63 - 1
+
+
+async def test_a_clamped_duplicate_of_a_stored_receipt_is_dropped(rust_file):
+    # A seed-era Rust inserted a clamped copy of a receipt we had stored at its own slot.
+    run_id, seq = CLAMPED[0], CLAMPED[4]
+    db = sqlite3.connect(rust_file, isolation_level=None)
+    db.execute(
+        "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
+        (RUNTIME, str(run_id), seq - 2**64, receipt_doc(*CLAMPED[:5]).encode()),
+    )
+    db.close()
+    mine = receipt(run_id, "immediate", [], None, 2**63 - 1)
+    async with ma.open_sqlite_store(rust_file) as store:
+        assert await store.load_boundary_receipt(RT, run_id, seq) == receipt(*CLAMPED[:5])
+        await store.atomic_apply(RT, None, mine, [])
+        assert await store.load_boundary_receipt(RT, run_id, 2**63 - 1) == mine
+        assert await store.load_boundary_receipt(RT, run_id, seq) == receipt(*CLAMPED[:5])
+    assert sorted(column for column, _ in rows(rust_file, CLAMPED_SLOT, str(run_id))) == [
+        seq - 2**64,
+        5,
+        2**63 - 1,
+    ]
+
+
+async def test_a_clamped_row_whose_own_slot_holds_another_receipt_is_corrupt_store(rust_file):
+    run_id, seq = CLAMPED[0], CLAMPED[4]
+    other = receipt_doc(run_id, "immediate", [], "another digest", seq).encode()
+    db = sqlite3.connect(rust_file, isolation_level=None)
+    db.execute(
+        "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
+        (RUNTIME, str(run_id), seq - 2**64, other),
+    )
+    db.close()
+    before = rows(rust_file, CLAMPED_SLOT, str(run_id))
+    async with ma.open_sqlite_store(rust_file) as store:
+        with pytest.raises(ma.CorruptStore) as info:
+            await store.atomic_apply(
+                RT,
+                None,
+                receipt(run_id, "immediate", [], None, 2**63 - 1),
+                [ma.StoredInputState(shell(iid(32)))],
+            )
+        assert await store.load_input_state(RT, iid(32)) is None
+    message = str(info.value)
+    assert f"{rust_file}: runtime_boundary_receipts, runtime '{RUNTIME}', run_id '{run_id}'" in (
+        message
+    )
+    assert f"sequence column {2**63 - 1} holds the receipt of sequence {seq}" in message
+    assert f"its own sequence column {seq - 2**64} holds a different receipt" in message
+    assert rows(rust_file, CLAMPED_SLOT, str(run_id)) == before
+
+
+async def test_a_damaged_row_in_the_clamped_slot_fails_every_high_sequence(tmp_path):
+    path = tmp_path / "damaged.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(RUST_DDL)
+    db.execute(
+        "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
+        (RUNTIME, str(RUN_A), 2**63 - 1, b"garbage"),
+    )
+    db.close()
+    async with ma.open_sqlite_store(path) as store:
+        for sequence in (2**63 - 1, 2**63, 2**64 - 1):
+            with pytest.raises(ma.CorruptStore, match=rf"sequence column {2**63 - 1}"):
+                await store.load_boundary_receipt(RT, RUN_A, sequence)
+            with pytest.raises(ma.CorruptStore, match=rf"sequence column {2**63 - 1}"):
+                await store.atomic_apply(
+                    RT, None, receipt(RUN_A, "immediate", [], None, sequence), []
+                )
+        # Other runs and lower sequences are unaffected.
+        await store.atomic_apply(RT, None, receipt(RUN_A, "immediate", [], None, 2**63 - 2), [])
+        await store.atomic_apply(RT, None, receipt(RUN_B, "immediate", [], None, 2**63), [])
 
 
 async def test_snapshots_and_states_written_by_rust_load(rust_file):

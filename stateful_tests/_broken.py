@@ -1,0 +1,853 @@
+"""Deliberately broken `RuntimeStore` backends, to prove the conformance machine
+has teeth (test-only: never shipped in the package).
+
+Rule 1: `DictStore` is a small, *correct* backend, written the way a backend
+author would write one: six dict "tables" shaped like the SQLite schema of
+SPEC §9 (rows keyed by their primary key, rows carrying their columns), every
+operation an `async` method that checks its arguments like the shipped stores
+(the `_core` command constructors, `check_instance`/`check_u64` for reads),
+yields to trio once, then runs atomically (no checkpoint between a read and
+the write that depends on it). It passes the machine: for each defect, the
+tests replay the test cases that caught it against `DictStore`, so what the
+machine reports for a subclass is that subclass's defect.
+
+Rule 2: each broken backend overrides one small piece of `DictStore`, the way
+a real backend gets it wrong (a primary key missing a column, `INSERT OR
+REPLACE` instead of `INSERT`, a forgotten `ORDER BY`, a swapped pair of
+lines), and says so in its docstring. `BROKEN` lists them with the defect
+they stand for; `GAPS` lists defects the machine, as it stands, cannot see.
+
+Durability: `DictStore.open(location)` keeps the tables in a pickle file in
+the location directory, rewritten (write to a temporary file, then rename)
+after every acknowledged write, so a close and reopen, or a crash (the trio
+run abandoned without a clean close), finds every acknowledged write.
+`DictStore.open()` without a location is an in-memory store.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import uuid
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+import trio
+
+from meerkat_actor import _core
+from meerkat_actor._check import check_instance, check_u64
+from meerkat_actor._errors import ReceiptConflict, SessionKeyMismatch, StoreClosed, WriteFailed
+from meerkat_actor._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from meerkat_actor._session_codec import MeerkatSessionCodec, SessionCodec
+from meerkat_actor._types import (
+    MachineLifecycleCommit,
+    PersistedOpsSnapshot,
+    RunBoundaryReceipt,
+    RuntimeState,
+    SessionDelta,
+    StoredInputState,
+)
+
+__all__ = ["BROKEN", "GAPS", "Broken", "DictStore", "Tables"]
+
+OAUTH_ROW = "auth_oauth_flow_state"
+I64_MAX = 2**63 - 1
+_FILE = "dict-store.pickle"
+
+
+@dataclass
+class Tables:
+    """The six tables of SPEC §9; a row is keyed by its primary key and carries
+    the runtime it belongs to (like the `runtime_id` column)."""
+
+    input_states: dict[Hashable, tuple[LogicalRuntimeId, StoredInputState]] = field(
+        default_factory=dict
+    )
+    receipts: dict[Hashable, tuple[LogicalRuntimeId, RunBoundaryReceipt]] = field(
+        default_factory=dict
+    )
+    session_snapshots: dict[LogicalRuntimeId, bytes] = field(default_factory=dict)
+    runtime_states: dict[LogicalRuntimeId, RuntimeState] = field(default_factory=dict)
+    ops_lifecycle: dict[LogicalRuntimeId, PersistedOpsSnapshot] = field(default_factory=dict)
+    auth_oauth_flow_state: dict[str, bytes] = field(default_factory=dict)
+
+
+class DictStore:
+    """A correct `RuntimeStore` over dicts (see the module docstring)."""
+
+    def __init__(self, location: Path | None = None, codec: SessionCodec | None = None) -> None:
+        self.codec: SessionCodec = MeerkatSessionCodec() if codec is None else codec
+        self.location = None if location is None else Path(location).resolve()
+        self.closed = False
+        self.tables = self.load_tables()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, location: Path | None = None) -> AsyncIterator[Self]:
+        """Open the store kept at `location` (a directory), or an in-memory one."""
+        store = cls(location)
+        await trio.lowlevel.checkpoint()
+        try:
+            yield store
+        except BaseException:
+            store.closed = True  # abandoned (a crash): no final flush
+            raise
+        store.close_cleanly()
+        store.closed = True
+
+    # --- persistence -------------------------------------------------------------
+
+    def load_tables(self) -> Tables:
+        if self.location is None:
+            return Tables()
+        try:
+            data = (self.location / _FILE).read_bytes()
+        except FileNotFoundError:
+            return Tables()
+        tables = pickle.loads(data)
+        assert isinstance(tables, Tables)
+        return tables
+
+    def dump_tables(self) -> bytes:
+        return pickle.dumps(self.tables)
+
+    def save(self) -> None:
+        """Make the tables as they are now durable."""
+        if self.location is None:
+            return
+        tmp = self.location / (_FILE + ".tmp")
+        tmp.write_bytes(self.dump_tables())
+        os.replace(tmp, self.location / _FILE)
+
+    def committed(self) -> None:
+        """A write has changed the tables: make it durable before acknowledging it."""
+        self.save()
+
+    def close_cleanly(self) -> None:
+        """The `async with` block exited normally."""
+        self.save()
+
+    # --- the shape of the write path ---------------------------------------------
+
+    async def enter(self) -> None:
+        """Every operation yields to trio once, then runs without yielding."""
+        await trio.lowlevel.checkpoint()
+        if self.closed:
+            raise StoreClosed("the dict store is closed")
+
+    async def write(self, change: Callable[[], None]) -> None:
+        """Run `change` (which checks everything, then mutates) and commit it."""
+        await self.enter()
+        change()
+        self.committed()
+
+    # --- keys ----------------------------------------------------------------------
+
+    def input_key(self, runtime_id: LogicalRuntimeId, input_id: InputId) -> Hashable:
+        return (runtime_id, input_id)
+
+    def receipt_key(self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int) -> Hashable:
+        return (runtime_id, run_id, sequence)
+
+    # --- pieces of the writes --------------------------------------------------------
+
+    def session_id(self, runtime_id: LogicalRuntimeId, delta: SessionDelta) -> SessionId:
+        try:
+            session_id = self.codec.session_id(delta.session_snapshot)
+        except Exception as exc:
+            raise WriteFailed(f"runtime {runtime_id}: unreadable session snapshot") from exc
+        if not isinstance(session_id, SessionId):
+            raise WriteFailed(f"runtime {runtime_id}: the codec returned no SessionId")
+        return session_id
+
+    def check_session_key(
+        self, runtime_id: LogicalRuntimeId, delta: SessionDelta, key: SessionId | None
+    ) -> None:
+        actual = self.session_id(runtime_id, delta)
+        if key is not None and key != actual:
+            raise SessionKeyMismatch(key, actual, runtime_id=str(runtime_id))
+
+    def check_receipt_free(self, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt) -> None:
+        key = self.receipt_key(runtime_id, receipt.run_id, receipt.sequence)
+        if key in self.tables.receipts:
+            raise ReceiptConflict(
+                f"runtime {runtime_id}: receipt ({receipt.run_id}, {receipt.sequence}) exists"
+            )
+
+    def insert_receipt(self, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt) -> None:
+        key = self.receipt_key(runtime_id, receipt.run_id, receipt.sequence)
+        self.tables.receipts[key] = (runtime_id, receipt)
+
+    def upsert_inputs(
+        self, runtime_id: LogicalRuntimeId, states: Sequence[StoredInputState]
+    ) -> None:
+        """Upsert in order: a later entry with the same id wins."""
+        for stored in states:
+            self.tables.input_states[self.input_key(runtime_id, stored.state.input_id)] = (
+                runtime_id,
+                stored,
+            )
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        # Check everything ...
+        if cmd.delta is not None:
+            self.check_session_key(cmd.runtime_id, cmd.delta, cmd.session_store_key)
+        self.check_receipt_free(cmd.runtime_id, cmd.receipt)
+        # ... then write everything.
+        if cmd.delta is not None:
+            self.tables.session_snapshots[cmd.runtime_id] = cmd.delta.session_snapshot
+        self.insert_receipt(cmd.runtime_id, cmd.receipt)
+        self.upsert_inputs(cmd.runtime_id, cmd.input_updates)
+
+    def apply_update_oauth(self, update: Callable[[bytes | None], bytes]) -> None:
+        rows = self.tables.auth_oauth_flow_state
+        new = update(rows.get(OAUTH_ROW))  # its exception reaches the caller
+        if not isinstance(new, bytes):
+            raise TypeError(f"the updater must return bytes, got {type(new).__name__}")
+        rows[OAUTH_ROW] = new
+
+    def apply_commit_session(self, cmd: _core.CommitSessionSnapshot) -> None:
+        self.session_id(cmd.runtime_id, cmd.delta)
+        self.tables.session_snapshots[cmd.runtime_id] = cmd.delta.session_snapshot
+
+    # --- RuntimeStore ------------------------------------------------------------------
+
+    def auth_authority_key(self) -> str | None:
+        return None if self.location is None else f"dict:{self.location}"
+
+    async def persist_auth_oauth_flow_snapshot(self, snapshot: bytes) -> None:
+        cmd = _core.PersistOAuthFlowSnapshot(snapshot)
+        await self.write(
+            lambda: self.tables.auth_oauth_flow_state.update({OAUTH_ROW: cmd.snapshot})
+        )
+
+    async def load_auth_oauth_flow_snapshot(self) -> bytes | None:
+        await self.enter()
+        return self.tables.auth_oauth_flow_state.get(OAUTH_ROW)
+
+    async def update_auth_oauth_flow_snapshot(
+        self, update: Callable[[bytes | None], bytes]
+    ) -> None:
+        cmd = _core.UpdateOAuthFlowSnapshot(update)
+        await self.write(lambda: self.apply_update_oauth(cmd.update))
+
+    async def commit_session_snapshot(
+        self, runtime_id: LogicalRuntimeId, delta: SessionDelta
+    ) -> None:
+        cmd = _core.CommitSessionSnapshot(runtime_id, delta)
+        await self.write(lambda: self.apply_commit_session(cmd))
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[StoredInputState],
+        session_store_key: SessionId | None = None,
+    ) -> None:
+        cmd = _core.AtomicApply(runtime_id, delta, receipt, input_updates, session_store_key)
+        await self.write(lambda: self.apply_atomic(cmd))
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        await self.enter()
+        rows = [s for r, s in self.tables.input_states.values() if r == runtime_id]
+        return sorted(rows, key=lambda s: s.state.input_id.value)
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> StoredInputState | None:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(input_id, InputId, "input_id")
+        await self.enter()
+        row = self.tables.input_states.get(self.input_key(runtime_id, input_id))
+        return row[1] if row is not None and row[0] == runtime_id else None
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: StoredInputState
+    ) -> None:
+        cmd = _core.PersistInputState(runtime_id, state)
+        await self.write(lambda: self.upsert_inputs(cmd.runtime_id, [cmd.state]))
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(run_id, RunId, "run_id")
+        sequence = check_u64(sequence, "sequence")
+        await self.enter()
+        row = self.tables.receipts.get(self.receipt_key(runtime_id, run_id, sequence))
+        return row[1] if row is not None and row[0] == runtime_id else None
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        await self.enter()
+        return self.tables.session_snapshots.get(runtime_id)
+
+    async def load_runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        await self.enter()
+        return self.tables.runtime_states.get(runtime_id)
+
+    async def commit_machine_lifecycle(
+        self,
+        runtime_id: LogicalRuntimeId,
+        commit: MachineLifecycleCommit,
+        input_states: Sequence[StoredInputState],
+    ) -> None:
+        cmd = _core.CommitMachineLifecycle(runtime_id, commit, input_states)
+
+        def change() -> None:
+            self.tables.runtime_states[cmd.runtime_id] = cmd.commit.runtime_state
+            self.upsert_inputs(cmd.runtime_id, cmd.input_states)
+
+        await self.write(change)
+
+    async def persist_ops_lifecycle(
+        self, runtime_id: LogicalRuntimeId, snapshot: PersistedOpsSnapshot
+    ) -> None:
+        cmd = _core.PersistOpsLifecycle(runtime_id, snapshot)
+        await self.write(lambda: self.tables.ops_lifecycle.update({cmd.runtime_id: cmd.snapshot}))
+
+    async def load_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        await self.enter()
+        return self.tables.ops_lifecycle.get(runtime_id)
+
+
+# --- the defects the issue lists ---------------------------------------------------------
+
+
+class OverwritesDuplicateReceipt(DictStore):
+    """Inserts receipts with `INSERT OR REPLACE`: a second receipt under an
+    existing `(runtime_id, run_id, sequence)` replaces the first instead of
+    failing with `ReceiptConflict`."""
+
+    def check_receipt_free(self, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt) -> None:
+        pass
+
+
+class SessionWrittenBeforeKeyCheck(DictStore):
+    """Writes the session snapshot, then compares `session_store_key`: the call
+    raises `SessionKeyMismatch` but the mismatched snapshot stays applied."""
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        if cmd.delta is not None:
+            self.tables.session_snapshots[cmd.runtime_id] = cmd.delta.session_snapshot
+            self.check_session_key(cmd.runtime_id, cmd.delta, cmd.session_store_key)
+        self.check_receipt_free(cmd.runtime_id, cmd.receipt)
+        self.insert_receipt(cmd.runtime_id, cmd.receipt)
+        self.upsert_inputs(cmd.runtime_id, cmd.input_updates)
+
+
+class SavesBeforeApplying(DictStore):
+    """Saves the tables, then applies the change (two lines swapped): every
+    file on disk is one write behind, so a reopen loses the last write. Reads
+    before a reopen are right, so only the reopen and crash rules can see it."""
+
+    async def write(self, change: Callable[[], None]) -> None:
+        await self.enter()
+        self.committed()
+        change()
+
+    def close_cleanly(self) -> None:
+        pass  # "every write was saved already"
+
+
+class InputStatesInInsertionOrder(DictStore):
+    """`load_input_states` forgets the `ORDER BY input_id`: rows come back in
+    insertion order."""
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        await self.enter()
+        return [s for r, s in self.tables.input_states.values() if r == runtime_id]
+
+
+class InputKeyWithoutRuntime(DictStore):
+    """The input-state table's primary key leaves out `runtime_id`: an upsert
+    of an input id under one runtime replaces (and takes over) the row another
+    runtime wrote under the same input id. Writes leak across runtimes."""
+
+    def input_key(self, runtime_id: LogicalRuntimeId, input_id: InputId) -> Hashable:
+        return input_id
+
+
+class OAuthUpdaterPartialChange(DictStore):
+    """Takes the OAuth row out (`pop`), runs the updater, puts the result back:
+    when the updater raises (or returns non-bytes) the row is gone."""
+
+    def apply_update_oauth(self, update: Callable[[bytes | None], bytes]) -> None:
+        rows = self.tables.auth_oauth_flow_state
+        new = update(rows.pop(OAUTH_ROW, None))
+        if not isinstance(new, bytes):
+            raise TypeError(f"the updater must return bytes, got {type(new).__name__}")
+        rows[OAUTH_ROW] = new
+
+
+class OAuthUpdateNotAtomic(DictStore):
+    """Reads the OAuth snapshot, yields to trio (as a backend that awaits its
+    driver or runs the updater in a worker thread does), then writes: two
+    concurrent updates read the same value and one is lost."""
+
+    async def update_auth_oauth_flow_snapshot(
+        self, update: Callable[[bytes | None], bytes]
+    ) -> None:
+        cmd = _core.UpdateOAuthFlowSnapshot(update)
+        await self.enter()
+        current = self.tables.auth_oauth_flow_state.get(OAUTH_ROW)
+        await trio.lowlevel.checkpoint()
+        new = cmd.update(current)
+        if not isinstance(new, bytes):
+            raise TypeError(f"the updater must return bytes, got {type(new).__name__}")
+        self.tables.auth_oauth_flow_state[OAUTH_ROW] = new
+        self.committed()
+
+
+class SequenceClampedToI64(DictStore):
+    """Stores sequences in a signed 64-bit column clamped to 2**63-1 (what
+    Meerkat's Rust SQLite store does): receipts at 2**63-1, 2**63 and 2**64-1
+    of one run share a key, so the second is refused and loads mix them up."""
+
+    def receipt_key(self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int) -> Hashable:
+        return (runtime_id, run_id, min(sequence, I64_MAX))
+
+
+# --- more defects ------------------------------------------------------------------------
+
+
+class IgnoresSessionStoreKey(DictStore):
+    """Never compares `session_store_key` with the snapshot's session id."""
+
+    def check_session_key(
+        self, runtime_id: LogicalRuntimeId, delta: SessionDelta, key: SessionId | None
+    ) -> None:
+        self.session_id(runtime_id, delta)
+
+
+class FailedApplyKeepsInputStates(DictStore):
+    """Upserts the input states before checking the receipt: an `atomic_apply`
+    refused with `ReceiptConflict` leaves its input states applied."""
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        self.upsert_inputs(cmd.runtime_id, cmd.input_updates)
+        super().apply_atomic(cmd)
+
+
+class FirstDuplicateWins(DictStore):
+    """De-duplicates a batch of input states keeping the first entry per id,
+    where the contract says a later entry wins."""
+
+    def upsert_inputs(
+        self, runtime_id: LogicalRuntimeId, states: Sequence[StoredInputState]
+    ) -> None:
+        seen: set[InputId] = set()
+        for stored in states:
+            if stored.state.input_id not in seen:
+                seen.add(stored.state.input_id)
+                key = self.input_key(runtime_id, stored.state.input_id)
+                self.tables.input_states[key] = (runtime_id, stored)
+
+
+class LoadInputStateIgnoresRuntime(DictStore):
+    """`load_input_state` forgets `WHERE runtime_id = ?`: it returns the first
+    row with the input id, whichever runtime wrote it."""
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> StoredInputState | None:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(input_id, InputId, "input_id")
+        await self.enter()
+        for _, stored in self.tables.input_states.values():
+            if stored.state.input_id == input_id:
+                return stored
+        return None
+
+
+class ReceiptLoadIgnoresRunId(DictStore):
+    """`load_boundary_receipt` forgets `AND run_id = ?`: it returns the first
+    receipt of the runtime with that sequence, of whatever run."""
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(run_id, RunId, "run_id")
+        sequence = check_u64(sequence, "sequence")
+        await self.enter()
+        for owner, receipt in self.tables.receipts.values():
+            if owner == runtime_id and receipt.sequence == sequence:
+                return receipt
+        return None
+
+
+class CommitSessionSkipsCodec(DictStore):
+    """`commit_session_snapshot` stores any bytes without asking the session
+    codec (only `atomic_apply` checks the snapshot)."""
+
+    def apply_commit_session(self, cmd: _core.CommitSessionSnapshot) -> None:
+        self.tables.session_snapshots[cmd.runtime_id] = cmd.delta.session_snapshot
+
+
+class LifecycleDropsInputStates(DictStore):
+    """`commit_machine_lifecycle` writes the runtime state and forgets the
+    input states that come with it."""
+
+    async def commit_machine_lifecycle(
+        self,
+        runtime_id: LogicalRuntimeId,
+        commit: MachineLifecycleCommit,
+        input_states: Sequence[StoredInputState],
+    ) -> None:
+        cmd = _core.CommitMachineLifecycle(runtime_id, commit, input_states)
+        await self.write(
+            lambda: self.tables.runtime_states.update({cmd.runtime_id: cmd.commit.runtime_state})
+        )
+
+
+class SequenceNotRangeChecked(DictStore):
+    """`load_boundary_receipt` checks that `sequence` is an int but not that
+    it fits in a u64: -1 and 2**64 answer `None` instead of `ValueError`."""
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(run_id, RunId, "run_id")
+        check_instance(sequence, int, "sequence")
+        await self.enter()
+        row = self.tables.receipts.get(self.receipt_key(runtime_id, run_id, sequence))
+        return row[1] if row is not None and row[0] == runtime_id else None
+
+
+class FlushesOnlyOnCleanClose(DictStore):
+    """A write-back cache: acknowledges writes from memory and saves only when
+    the store is closed cleanly. A crash loses everything since the last clean
+    close; a clean reopen loses nothing, so only the crash rule can see it."""
+
+    def committed(self) -> None:
+        pass
+
+
+class ForgetsOpsOnReopen(DictStore):
+    """The file format leaves out the ops lifecycle table: it survives in
+    memory, not across a reopen."""
+
+    def dump_tables(self) -> bytes:
+        return pickle.dumps(
+            Tables(
+                input_states=self.tables.input_states,
+                receipts=self.tables.receipts,
+                session_snapshots=self.tables.session_snapshots,
+                runtime_states=self.tables.runtime_states,
+                auth_oauth_flow_state=self.tables.auth_oauth_flow_state,
+            )
+        )
+
+
+class UnstableAuthorityKey(DictStore):
+    """`auth_authority_key()` names the store object, not its location: it
+    changes on every open of the same durable store."""
+
+    def __init__(self, location: Path | None = None, codec: SessionCodec | None = None) -> None:
+        super().__init__(location, codec)
+        self.handle = uuid.uuid4()
+
+    def auth_authority_key(self) -> str | None:
+        return f"dict:{self.handle}"
+
+
+# --- defects outside what the machine checks (kit gaps; see the test module) ----------
+
+
+class ReceiptCheckNotAtomic(DictStore):
+    """Checks that the receipt key is free, yields to trio, then inserts: two
+    concurrent `atomic_apply` calls with the same receipt key both succeed and
+    the second overwrites the first."""
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[StoredInputState],
+        session_store_key: SessionId | None = None,
+    ) -> None:
+        cmd = _core.AtomicApply(runtime_id, delta, receipt, input_updates, session_store_key)
+        await self.enter()
+        if cmd.delta is not None:
+            self.check_session_key(cmd.runtime_id, cmd.delta, cmd.session_store_key)
+        self.check_receipt_free(cmd.runtime_id, cmd.receipt)
+        await trio.lowlevel.checkpoint()
+        if cmd.delta is not None:
+            self.tables.session_snapshots[cmd.runtime_id] = cmd.delta.session_snapshot
+        self.insert_receipt(cmd.runtime_id, cmd.receipt)
+        self.upsert_inputs(cmd.runtime_id, cmd.input_updates)
+        self.committed()
+
+
+class SnapshotsAsMemoryview(DictStore):
+    """Returns session and OAuth snapshots as `memoryview` (what psycopg hands
+    back for a BYTEA column) instead of `bytes`."""
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        snapshot = await super().load_session_snapshot(runtime_id)
+        return None if snapshot is None else memoryview(snapshot)  # type: ignore[return-value]
+
+    async def load_auth_oauth_flow_snapshot(self) -> bytes | None:
+        snapshot = await super().load_auth_oauth_flow_snapshot()
+        return None if snapshot is None else memoryview(snapshot)  # type: ignore[return-value]
+
+
+class ReadsUnchecked(DictStore):
+    """Reads other than `load_boundary_receipt` check no argument: a `str`
+    runtime id or input id answers `None`/`[]` instead of `TypeError`."""
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
+        await self.enter()
+        rows = [s for r, s in self.tables.input_states.values() if r == runtime_id]
+        return sorted(rows, key=lambda s: s.state.input_id.value)
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> StoredInputState | None:
+        await self.enter()
+        row = self.tables.input_states.get(self.input_key(runtime_id, input_id))
+        return row[1] if row is not None and row[0] == runtime_id else None
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        await self.enter()
+        return self.tables.session_snapshots.get(runtime_id)
+
+
+class AbandonsCancelledWrite(DictStore):
+    """Runs each input-state write the way `trio.to_thread.run_sync(...,
+    abandon_on_cancel=True)` would: a caller cancelled while its write is in
+    flight returns at once, and the abandoned write lands later, here after
+    the next write (SPEC §4 forbids it: the task's next call must not be
+    overtaken)."""
+
+    _next_write: trio.Event | None = None
+
+    def next_write(self) -> trio.Event:
+        """Set when the next write commits."""
+        if self._next_write is None:
+            self._next_write = trio.Event()
+        return self._next_write
+
+    def committed(self) -> None:
+        super().committed()
+        self.next_write().set()
+        self._next_write = None
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: StoredInputState
+    ) -> None:
+        cmd = _core.PersistInputState(runtime_id, state)
+        await self.enter()
+        landed = trio.Event()
+        orphaned = False
+
+        async def land() -> None:
+            await trio.lowlevel.checkpoint()
+            if orphaned:  # the "thread" was descheduled: it commits after the next write
+                await self.next_write().wait()
+            self.upsert_inputs(cmd.runtime_id, [cmd.state])
+            self.committed()
+            landed.set()
+
+        trio.lowlevel.spawn_system_task(land)
+        try:
+            await landed.wait()
+        except trio.Cancelled:
+            orphaned = True
+            raise
+
+
+@dataclass(frozen=True)
+class Broken:
+    """One broken backend and what the machine should report."""
+
+    store: type[DictStore]
+    defect: str
+    durable: bool
+    caught_by: tuple[str, ...]
+    """Operations a failure message may name (the disagreeing call, or the read
+    of the invariant that showed the difference)."""
+    listed: bool = False
+    """One of the defects the issue lists."""
+
+
+BROKEN: tuple[Broken, ...] = (
+    Broken(
+        OverwritesDuplicateReceipt,
+        "overwrites a duplicate receipt",
+        False,
+        ("atomic_apply",),
+        listed=True,
+    ),
+    Broken(
+        SessionWrittenBeforeKeyCheck,
+        "applies the session snapshot when session_store_key mismatches",
+        False,
+        ("load_session_snapshot",),
+        listed=True,
+    ),
+    Broken(
+        SavesBeforeApplying,
+        "loses the last write on reopen",
+        True,
+        (
+            "load_input_states",
+            "load_session_snapshot",
+            "load_runtime_state",
+            "load_ops_lifecycle",
+            "load_boundary_receipt",
+            "load_auth_oauth_flow_snapshot",
+        ),
+        listed=True,
+    ),
+    Broken(
+        InputStatesInInsertionOrder,
+        "load_input_states in insertion order, not id order",
+        False,
+        ("load_input_states",),
+        listed=True,
+    ),
+    Broken(
+        InputKeyWithoutRuntime,
+        "leaks writes across runtimes (input key without runtime_id)",
+        False,
+        ("load_input_states", "load_input_state"),
+        listed=True,
+    ),
+    Broken(
+        OAuthUpdaterPartialChange,
+        "an OAuth updater's exception leaves a partial change",
+        False,
+        ("load_auth_oauth_flow_snapshot",),
+        listed=True,
+    ),
+    Broken(
+        OAuthUpdateNotAtomic,
+        "OAuth update not atomic (lost update under concurrency)",
+        False,
+        ("load_auth_oauth_flow_snapshot",),
+        listed=True,
+    ),
+    Broken(
+        SequenceClampedToI64,
+        "mixes up receipts whose sequences differ only above 2**63",
+        False,
+        ("atomic_apply", "load_boundary_receipt"),
+        listed=True,
+    ),
+    Broken(
+        IgnoresSessionStoreKey,
+        "never compares session_store_key",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        FailedApplyKeepsInputStates,
+        "a refused atomic_apply leaves its input states applied",
+        False,
+        ("load_input_states", "load_input_state"),
+    ),
+    Broken(
+        FirstDuplicateWins,
+        "the first of two same-id input states in one call wins",
+        False,
+        ("load_input_states", "load_input_state"),
+    ),
+    Broken(
+        LoadInputStateIgnoresRuntime,
+        "load_input_state ignores the runtime",
+        False,
+        ("load_input_state",),
+    ),
+    Broken(
+        ReceiptLoadIgnoresRunId,
+        "load_boundary_receipt ignores the run id",
+        False,
+        ("load_boundary_receipt",),
+    ),
+    Broken(
+        CommitSessionSkipsCodec,
+        "commit_session_snapshot accepts an unreadable snapshot",
+        False,
+        ("commit_session_snapshot",),
+    ),
+    Broken(
+        LifecycleDropsInputStates,
+        "commit_machine_lifecycle drops its input states",
+        False,
+        ("load_input_states", "load_input_state"),
+    ),
+    Broken(
+        SequenceNotRangeChecked,
+        "load_boundary_receipt accepts a sequence outside u64",
+        False,
+        ("load_boundary_receipt",),
+    ),
+    Broken(
+        FlushesOnlyOnCleanClose,
+        "a crash loses acknowledged writes (saved only on clean close)",
+        True,
+        (
+            "load_input_states",
+            "load_session_snapshot",
+            "load_runtime_state",
+            "load_ops_lifecycle",
+            "load_boundary_receipt",
+            "load_auth_oauth_flow_snapshot",
+        ),
+    ),
+    Broken(
+        ForgetsOpsOnReopen,
+        "the ops lifecycle snapshot is not saved",
+        True,
+        ("load_ops_lifecycle",),
+    ),
+    Broken(
+        UnstableAuthorityKey,
+        "auth_authority_key() changes on every open",
+        True,
+        ("auth_authority_key",),
+    ),
+    Broken(
+        ReceiptCheckNotAtomic,
+        "receipt check and insert not atomic (two concurrent calls both succeed)",
+        False,
+        ("atomic_apply", "load_boundary_receipt"),
+    ),
+    Broken(
+        SnapshotsAsMemoryview,
+        "snapshots returned as memoryview, not bytes",
+        False,
+        ("load_session_snapshot", "load_auth_oauth_flow_snapshot"),
+    ),
+    Broken(
+        ReadsUnchecked,
+        "reads do not check argument types",
+        False,
+        ("load_input_states", "load_input_state", "load_session_snapshot"),
+    ),
+    Broken(
+        AbandonsCancelledWrite,
+        "a cancelled write lands after the task's next call",
+        False,
+        ("load_input_states", "load_input_state"),
+    ),
+)
+"""Defects the machine must find within the CI budget."""
+
+GAPS: tuple[Broken, ...] = ()
+"""Defects the machine cannot find. None: the three found while building this
+suite (concurrent receipts, memoryview snapshots, unchecked reads) led to the
+concurrent_atomic_apply rule, the type check in the outcome comparison and
+the bad-read calls, and moved to `BROKEN`."""

@@ -1,0 +1,359 @@
+"""The conformance machine has teeth: it finds each deliberately broken backend
+of `_broken.py` within the CI profile's example budget.
+
+Rule 1: a counting run is the CI profile's budget with a fixed seed, no
+example database and no shrinking; it counts test cases (machine instances,
+overruns included) up to the first that failed.
+
+Rule 2: a catch counts only if the correct store passes the same test cases.
+Within one process, a run with the same seed and settings draws the same test
+cases whatever the store answers (until one fails), so the control runs the
+correct `DictStore` in the same machine shape and stops after the k-th test
+case: the model's state after each of the first k-1 must equal the broken
+run's (the same operations were drawn), and the k-th, the one that caught the
+defect, must pass.
+
+Rule 3: a catch is the machine's mismatch: an `AssertionError` whose message
+names an operation the defect can disagree on.
+
+Counts are reproducible: the seed is fixed, and every value the machine's
+strategies sample from compares and hashes by value (Hypothesis labels
+strategies by `hash()`), so the same test cases are drawn in every process
+with the same PYTHONHASHSEED; ids and strings hash by `str` hash, so across
+hash seeds k is one sample of a distribution.
+
+`test_report` (last) prints the table of examples to first failure (`pytest
+-s`) and writes it as JSON under pytest's tmp dir.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+import sys
+import time
+import unittest
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import _broken
+import pytest
+from _broken import BROKEN, GAPS, Broken, DictStore
+from hypothesis import HealthCheck, Phase, seed, settings
+from hypothesis.errors import StopTest
+from hypothesis.stateful import run_state_machine_as_test
+
+import meerkat_actor as ma
+import meerkat_actor.testing as kit
+from meerkat_actor.testing import RuntimeStoreMachine
+
+SEED = 20250101
+CI = settings.get_profile("ci")
+BUDGET = CI.max_examples
+
+
+class _StopControl(unittest.SkipTest):
+    """Ends a control run after its k-th test case. Hypothesis lets a skip out
+    at once, without recording anything that would change the test cases."""
+
+
+class CountingMachine(RuntimeStoreMachine):
+    """Counts a run's test cases, remembers the first that failed, and keeps
+    a digest of the model after each passing one. Stops after `stop_after`."""
+
+    examples: ClassVar[int] = 0
+    first_failure: ClassVar[tuple[int, BaseException] | None] = None
+    model_digests: ClassVar[list[str]] = []
+    stop_after: ClassVar[int | None] = None
+
+    def __init__(self) -> None:
+        cls = type(self)
+        cls.examples += 1
+        self.example = cls.examples
+        try:
+            super().__init__()
+        except BaseException as exc:  # the machine checks the store as it opens it
+            if cls.first_failure is None:
+                cls.first_failure = (self.example, exc)
+            raise
+
+    def teardown(self) -> None:
+        cls = type(self)
+        # Hypothesis calls teardown in a `finally`: the failing step's exception
+        # is in flight (or StopTest, Hypothesis ending a test case early).
+        error = sys.exc_info()[1]
+        if isinstance(error, StopTest):
+            error = None
+        if cls.first_failure is None:
+            if error is None:
+                cls.model_digests.append(_digest(self.model))
+            else:
+                cls.first_failure = (self.example, error)
+        super().teardown()
+        if error is None and cls.stop_after is not None and self.example >= cls.stop_after:
+            raise _StopControl(f"stopped after {self.example} test cases")
+
+
+def _digest(model: Any) -> str:
+    text = repr((model.runtimes, model.oauth_flow_snapshot))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def machine_for(
+    store: type[DictStore], *, durable: bool, stop_after: int | None = None
+) -> type[CountingMachine]:
+    """A fresh machine class (fresh counters) running `store`, seeded with `SEED`."""
+    attrs: dict[str, Any] = {
+        "open_store_at" if durable else "open_store": staticmethod(store.open),
+        "examples": 0,
+        "first_failure": None,
+        "model_digests": [],
+        "stop_after": stop_after,
+    }
+    name = f"{store.__name__}{'Durable' if durable else 'InMemory'}Machine"
+    return seed(SEED)(type(name, (CountingMachine,), attrs))
+
+
+def run_settings(*, shrink: bool = False) -> settings:
+    phases = [Phase.explicit, Phase.generate] + ([Phase.shrink] if shrink else [])
+    return settings(
+        CI,
+        derandomize=True,
+        database=None,
+        phases=phases,
+        print_blob=False,
+        report_multiple_bugs=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+@dataclass
+class Run:
+    """What one machine run showed."""
+
+    error: BaseException | None
+    examples: int
+    first_failure: int | None
+    program: list[str]
+    """The failing test case as Hypothesis printed it: one `state...` entry per
+    step (an entry may span lines)."""
+    seconds: float
+    digests: list[str] = field(repr=False)
+
+    @property
+    def message(self) -> str:
+        return "" if self.error is None else str(self.error).splitlines()[0]
+
+    @property
+    def steps(self) -> list[str]:
+        """The program's operations: no constructor, invariant or teardown."""
+        skip = ("state =", "state.whole_state_matches_model(", "state.teardown(")
+        return [s for s in self.program if not s.startswith(skip)]
+
+
+def run_machine(machine: type[CountingMachine], config: settings) -> Run:
+    start = time.monotonic()
+    error: BaseException | None = None
+    try:
+        run_state_machine_as_test(machine, settings=config)
+    except _StopControl:
+        pass
+    except BaseException as exc:
+        error = exc
+    first = machine.first_failure
+    notes = getattr(error, "__notes__", [])
+    return Run(
+        error=error,
+        examples=machine.examples,
+        first_failure=None if first is None else first[0],
+        program=[n for n in notes if n.startswith("state")],
+        seconds=time.monotonic() - start,
+        digests=list(machine.model_digests),
+    )
+
+
+# --- runs shared by the tests (each is run once per module) -----------------------------
+
+_RUNS: dict[type[DictStore], Run] = {}
+_CONTROLS: dict[bool, Run] = {}
+
+
+def broken_run(broken: Broken) -> Run:
+    if broken.store not in _RUNS:
+        machine = machine_for(broken.store, durable=broken.durable)
+        _RUNS[broken.store] = run_machine(machine, run_settings())
+    return _RUNS[broken.store]
+
+
+def control_run(durable: bool, examples: int) -> Run:
+    """The correct store's first `examples` test cases in this machine shape
+    (one run per shape, rerun longer when a later defect needs more)."""
+    cached = _CONTROLS.get(durable)
+    if cached is None or cached.examples < examples:
+        machine = machine_for(DictStore, durable=durable, stop_after=examples)
+        _CONTROLS[durable] = run_machine(machine, run_settings())
+    return _CONTROLS[durable]
+
+
+@dataclass
+class Row:
+    store: str
+    defect: str
+    durable: bool
+    listed: bool
+    caught: bool
+    examples_to_failure: int | None
+    steps_in_failing_example: int | None
+    message: str
+    seconds: float
+
+
+REPORT: list[Row] = []
+TIMES: dict[str, Any] = {}
+
+
+# --- the stores -----------------------------------------------------------------------
+
+
+def test_every_store_is_a_runtime_store() -> None:
+    assert isinstance(DictStore(), ma.RuntimeStore)
+    for broken in (*BROKEN, *GAPS):
+        assert issubclass(broken.store, DictStore)
+        assert isinstance(broken.store(), ma.RuntimeStore)
+
+
+# --- each defect is caught, and the correct store passes the same test cases -------------
+
+
+def _params() -> list[Any]:
+    return [pytest.param(b, id=b.store.__name__) for b in BROKEN]
+
+
+@pytest.mark.parametrize("broken", _params())
+def test_machine_catches(broken: Broken) -> None:
+    run = broken_run(broken)
+    caught = isinstance(run.error, AssertionError) and run.first_failure is not None
+    REPORT.append(
+        Row(
+            store=broken.store.__name__,
+            defect=broken.defect,
+            durable=broken.durable,
+            listed=broken.listed,
+            caught=caught,
+            examples_to_failure=run.first_failure,
+            steps_in_failing_example=len(run.steps) if caught else None,
+            message=run.message[:200],
+            seconds=round(run.seconds, 2),
+        )
+    )
+    assert run.error is not None, f"{broken.defect}: not caught in {BUDGET} test cases"
+    assert isinstance(run.error, AssertionError), repr(run.error)
+    # Hypothesis stops at BUDGET valid test cases: a failure is within the budget
+    # (k counts overrun test cases too, so it may exceed BUDGET).
+    k = run.first_failure
+    assert k is not None
+    named = re.match(r"(?:state differs at )?(\w+)\(", run.message)
+    assert named is not None, run.message
+    assert named.group(1) in broken.caught_by, run.message
+
+    control = control_run(broken.durable, k)
+    assert control.error is None, f"the correct store failed: {control.error!r}"
+    assert control.examples >= k
+    assert control.digests[: k - 1] == run.digests[: k - 1], "not the same test cases"
+
+
+def test_lost_last_write_shows_only_after_a_restart() -> None:
+    """`SavesBeforeApplying` answers every read right until the store restarts:
+    the step before the failing invariant is a reopen or a crash."""
+    run = broken_run(next(b for b in BROKEN if b.store is _broken.SavesBeforeApplying))
+    assert isinstance(run.error, AssertionError)
+    assert run.message.startswith("state differs at ")
+    assert run.steps[-1] in ("state.reopen()", "state.crash_and_reopen()"), run.steps[-3:]
+
+
+def test_crash_loss_shows_only_after_a_crash() -> None:
+    """`FlushesOnlyOnCleanClose` survives clean reopens: only a crash shows it."""
+    run = broken_run(next(b for b in BROKEN if b.store is _broken.FlushesOnlyOnCleanClose))
+    assert isinstance(run.error, AssertionError)
+    assert run.steps[-1] == "state.crash_and_reopen()", run.steps[-3:]
+
+
+# --- shrinking: the report a backend author gets -----------------------------------------
+
+SHRINK_DEFECT = _broken.IgnoresSessionStoreKey
+_SHRUNK: dict[str, Run] = {}
+
+
+def shrunk_run() -> Run:
+    if "run" not in _SHRUNK:
+        machine = machine_for(SHRINK_DEFECT, durable=False)
+        _SHRUNK["run"] = run = run_machine(machine, run_settings(shrink=True))
+        TIMES["shrink_seconds"] = round(run.seconds, 1)
+        TIMES["shrunk_program"] = run.program
+    return _SHRUNK["run"]
+
+
+def test_shrunk_failure_is_short_and_names_the_calls() -> None:
+    run = shrunk_run()
+    assert isinstance(run.error, AssertionError)
+    assert run.message.startswith("atomic_apply("), run.message
+    assert "the model raised SessionKeyMismatch" in run.message
+    assert run.program[0] == f"state = {SHRINK_DEFECT.__name__}InMemoryMachine()"
+    assert run.program[-1] == "state.teardown()"
+    assert len(run.steps) == 1, run.steps
+    call = run.steps[0]
+    assert call.startswith("state.atomic_apply(")
+    for argument in ("runtime_id=", "delta=", "receipt=RunBoundaryReceipt(", "session_store_key="):
+        assert argument in call
+
+
+def test_shrunk_failure_is_a_runnable_program() -> None:
+    """Executing the printed program, with the public names of `meerkat_actor`
+    and `meerkat_actor.testing` in scope, reproduces the failure."""
+    run = shrunk_run()
+    machine = machine_for(SHRINK_DEFECT, durable=False)
+    namespace: dict[str, Any] = {name: getattr(ma, name) for name in ma.__all__}
+    namespace.update({name: getattr(kit, name) for name in kit.__all__})
+    namespace.update(UUID=uuid.UUID, datetime=datetime)
+    namespace[machine.__name__] = machine
+    source = "\n".join(run.program)
+    code = compile(source, "<the shrunk test case>", "exec")
+    with pytest.raises(AssertionError, match=r"^atomic_apply\("):
+        exec(code, namespace)
+
+
+# --- the report ----------------------------------------------------------------------
+
+
+def test_report(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Print the table (run with -s) and write it as JSON under the tmp dir."""
+    rows = sorted(REPORT, key=lambda r: (not r.listed, r.store))
+    header = (
+        f"{'store':30} {'listed':6} {'caught':6} {'examples':>8} {'steps':>5} {'s':>6}  message"
+    )
+    lines = [f"budget {BUDGET} test cases, seed {SEED}", header, "-" * len(header)]
+    lines += [
+        f"{r.store:30} {r.listed!s:6} {r.caught!s:6} {r.examples_to_failure!s:>8}"
+        f" {r.steps_in_failing_example!s:>5} {r.seconds:6.2f}  {r.message[:60]}"
+        for r in rows
+    ]
+    controls = {("durable" if d else "in-memory"): c.examples for d, c in _CONTROLS.items()}
+    lines.append(f"control test cases run: {controls}")
+    if "shrink_seconds" in TIMES:
+        lines.append(f"shrinking {SHRINK_DEFECT.__name__}: {TIMES['shrink_seconds']} s")
+        lines += ["  " + line for s in TIMES["shrunk_program"] for line in s.splitlines()]
+    print("\n" + "\n".join(lines))
+    out = tmp_path_factory.mktemp("broken-backends") / "report.json"
+    report = {
+        "budget": BUDGET,
+        "seed": SEED,
+        "rows": [asdict(r) for r in rows],
+        "controls": controls,
+        "shrink_seconds": TIMES.get("shrink_seconds"),
+        "shrunk_program": TIMES.get("shrunk_program"),
+    }
+    out.write_text(json.dumps(report, indent=2))
+    print(f"report: {out}")
