@@ -6,10 +6,11 @@
   written (and covered segments deleted) in the middle of runs;
 - the SQLite backend, with the reopen and crash rules.
 
-Every backend declares every capability. The SQLite machine runs half the
-profile's examples: each of its reads is a worker-thread round trip, which
-makes an example about ten times slower than the actor store's. Run deeper
-with `HYPOTHESIS_PROFILE=deep python -m pytest stateful_tests/test_backends.py`.
+Every backend declares every capability. To keep CI near its time budget,
+the SQLite machine runs a quarter of the profile's examples (each of its
+reads is a worker-thread round trip: an example costs about ten times the
+actor store's) and the small-checkpoint variant half. Run deeper with
+`HYPOTHESIS_PROFILE=deep python -m pytest stateful_tests/test_backends.py`.
 """
 
 from contextlib import AbstractAsyncContextManager
@@ -50,4 +51,7 @@ TestInMemoryStore = InMemoryStoreMachine.TestCase
 TestDurableStore = DurableStoreMachine.TestCase
 TestDurableStoreSmallCheckpoints = SmallCheckpointsMachine.TestCase
 TestSqliteStore = SqliteStoreMachine.TestCase
-TestSqliteStore.settings = settings(max_examples=max(10, settings.default.max_examples // 2))
+TestSqliteStore.settings = settings(max_examples=max(10, settings.default.max_examples // 4))
+TestDurableStoreSmallCheckpoints.settings = settings(
+    max_examples=max(10, settings.default.max_examples // 2)
+)

