@@ -583,6 +583,13 @@ class _Database:
         except CodecError as exc:
             raise CorruptStore(f"{self.path}: {table}, {where}: {exc}") from exc
 
+    def _per_runtime(self, table: str, column: str, runtime_id: LogicalRuntimeId) -> object:
+        """`column` of the runtime's row in a one-row-per-runtime table, or `None`."""
+        row = self.connection.execute(
+            f"SELECT {column} FROM {table} WHERE runtime_id = ?", (str(runtime_id),)
+        ).fetchone()
+        return None if row is None else row[0]
+
     def oauth_flow_snapshot(self) -> bytes | None:
         row = self.connection.execute(
             "SELECT state_json FROM runtime_auth_oauth_flow_state WHERE id = ?", (OAUTH_ROW_ID,)
@@ -592,33 +599,21 @@ class _Database:
         return self._blob(row[0], "runtime_auth_oauth_flow_state", f"id {OAUTH_ROW_ID!r}")
 
     def session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
-        row = self.connection.execute(
-            "SELECT session_snapshot FROM runtime_session_snapshots WHERE runtime_id = ?",
-            (str(runtime_id),),
-        ).fetchone()
-        if row is None:
-            return None
-        return self._blob(row[0], "runtime_session_snapshots", f"runtime {str(runtime_id)!r}")
+        table = "runtime_session_snapshots"
+        value = self._per_runtime(table, "session_snapshot", runtime_id)
+        return None if value is None else self._blob(value, table, f"runtime {str(runtime_id)!r}")
 
     def runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
-        row = self.connection.execute(
-            "SELECT runtime_state_json FROM runtime_states WHERE runtime_id = ?",
-            (str(runtime_id),),
-        ).fetchone()
-        if row is None:
-            return None
-        return self._decode(RuntimeState, row[0], "runtime_states", f"runtime {str(runtime_id)!r}")
+        table = "runtime_states"
+        value = self._per_runtime(table, "runtime_state_json", runtime_id)
+        where = f"runtime {str(runtime_id)!r}"
+        return None if value is None else self._decode(RuntimeState, value, table, where)
 
     def ops_snapshot(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
-        row = self.connection.execute(
-            "SELECT state_json FROM runtime_ops_lifecycle WHERE runtime_id = ?",
-            (str(runtime_id),),
-        ).fetchone()
-        if row is None:
-            return None
-        return self._decode(
-            PersistedOpsSnapshot, row[0], "runtime_ops_lifecycle", f"runtime {str(runtime_id)!r}"
-        )
+        table = "runtime_ops_lifecycle"
+        value = self._per_runtime(table, "state_json", runtime_id)
+        where = f"runtime {str(runtime_id)!r}"
+        return None if value is None else self._decode(PersistedOpsSnapshot, value, table, where)
 
     def _input_row(
         self, runtime_id: LogicalRuntimeId, raw_key: object, value: object
