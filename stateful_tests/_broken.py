@@ -841,7 +841,7 @@ BROKEN: tuple[Broken, ...] = (
         AbandonsCancelledWrite,
         "a cancelled write lands after the task's next call",
         False,
-        ("load_input_states", "load_input_state"),
+        ("persist_input_state", "load_input_states", "load_input_state"),
     ),
 )
 """Defects the machine must find within the CI budget."""

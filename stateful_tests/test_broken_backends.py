@@ -301,7 +301,7 @@ def shrunk_run() -> Run:
     if "run" not in _SHRUNK:
         machine = machine_for(SHRINK_DEFECT, durable=False)
         # Shorter test cases than the CI profile's: they shrink in a few seconds.
-        config = settings(run_settings(shrink=True), stateful_step_count=12)
+        config = settings(run_settings(shrink=True), stateful_step_count=5)
         _SHRUNK["run"] = run = run_machine(machine, config)
         TIMES["shrink_seconds"] = round(run.seconds, 1)
         TIMES["shrunk_program"] = run.program

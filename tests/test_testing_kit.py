@@ -67,10 +67,14 @@ from meerkat_actor.testing import (
 
 # Private on purpose: the updaters are not exported by meerkat_actor.testing.
 from meerkat_actor.testing._machine import (
+    RUNTIME_IDS,
+    SESSION_IDS,
     Append,
     Increment,
     RaiseError,
     ReturnNotBytes,
+    _bad_calls,
+    _Outcome,
 )
 
 MODEL_SOURCE = Path(kit.__file__).with_name("_model.py")
@@ -1175,3 +1179,141 @@ def test_supports_names_only_the_optional_families() -> None:
         assert Capabilities().supports(name)
     for name in ("atomic_apply", "load_input_states", "commit_machine_lifecycle"):
         assert none.supports(name)
+
+
+# --- review fixes: inheritance, refinements, bad calls, fresh ids, cleanup ----------------
+
+
+def test_a_subclass_keeps_the_capabilities_its_base_declared() -> None:
+    class Base(RuntimeStoreMachine):
+        capabilities = Capabilities(durable=True, oauth_flow_snapshot=False)
+
+    class Child(Base):
+        open_store_at = staticmethod(ma.open_store)
+
+    assert Child.capabilities == Capabilities(durable=True, oauth_flow_snapshot=False)
+    assert Child.durable is True
+
+
+def test_an_error_refinement_is_accepted_but_not_a_distinct_error() -> None:
+    class Refined(ma.WriteFailed):
+        pass
+
+    class RefinedConflict(ma.ReceiptConflict):
+        pass
+
+    wanted = _Outcome(error=ma.WriteFailed("x"))
+    assert _Outcome(error=Refined("x")).same_as(wanted)
+    assert not _Outcome(error=ma.ReceiptConflict("x")).same_as(wanted)
+    assert _Outcome(error=RefinedConflict("x")).same_as(_Outcome(error=ma.ReceiptConflict("x")))
+    assert not _Outcome(error=ma.WriteFailed("x")).same_as(_Outcome(error=ma.ReceiptConflict("x")))
+    assert not _Outcome(value=bytearray(b"a")).same_as(_Outcome(value=b"a"))
+
+
+class _ChecksThenUnsupported:
+    """The in-memory store, with OAuth checking its argument, then Unsupported."""
+
+    def __init__(self, store: ma.RuntimeStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        if "oauth" in name:
+
+            async def unsupported(*args: object) -> None:
+                if name == "update_auth_oauth_flow_snapshot" and not callable(args[0]):
+                    raise TypeError("update must be callable")
+                raise ma.Unsupported(name)
+
+            return unsupported
+        return getattr(self._store, name)
+
+
+@asynccontextmanager
+async def _open_checks_then_unsupported() -> AsyncIterator[Any]:
+    async with ma.open_store() as store:
+        yield _ChecksThenUnsupported(store)
+
+
+def test_a_bad_call_of_an_unsupported_operation_may_raise_type_error_first() -> None:
+    class NoOAuth(RuntimeStoreMachine):
+        open_store = staticmethod(_open_checks_then_unsupported)
+        capabilities = Capabilities(oauth_flow_snapshot=False)
+
+    receipt = ma.RunBoundaryReceipt(ma.RunId.new(), ma.RunApplyBoundary.IMMEDIATE, (), None, 0, 0)
+    calls = _bad_calls(RUNTIME_IDS[0], receipt)
+    index = next(i for i, c in enumerate(calls) if c[0] == "update_auth_oauth_flow_snapshot")
+    machine = NoOAuth()
+    try:
+        machine.bad_argument(index, RUNTIME_IDS[0], receipt)  # TypeError: accepted
+        machine.whole_state_matches_model()
+    finally:
+        machine.teardown()
+
+
+class _KeepsSnapshotOnMismatch:
+    """Writes the session snapshot, then checks the session key (a defect)."""
+
+    def __init__(self, store: ma.RuntimeStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def atomic_apply(self, runtime_id: Any, delta: Any, *args: Any) -> None:
+        if delta is not None:
+            await self._store.commit_session_snapshot(runtime_id, delta)
+        await self._store.atomic_apply(runtime_id, delta, *args)
+
+
+@asynccontextmanager
+async def _open_keeps_snapshot() -> AsyncIterator[Any]:
+    async with ma.open_store() as store:
+        yield _KeepsSnapshotOnMismatch(store)
+
+
+def test_a_refused_write_under_a_fresh_runtime_id_is_still_looked_at() -> None:
+    class Keeps(RuntimeStoreMachine):
+        open_store = staticmethod(_open_keeps_snapshot)
+
+    fresh = ma.LogicalRuntimeId("fresh-runtime-not-in-any-pool")
+    delta = ma.SessionDelta(json.dumps({"id": str(SESSION_IDS[0])}).encode())
+    wrong = SESSION_IDS[1]
+    receipt = ma.RunBoundaryReceipt(ma.RunId.new(), ma.RunApplyBoundary.IMMEDIATE, (), None, 0, 0)
+    machine = Keeps()
+    try:
+        # Both sides raise SessionKeyMismatch: the rule agrees ...
+        machine.atomic_apply(fresh, delta, receipt, [], wrong)
+        # ... but the store kept the snapshot under an id the model never held.
+        with pytest.raises(AssertionError, match=r"state differs at load_session_snapshot\("):
+            machine.whole_state_matches_model()
+    finally:
+        machine.teardown()
+
+
+def test_teardown_runs_when_the_store_fails_to_open() -> None:
+    torn_down: list[bool] = []
+
+    @asynccontextmanager
+    async def fails() -> AsyncIterator[Any]:
+        raise ma.ReadFailed("cannot open")
+        yield  # pragma: no cover
+
+    class Failing(RuntimeStoreMachine):
+        open_store = staticmethod(fails)
+
+        def teardown(self) -> None:
+            torn_down.append(True)
+            super().teardown()
+
+    with pytest.raises(ma.ReadFailed, match="cannot open"):
+        Failing()
+    assert torn_down == [True]
+
+
+def test_the_updaters_are_public_and_hash_by_value() -> None:
+    for name in ("Increment", "Append", "RaiseError", "ReturnNotBytes", "FULL_CAPABILITIES"):
+        assert name in kit.__all__
+    assert kit.Append(b"x") == kit.Append(b"x")
+    assert hash(kit.Append(b"x")) == hash(kit.Append(b"x"))
+    assert kit.Increment() == kit.Increment()
+    assert kit.Increment() != kit.RaiseError()

@@ -6,6 +6,11 @@
   `RuntimeStore` against the model; subclass it and set `open_store` (a
   fresh store per call) or `open_store_at` (a durable store at a location,
   which adds reopen, checkpoint and crash rules).
+- `Capabilities` (and `FULL_CAPABILITIES`): what a backend declares it
+  supports; the machine expects `Unsupported` from the rest.
+- `Increment`, `Append`, `RaiseError`, `ReturnNotBytes`, `UpdaterFailed`:
+  the OAuth updaters the machine uses (printed failing programs name them).
+- `OpenStore`, `OpenStoreAt`: the types of the machine's store openers.
 - `assert_store_matches_model`: the machine's invariant as a coroutine, for
   tests that build a model of what was acknowledged and compare a store to it.
 - `TrioBridge`: runs a trio-based store in a helper thread for synchronous
@@ -17,7 +22,14 @@ This subpackage needs the `test` extra (Hypothesis); the store itself does not.
 from . import _strategies as strategies
 from ._bridge import TrioBridge
 from ._machine import (
+    FULL_CAPABILITIES,
+    Append,
     Capabilities,
+    Increment,
+    OpenStore,
+    OpenStoreAt,
+    RaiseError,
+    ReturnNotBytes,
     RuntimeStoreMachine,
     UpdaterFailed,
     assert_store_matches_model,
@@ -25,8 +37,15 @@ from ._machine import (
 from ._model import ReferenceModel
 
 __all__ = [
+    "FULL_CAPABILITIES",
+    "Append",
     "Capabilities",
+    "Increment",
+    "OpenStore",
+    "OpenStoreAt",
+    "RaiseError",
     "ReferenceModel",
+    "ReturnNotBytes",
     "RuntimeStoreMachine",
     "TrioBridge",
     "UpdaterFailed",
