@@ -1,47 +1,398 @@
-"""`python -m meerkat_actor` / `meerkat-actor`: the command-line entry point."""
+"""`python -m meerkat_actor` / `meerkat-actor`: the operator's command line.
+
+Commands: demo, inspect, verify, dump, checkpoint, export-sqlite,
+import-sqlite, bench. docs/cli.md is the reference; exit statuses:
+0 success, 1 a problem found (verify: damage; export/import: the copy
+differs), 2 usage (or the destination exists), 3 not found or not a store,
+4 locked, 5 corrupt, 6 newer format, 7 I/O error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, Final
 
 import trio
 
+from . import _offline
 from ._actor import ActorStore, open_store
+from ._codec import to_json
+from ._core import RuntimeRecord, StoreState
 from ._demo import read_everything, run_demo
+from ._durable import DEFAULT_MAX_RECORD
+from ._errors import (
+    CorruptStore,
+    NotAStore,
+    ReadFailed,
+    StoreLocked,
+    UnsupportedFormat,
+    WriteFailed,
+)
 from ._ids import LogicalRuntimeId
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
+EXIT_OK: Final = 0
+EXIT_PROBLEM: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_NOT_FOUND: Final = 3
+EXIT_LOCKED: Final = 4
+EXIT_CORRUPT: Final = 5
+EXIT_NEWER_FORMAT: Final = 6
+EXIT_IO: Final = 7
 
 DEFAULT_DEMO_DIR = "meerkat-demo-store"
+_EMPTY_RECORD: Final = RuntimeRecord()
+_BENCH_TEXT: Final = "measure throughput, latency and recovery against peers"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meerkat-actor", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="run a small agent-host workload on a durable store, reopen it, and summarise it",
+class _Failed(Exception):
+    """A command's failure: its JSON kind and exit status."""
+
+    def __init__(self, kind: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+def _classify(exc: BaseException) -> _Failed | None:
+    """The kind and exit status of an error a command may meet, or None."""
+    message = str(exc)
+    if isinstance(exc, FileExistsError):
+        return _Failed("exists", EXIT_USAGE, f"{exc.filename} already exists")
+    if isinstance(exc, NotAStore):
+        return _Failed("not_found", EXIT_NOT_FOUND, message)
+    if isinstance(exc, StoreLocked):
+        return _Failed("locked", EXIT_LOCKED, message)
+    if isinstance(exc, CorruptStore):
+        return _Failed("corrupt", EXIT_CORRUPT, message)
+    if isinstance(exc, UnsupportedFormat):
+        return _Failed("unsupported_format", EXIT_NEWER_FORMAT, message)
+    if isinstance(exc, (ReadFailed, WriteFailed, OSError)):
+        return _Failed("io", EXIT_IO, message)
+    return None
+
+
+# --- output helpers --------------------------------------------------------------------------
+
+
+def _emit_json(document: object) -> None:
+    print(json.dumps(document, ensure_ascii=False))
+
+
+def _progress(message: str) -> None:
+    """A progress line on stderr, only when stderr is a terminal."""
+    if sys.stderr.isatty():
+        print(f"meerkat-actor: {message}", file=sys.stderr, flush=True)
+
+
+def _size(n: int) -> str:
+    return f"{n:,} B"
+
+
+def _file_json(files: list[_offline.FileEntry]) -> list[dict[str, Any]]:
+    return [asdict(f) for f in files]
+
+
+def _files_text(files: list[_offline.FileEntry]) -> list[str]:
+    width = max((len(f.name) for f in files), default=0)
+    return [f"  {f.name:<{width}}  {_size(f.bytes):>14}" for f in files]
+
+
+def _counts(state: StoreState) -> dict[str, Any]:
+    records = [r for r in state.runtimes.values() if r != _EMPTY_RECORD]
+    return {
+        "runtimes": len(records),
+        "input_states": sum(len(r.input_states) for r in records),
+        "receipts": sum(len(r.receipts) for r in records),
+        "session_snapshots": sum(r.session_snapshot is not None for r in records),
+        "runtime_states": sum(r.runtime_state is not None for r in records),
+        "ops_snapshots": sum(r.ops_snapshot is not None for r in records),
+        "oauth_flow_snapshot": state.oauth_flow_snapshot is not None,
+    }
+
+
+def _counts_text(counts: dict[str, Any]) -> str:
+    return (
+        f"{counts['runtimes']} runtimes, {counts['input_states']} input states,"
+        f" {counts['receipts']} receipts, {counts['session_snapshots']} session snapshots,"
+        f" {counts['runtime_states']} runtime states, {counts['ops_snapshots']} ops snapshots,"
+        f" OAuth flow snapshot: {'yes' if counts['oauth_flow_snapshot'] else 'no'}"
     )
-    demo.add_argument(
-        "dir",
-        nargs="?",
-        default=DEFAULT_DEMO_DIR,
-        help=f"the store directory (default ./{DEFAULT_DEMO_DIR}; created if missing)",
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    view = _offline.read_store(args.dir, args.max_record_bytes)
+    runtimes: list[dict[str, Any]] = []
+    for runtime_id in sorted(view.state.runtimes, key=str):
+        record = view.state.runtimes[runtime_id]
+        if record == _EMPTY_RECORD:
+            continue
+        counted = Counter(s.seed.phase.value for s in record.input_states.values())
+        runtimes.append(
+            {
+                "runtime_id": str(runtime_id),
+                "input_states": len(record.input_states),
+                "input_states_by_phase": dict(sorted(counted.items())),
+                "receipts": len(record.receipts),
+                "session_snapshot_bytes": None
+                if record.session_snapshot is None
+                else len(record.session_snapshot),
+                "runtime_state": None
+                if record.runtime_state is None
+                else to_json(record.runtime_state),
+                "ops_snapshot": record.ops_snapshot is not None,
+            }
+        )
+    document = {
+        "store": view.directory,
+        "format_version": view.format_version,
+        "last_lsn": view.last_lsn,
+        "snapshot_lsn": view.snapshot_lsn,
+        "log_first_lsn": view.log_first_lsn,
+        "files": _file_json(view.files),
+        "runtimes": runtimes,
+        "oauth_flow_snapshot": view.state.oauth_flow_snapshot is not None,
+        "notes": [f"{n.file}: {n.message}" for n in view.notes],
+    }
+    if args.json:
+        _emit_json(document)
+        return EXIT_OK
+    log = (
+        "log holds no record"
+        if view.log_first_lsn is None
+        else f"log holds {view.log_first_lsn}..{view.last_lsn}"
     )
-    demo.add_argument("--memory", action="store_true", help="use an in-memory store instead")
-    demo.add_argument("--runtimes", type=_positive, default=4, help="runtimes (default 4)")
-    demo.add_argument("--runs", type=_positive, default=5, help="runs per runtime (default 5)")
-    demo.add_argument("--inputs", type=_positive, default=3, help="inputs per run (default 3)")
-    return parser
+    lines = [
+        f"store: {view.directory}",
+        f"format version: {view.format_version}",
+        f"LSN: last {view.last_lsn}; snapshot at {view.snapshot_lsn}; {log}",
+        "files:",
+        *_files_text(view.files),
+        f"runtimes: {len(runtimes)}",
+    ]
+    for runtime in runtimes:
+        by_phase: dict[str, int] = runtime["input_states_by_phase"]
+        phases = ", ".join(f"{k} {v}" for k, v in by_phase.items())
+        session: int | None = runtime["session_snapshot_bytes"]
+        state = runtime["runtime_state"]
+        lines.append(
+            f"  {runtime['runtime_id']}: {runtime['input_states']} input states"
+            + (f" ({phases})" if phases else "")
+            + f", {runtime['receipts']} receipts"
+            + (f", session snapshot {_size(session)}" if session is not None else "")
+            + (f", runtime state {json.dumps(state)}" if state is not None else "")
+            + (", ops snapshot yes" if runtime["ops_snapshot"] else "")
+        )
+    present = "present" if document["oauth_flow_snapshot"] else "absent"
+    lines.append(f"OAuth flow snapshot: {present}")
+    if view.notes:
+        lines.append("notes (what opening the store would repair):")
+        lines += [f"  {n.file}: {n.message}" for n in view.notes]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace) -> int:
+    _progress(f"verifying {args.dir} ...")
+    report = _offline.verify_store(args.dir, args.max_record_bytes)
+    status = {"clean": EXIT_OK, "damaged": EXIT_PROBLEM, "corrupt": EXIT_CORRUPT}[report.result]
+    checked = {"snapshots": report.snapshots, "segments": report.segments}
+    checked["records"] = report.records
+    if args.json:
+        _emit_json(
+            {
+                "store": report.directory,
+                "result": report.result,
+                "checked": checked,
+                "problems": [asdict(p) for p in report.problems],
+            }
+        )
+        return status
+    for p in report.problems:
+        where = "" if p.offset is None else f" byte offset {p.offset}:"
+        print(f"{p.severity}: {p.file}:{where} {p.message}")
+    print(
+        f"result: {report.result} ({report.snapshots} snapshots, {report.segments} segments,"
+        f" {report.records} records checked in {report.directory})"
+    )
+    return status
+
+
+# --- dump ------------------------------------------------------------------------------------
+
+
+def _session_document(runtime_id: str, snapshot: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(snapshot.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        encoded = base64.b64encode(snapshot).decode("ascii")
+        return {"kind": "session_snapshot", "runtime_id": runtime_id, "snapshot_base64": encoded}
+    return {"kind": "session_snapshot", "runtime_id": runtime_id, "snapshot": parsed}
+
+
+def _dump_documents(state: StoreState, runtime: str | None, secrets: bool) -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = []
+    for runtime_id in sorted(state.runtimes, key=str):
+        name = str(runtime_id)
+        if runtime is not None and name != runtime:
+            continue
+        record = state.runtimes[runtime_id]
+        if record.session_snapshot is not None:
+            documents.append(_session_document(name, record.session_snapshot))
+        if record.runtime_state is not None:
+            state_json = to_json(record.runtime_state)
+            documents.append(
+                {"kind": "runtime_state", "runtime_id": name, "runtime_state": state_json}
+            )
+        if record.ops_snapshot is not None:
+            ops = to_json(record.ops_snapshot)
+            documents.append({"kind": "ops_lifecycle", "runtime_id": name, "snapshot": ops})
+        for stored in sorted(record.input_states.values(), key=lambda s: s.state.input_id.value):
+            documents.append(
+                {
+                    "kind": "input_state",
+                    "runtime_id": name,
+                    "input_id": str(stored.state.input_id),
+                    "state": to_json(stored),
+                }
+            )
+        for receipt in sorted(
+            record.receipts.values(), key=lambda r: (r.run_id.value.int, r.sequence)
+        ):
+            documents.append(
+                {
+                    "kind": "boundary_receipt",
+                    "runtime_id": name,
+                    "run_id": str(receipt.run_id),
+                    "sequence": receipt.sequence,
+                    "receipt": to_json(receipt),
+                }
+            )
+    oauth = state.oauth_flow_snapshot
+    if runtime is None and oauth is not None and secrets:
+        encoded = base64.b64encode(oauth).decode("ascii")
+        documents.append({"kind": "oauth_flow_snapshot", "snapshot_base64": encoded})
+    return documents
+
+
+def _dump(args: argparse.Namespace) -> int:
+    view = _offline.read_store(args.dir, args.max_record_bytes)
+    for document in _dump_documents(view.state, args.runtime, args.include_secrets):
+        sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+    if (
+        args.runtime is None
+        and view.state.oauth_flow_snapshot is not None
+        and not args.include_secrets
+    ):
+        print(
+            "note: the OAuth flow snapshot is not shown (pass --include-secrets)",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+# --- checkpoint ------------------------------------------------------------------------------
+
+
+async def _checkpoint_store(directory: str, max_record_bytes: int) -> None:
+    async with open_store(directory, max_record_bytes=max_record_bytes) as store:
+        await store.checkpoint()
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    directory = _offline.check_store_directory(args.dir)  # never creates one
+    before = _offline.list_files(directory)
+    _progress(f"checkpoint of {directory} ...")
+    trio.run(_checkpoint_store, directory, args.max_record_bytes)
+    after = _offline.list_files(directory)
+    snapshots = [f for f in after if f.kind == "snapshot"]
+    newest = max(snapshots, key=lambda f: f.name, default=None)
+    lsn = None if newest is None else int(newest.name.split("-")[1].split(".")[0])
+    document = {
+        "store": directory,
+        "snapshot_lsn": lsn,
+        "snapshot_bytes": None if newest is None else newest.bytes,
+        "files_before": _file_json(before),
+        "files_after": _file_json(after),
+    }
+    if args.json:
+        _emit_json(document)
+        return EXIT_OK
+    taken = (
+        "no snapshot: the store holds no record"
+        if newest is None
+        else f"snapshot at LSN {lsn} ({_size(newest.bytes)})"
+    )
+    print(
+        f"checkpoint of {directory}: {taken};"
+        f" files before: {len(before)} ({_size(sum(f.bytes for f in before))}),"
+        f" after: {len(after)} ({_size(sum(f.bytes for f in after))})"
+    )
+    return EXIT_OK
+
+
+# --- export / import -------------------------------------------------------------------------
+
+
+def _report_copy(args: argparse.Namespace, source: str, target: str, state: StoreState) -> int:
+    counts = _counts(state)
+    document = {"source": source, "target": target, **counts, "identical": True}
+    if args.json:
+        _emit_json(document)
+    else:
+        verb = "exported" if args.command == "export-sqlite" else "imported"
+        print(f"{verb} {source} to {target}: {_counts_text(counts)}; read back: identical")
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    target = os.path.abspath(args.file)
+    if os.path.lexists(target):
+        raise FileExistsError(17, "exists", target)
+    _progress(f"reading {args.dir} ...")
+    view = _offline.read_store(args.dir, args.max_record_bytes)
+    _progress(f"writing {target} ...")
+    back = _offline.export_sqlite(view.state, target)
+    if not _offline.same_content(view.state, back):
+        raise _Failed(
+            "mismatch",
+            EXIT_PROBLEM,
+            f"{target} does not read back as {view.directory} holds (the file is left as is)",
+        )
+    return _report_copy(args, view.directory, target, view.state)
+
+
+def _import(args: argparse.Namespace) -> int:
+    source = os.path.abspath(args.file)
+    target = os.path.realpath(args.dir)
+    if os.path.lexists(target) and (not os.path.isdir(target) or os.listdir(target)):
+        raise FileExistsError(17, "exists", target)
+    _progress(f"reading {source} ...")
+    state = _offline.read_sqlite(source)
+    _progress(f"writing {target} ...")
+    view = _offline.import_sqlite(state, target)
+    if not _offline.same_content(state, view.state):
+        raise _Failed(
+            "mismatch",
+            EXIT_PROBLEM,
+            f"{target} does not read back as {source} holds (the directory is left as is)",
+        )
+    return _report_copy(args, source, target, state)
+
+
+# --- demo ------------------------------------------------------------------------------------
 
 
 async def _count_inputs(store: ActorStore, runtimes: int) -> int:
@@ -49,13 +400,13 @@ async def _count_inputs(store: ActorStore, runtimes: int) -> int:
     return sum([len(await store.load_input_states(name)) for name in names])
 
 
-async def _demo(args: argparse.Namespace) -> int:
+async def _demo_run(args: argparse.Namespace) -> int:
     counts = {"runtimes": args.runtimes, "runs": args.runs, "inputs_per_run": args.inputs}
     if args.memory:
         print("store: in memory")
         async with open_store() as store:
             await run_demo(store, **counts)
-        return 0
+        return EXIT_OK
     path = args.dir
     print(f"store: {path}")
     async with open_store(path) as store:
@@ -74,21 +425,135 @@ async def _demo(args: argparse.Namespace) -> int:
         inputs = await _count_inputs(store, args.runtimes)
     if after != before:
         print("reopened: the store does NOT hold what was acknowledged", file=sys.stderr)
-        return 1
+        return EXIT_PROBLEM
     print(
         f"reopened: every acknowledged write is back ({len(receipts)} receipts of this run,"
         f" {inputs} input states); run the demo again to add to it"
     )
-    return 0
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    args.dir = os.path.abspath(args.dir)
+    return trio.run(_demo_run, args)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    """`bench`: its options are the bench module's own (parsed here, so other
+    commands never import it)."""
+    from . import _bench  # noqa: PLC0415 - only the bench command needs it
+
+    parser = argparse.ArgumentParser(
+        prog="meerkat-actor bench", description=_BENCH_TEXT + " (docs/benchmarks.md)"
+    )
+    _bench.add_arguments(parser)
+    status: int = _bench.run(parser.parse_args(args.bench_args))
+    return status
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meerkat-actor",
+        description="Operate meerkat_actor stores: " + (__doc__ or "").split("\n\n")[1],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print one JSON document")
+    record = argparse.ArgumentParser(add_help=False)
+    record.add_argument(
+        "--max-record-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_RECORD,
+        help=f"the store's max_record_bytes (default {DEFAULT_MAX_RECORD})",
+    )
+
+    def add(name: str, run: Callable[[argparse.Namespace], int], text: str, *parents: Any) -> Any:
+        sub = commands.add_parser(name, help=text, description=text, parents=list(parents))
+        sub.set_defaults(run=run)
+        return sub
+
+    demo = add(
+        "demo",
+        _demo,
+        "run a small agent-host workload on a durable store, reopen it, and summarise it",
+    )
+    demo.add_argument(
+        "dir",
+        nargs="?",
+        default=DEFAULT_DEMO_DIR,
+        help=f"the store directory (default ./{DEFAULT_DEMO_DIR}; created if missing)",
+    )
+    demo.add_argument("--memory", action="store_true", help="use an in-memory store instead")
+    demo.add_argument("--runtimes", type=_positive, default=4, help="runtimes (default 4)")
+    demo.add_argument("--runs", type=_positive, default=5, help="runs per runtime (default 5)")
+    demo.add_argument("--inputs", type=_positive, default=3, help="inputs per run (default 3)")
+
+    text = "show a closed store's files, LSNs and per-runtime counts (changes nothing)"
+    add("inspect", _inspect, text, as_json, record).add_argument("dir", help="store directory")
+    text = "check every snapshot and record of a closed store (changes nothing)"
+    add("verify", _verify, text, as_json, record).add_argument("dir", help="store directory")
+    dump = add("dump", _dump, "print a closed store's content as Meerkat JSON lines", record)
+    dump.add_argument("dir", help="store directory")
+    dump.add_argument("--runtime", metavar="ID", help="only this runtime's documents")
+    dump.add_argument(
+        "--include-secrets", action="store_true", help="also print the OAuth flow snapshot"
+    )
+    text = "take a snapshot of a closed store and drop the log it covers"
+    add("checkpoint", _checkpoint, text, as_json, record).add_argument(
+        "dir", help="store directory"
+    )
+    text = "copy a closed store into a new SQLite file (Meerkat's schema)"
+    export = add("export-sqlite", _export, text, as_json, record)
+    export.add_argument("dir", help="store directory")
+    export.add_argument("file", help="the new SQLite file (must not exist)")
+    text = "copy a SQLite store (Meerkat's schema) into a new store directory"
+    imported = add("import-sqlite", _import, text, as_json)
+    imported.add_argument("file", help="the SQLite file")
+    imported.add_argument("dir", help="the new store directory (must not exist, or be empty)")
+    commands.add_parser("bench", help=_BENCH_TEXT, add_help=False).set_defaults(run=_run_bench)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
-        args.dir = os.path.abspath(args.dir)
-        return trio.run(_demo, args)
-    return 2  # pragma: no cover - argparse requires a command
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        status: int = args.run(args)
+    except _Failed as failure:
+        return _fail(args, failure)
+    except BrokenPipeError:
+        # The reader (`| head`) went away: stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PROBLEM
+    except (OSError, ReadFailed, WriteFailed) as exc:
+        classified = _classify(exc)
+        if classified is None:
+            raise
+        return _fail(args, classified)
+    return status
+
+
+def _fail(args: argparse.Namespace, failure: _Failed) -> int:
+    print(f"meerkat-actor: error: {failure}", file=sys.stderr)
+    if getattr(args, "json", False):
+        _emit_json({"error": {"kind": failure.kind, "message": str(failure)}})
+    return failure.status
 
 
 if __name__ == "__main__":

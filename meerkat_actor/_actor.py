@@ -510,6 +510,45 @@ class ActorStore(metaclass=NoPublicConstructor):
             return
         await writer.checkpoint()
 
+    async def backup(self, path: str | os.PathLike[str]) -> int:
+        """Write a new, complete store at `path` holding every write
+        acknowledged before the call; return its snapshot's size in bytes.
+
+        `path` must not exist or be an empty directory. The backup is one
+        snapshot (at the source's durable LSN; 0 for an in-memory store, whose
+        content so becomes a durable store), written in a worker thread while
+        writes go on; open it with `open_store(path)`. The snapshot goes in
+        before the FORMAT file, so a backup cut short by a crash is refused
+        by `open_store` as not a store, never mistaken for an empty one. A
+        poisoned store can still be backed up: the backup holds what is
+        durable.
+
+        Raises:
+            TypeError: `path` is not a str or os.PathLike.
+            ValueError: `path` exists and is not an empty directory.
+            StoreClosed, Internal: the store cannot be used.
+            WriteFailed: the backup could not be written (a partial directory
+                may remain at `path`: delete it before trying again).
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be str or os.PathLike, got {type(path).__name__}")
+        target = os.fspath(path)
+        await trio.lowlevel.checkpoint()
+        error = self._unusable()
+        if error is not None:
+            raise error
+        writer = self._actor.writer
+        if writer is None:
+            io, lsn, state = FileIO(), 0, self._actor.published
+        else:
+            io, lsn, state = writer.log.io, writer.durable_lsn, writer.published
+        try:
+            return await trio.to_thread.run_sync(
+                DurableLog.create_from_state, io, target, lsn, state, abandon_on_cancel=False
+            )
+        except OSError as exc:
+            raise WriteFailed(f"cannot write a backup at {target}: {exc}") from exc
+
     def statistics(self) -> StoreStatistics:
         """The store's counters now (see `StoreStatistics`)."""
         actor = self._actor

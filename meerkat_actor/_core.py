@@ -74,6 +74,8 @@ __all__ = [
     "load_session_snapshot",
     "plan",
     "redo",
+    "state_effects",
+    "without_empty_records",
 ]
 
 
@@ -425,6 +427,37 @@ def redo(state: StoreState, effects: tuple[Effect, ...]) -> StoreState:
     if current is not None:
         runtimes = runtimes.set(current, record)
     return StoreState(runtimes, oauth)
+
+
+def state_effects(state: StoreState) -> tuple[Effect, ...]:
+    """Effects that rebuild `state` from `EMPTY`: `redo(EMPTY, state_effects(s))`
+    equals `s` without its empty runtime records. Used to copy a whole store
+    (export to SQLite)."""
+    effects: list[Effect] = []
+    for runtime_id, record in state.runtimes.items():
+        if record.session_snapshot is not None:
+            effects.append(SetSessionSnapshot(runtime_id, record.session_snapshot))
+        if record.input_states:
+            effects.append(PutInputStates(runtime_id, tuple(record.input_states.values())))
+        effects.extend(InsertReceipt(runtime_id, r) for r in record.receipts.values())
+        if record.runtime_state is not None:
+            effects.append(SetRuntimeState(runtime_id, record.runtime_state))
+        if record.ops_snapshot is not None:
+            effects.append(SetOpsSnapshot(runtime_id, record.ops_snapshot))
+    if state.oauth_flow_snapshot is not None:
+        effects.append(SetOAuthFlowSnapshot(state.oauth_flow_snapshot))
+    return tuple(effects)
+
+
+def without_empty_records(state: StoreState) -> StoreState:
+    """`state` without runtimes that hold nothing (equal for every read)."""
+    empty = [runtime_id for runtime_id, record in state.runtimes.items() if record == _EMPTY_RECORD]
+    if not empty:
+        return state
+    runtimes = state.runtimes.evolver()
+    for runtime_id in empty:
+        del runtimes[runtime_id]
+    return StoreState(runtimes.persistent(), state.oauth_flow_snapshot)
 
 
 def apply(

@@ -82,7 +82,12 @@ class _Replay:
 
 
 def _corrupt(path: str, offset: int, message: str) -> CorruptStore:
-    return CorruptStore(f"{path} at byte offset {offset}: {message}")
+    """`CorruptStore` naming the file and byte offset, also kept as the
+    attributes `path` and `offset` (for `meerkat-actor verify`)."""
+    error = CorruptStore(f"{path} at byte offset {offset}: {message}")
+    error.path = path
+    error.offset = offset
+    return error
 
 
 class DurableLog:
@@ -361,6 +366,44 @@ class DurableLog:
             self.io.sync_dir(self.directory)
         except OSError as exc:
             raise WriteFailed(f"cannot remove {path}: {exc}") from exc
+
+    # --- a new store from a state (backup, import) ------------------------------------
+
+    @classmethod
+    def create_from_state(cls, io: FileIO, path: str, lsn: int, state: StoreState) -> int:
+        """Make `path` a new store holding `state` as of `lsn`; return the
+        snapshot's size in bytes.
+
+        `path` must not exist or be an empty directory. The snapshot is
+        written first and the FORMAT file last (each temp file -> fsync ->
+        rename -> fsync of the directory), under the new directory's lock: a
+        crash part way leaves a directory `open_store` refuses as "not a
+        store", never an empty-looking store. No log segment is written; the
+        first open creates one at `lsn + 1`.
+
+        Raises:
+            ValueError: `path` exists and is not an empty directory.
+            OSError: a step failed (a partial directory may remain).
+        """
+        directory = os.path.realpath(path)
+        io.make_dir(directory)
+        names = io.list_dir(directory)
+        if names:
+            raise ValueError(
+                f"path must not exist or be an empty directory: {directory}"
+                f" holds {sorted(names)[0]!r}"
+            )
+        io.make_private(directory)
+        lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
+        log = cls(io, directory, lock, MAX_RECORD_LIMIT)
+        try:
+            data = fmt.encode_snapshot(lsn, state)
+            log._write_atomically(fmt.snapshot_name(lsn), data)
+            log._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())
+            io.sync_dir(os.path.dirname(directory))
+        finally:
+            log.close()
+        return len(data)
 
     # --- writing ---------------------------------------------------------------------
 

@@ -158,13 +158,28 @@ class CorruptStore(ReadFailed):
     The SQLite store raises it for a file that is not a SQLite database (or
     that SQLite reports damaged), and for a row whose JSON does not decode or
     does not match its key; the message names the file, the table, the
-    runtime and the key."""
+    runtime and the key.
+
+    Attributes:
+        path: the damaged file, when a durable store names one (else `None`).
+        offset: the byte offset of the damage in `path` (else `None`).
+    """
+
+    path: str | None = None
+    offset: int | None = None
 
 
 class UnsupportedFormat(ReadFailed):
     """Opening a durable store found files written by a newer format version
     than this build reads. Nothing was changed; open it with a newer
     meerkat_actor."""
+
+
+class NotAStore(ReadFailed):
+    """Internal refinement of `ReadFailed`, not exported: the path holds
+    something that is not a store (a directory without a FORMAT file, a
+    SQLite file without Meerkat's tables). The command line maps it to its
+    "not found" exit status."""
 
 
 class StoreClosed(RuntimeStoreError):

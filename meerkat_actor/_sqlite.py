@@ -70,6 +70,7 @@ import logging
 import math
 import os
 import sqlite3
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -82,7 +83,14 @@ from . import _core
 from ._check import check_instance, check_u64
 from ._codec import CodecError, dumps_json, loads_json
 from ._core import Command, StoreState
-from ._errors import CorruptStore, ReadFailed, StoreClosed, StorePoisoned, WriteFailed
+from ._errors import (
+    CorruptStore,
+    NotAStore,
+    ReadFailed,
+    StoreClosed,
+    StorePoisoned,
+    WriteFailed,
+)
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._session_codec import SessionCodec, check_session_codec
 from ._types import (
@@ -324,22 +332,50 @@ class _Database:
                 except BaseException:
                     self._rollback()
                     raise
-            for table, columns in _COLUMNS.items():
-                present = {
-                    _name(row[1]) for row in connection.execute(f"PRAGMA table_info({table})")
-                }
-                missing = [column for column in columns if column not in present]
-                if missing:
-                    raise ReadFailed(
-                        f"{path} is not a Meerkat runtime store: table {table} has no"
-                        f" column {', '.join(missing)}"
-                    )
+            self._check_columns()
         except sqlite3.Error as exc:
             if _is_corruption(exc):
                 raise CorruptStore(
                     f"{path} is not a SQLite database, or it is damaged: {exc}"
                 ) from exc
             raise ReadFailed(f"cannot open SQLite store {path}: {exc}") from exc
+
+    def _check_columns(self, error: type[ReadFailed] = ReadFailed) -> None:
+        """Raise `error` unless every table has the columns this module uses."""
+        for table, columns in _COLUMNS.items():
+            present = {
+                _name(row[1]) for row in self.connection.execute(f"PRAGMA table_info({table})")
+            }
+            missing = [column for column in columns if column not in present]
+            if missing:
+                what = f"no table {table}" if not present else f"table {table} has no column"
+                detail = "" if not present else f" {', '.join(missing)}"
+                raise error(f"{self.path} is not a Meerkat runtime store: {what}{detail}")
+
+    @classmethod
+    def open_read_only(cls, path: str) -> _Database:
+        """Connect read-only (`mode=ro`) to an existing Meerkat SQLite store.
+
+        Raises:
+            NotAStore: the file lacks Meerkat's tables.
+            CorruptStore: the file is not a SQLite database, or is damaged.
+            ReadFailed: the file cannot be opened.
+        """
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        try:
+            connection = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise ReadFailed(f"cannot open SQLite store {path}: {exc}") from exc
+        connection.text_factory = _Text
+        database = cls(connection, path)
+        try:
+            database.read("open", None, database._check_columns, NotAStore)
+        except BaseException:
+            connection.close()
+            raise
+        return database
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL on the last close)."""
@@ -515,6 +551,98 @@ class _Database:
                 f" {there.run_id} sequence {there.sequence}); the receipt of sequence"
                 f" {I64_MAX} cannot be stored"
             )
+
+    # --- the whole store (export and import) ----------------------------------------------
+
+    def write_state(self, state: StoreState) -> None:
+        """Write every value of `state` in one write transaction.
+
+        Meant for a new, empty store (`meerkat-actor export-sqlite`): values
+        already there under the same keys are replaced, receipts conflict.
+
+        Raises:
+            WriteFailed: SQLite failed (rolled back, or outcome unknown: see
+                `_commit`).
+        """
+        where = f"export to {self.path}"
+        try:
+            self.connection.execute("BEGIN IMMEDIATE")
+            try:
+                for effect in _core.state_effects(state):
+                    self._write(effect)
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error as exc:
+            raise WriteFailed(f"{where}: SQLite failed: {exc}") from exc
+        self._commit(where)
+
+    def read_state(self) -> StoreState:
+        """The whole content, every row decoded and checked against its key,
+        in one read transaction.
+
+        Raises:
+            CorruptStore: a row does not decode or does not match its key.
+            ReadFailed: SQLite failed.
+        """
+        return self.read("read the whole store", None, self._read_state)
+
+    def _read_state(self) -> StoreState:
+        keys: set[str] = set()
+        for table in _COLUMNS:
+            if "runtime_id" not in _COLUMNS[table]:
+                continue
+            for (raw,) in self.connection.execute(f"SELECT DISTINCT runtime_id FROM {table}"):
+                key = self._text(raw, table, f"runtime_id {raw!r}")
+                if not isinstance(key, str) or not key:
+                    raise CorruptStore(f"{self.path}: {table}: runtime_id {key!r} is not an id")
+                keys.add(key)
+        runtimes: dict[LogicalRuntimeId, _core.RuntimeRecord] = {}
+        for key in sorted(keys):
+            runtime_id = LogicalRuntimeId(key)
+            states = self.input_states(runtime_id)
+            runtimes[runtime_id] = _core.RuntimeRecord(
+                session_snapshot=self.session_snapshot(runtime_id),
+                input_states=pmap({s.state.input_id: s for s in states}),
+                receipts=pmap(self._receipts(runtime_id)),
+                runtime_state=self.runtime_state(runtime_id),
+                ops_snapshot=self.ops_snapshot(runtime_id),
+            )
+        return StoreState(pmap(runtimes), self.oauth_flow_snapshot())
+
+    def _receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> dict[tuple[RunId, int], RunBoundaryReceipt]:
+        """Every receipt of the runtime by key; each row checked against its key
+        (a legacy row clamped to 2**63-1 counts under its receipt's sequence,
+        unless the canonical row of that sequence exists too)."""
+        table = "runtime_boundary_receipts"
+        found: dict[tuple[RunId, int], RunBoundaryReceipt] = {}
+        rows = self.connection.execute(
+            f"SELECT run_id, sequence, receipt_json FROM {table} WHERE runtime_id = ?",
+            (str(runtime_id),),
+        ).fetchall()
+        for raw_run, slot, value in rows:
+            run_text = self._text(raw_run, table, f"runtime {str(runtime_id)!r}")
+            where = f"runtime {str(runtime_id)!r}, run_id {run_text!r}, sequence column {slot!r}"
+            receipt = self._decode(RunBoundaryReceipt, value, table, where)
+            try:
+                run_matches = isinstance(run_text, str) and uuid.UUID(run_text) == (
+                    receipt.run_id.value
+                )
+            except ValueError:
+                run_matches = False
+            canonical = slot == sequence_to_i64(receipt.sequence)
+            clamped = slot == I64_MAX and receipt.sequence > I64_MAX
+            if not (run_matches and isinstance(slot, int) and (canonical or clamped)):
+                raise CorruptStore(
+                    f"{self.path}: {table}, {where}: the row holds the receipt of run"
+                    f" {receipt.run_id} sequence {receipt.sequence}"
+                )
+            key = (receipt.run_id, receipt.sequence)
+            if canonical or key not in found:
+                found[key] = receipt
+        return found
 
     # --- reads ----------------------------------------------------------------------------
 
