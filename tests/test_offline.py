@@ -1,0 +1,218 @@
+"""The offline layer under the command line: whole-store copies and the
+read-only recovery (`_offline.py`, `_core.state_effects`, the SQLite store's
+whole-store read and write, `DurableLog.create_from_state`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyrsistent import pmap
+
+import meerkat_actor as ma
+from meerkat_actor import _core, _format, _offline
+from meerkat_actor._core import RuntimeRecord, StoreState
+from meerkat_actor._durable import DurableLog
+from meerkat_actor._errors import NotAStore
+from meerkat_actor._fs import FileIO
+from meerkat_actor._sqlite import I64_MAX
+from meerkat_actor.testing import strategies as s
+
+
+@st.composite
+def records(draw: st.DrawFn) -> RuntimeRecord:
+    inputs = draw(st.lists(s.stored_input_states(), max_size=4))
+    receipts = draw(st.lists(s.receipts(), max_size=3))
+    return RuntimeRecord(
+        session_snapshot=draw(st.none() | st.binary(max_size=32)),
+        input_states=pmap({x.state.input_id: x for x in inputs}),
+        receipts=pmap({(r.run_id, r.sequence): r for r in receipts}),
+        runtime_state=draw(st.none() | s.runtime_states()),
+        ops_snapshot=draw(st.none() | s.ops_snapshots()),
+    )
+
+
+@st.composite
+def states(draw: st.DrawFn) -> StoreState:
+    runtimes = draw(st.dictionaries(s.runtime_ids(), records(), max_size=3))
+    oauth = draw(st.none() | st.binary(max_size=32))
+    return StoreState(pmap(runtimes), oauth)
+
+
+@settings(max_examples=30, deadline=None)
+@given(states())
+def test_state_effects_rebuild_the_state(state: StoreState) -> None:
+    rebuilt = _core.redo(_core.EMPTY, _core.state_effects(state))
+    assert rebuilt == _core.without_empty_records(state)
+    assert _offline.same_content(rebuilt, state)
+
+
+def test_same_content_ignores_empty_records_only() -> None:
+    empty = StoreState(pmap({ma.LogicalRuntimeId("r"): RuntimeRecord()}))
+    assert _offline.same_content(empty, _core.EMPTY)
+    assert not _offline.same_content(StoreState(oauth_flow_snapshot=b"x"), _core.EMPTY)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(state=states())
+def test_sqlite_export_reads_back_the_same_content(tmp_path: Path, state: StoreState) -> None:
+    target = tmp_path / f"{os.urandom(6).hex()}.db"
+    back = _offline.export_sqlite(state, str(target))
+    assert _offline.same_content(back, state)
+    assert _offline.same_content(_offline.read_sqlite(str(target)), state)
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_sqlite_read_keeps_receipts_above_2_63_and_legacy_clamped_rows(tmp_path: Path) -> None:
+    run = ma.RunId.new()
+    high = ma.RunBoundaryReceipt(
+        run_id=run,
+        boundary=ma.RunApplyBoundary.IMMEDIATE,
+        contributing_input_ids=(),
+        conversation_digest=None,
+        message_count=1,
+        sequence=2**64 - 1,
+    )
+    record = RuntimeRecord(receipts=pmap({(run, high.sequence): high}))
+    state = StoreState(pmap({ma.LogicalRuntimeId("r"): record}))
+    path = tmp_path / "s.db"
+    _offline.export_sqlite(state, str(path))
+    # Move the row to the slot an older Rust version clamped it to.
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE runtime_boundary_receipts SET sequence = ?", (I64_MAX,))
+    assert _offline.same_content(_offline.read_sqlite(str(path)), state)
+    # A row whose key disagrees with its JSON is damage, named.
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE runtime_boundary_receipts SET sequence = 5")
+    with pytest.raises(ma.CorruptStore, match=r"runtime_boundary_receipts.*sequence column 5"):
+        _offline.read_sqlite(str(path))
+
+
+def test_read_sqlite_refuses_what_is_not_a_meerkat_store(tmp_path: Path) -> None:
+    with pytest.raises(NotAStore, match="does not exist"):
+        _offline.read_sqlite(str(tmp_path / "missing.db"))
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t (x)")
+    with pytest.raises(NotAStore, match="no table runtime_input_states"):
+        _offline.read_sqlite(str(other))
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ma.CorruptStore, match=r"junk\.db"):
+        _offline.read_sqlite(str(junk))
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.iterdir())
+        if p.is_file()
+    }
+
+
+async def _write_some(path: Path, n: int) -> list[ma.InputId]:
+    ids = [ma.InputId.new() for _ in range(n)]
+    async with ma.open_store(path, checkpoint_bytes=1 << 40) as store:
+        for input_id in ids:
+            await store.persist_input_state(
+                ma.LogicalRuntimeId("r"), ma.StoredInputState.new_accepted(input_id)
+            )
+        # A copy taken while the store is open and idle: a log-only store.
+        await trio.to_thread.run_sync(shutil.copytree, path, f"{path}-copy")
+    return ids
+
+
+async def test_read_store_changes_nothing_and_agrees_with_open_store(tmp_path: Path) -> None:
+    store_dir = tmp_path / "s"
+    ids = await _write_some(store_dir, 5)
+    copy = tmp_path / "s-copy"
+    (copy / "LOCK").unlink()
+    segment = next(copy.glob("log-*.log"))
+    data = bytearray(segment.read_bytes())
+    end = len(data.rstrip(b"\0"))
+    data[end : end + 24] = bytes(range(1, 25))  # a torn frame after the last record
+    segment.write_bytes(bytes(data))
+    (copy / "snapshot-00000000000000000009.snap.tmp").write_bytes(b"half a checkpoint")
+    before = _digest(copy)
+
+    view = await trio.to_thread.run_sync(_offline.read_store, str(copy))
+
+    assert _digest(copy) == before, "a read-only tool changed a file"
+    assert not (copy / "LOCK").exists(), "a read-only tool created the LOCK file"
+    assert view.last_lsn == 5
+    assert sorted(view.state.record(ma.LogicalRuntimeId("r")).input_states) == sorted(ids)
+    kinds = sorted(n.message.split(":")[0] for n in view.notes)
+    assert len(kinds) == 2, view.notes
+    assert any(n.file == str(segment) and n.offset == end for n in view.notes)
+    # open_store recovers the same content (and does make the repairs).
+    async with ma.open_store(copy) as store:
+        got = await store.load_input_states(ma.LogicalRuntimeId("r"))
+    assert sorted(x.state.input_id for x in got) == sorted(ids)
+    assert not (copy / "snapshot-00000000000000000009.snap.tmp").exists()
+
+
+async def test_read_store_refuses_an_open_store(tmp_path: Path) -> None:
+    async with ma.open_store(tmp_path / "s"):
+        with pytest.raises(ma.StoreLocked, match="locked"):
+            await trio.to_thread.run_sync(_offline.read_store, str(tmp_path / "s"))
+    # ... and open_store fails while a read-only tool holds the store.
+    with _offline._locked(str(tmp_path / "s")), pytest.raises(ma.StoreLocked):
+        async with ma.open_store(tmp_path / "s"):
+            pass
+
+
+async def test_verify_reports_a_damaged_snapshot_the_log_covers(tmp_path: Path) -> None:
+    await _write_some(tmp_path / "s", 4)
+    copy = tmp_path / "s-copy"
+    # Give the log-only copy a snapshot at LSN 2, then damage its body.
+    view = await trio.to_thread.run_sync(_offline.read_store, str(copy))
+    snapshot = copy / "snapshot-00000000000000000002.snap"
+    snapshot.write_bytes(_format.encode_snapshot(2, view.state))
+    data = bytearray(snapshot.read_bytes())
+    data[-1] ^= 0x40
+    snapshot.write_bytes(bytes(data))
+    report = await trio.to_thread.run_sync(_offline.verify_store, str(copy))
+    assert report.result == "damaged"
+    [problem] = report.problems
+    assert problem.severity == "damage"
+    assert problem.file == str(snapshot)
+    assert problem.offset == 40
+    assert "checksum" in problem.message
+    assert report.records == 4
+
+
+def test_a_backup_cut_short_is_not_a_store(tmp_path: Path) -> None:
+    class StopBeforeFormat(FileIO):
+        def rename(self, source: str, target: str) -> None:
+            if target.endswith("FORMAT"):
+                raise OSError(5, "injected failure")
+            super().rename(source, target)
+
+    target = tmp_path / "b"
+    with pytest.raises(OSError, match="injected"):
+        DurableLog.create_from_state(StopBeforeFormat(), str(target), 3, _core.EMPTY)
+    assert any(p.name.startswith("snapshot-") for p in target.iterdir())
+
+    async def reopen() -> None:
+        async with ma.open_store(target):
+            pass
+
+    with pytest.raises(ma.ReadFailed, match="not a meerkat_actor store"):
+        trio.run(reopen)
+
+
+def test_create_from_state_refuses_a_non_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("keep me")
+    with pytest.raises(ValueError, match="must not exist or be an empty directory"):
+        DurableLog.create_from_state(FileIO(), str(tmp_path), 0, _core.EMPTY)
+    assert (tmp_path / "x").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
