@@ -350,15 +350,18 @@ def verify_store(path: str, max_record: int = DEFAULT_MAX_RECORD) -> VerifyRepor
         recovery_error: CorruptStore | None = None
         notes: list[Problem] = []
         truncated: list[tuple[str, int]] = []
+        removed: list[str] = []
         try:
             view, io = _recover(directory, max_record)
-            notes, truncated = view.notes, io.truncated
+            notes, truncated, removed = view.notes, io.truncated, io.removed
         except CorruptStore as exc:
             recovery_error = exc
         found = _scan(directory, max_record, report)
     for problem in found:
         if any(problem.file == p and (problem.offset or 0) >= size for p, size in truncated):
             continue  # the torn tail, which the note reports
+        if problem.file in removed:
+            continue  # a crash artifact opening removes, which the note reports
         if (
             recovery_error is not None
             and problem.file == recovery_error.path
