@@ -91,6 +91,11 @@ def _progress(message: str) -> None:
         print(f"meerkat-actor: {message}", file=sys.stderr, flush=True)
 
 
+def _plain(value: object) -> str:
+    """A JSON value for people: a string as is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _size(n: int) -> str:
     return f"{n:,} B"
 
@@ -189,7 +194,7 @@ def _inspect(args: argparse.Namespace) -> int:
             + (f" ({phases})" if phases else "")
             + f", {runtime['receipts']} receipts"
             + (f", session snapshot {_size(session)}" if session is not None else "")
-            + (f", runtime state {json.dumps(state)}" if state is not None else "")
+            + ("" if state is None else f", runtime state {_plain(state)}")
             + (", ops snapshot yes" if runtime["ops_snapshot"] else "")
         )
     present = "present" if document["oauth_flow_snapshot"] else "absent"
@@ -382,7 +387,10 @@ def _import(args: argparse.Namespace) -> int:
     _progress(f"reading {source} ...")
     state = _offline.read_sqlite(source)
     _progress(f"writing {target} ...")
-    view = _offline.import_sqlite(state, target)
+    try:
+        view = _offline.import_sqlite(state, target)
+    except ValueError as exc:  # the directory filled up since the check above
+        raise FileExistsError(17, "exists", target) from exc
     if not _offline.same_content(state, view.state):
         raise _Failed(
             "mismatch",
@@ -540,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader (`| head`) went away: stop quietly.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_PROBLEM
+        return EXIT_OK
     except (OSError, ReadFailed, WriteFailed) as exc:
         classified = _classify(exc)
         if classified is None:

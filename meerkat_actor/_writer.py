@@ -270,6 +270,7 @@ class Writer:
         try:
             await trio.to_thread.run_sync(self.log.rotate, lsn + 1, abandon_on_cancel=False)
         except WriteFailed as exc:
+            logger.error("%s: checkpoint at LSN %d failed: %s", self.log.directory, lsn, exc)
             self._finish_checkpoint(exc)
             return
         nursery.start_soon(self._write_snapshot, lsn, state, covered, self.log.segment_first_lsn)
