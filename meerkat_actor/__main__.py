@@ -96,6 +96,10 @@ def _plain(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _many(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _size(n: int) -> str:
     return f"{n:,} B"
 
@@ -190,9 +194,9 @@ def _inspect(args: argparse.Namespace) -> int:
         session: int | None = runtime["session_snapshot_bytes"]
         state = runtime["runtime_state"]
         lines.append(
-            f"  {runtime['runtime_id']}: {runtime['input_states']} input states"
+            f"  {runtime['runtime_id']}: {_many(runtime['input_states'], 'input state')}"
             + (f" ({phases})" if phases else "")
-            + f", {runtime['receipts']} receipts"
+            + f", {_many(runtime['receipts'], 'receipt')}"
             + (f", session snapshot {_size(session)}" if session is not None else "")
             + ("" if state is None else f", runtime state {_plain(state)}")
             + (", ops snapshot yes" if runtime["ops_snapshot"] else "")

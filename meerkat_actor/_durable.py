@@ -386,6 +386,8 @@ class DurableLog:
             OSError: a step failed (a partial directory may remain).
         """
         directory = os.path.realpath(path)
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise ValueError(f"path must not exist or be an empty directory: {directory} is a file")
         io.make_dir(directory)
         names = io.list_dir(directory)
         if names:

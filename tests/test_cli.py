@@ -1,0 +1,900 @@
+"""The operator command line, `python -m meerkat_actor` (notes/cli_spec.md, issue 5).
+
+Every test runs the CLI as a subprocess and checks its exit code, the key
+parts of its messages and its JSON documents against stores written here
+with the public API (tests/_cli_stores.py: three runtimes, input states in
+seven phases, receipts with sequences >= 2**63, session snapshots, runtime
+states, ops snapshots and an OAuth flow snapshot). Expected values come from
+the API reading the same store back, never from the CLI's code.
+
+The stores (built once per module, `stores`): `clean` was closed normally
+(one snapshot at LSN 17, an empty segment); `logged` was left without a final
+checkpoint (snapshot at LSN 8, its log holds 9..17); `covered` is `logged`
+plus the segment the snapshot covers (1..8), as a crash during a checkpoint
+leaves it. Tests that damage or change a store work on a copy. Read-only
+commands are checked to change no file (a hash and the mode of every file)
+and to create no LOCK file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from _cli_stores import (
+    A1,
+    A2,
+    A10,
+    OAUTH_SECRET,
+    R3,
+    RECORDS_A,
+    RECORDS_B,
+    U63,
+    U64_MAX,
+    Content,
+    by_name,
+    cli,
+    cli_all,
+    counts,
+    expected_dump,
+    expected_runtimes,
+    file_entries,
+    flip,
+    format_file,
+    held_open_by_child,
+    json_lines,
+    json_out,
+    read_content,
+    read_sqlite,
+    read_store,
+    seg,
+    snap,
+    tree,
+    walk,
+    write_all,
+    write_at,
+    write_part_a,
+    write_part_b,
+)
+
+import meerkat_actor as ma
+from meerkat_actor.__main__ import main
+
+LAST = RECORDS_A + RECORDS_B  # the LSN of the last record
+ERROR = "meerkat-actor: error: "
+SECRETS = (OAUTH_SECRET, "second-verifier-7Qx")
+
+
+@dataclass(frozen=True)
+class Stores:
+    base: Path
+    clean: Path
+    logged: Path
+    covered: Path
+    binary: Path
+    sqlite: Path
+    content: Content
+    binary_content: Content
+
+
+class _PrefixCodec:
+    """A session codec for snapshots that are not JSON: a 2-byte tag, then
+    the session id's 16 bytes, then anything."""
+
+    def session_id(self, snapshot: bytes) -> ma.SessionId:
+        if len(snapshot) < 18:
+            raise ValueError("too short")
+        return ma.SessionId(uuid.UUID(bytes=snapshot[2:18]))
+
+
+BINARY_SESSION = b"\xff\xfe" + bytes(range(16)) + b"\x00\x80 binary session state"
+
+
+async def _build(base: Path) -> tuple[Content, Content]:
+    async with ma.open_store(base / "clean") as store:
+        await write_all(store)
+        content = await read_content(store)
+    with trio.CancelScope() as scope:
+        async with ma.open_store(base / "logged") as store:
+            await write_part_a(store)
+            # A copy while it is open and idle: the log of part A, no snapshot.
+            shutil.copytree(base / "logged", base / "early")
+            await store.checkpoint()
+            await write_part_b(store)
+            assert await read_content(store) == content
+            scope.cancel()  # no final checkpoint
+            await trio.lowlevel.checkpoint()
+    shutil.copytree(base / "logged", base / "covered")
+    shutil.copy2(base / "early" / seg(1), base / "covered" / seg(1))
+    async with ma.open_store(base / "binary", session_codec=_PrefixCodec()) as store:
+        await store.commit_session_snapshot(A1, ma.SessionDelta(BINARY_SESSION))
+        binary = await read_content(store)
+    async with ma.open_sqlite_store(base / "source.sqlite3") as store:
+        await write_all(store)
+        assert await read_content(store) == content
+    return content, binary
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
+    base = tmp_path_factory.mktemp("stores")
+    content, binary = trio.run(_build, base)
+    assert sorted(os.listdir(base / "clean")) == ["FORMAT", "LOCK", seg(LAST + 1), snap(LAST)]
+    assert sorted(os.listdir(base / "logged")) == [
+        "FORMAT",
+        "LOCK",
+        seg(RECORDS_A + 1),
+        snap(RECORDS_A),
+    ]
+    assert [r.lsn for r in walk(base / "logged" / seg(RECORDS_A + 1))] == list(
+        range(RECORDS_A + 1, LAST + 1)
+    )
+    return Stores(
+        base,
+        base / "clean",
+        base / "logged",
+        base / "covered",
+        base / "binary",
+        base / "source.sqlite3",
+        content,
+        binary,
+    )
+
+
+@pytest.fixture
+def copy_of(stores: Stores, tmp_path: Path):
+    """A copy of one of the module's stores, for a test to change."""
+
+    def make(which: Path, name: str = "copy") -> Path:
+        target = tmp_path / name
+        shutil.copytree(which, target)
+        return target
+
+    return make
+
+
+@contextmanager
+def unchanged(*paths: Path) -> Iterator[None]:
+    """Assert that no file under `paths` is created, changed or removed."""
+    before = [tree(p) for p in paths]
+    yield
+    assert [tree(p) for p in paths] == before
+
+
+def error_message(done: subprocess.CompletedProcess[str]) -> str:
+    """The one `meerkat-actor: error: ...` line of stderr, without the prefix."""
+    lines = [line for line in done.stderr.splitlines() if line.startswith(ERROR)]
+    assert len(lines) == 1, done.stderr
+    return lines[0][len(ERROR) :]
+
+
+def json_error(done: subprocess.CompletedProcess[str], kind: str) -> str:
+    document = json_out(done)
+    assert set(document) == {"error"}
+    assert document["error"]["kind"] == kind, document
+    message = document["error"]["message"]
+    assert message == error_message(done)
+    return message
+
+
+def no_secrets(*texts: str) -> None:
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text
+
+
+# --- inspect ----------------------------------------------------------------------
+
+
+def test_inspect_json_of_a_cleanly_closed_store(stores: Stores):
+    with unchanged(stores.clean):
+        done = cli("inspect", stores.clean, "--json")
+    assert done.returncode == 0, done.stderr
+    document = json_out(done)
+    assert by_name(document.pop("files")) == file_entries(stores.clean)
+    assert document == {
+        "store": str(stores.clean),
+        "format_version": 1,
+        "last_lsn": LAST,
+        "snapshot_lsn": LAST,
+        "log_first_lsn": None,
+        "runtimes": expected_runtimes(stores.content),
+        "oauth_flow_snapshot": True,
+        "notes": [],
+    }
+    no_secrets(done.stdout, done.stderr)
+
+
+def test_inspect_json_of_a_store_with_a_log_after_its_snapshot(stores: Stores):
+    with unchanged(stores.logged):
+        done = cli("inspect", stores.logged, "--json")
+    assert done.returncode == 0, done.stderr
+    document = json_out(done)
+    assert (document["last_lsn"], document["snapshot_lsn"], document["log_first_lsn"]) == (
+        LAST,
+        RECORDS_A,
+        RECORDS_A + 1,
+    )
+    assert by_name(document["files"]) == file_entries(stores.logged)
+    assert [f["kind"] for f in by_name(document["files"])] == [
+        "format",
+        "lock",
+        "segment",
+        "snapshot",
+    ]
+    # Part B changed what part A wrote: the counts are those of the replayed log.
+    assert document["runtimes"] == expected_runtimes(stores.content)
+    assert document["notes"] == []
+
+
+def test_inspect_human_output(stores: Stores):
+    done = cli("inspect", stores.logged)
+    assert done.returncode == 0, done.stderr
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    assert f"store: {stores.logged}" in lines
+    assert "format version: 1" in lines
+    assert f"LSN: last {LAST}; snapshot at {RECORDS_A}; log holds {RECORDS_A + 1}..{LAST}" in lines
+    assert "runtimes: 3" in lines
+    assert "OAuth flow snapshot: present" in lines
+    for name in ("FORMAT", "LOCK", seg(RECORDS_A + 1), snap(RECORDS_A)):
+        assert any(line.startswith(name) for line in lines), name
+    segment_line = next(line for line in lines if line.startswith(seg(RECORDS_A + 1)))
+    assert segment_line.endswith("1,048,576 B")
+    by_runtime = {line.split(":")[0]: line for line in lines if line.startswith("agent-")}
+    assert list(by_runtime) == ["agent-1", "agent-10", "agent-2"]
+    agent_1 = by_runtime["agent-1"]
+    for part in (
+        "4 input states",
+        "consumed 3",
+        "queued 1",
+        "2 receipts",
+        f"session snapshot {len(stores.content.runtimes[0].session or b'')} B",
+        "runtime state idle",
+        "ops snapshot yes",
+    ):
+        assert part in agent_1, (part, agent_1)
+    assert "3 receipts" in by_runtime["agent-10"]
+    assert "runtime state running" in by_runtime["agent-10"]
+    assert "ops snapshot yes" not in by_runtime["agent-10"]  # it has none
+    agent_2 = by_runtime["agent-2"]
+    assert "2 input states" in agent_2
+    assert "applied_pending_consumption 1" in agent_2
+    assert "accepted 1" in agent_2
+    assert "ops snapshot yes" in agent_2
+    # It has neither; whether the line says so or leaves them out is open.
+    assert not re.search(r"session snapshot \d", agent_2)
+    assert not re.search(r"runtime state \S*[a-z]", agent_2.replace("runtime state none", ""))
+    no_secrets(done.stdout, done.stderr)
+
+
+def test_max_record_bytes_is_the_limit_recovery_reads_with(stores: Stores):
+    largest = max(r.end - r.start - 24 for r in walk(stores.logged / seg(RECORDS_A + 1)))
+    with unchanged(stores.logged):
+        small, enough = cli_all(
+            ["inspect", stores.logged, "--max-record-bytes", largest - 1],
+            ["inspect", stores.logged, "--max-record-bytes", largest, "--json"],
+        )
+    assert small.returncode == 5, small.stderr
+    assert seg(RECORDS_A + 1) in error_message(small)
+    assert enough.returncode == 0, enough.stderr
+    assert json_out(enough)["last_lsn"] == LAST
+
+
+# --- verify -----------------------------------------------------------------------
+
+
+def test_verify_a_clean_store(stores: Stores):
+    with unchanged(stores.clean, stores.logged):
+        clean, logged = cli_all(["verify", stores.clean, "--json"], ["verify", stores.logged])
+    assert clean.returncode == 0, clean.stderr
+    assert json_out(clean) == {
+        "store": str(stores.clean),
+        "result": "clean",
+        "checked": {"snapshots": 1, "segments": 1, "records": 0},
+        "problems": [],
+    }
+    assert logged.returncode == 0, logged.stderr
+    lines = logged.stdout.splitlines()
+    assert lines[-1].startswith("result: clean")
+    assert not [line for line in lines if line.startswith(("note:", "damage:", "corrupt:"))]
+
+
+def test_verify_counts_what_it_checked(stores: Stores):
+    with unchanged(stores.covered):
+        done = cli("verify", stores.covered, "--json")
+    assert done.returncode == 0, done.stderr
+    document = json_out(done)
+    assert document["result"] == "clean"
+    assert document["checked"] == {"snapshots": 1, "segments": 2, "records": LAST}
+
+
+def middle_record_damaged(store: Path) -> tuple[Path, int]:
+    """Flip a payload byte of a record followed by later writes; return the
+    segment and the record's offset."""
+    segment = store / seg(RECORDS_A + 1)
+    records = walk(segment)
+    middle = records[len(records) // 2]
+    assert middle.write_lsn == middle.lsn < records[-1].write_lsn
+    flip(segment, middle.start + 24 + 3)
+    return segment, middle.start
+
+
+def test_corrupt_store_verify_names_the_file_and_offset(stores: Stores, copy_of):
+    store = copy_of(stores.logged)
+    segment, offset = middle_record_damaged(store)
+    with unchanged(store):
+        as_json, human = cli_all(["verify", store, "--json"], ["verify", store])
+    assert as_json.returncode == 5, as_json.stderr
+    document = json_out(as_json)
+    assert document["store"] == str(store)
+    assert document["result"] == "corrupt"
+    corrupt = [p for p in document["problems"] if p["severity"] == "corrupt"]
+    assert [(p["file"], p["offset"]) for p in corrupt] == [(str(segment), offset)]
+    assert corrupt[0]["message"]
+    assert human.returncode == 5, human.stderr
+    lines = human.stdout.splitlines()
+    assert any(
+        line.startswith("corrupt: ") and segment.name in line and f"byte offset {offset}:" in line
+        for line in lines
+    ), human.stdout
+    assert lines[-1].startswith("result: corrupt")
+
+
+def test_corrupt_store_other_commands_exit_5_and_change_nothing(
+    stores: Stores, copy_of, tmp_path: Path
+):
+    store = copy_of(stores.logged)
+    segment, offset = middle_record_damaged(store)
+    target = tmp_path / "out.sqlite3"
+    with unchanged(store):
+        inspect, dump, export = cli_all(
+            ["inspect", store, "--json"],
+            ["dump", store, "--include-secrets"],
+            ["export-sqlite", store, target],
+        )
+        checkpoint = cli("checkpoint", store)
+    message = json_error(inspect, "corrupt")
+    assert inspect.returncode == 5
+    assert str(segment) in message
+    assert str(offset) in message
+    assert dump.returncode == 5, dump.stderr
+    assert dump.stdout == ""  # no partial content
+    assert segment.name in error_message(dump)
+    assert export.returncode == 5, export.stderr
+    assert not target.exists()
+    assert checkpoint.returncode == 5, checkpoint.stderr
+
+
+def test_damaged_snapshot_that_the_log_covers_is_damage(stores: Stores, copy_of):
+    store = copy_of(stores.covered)
+    snapshot = store / snap(RECORDS_A)
+    flip(snapshot, 40 + 100)  # inside the body: the body CRC fails
+    with unchanged(store):
+        verify, inspect = cli_all(["verify", store, "--json"], ["inspect", store, "--json"])
+    assert verify.returncode == 1, verify.stderr
+    document = json_out(verify)
+    assert document["result"] == "damaged"
+    assert [(p["severity"], p["file"]) for p in document["problems"]] == [("damage", str(snapshot))]
+    # Opening works around it: everything is still there.
+    assert inspect.returncode == 0, inspect.stderr
+    assert json_out(inspect)["runtimes"] == expected_runtimes(stores.content)
+
+
+def test_damaged_snapshot_that_the_log_does_not_cover_is_corrupt(stores: Stores, copy_of):
+    store = copy_of(stores.clean)  # its log was dropped by the final checkpoint
+    snapshot = store / snap(LAST)
+    flip(snapshot, 40 + 100)
+    with unchanged(store):
+        verify, dump = cli_all(["verify", store, "--json"], ["dump", store])
+    assert verify.returncode == 5, verify.stderr
+    document = json_out(verify)
+    assert document["result"] == "corrupt"
+    assert [p["file"] for p in document["problems"] if p["severity"] == "corrupt"] == [
+        str(snapshot)
+    ]
+    assert dump.returncode == 5, dump.stderr
+    assert dump.stdout == ""
+    assert snapshot.name in error_message(dump)
+
+
+def test_bad_record_in_a_segment_the_snapshot_covers_is_damage(stores: Stores, copy_of):
+    store = copy_of(stores.covered)
+    old = store / seg(1)
+    record = walk(old)[3]
+    flip(old, record.start + 24 + 1)
+    with unchanged(store):
+        verify, human, dump = cli_all(
+            ["verify", store, "--json"], ["verify", store], ["dump", store]
+        )
+    assert verify.returncode == 1, verify.stderr
+    document = json_out(verify)
+    assert document["result"] == "damaged"
+    assert [(p["severity"], p["file"], p["offset"]) for p in document["problems"]] == [
+        ("damage", str(old), record.start)
+    ]
+    assert human.returncode == 1
+    assert any(
+        line.startswith("damage: ") and f"byte offset {record.start}:" in line
+        for line in human.stdout.splitlines()
+    ), human.stdout
+    assert human.stdout.splitlines()[-1].startswith("result: damaged")
+    assert dump.returncode == 0, dump.stderr
+    assert json_lines(dump) == expected_dump(stores.content)
+
+
+# --- crash artifacts: notes, and read-only commands change nothing -----------------
+
+
+@pytest.fixture(scope="module")
+def artifacts(stores: Stores) -> tuple[Path, Content, int]:
+    """`logged` with the last record torn (its payload's second half never
+    reached the disk), a leftover snapshot temp file, and no LOCK file; with
+    what opening it recovers and the torn record's offset."""
+    store = stores.base / "artifacts"
+    shutil.copytree(stores.logged, store)
+    segment = store / seg(RECORDS_A + 1)
+    last = walk(segment)[-1]
+    half = last.start + 24 + (last.end - last.start - 24) // 2
+    write_at(segment, half, bytes(last.end - half))
+    (store / (snap(LAST) + ".tmp")).write_bytes(b"MKRTSNAP half written")
+    (store / "LOCK").unlink()
+    scratch = stores.base / "artifacts-opened"
+    shutil.copytree(store, scratch)
+    recovered = read_store(scratch)
+    assert recovered != stores.content  # the torn write is lost
+    return store, recovered, last.start
+
+
+def test_torn_tail_and_temp_file_are_notes(artifacts):
+    store, _, offset = artifacts
+    with unchanged(store):
+        as_json, human = cli_all(["verify", store, "--json"], ["verify", store])
+    assert as_json.returncode == 0, as_json.stderr
+    document = json_out(as_json)
+    assert document["result"] == "clean"
+    problems = document["problems"]
+    assert {p["severity"] for p in problems} == {"note"}
+    assert (str(store / seg(RECORDS_A + 1)), offset) in [(p["file"], p["offset"]) for p in problems]
+    assert str(store / (snap(LAST) + ".tmp")) in [p["file"] for p in problems]
+    assert human.returncode == 0
+    assert len([line for line in human.stdout.splitlines() if line.startswith("note: ")]) == len(
+        problems
+    )
+    assert human.stdout.splitlines()[-1].startswith("result: clean")
+    assert not (store / "LOCK").exists()
+
+
+def test_read_only_commands_show_what_opening_recovers_and_change_nothing(
+    artifacts, tmp_path: Path
+):
+    store, recovered, _ = artifacts
+    target = tmp_path / "artifacts.sqlite3"
+    with unchanged(store):
+        inspect, dump, export = cli_all(
+            ["inspect", store, "--json"],
+            ["dump", store, "--include-secrets"],
+            ["export-sqlite", store, target, "--json"],
+        )
+    assert not (store / "LOCK").exists()
+    assert inspect.returncode == 0, inspect.stderr
+    document = json_out(inspect)
+    assert by_name(document["files"]) == file_entries(store)  # the temp file, as "temp"
+    assert document["runtimes"] == expected_runtimes(recovered)
+    assert document["last_lsn"] == LAST - 1
+    assert len(document["notes"]) >= 2  # the torn write, the temp file
+    assert dump.returncode == 0, dump.stderr
+    assert json_lines(dump) == expected_dump(recovered, secrets=True)
+    assert export.returncode == 0, export.stderr
+    assert json_out(export)["identical"] is True
+    assert read_sqlite(target) == recovered
+
+
+def test_a_half_created_last_segment_is_a_note(stores: Stores, copy_of):
+    # A crash while creating the next segment: shorter than its header.
+    store = copy_of(stores.logged)
+    (store / seg(LAST + 1)).write_bytes(bytes(10))
+    with unchanged(store):
+        done = cli("verify", store, "--json")
+    assert done.returncode == 0, done.stderr
+    document = json_out(done)
+    assert document["result"] == "clean"
+    assert [(p["severity"], p["file"]) for p in document["problems"]] == [
+        ("note", str(store / seg(LAST + 1)))
+    ]
+
+
+def test_records_missing_before_the_log_is_corrupt(stores: Stores, copy_of):
+    # The snapshot the log starts after is gone: records 1..8 are missing.
+    store = copy_of(stores.logged)
+    (store / snap(RECORDS_A)).unlink()
+    with unchanged(store):
+        done = cli("verify", store, "--json")
+    assert done.returncode == 5, done.stderr
+    document = json_out(done)
+    assert document["result"] == "corrupt"
+    assert [p["file"] for p in document["problems"] if p["severity"] == "corrupt"] == [
+        str(store / seg(RECORDS_A + 1))
+    ]
+
+
+# --- errors shared by every command --------------------------------------------------
+
+
+def every_command(directory: Path, target: Path, *, as_json: bool) -> dict[str, list[object]]:
+    """Each command that takes a store directory, on `directory` (export to `target`)."""
+    flag = ["--json"] if as_json else []
+    return {
+        "inspect": ["inspect", directory, *flag],
+        "verify": ["verify", directory, *flag],
+        "dump": ["dump", directory],
+        "checkpoint": ["checkpoint", directory, *flag],
+        "export-sqlite": ["export-sqlite", directory, target, *flag],
+    }
+
+
+def test_usage_errors_exit_2(tmp_path: Path):
+    no_dir, no_file, unknown = cli_all(
+        ["inspect"], ["export-sqlite", tmp_path], ["inspect", tmp_path, "--no-such-option"]
+    )
+    for done in (no_dir, no_file, unknown):
+        assert done.returncode == 2, done.stderr
+        assert "usage:" in done.stderr
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_missing_directory_is_not_found_and_not_created(tmp_path: Path):
+    missing = tmp_path / "no-such-store"
+    commands = every_command(missing, tmp_path / "out.sqlite3", as_json=True)
+    results = dict(zip(commands, cli_all(*commands.values()), strict=True))
+    for command, done in results.items():
+        assert done.returncode == 3, (command, done.stderr)
+        assert str(missing) in error_message(done), command
+        if command != "dump":
+            json_error(done, "not_found")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("kind", ["empty", "other files"])
+def test_a_directory_that_is_not_a_store_is_not_found_and_left_alone(kind: str, tmp_path: Path):
+    # An empty directory (which open_store would make a store) and one with
+    # other files.
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    if kind == "other files":
+        (directory / "notes.txt").write_text("not a store")
+    commands = every_command(directory, tmp_path / "out.sqlite3", as_json=False)
+    with unchanged(tmp_path):
+        results = dict(zip(commands, cli_all(*commands.values()), strict=True))
+    for command, done in results.items():
+        assert done.returncode == 3, (command, done.stderr)
+        assert str(directory) in error_message(done), command
+
+
+def test_newer_format_is_refused_by_every_command(stores: Stores, copy_of, tmp_path: Path):
+    store = copy_of(stores.logged)
+    (store / "FORMAT").write_bytes(format_file(2))
+    target = tmp_path / "out.sqlite3"
+    with unchanged(store):
+        commands = every_command(store, target, as_json=True)
+        checkpoint = commands.pop("checkpoint")
+        results = dict(zip(commands, cli_all(*commands.values()), strict=True))
+        # Alone: a checkpoint may wait for no lock the others hold.
+        results["checkpoint"] = cli(*checkpoint)
+    for command, done in results.items():
+        assert done.returncode == 6, (command, done.stderr)
+        assert str(store) in error_message(done), command
+        if command != "dump":
+            json_error(done, "unsupported_format")
+    assert not target.exists()
+
+
+def test_a_store_open_in_another_process_is_locked(stores: Stores, copy_of, tmp_path: Path):
+    store = copy_of(stores.clean)
+    target = tmp_path / "out.sqlite3"
+    with held_open_by_child(store):
+        with unchanged(store):
+            commands = every_command(store, target, as_json=False)
+            commands["inspect"].append("--json")
+            commands["checkpoint"].append("--json")
+            results = dict(zip(commands, cli_all(*commands.values()), strict=True))
+        for command, done in results.items():
+            assert done.returncode == 4, (command, done.stderr)
+            message = error_message(done)
+            assert str(store) in message, command
+            assert "is locked by another open store" in message, command
+            if command in ("verify", "dump", "export-sqlite"):
+                assert done.stdout == "", command
+        json_error(results["inspect"], "locked")
+        json_error(results["checkpoint"], "locked")
+        assert not target.exists()
+    # Once the other process closed it, the store reads as before.
+    assert cli("inspect", store).returncode == 0
+
+
+def run_main_in_this_process(args: list[str]) -> int:
+    try:
+        return main(args)
+    except SystemExit as exc:  # pragma: no cover - either way is fine
+        return int(exc.code or 0)
+
+
+async def test_a_store_open_in_this_process_is_locked(stores: Stores, copy_of):
+    store = copy_of(stores.clean)
+    async with ma.open_store(store) as opened:
+        done = await trio.run_process(
+            [sys.executable, "-m", "meerkat_actor", "inspect", str(store), "--json"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        # The command's own code, run in the process that has the store open.
+        code = await trio.to_thread.run_sync(run_main_in_this_process, ["verify", str(store)])
+        assert await opened.load_auth_oauth_flow_snapshot() == stores.content.oauth
+    assert done.returncode == 4, done.stderr
+    document = json.loads(done.stdout)
+    assert document["error"]["kind"] == "locked"
+    assert "is locked by another open store" in document["error"]["message"]
+    assert code == 4
+
+
+# --- dump -----------------------------------------------------------------------
+
+
+def key_orders(lines: list[dict[str, Any]]) -> list[list[str]]:
+    return [list(line) for line in lines]
+
+
+def test_dump_prints_the_store_as_meerkat_json_without_the_oauth_snapshot(stores: Stores):
+    with unchanged(stores.clean):
+        done = cli("dump", stores.clean)
+    assert done.returncode == 0, done.stderr
+    lines = json_lines(done)
+    expected = expected_dump(stores.content)
+    assert lines == expected
+    assert key_orders(lines) == key_orders(expected)
+    assert len(done.stdout.splitlines()) == len(expected)
+    assert "note: the OAuth flow snapshot is not shown (pass --include-secrets)" in done.stderr
+    assert "oauth_flow_snapshot" not in done.stdout
+    assert base64.b64encode(stores.content.oauth or b"").decode() not in done.stdout
+    no_secrets(done.stdout, done.stderr)
+    # The u64 sequences come out exact.
+    sequences = [line["sequence"] for line in lines if line["kind"] == "boundary_receipt"]
+    assert U63 in sequences
+    assert U64_MAX in sequences
+
+
+def test_dump_with_secrets_replays_the_log_and_ends_with_the_oauth_snapshot(stores: Stores):
+    with unchanged(stores.logged):
+        done = cli("dump", stores.logged, "--include-secrets")
+    assert done.returncode == 0, done.stderr
+    lines = json_lines(done)
+    assert lines == expected_dump(stores.content, secrets=True)
+    assert lines[-1] == {
+        "kind": "oauth_flow_snapshot",
+        "snapshot_base64": base64.b64encode(stores.content.oauth or b"").decode(),
+    }
+    assert "not shown" not in done.stderr
+
+
+def test_dump_one_runtime(stores: Stores):
+    done, unknown = cli_all(
+        ["dump", stores.clean, "--runtime", A10, "--include-secrets"],
+        ["dump", stores.clean, "--runtime", "agent-3"],
+    )
+    assert done.returncode == 0, done.stderr
+    expected = [
+        line for line in expected_dump(stores.content) if line.get("runtime_id") == str(A10)
+    ]
+    assert len(expected) == 8
+    assert json_lines(done) == expected
+    no_secrets(done.stdout)
+    assert unknown.returncode == 0, unknown.stderr
+    assert unknown.stdout == ""
+
+
+def test_dump_a_session_snapshot_that_is_not_json_as_base64(stores: Stores):
+    done = cli("dump", stores.binary)
+    assert done.returncode == 0, done.stderr
+    assert json_lines(done) == [
+        {
+            "kind": "session_snapshot",
+            "runtime_id": str(A1),
+            "snapshot_base64": base64.b64encode(BINARY_SESSION).decode(),
+        }
+    ]
+    assert expected_dump(stores.binary_content) == json_lines(done)
+
+
+def test_export_and_import_keep_session_bytes_that_are_not_json(stores: Stores, tmp_path: Path):
+    exported, imported = tmp_path / "binary.sqlite3", tmp_path / "imported"
+    export = cli("export-sqlite", stores.binary, exported)
+    assert export.returncode == 0, export.stderr
+    done = cli("import-sqlite", exported, imported)
+    assert done.returncode == 0, done.stderr
+    assert read_store(imported) == stores.binary_content
+    assert stores.binary_content.runtimes[0].session == BINARY_SESSION
+
+
+# --- checkpoint -----------------------------------------------------------------
+
+
+def test_checkpoint_leaves_one_snapshot_and_the_same_content(stores: Stores, copy_of):
+    store = copy_of(stores.logged)
+    before = file_entries(store)
+    done = cli("checkpoint", store)
+    assert done.returncode == 0, done.stderr
+    snapshots = sorted(p.name for p in store.glob("snapshot-*"))
+    assert snapshots == [snap(LAST)]
+    size = (store / snap(LAST)).stat().st_size
+    after = file_entries(store)
+    line = done.stdout.strip()
+    assert line.startswith(f"checkpoint of {store}: snapshot at LSN {LAST} ({size:,} B);")
+    total_before = sum(e["bytes"] for e in before)
+    assert f"files before: {len(before)} ({total_before:,} B), after: {len(after)} (" in line
+    assert not list(store.glob("*.tmp"))
+    assert read_store(store) == stores.content
+
+
+def test_checkpoint_json_of_a_store_with_a_redundant_segment(stores: Stores, copy_of):
+    store = copy_of(stores.covered)
+    before = file_entries(store)
+    done = cli("checkpoint", store, "--json")
+    assert done.returncode == 0, done.stderr
+    document = json_out(done)
+    after = file_entries(store)
+    assert [e["name"] for e in after if e["kind"] == "snapshot"] == [snap(LAST)]
+    # Every segment the snapshot covers is gone.
+    assert all(int(e["name"][4:24]) > LAST for e in after if e["kind"] == "segment")
+    assert document["store"] == str(store)
+    assert document["snapshot_lsn"] == LAST
+    assert document["snapshot_bytes"] == (store / snap(LAST)).stat().st_size
+    assert by_name(document["files_before"]) == before
+    assert by_name(document["files_after"]) == after
+    assert read_store(store) == stores.content
+
+
+# --- export-sqlite and import-sqlite --------------------------------------------------
+
+COUNTS_TEXT = (
+    "3 runtimes, 9 input states, 5 receipts, 2 session snapshots, 2 runtime states,"
+    " 2 ops snapshots, OAuth flow snapshot: yes; read back: identical"
+)
+
+
+def test_export_sqlite_writes_what_the_store_holds(stores: Stores, tmp_path: Path):
+    target = tmp_path / "runtime.sqlite3"
+    with unchanged(stores.clean):
+        done = cli("export-sqlite", stores.clean, target)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"exported {stores.clean} to {target}: {COUNTS_TEXT}"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert read_sqlite(target) == stores.content
+
+
+def test_export_then_import_round_trips_everything(stores: Stores, tmp_path: Path):
+    exported = tmp_path / "runtime.sqlite3"
+    imported = tmp_path / "imported"
+    with unchanged(stores.logged):
+        export = cli("export-sqlite", stores.logged, exported, "--json")
+    assert export.returncode == 0, export.stderr
+    assert json_out(export) == {
+        "source": str(stores.logged),
+        "target": str(exported),
+        **counts(stores.content),
+        "identical": True,
+    }
+    with unchanged(exported):
+        done = cli("import-sqlite", exported, imported, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json_out(done) == {
+        "source": str(exported),
+        "target": str(imported),
+        **counts(stores.content),
+        "identical": True,
+    }
+    names = sorted(os.listdir(imported))
+    assert [n for n in names if n != "LOCK"] == ["FORMAT", *[n for n in names if "snapshot-" in n]]
+    assert len([n for n in names if n.startswith("snapshot-")]) == 1
+    assert stat.S_IMODE(imported.stat().st_mode) == 0o700
+    for name in names:
+        assert stat.S_IMODE((imported / name).stat().st_mode) == 0o600, name
+    back = read_store(imported)
+    assert back == stores.content
+    assert back.oauth is not None
+    assert OAUTH_SECRET.encode() in back.oauth
+    assert {r.sequence for rt in back.runtimes for r in rt.receipts if r.run_id == R3} == {
+        U63,
+        U64_MAX,
+    }
+
+
+def test_import_sqlite_into_an_empty_directory_then_the_store_takes_writes(
+    stores: Stores, tmp_path: Path
+):
+    target = tmp_path / "store"
+    target.mkdir()
+    with unchanged(stores.sqlite):
+        done = cli("import-sqlite", stores.sqlite, target)
+    assert done.returncode == 0, done.stderr
+    assert f"{stores.sqlite} to {target}: {COUNTS_TEXT}" in done.stdout
+
+    async def write_more() -> None:
+        async with ma.open_store(target) as store:
+            assert await read_content(store) == stores.content
+            await store.persist_auth_oauth_flow_snapshot(b"after import")
+
+    trio.run(write_more)
+    assert read_store(target).oauth == b"after import"
+
+
+def test_export_to_an_existing_file_and_import_into_a_non_empty_directory_are_refused(
+    stores: Stores, tmp_path: Path
+):
+    existing = tmp_path / "existing.sqlite3"
+    existing.write_bytes(b"keep me")
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("keep me")
+    with unchanged(tmp_path):
+        export, import_, onto_a_file = cli_all(
+            ["export-sqlite", stores.clean, existing, "--json"],
+            ["import-sqlite", stores.sqlite, occupied, "--json"],
+            ["import-sqlite", stores.sqlite, existing],
+        )
+    assert export.returncode == 2, export.stderr
+    assert str(existing) in json_error(export, "exists")
+    assert import_.returncode == 2, import_.stderr
+    assert str(occupied) in json_error(import_, "exists")
+    assert onto_a_file.returncode == 2, onto_a_file.stderr
+    assert str(existing) in error_message(onto_a_file)
+
+
+def test_import_of_a_missing_file_or_one_without_meerkat_tables_is_not_found(
+    stores: Stores, tmp_path: Path
+):
+    missing = tmp_path / "missing.sqlite3"
+    other = tmp_path / "other.sqlite3"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE notes (body TEXT)")
+    connection.close()
+    target = tmp_path / "store"
+    with unchanged(tmp_path):
+        gone, foreign = cli_all(
+            ["import-sqlite", missing, target, "--json"], ["import-sqlite", other, target]
+        )
+    assert gone.returncode == 3, gone.stderr
+    assert str(missing) in json_error(gone, "not_found")
+    assert foreign.returncode == 3, foreign.stderr
+    assert str(other) in error_message(foreign)
+
+
+def test_import_of_a_damaged_row_is_corrupt(stores: Stores, tmp_path: Path):
+    damaged = tmp_path / "damaged.sqlite3"
+    shutil.copy2(stores.sqlite, damaged)
+    with sqlite3.connect(damaged) as connection:
+        connection.execute(
+            "UPDATE runtime_input_states SET state_json = ? WHERE runtime_id = ?",
+            (b'{"input_id": 17}', str(A2)),
+        )
+    connection.close()
+    target = tmp_path / "store"
+    with unchanged(damaged):
+        done = cli("import-sqlite", damaged, target, "--json")
+    assert done.returncode == 5, done.stderr
+    assert str(damaged) in json_error(done, "corrupt")
+    assert not target.exists()
