@@ -620,8 +620,9 @@ def _check_segment_start(path: str, header_lsn: int, first_lsn: int, replay: _Re
         raise _corrupt(path, 0, f"segment starts at LSN {first_lsn}, expected {replay.expected}")
 
 
-def _check_format_file(io: FileIO, directory: str) -> None:
-    """The FORMAT file must be valid and name a version this build reads."""
+def _check_format_file(io: FileIO, directory: str) -> int:
+    """The FORMAT file must be valid and name a version this build reads;
+    return that version. Raises OSError if it cannot be read."""
     path = os.path.join(directory, fmt.FORMAT_FILE)
     data = io.read(path)
     try:
@@ -633,6 +634,7 @@ def _check_format_file(io: FileIO, directory: str) -> None:
             f"{directory} was written by format version {version};"
             f" this build reads version {fmt.FORMAT_VERSION} and older"
         )
+    return version
 
 
 def _is_own_temp(name: str) -> bool:

@@ -33,8 +33,8 @@ from typing import Final, Literal
 from . import _core
 from . import _format as fmt
 from ._core import StoreState
-from ._durable import DEFAULT_MAX_RECORD, DurableLog, _corrupt
-from ._errors import CorruptStore, NotAStore, ReadFailed, StoreLocked, UnsupportedFormat
+from ._durable import DEFAULT_MAX_RECORD, DurableLog, _check_format_file
+from ._errors import CorruptStore, NotAStore, ReadFailed, StoreLocked
 from ._fs import FileIO, Handle, LockHandle
 from ._sqlite import _Database
 
@@ -211,22 +211,10 @@ def check_store_directory(path: str) -> str:
 
 
 def _format_version(directory: str) -> int:
-    path = os.path.join(directory, fmt.FORMAT_FILE)
     try:
-        with open(path, "rb") as file:
-            data = file.read()
+        return _check_format_file(FileIO(), directory)
     except OSError as exc:
-        raise ReadFailed(f"cannot read {path}: {exc}") from exc
-    try:
-        version = fmt.decode_format_file(data)
-    except fmt.FormatError as exc:
-        raise _corrupt(path, exc.offset, str(exc)) from exc
-    if version > fmt.FORMAT_VERSION:
-        raise UnsupportedFormat(
-            f"{directory} was written by format version {version};"
-            f" this build reads version {fmt.FORMAT_VERSION} and older"
-        )
-    return version
+        raise ReadFailed(f"cannot read {directory}/{fmt.FORMAT_FILE}: {exc}") from exc
 
 
 def list_files(directory: str) -> list[FileEntry]:

@@ -278,18 +278,11 @@ class _Database:
             _create_private(path)
         except OSError as exc:
             raise ReadFailed(f"cannot create SQLite store {path}: {exc}") from exc
-        try:
-            connection = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise ReadFailed(f"cannot open SQLite store {path}: {exc}") from exc
-        connection.text_factory = _Text
-        database = cls(connection, path)
+        database = cls._connect(path, path, timeout=busy_timeout)
         try:
             database._prepare(synchronous)
         except BaseException:
-            connection.close()
+            database.connection.close()
             raise
         return database
 
@@ -340,6 +333,18 @@ class _Database:
                 ) from exc
             raise ReadFailed(f"cannot open SQLite store {path}: {exc}") from exc
 
+    @classmethod
+    def _connect(cls, target: str, path: str, **options: Any) -> _Database:
+        """Connect (autocommit, any thread, TEXT kept as bytes) to `target`."""
+        try:
+            connection = sqlite3.connect(
+                target, isolation_level=None, check_same_thread=False, **options
+            )
+        except sqlite3.Error as exc:
+            raise ReadFailed(f"cannot open SQLite store {path}: {exc}") from exc
+        connection.text_factory = _Text
+        return cls(connection, path)
+
     def _check_columns(self, error: type[ReadFailed] = ReadFailed) -> None:
         """Raise `error` unless every table has the columns this module uses."""
         for table, columns in _COLUMNS.items():
@@ -362,18 +367,11 @@ class _Database:
             ReadFailed: the file cannot be opened.
         """
         uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-        try:
-            connection = sqlite3.connect(
-                uri, uri=True, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise ReadFailed(f"cannot open SQLite store {path}: {exc}") from exc
-        connection.text_factory = _Text
-        database = cls(connection, path)
+        database = cls._connect(uri, path, uri=True)
         try:
             database.read("open", None, database._check_columns, NotAStore)
         except BaseException:
-            connection.close()
+            database.connection.close()
             raise
         return database
 
