@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import os
 import sys
@@ -26,7 +27,7 @@ from ._actor import ActorStore, open_store
 from ._codec import to_json
 from ._core import RuntimeRecord, StoreState
 from ._demo import read_everything, run_demo
-from ._durable import DEFAULT_MAX_RECORD
+from ._durable import DEFAULT_MAX_RECORD, MAX_RECORD_LIMIT
 from ._errors import (
     CorruptStore,
     NotAStore,
@@ -82,7 +83,13 @@ def _classify(exc: BaseException) -> _Failed | None:
 
 
 def _emit_json(document: object) -> None:
-    print(json.dumps(document, ensure_ascii=False))
+    print(_json_line(document))
+
+
+def _json_line(document: object) -> str:
+    """One JSON document; non-ASCII kept as is when stdout takes UTF-8."""
+    utf8 = (sys.stdout.encoding or "").lower().replace("-", "") == "utf8"
+    return json.dumps(document, ensure_ascii=not utf8)
 
 
 def _progress(message: str) -> None:
@@ -176,9 +183,9 @@ def _inspect(args: argparse.Namespace) -> int:
         _emit_json(document)
         return EXIT_OK
     log = (
-        "log holds no record"
+        "the log holds no record"
         if view.log_first_lsn is None
-        else f"log holds {view.log_first_lsn}..{view.last_lsn}"
+        else f"the oldest log segment starts at {view.log_first_lsn}"
     )
     lines = [
         f"store: {view.directory}",
@@ -299,7 +306,7 @@ def _dump_documents(state: StoreState, runtime: str | None, secrets: bool) -> li
 def _dump(args: argparse.Namespace) -> int:
     view = _offline.read_store(args.dir, args.max_record_bytes)
     for document in _dump_documents(view.state, args.runtime, args.include_secrets):
-        sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+        sys.stdout.write(_json_line(document) + "\n")
     if (
         args.runtime is None
         and view.state.oauth_flow_snapshot is not None
@@ -473,6 +480,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _record_limit(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_RECORD_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_RECORD_LIMIT} (the format's length field), got {value}"
+        )
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meerkat-actor",
@@ -484,7 +500,7 @@ def _parser() -> argparse.ArgumentParser:
     record = argparse.ArgumentParser(add_help=False)
     record.add_argument(
         "--max-record-bytes",
-        type=_positive,
+        type=_record_limit,
         default=DEFAULT_MAX_RECORD,
         help=f"the store's max_record_bytes (default {DEFAULT_MAX_RECORD})",
     )
@@ -538,6 +554,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    for stream in (sys.stdout, sys.stderr):
+        # A runtime id or path the terminal's encoding cannot show is escaped,
+        # not a UnicodeEncodeError.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":

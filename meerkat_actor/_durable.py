@@ -51,6 +51,8 @@ MAX_RECORD_LIMIT: Final = 2**32 - 1  # the frame's length field is 32 bits
 #: that an append overwrites allocated blocks instead of growing the file.
 PREALLOCATE: Final = 1024 * 1024
 _TMP: Final = ".tmp"
+#: Marks a store being made from a state (backup, import) until it is whole.
+INCOMPLETE_FILE: Final = "INCOMPLETE"
 _NONZERO: Final = re.compile(rb"[^\x00]")
 _SEGMENT: Final = ("log-", ".log")
 _SNAPSHOT: Final = ("snapshot-", ".snap")
@@ -125,7 +127,7 @@ class DurableLog:
         """
         directory = os.path.realpath(path)
         try:
-            io.make_dir(directory)
+            _make_dirs(io, directory)
             # Refuse a foreign directory, or a newer format, before leaving a
             # LOCK file in it (both are checked again under the lock).
             names = io.list_dir(directory)
@@ -374,12 +376,14 @@ class DurableLog:
         """Make `path` a new store holding `state` as of `lsn`; return the
         snapshot's size in bytes.
 
-        `path` must not exist or be an empty directory. The snapshot is
-        written first and the FORMAT file last (each temp file -> fsync ->
-        rename -> fsync of the directory), under the new directory's lock: a
-        crash part way leaves a directory `open_store` refuses as "not a
-        store", never an empty-looking store. No log segment is written; the
-        first open creates one at `lsn + 1`.
+        `path` must not exist or be an empty directory. First a marker file,
+        INCOMPLETE, is made durable; then, under the new directory's lock,
+        the snapshot and the FORMAT file (each temp file -> fsync -> rename
+        -> fsync of the directory); then the marker is removed. A crash or
+        failure part way leaves a directory that is empty or holds
+        INCOMPLETE, which `open_store` refuses as "not a store": never an
+        empty-looking store. No log segment is written; the first open
+        creates one at `lsn + 1`.
 
         Raises:
             ValueError: `path` exists and is not an empty directory.
@@ -388,7 +392,7 @@ class DurableLog:
         directory = os.path.realpath(path)
         if os.path.lexists(directory) and not os.path.isdir(directory):
             raise ValueError(f"path must not exist or be an empty directory: {directory} is a file")
-        io.make_dir(directory)
+        _make_dirs(io, directory)
         names = io.list_dir(directory)
         if names:
             raise ValueError(
@@ -396,13 +400,22 @@ class DurableLog:
                 f" holds {sorted(names)[0]!r}"
             )
         io.make_private(directory)
+        marker = os.path.join(directory, INCOMPLETE_FILE)
+        handle = io.create(marker)
+        try:
+            io.write(handle, b"a backup or import of a meerkat_actor store that did not finish\n")
+            io.sync(handle)
+        finally:
+            io.close(handle)
+        io.sync_dir(directory)
         lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
         log = cls(io, directory, lock, MAX_RECORD_LIMIT)
         try:
             data = fmt.encode_snapshot(lsn, state)
             log._write_atomically(fmt.snapshot_name(lsn), data)
             log._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())
-            io.sync_dir(os.path.dirname(directory))
+            io.remove(marker)
+            io.sync_dir(directory)
         finally:
             log.close()
         return len(data)
@@ -570,6 +583,22 @@ class DurableLog:
             except OSError:
                 logger.exception("cannot release the lock of %s", self.directory)
             self._lock = None
+
+
+def _make_dirs(io: FileIO, directory: str) -> None:
+    """Create `directory` and its missing parents (0700), and make each new
+    directory entry durable (an fsync of the parent of each one created)."""
+    created = []
+    current = directory
+    while not os.path.isdir(current):
+        created.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    io.make_dir(directory)
+    for new in reversed(created):
+        io.sync_dir(os.path.dirname(new))
 
 
 def _valid_frames_from(data: bytes, start: int, expected: int) -> Iterator[fmt.Frame]:

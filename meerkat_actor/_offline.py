@@ -21,10 +21,12 @@ must use `trio.to_thread.run_sync`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -99,6 +101,7 @@ class VerifyReport:
     segments: int = 0
     records: int = 0
     problems: list[Problem] = field(default_factory=list)
+    damaged_lsn: dict[Problem, int] = field(default_factory=dict, repr=False)
 
 
 class _DryRunIO(FileIO):
@@ -199,13 +202,18 @@ def check_store_directory(path: str) -> str:
         CorruptStore: the FORMAT file is damaged.
     """
     directory = os.path.realpath(path)
-    if not os.path.isdir(directory):
-        what = "is not a directory" if os.path.exists(directory) else "does not exist"
-        raise NotAStore(f"{directory} {what}")
-    if not os.path.exists(os.path.join(directory, fmt.FORMAT_FILE)):
+    try:
+        if not stat.S_ISDIR(os.stat(directory).st_mode):
+            raise NotAStore(f"{directory} is not a directory")
+        os.stat(os.path.join(directory, fmt.FORMAT_FILE))
+    except FileNotFoundError as exc:
+        if exc.filename == directory:
+            raise NotAStore(f"{directory} does not exist") from exc
         raise NotAStore(
             f"{directory} is not a meerkat_actor store (it has no {fmt.FORMAT_FILE} file)"
-        )
+        ) from exc
+    except OSError as exc:
+        raise ReadFailed(f"cannot read {directory}: {exc}") from exc
     _format_version(directory)
     return directory
 
@@ -223,9 +231,8 @@ def list_files(directory: str) -> list[FileEntry]:
     try:
         names = sorted(os.listdir(directory))
         for name in names:
-            entries.append(
-                FileEntry(name, _kind(name), os.path.getsize(os.path.join(directory, name)))
-            )
+            size = os.lstat(os.path.join(directory, name)).st_size
+            entries.append(FileEntry(name, _kind(name), size))
     except OSError as exc:
         raise ReadFailed(f"cannot list {directory}: {exc}") from exc
     return entries
@@ -339,15 +346,21 @@ def verify_store(path: str, max_record: int = DEFAULT_MAX_RECORD) -> VerifyRepor
         notes: list[Problem] = []
         truncated: list[tuple[str, int]] = []
         removed: list[str] = []
+        snapshot_lsn = 0
         try:
             view, io = _recover(directory, max_record)
             notes, truncated, removed = view.notes, io.truncated, io.removed
+            snapshot_lsn = view.snapshot_lsn
         except CorruptStore as exc:
             recovery_error = exc
         found = _scan(directory, max_record, report)
     for problem in found:
         if any(problem.file == p and (problem.offset or 0) >= size for p, size in truncated):
-            continue  # the torn tail, which the note reports
+            if report.damaged_lsn.get(problem, 0) > snapshot_lsn:
+                continue  # the torn tail, which the note reports
+            # The snapshot holds this record: it was synced, so this is no
+            # torn write but damage (opening cuts it; the snapshot has it).
+            notes = [n for n in notes if n.file != problem.file]
         if problem.file in removed:
             continue  # a crash artifact opening removes, which the note reports
         if (
@@ -416,6 +429,16 @@ def _scan(directory: str, max_record: int, report: VerifyReport) -> list[Problem
                         f" ends at {newest_snapshot}: records in between are missing",
                     )
                 )
+        elif first_lsn <= previous_end:
+            problems.append(
+                Problem(
+                    "damage",
+                    path,
+                    0,
+                    f"segment starts at LSN {first_lsn}, but the previous one ends at"
+                    f" {previous_end}: records {first_lsn}..{previous_end} are there twice",
+                )
+            )
         elif first_lsn != previous_end + 1 and first_lsn - 1 > newest_snapshot:
             problems.append(
                 Problem(
@@ -433,7 +456,9 @@ def _scan(directory: str, max_record: int, report: VerifyReport) -> list[Problem
 def _scan_segment(
     path: str, first_lsn: int, max_record: int, report: VerifyReport, problems: list[Problem]
 ) -> int | None:
-    """Check one segment's header and records; return its last record's LSN."""
+    """Check one segment's header and records; return its last record's LSN.
+    A damaged record's problem is also noted in `report.damaged_lsn` under
+    the LSN that should be there."""
     data = _read(path)
     try:
         header_lsn = fmt.decode_segment_header(data)
@@ -452,15 +477,14 @@ def _scan_segment(
         except fmt.FormatError as exc:
             if data.count(0, offset) == len(data) - offset:
                 break  # the zero-filled, preallocated rest of the segment
-            problems.append(
-                Problem(
-                    "damage",
-                    path,
-                    exc.offset,
-                    f"{exc} (the {len(data) - offset} bytes from offset {offset} on are not"
-                    " checked)",
-                )
+            problem = Problem(
+                "damage",
+                path,
+                exc.offset,
+                f"{exc} (the {len(data) - offset} bytes from offset {offset} on are not checked)",
             )
+            problems.append(problem)
+            report.damaged_lsn[problem] = expected
             break
         report.records += 1
         last = frame.lsn
@@ -511,6 +535,13 @@ def export_sqlite(state: StoreState, path: str) -> StoreState:
     database = _Database.open(path, "FULL", 5.0)
     try:
         database.write_state(state)
+    except BaseException:
+        database.close()
+        for leftover in (path, path + "-wal", path + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)  # the file this call created, half written
+        raise
+    try:
         return database.read_state()
     finally:
         database.close()

@@ -248,7 +248,8 @@ def test_inspect_human_output(stores: Stores):
     lines = [line.strip() for line in done.stdout.splitlines()]
     assert f"store: {stores.logged}" in lines
     assert "format version: 1" in lines
-    assert f"LSN: last {LAST}; snapshot at {RECORDS_A}; log holds {RECORDS_A + 1}..{LAST}" in lines
+    oldest = f"the oldest log segment starts at {RECORDS_A + 1}"
+    assert f"LSN: last {LAST}; snapshot at {RECORDS_A}; {oldest}" in lines
     assert "runtimes: 3" in lines
     assert "OAuth flow snapshot: present" in lines
     for name in ("FORMAT", "LOCK", seg(RECORDS_A + 1), snap(RECORDS_A)):

@@ -190,24 +190,65 @@ async def test_verify_reports_a_damaged_snapshot_the_log_covers(tmp_path: Path) 
     assert report.records == 4
 
 
-def test_a_backup_cut_short_is_not_a_store(tmp_path: Path) -> None:
-    class StopBeforeFormat(FileIO):
-        def rename(self, source: str, target: str) -> None:
-            if target.endswith("FORMAT"):
-                raise OSError(5, "injected failure")
-            super().rename(source, target)
+class _FailAt(FileIO):
+    """Fails the `at`-th call of a FileIO method (counting from 1); closing
+    a file or releasing the lock never fails (their errors are only logged)."""
 
-    target = tmp_path / "b"
-    with pytest.raises(OSError, match="injected"):
-        DurableLog.create_from_state(StopBeforeFormat(), str(target), 3, _core.EMPTY)
-    assert any(p.name.startswith("snapshot-") for p in target.iterdir())
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.calls = 0
 
-    async def reopen() -> None:
-        async with ma.open_store(target):
-            pass
+    def __getattribute__(self, name: str) -> object:
+        attribute = super().__getattribute__(name)
+        if name.startswith("_") or name in ("at", "calls", "close", "unlock"):
+            return attribute
 
-    with pytest.raises(ma.ReadFailed, match="not a meerkat_actor store"):
-        trio.run(reopen)
+        def counted(*args: object) -> object:
+            self.calls += 1
+            if self.calls == self.at:
+                raise OSError(5, f"injected failure in {name}")
+            return attribute(*args)
+
+        return counted
+
+
+def test_a_backup_cut_short_at_any_step_is_never_an_empty_looking_store(tmp_path: Path) -> None:
+    record = RuntimeRecord(session_snapshot=b"kept")
+    state = StoreState(pmap({ma.LogicalRuntimeId("r"): record}), b"oauth")
+
+    async def read_back(target: Path) -> bytes | None:
+        async with ma.open_store(target) as store:
+            return await store.load_session_snapshot(ma.LogicalRuntimeId("r"))
+
+    outcomes = []
+    for at in range(1, 100):
+        target = tmp_path / f"b{at}" / "nested" / "backup"
+        error = ""
+        try:
+            DurableLog.create_from_state(_FailAt(at), str(target), 3, state)
+        except OSError as exc:
+            error = str(exc)
+        failed = "injected" in error
+        assert failed or not error
+        if not target.exists() or not any(target.iterdir()):
+            outcomes.append("nothing")
+            assert failed
+            continue
+        try:
+            got = trio.run(read_back, target)
+        except ma.ReadFailed as exc:
+            error = str(exc)
+            got = None
+        if got is None:
+            assert "not a meerkat_actor store" in error, f"step {at}: {error}"
+            outcomes.append("refused")
+            continue
+        assert got == b"kept", f"step {at}: an incomplete store opened"
+        outcomes.append("whole")
+        if not failed:
+            break
+    assert outcomes[-1] == "whole"
+    assert {"nothing", "refused"} <= set(outcomes)
 
 
 def test_create_from_state_refuses_a_non_empty_directory(tmp_path: Path) -> None:
