@@ -5,9 +5,12 @@ whole-store read and write, `DurableLog.create_from_state`)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -257,3 +260,116 @@ def test_create_from_state_refuses_a_non_empty_directory(tmp_path: Path) -> None
         DurableLog.create_from_state(FileIO(), str(tmp_path), 0, _core.EMPTY)
     assert (tmp_path / "x").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+
+
+def _frames(segment: Path) -> list[tuple[int, int]]:
+    """(offset, end) of each record of a segment."""
+    data = segment.read_bytes()
+    spans, offset = [], _format.SEGMENT_HEADER
+    while offset < len(data) and data[offset:].strip(b"\0"):
+        frame = _format.read_frame(data, offset, 1 << 30)
+        spans.append((offset, frame.end))
+        offset = frame.end
+    return spans
+
+
+async def test_verify_finds_overlapping_segments_a_snapshot_covers(tmp_path: Path) -> None:
+    await _write_some(tmp_path / "s", 12)
+    copy = tmp_path / "s-copy"
+    (copy / "LOCK").unlink()
+    log1 = copy / "log-00000000000000000001.log"
+    data = log1.read_bytes()
+    spans = _frames(log1)
+    # log-9 holds records 9..12 (a copy), log-1 is cut after record 10; a
+    # snapshot at LSN 8 covers the overlap.
+    (copy / "log-00000000000000000009.log").write_bytes(
+        _format.encode_segment_header(9) + data[spans[8][0] : spans[11][1]]
+    )
+    log1.write_bytes(data[: spans[9][1]])
+    cut = tmp_path / "cut"
+    shutil.copytree(copy, cut)
+    (cut / "log-00000000000000000009.log").unlink()
+    (cut / "log-00000000000000000001.log").write_bytes(data[: spans[7][1]])
+    at_8 = await trio.to_thread.run_sync(_offline.read_store, str(cut))
+    (copy / "snapshot-00000000000000000008.snap").write_bytes(
+        _format.encode_snapshot(8, at_8.state)
+    )
+    report = await trio.to_thread.run_sync(_offline.verify_store, str(copy))
+    assert report.result == "damaged", report
+    [problem] = report.problems
+    assert problem.file.endswith("log-00000000000000000009.log")
+    assert "records 9..10 are there twice" in problem.message
+
+
+async def test_a_damaged_record_the_snapshot_holds_is_damage_not_a_torn_write(
+    tmp_path: Path,
+) -> None:
+    await _write_some(tmp_path / "s", 6)
+    copy = tmp_path / "s-copy"
+    (copy / "LOCK").unlink()
+    full = await trio.to_thread.run_sync(_offline.read_store, str(copy))
+    (copy / "snapshot-00000000000000000006.snap").write_bytes(
+        _format.encode_snapshot(6, full.state)
+    )
+    log1 = copy / "log-00000000000000000001.log"
+    data = bytearray(log1.read_bytes())
+    last_offset, _ = _frames(log1)[-1]
+    data[last_offset + 30] ^= 0x01  # the last record: what a torn write looks like
+    log1.write_bytes(bytes(data))
+    report = await trio.to_thread.run_sync(_offline.verify_store, str(copy))
+    assert report.result == "damaged"
+    assert [p.severity for p in report.problems] == ["damage"]
+    assert report.problems[0].offset == last_offset
+
+
+async def test_a_dangling_symlink_in_the_store_does_not_stop_inspect(tmp_path: Path) -> None:
+    async with ma.open_store(tmp_path / "s"):
+        pass
+    (tmp_path / "s" / "stray").symlink_to(tmp_path / "nowhere")
+    view = await trio.to_thread.run_sync(_offline.read_store, str(tmp_path / "s"))
+    assert ("stray", "other") in [(f.name, f.kind) for f in view.files]
+
+
+def test_the_dry_run_layer_overrides_every_changing_file_operation() -> None:
+    reads = {"read", "list_dir", "size"}
+    changing = {
+        name
+        for name, value in vars(FileIO).items()
+        if callable(value) and not name.startswith("_") and name not in reads
+    }
+    assert changing, "FileIO has no changing methods?"
+    assert changing <= set(vars(_offline._DryRunIO)), changing - set(vars(_offline._DryRunIO))
+
+
+def test_cli_output_escapes_what_the_terminal_cannot_encode(tmp_path: Path) -> None:
+    async def write() -> None:
+        async with ma.open_store(tmp_path / "s") as store:
+            await store.persist_input_state(
+                ma.LogicalRuntimeId("агент-😀"), ma.StoredInputState.new_accepted(ma.InputId.new())
+            )
+
+    trio.run(write)
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    for args in (["inspect", str(tmp_path / "s")], ["inspect", "--json", str(tmp_path / "s")]):
+        done = subprocess.run(
+            [sys.executable, "-m", "meerkat_actor", *args],
+            capture_output=True,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert b"\\u0430" in done.stdout or b"\\u0430".upper() in done.stdout.upper()
+    assert json.loads(done.stdout)["runtimes"][0]["runtime_id"] == "агент-😀"
+
+
+def test_max_record_bytes_beyond_the_format_is_a_usage_error(tmp_path: Path) -> None:
+    too_big = ["--max-record-bytes", str(2**32)]
+    done = subprocess.run(
+        [sys.executable, "-m", "meerkat_actor", "checkpoint", str(tmp_path), *too_big],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "must be at most 4294967295" in done.stderr
+    assert "Traceback" not in done.stderr
