@@ -1,0 +1,548 @@
+"""Recovery, checkpoint and memory: big stores, each opened in a fresh process.
+
+Rule 1: one open, one process. Every open is measured in a child process
+(`python -m meerkat_actor._bench child SPEC`), so its time and its peak
+resident memory are the recovery's own, not the leftovers of the parent
+that built the store (the peak is the child's own memory map's high-water
+mark: `ru_maxrss` would carry the parent's peak across `exec`).
+
+Rule 2: a recovery counts only if it recovered everything. The child
+rebuilds, from the same seed, the plan of every runtime (run ids, input ids
+and each input's index) and checks every field of every input state the
+reopened store holds against it, plus each runtime's last receipt and its
+session snapshot. Anything missing, extra or different fails the run.
+
+Theory of operation. For each size the parent builds one actor store with
+a huge `checkpoint_bytes` (so nothing is checkpointed on the way): 1,000
+runtimes, each with runs of 1-8 consumed inputs (one receipt per run; the
+last run also commits a 4 KiB session snapshot), written by 64 tasks. While
+that store is open and idle, `shutil.copytree` copies it: the copy holds
+everything in its log only. Closing the original takes a final checkpoint:
+it becomes the store that recovers from a snapshot. The same writes go to a
+SQLite file. Then three children open the three stores; the child of the
+log-only copy afterwards runs `checkpoint()` on it while tasks commit, and
+measures their latency against the same load without a checkpoint.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any, Final
+
+import trio
+
+import meerkat_actor
+
+from .._actor import ActorStore, open_store
+from .._ids import LogicalRuntimeId, RunId
+from .._sqlite import open_sqlite_store
+from .._types import RunApplyBoundary, RunBoundaryReceipt, StoredInputState
+from ._measure import BenchFailure, current_rss, heartbeat, peak_rss, percentile
+from ._payloads import (
+    CommitPlan,
+    Session,
+    Write,
+    is_consumed_input,
+    plan_runtime,
+    sessions,
+    write_for,
+    write_pool,
+)
+from ._peers import BenchStore, open_peer
+from ._results import BuildRow, CheckpointRow, MemoryRow, RecoveryRow
+from ._settings import Settings
+
+__all__ = ["child_main", "run_recovery"]
+
+KIB: Final = 1024
+MIB: Final = 1024 * 1024
+NEVER: Final = 1 << 50  # checkpoint_bytes: no checkpoint by size
+BUILD_TASKS: Final = 64
+CHECKPOINT_STATE_LISTS: Final = 256
+#: Where this `meerkat_actor` is imported from: the child must import the same.
+_PACKAGE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(meerkat_actor.__file__)))
+
+
+_MEASURED: Final = {
+    "checkpoint": "RSS growth of a new process recovering the store from its snapshot",
+    "log": "RSS growth of a new process recovering the store from its log only",
+    "file": "RSS growth of a new process opening the file (the rows stay on disk)",
+}
+
+
+# --- the stores' content ------------------------------------------------------------------
+
+
+def _counts(size: int, runtimes: int) -> list[int]:
+    """Input states per runtime: `size` spread evenly over `runtimes`."""
+    return [size // runtimes + (1 if r < size % runtimes else 0) for r in range(runtimes)]
+
+
+def _plans(size: int, runtimes: int) -> list[list[CommitPlan]]:
+    return [
+        plan_runtime(f"recovery/{size}/{r}", count)
+        for r, count in enumerate(_counts(size, runtimes))
+    ]
+
+
+def _sessions(runtimes: int) -> list[Session]:
+    return sessions("recovery", runtimes, 4 * KIB)
+
+
+async def _commit_all(
+    store: BenchStore, writes: Sequence[Sequence[Write]], runtimes: Sequence[Session]
+) -> None:
+    """Every runtime's writes in order (its last with its session snapshot),
+    runtimes spread over `BUILD_TASKS` tasks."""
+
+    async def task(first: int) -> None:
+        for r in range(first, len(writes), BUILD_TASKS):
+            session = runtimes[r]
+            for n, write in enumerate(writes[r]):
+                last = n == len(writes[r]) - 1
+                await store.atomic_apply(
+                    session.runtime_id,
+                    session.delta if last else None,
+                    write.receipt,
+                    write.states,
+                    session.session_id if last else None,
+                )
+
+    async with trio.open_nursery() as nursery:
+        for first in range(min(BUILD_TASKS, len(writes))):
+            nursery.start_soon(task, first)
+
+
+def _disk_bytes(path: str) -> int:
+    """The apparent size of a file, or of every file under a directory."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+# --- the parent -----------------------------------------------------------------------------
+
+
+async def _child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter; return its JSON result."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "meerkat_actor._bench", "child", json.dumps(spec)]
+    done = await trio.run_process(
+        command, capture_stdout=True, capture_stderr=True, check=False, env=env
+    )
+    lines = done.stdout.decode().strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-8:]
+        raise BenchFailure(
+            f"the {spec['kind']} child for {spec.get('path', spec.get('peer'))} failed"
+            f" (exit {done.returncode}): " + " | ".join(tail)
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    if "failure" in result:
+        raise BenchFailure(result["failure"])
+    return result
+
+
+async def _build(
+    size: int, runtimes: int, directory: str, progress: Callable[[str], None]
+) -> tuple[BuildRow, dict[str, str]]:
+    """The three recovery stores of `size` input states; their paths by source."""
+    paths = {
+        "checkpoint": os.path.join(directory, "actor"),
+        "log": os.path.join(directory, "actor-log-only"),
+        "file": os.path.join(directory, "peer.sqlite3"),
+    }
+    progress(f"recovery {size:,}: preparing {size:,} input states")
+
+    def prepare() -> tuple[list[list[Write]], list[Session]]:
+        plans = _plans(size, runtimes)
+        return [[write_for(plan) for plan in runtime] for runtime in plans], _sessions(runtimes)
+
+    writes, runtime_sessions = await trio.to_thread.run_sync(prepare)
+    receipts = sum(len(w) for w in writes)
+    # Millions of long-lived objects: keep the collector from rescanning them.
+    await trio.to_thread.run_sync(gc.collect)
+    gc.freeze()
+    try:
+        progress(f"recovery {size:,}: writing the actor store")
+        started = time.perf_counter()
+        async with open_store(paths["checkpoint"], checkpoint_bytes=NEVER) as store:
+            await _commit_all(store, writes, runtime_sessions)
+            commit_s = time.perf_counter() - started
+            progress(f"recovery {size:,}: copying it while open (the log-only store)")
+            await trio.to_thread.run_sync(shutil.copytree, paths["checkpoint"], paths["log"])
+            closing = time.perf_counter()
+        close_s = time.perf_counter() - closing
+        progress(f"recovery {size:,}: writing the SQLite file")
+        started = time.perf_counter()
+        await trio.to_thread.run_sync(partial(os.makedirs, directory, exist_ok=True))
+        async with open_sqlite_store(paths["file"], synchronous="OFF") as sqlite:
+            await _commit_all(sqlite, writes, runtime_sessions)
+        sqlite_s = time.perf_counter() - started
+    finally:
+        del writes
+        gc.unfreeze()
+    await trio.to_thread.run_sync(gc.collect)
+    return BuildRow(size, receipts, commit_s, close_s, sqlite_s), paths
+
+
+async def run_recovery(
+    settings: Settings, workdir: str, progress: Callable[[str], None]
+) -> tuple[list[RecoveryRow], list[CheckpointRow], list[MemoryRow], list[BuildRow]]:
+    """Build, reopen and checkpoint the recovery stores; measure memory per state."""
+    recovery: list[RecoveryRow] = []
+    checkpoints: list[CheckpointRow] = []
+    memory: list[MemoryRow] = []
+    builds: list[BuildRow] = []
+    for size in settings.recovery_sizes:
+        runtimes = min(settings.recovery_runtimes, size)
+        directory = os.path.join(workdir, f"recovery-{size}")
+        build, paths = await _build(size, runtimes, directory, progress)
+        builds.append(build)
+        for source, peer in (("checkpoint", "actor"), ("log", "actor"), ("file", "sqlite")):
+            progress(f"recovery {size:,}: opening the {peer} store ({source}) in a new process")
+            disk = await trio.to_thread.run_sync(_disk_bytes, paths[source])
+            spec: dict[str, Any] = {
+                "kind": "recover",
+                "peer": peer,
+                "source": source,
+                "path": paths[source],
+                "size": size,
+                "runtimes": runtimes,
+                "receipts": build.receipts,
+                "disk_bytes": disk,
+                "checkpoint": None,
+            }
+            if source == "log":
+                spec["checkpoint"] = {
+                    "tasks": settings.checkpoint_tasks,
+                    "pause": settings.checkpoint_pause,
+                    "baseline_max": settings.checkpoint_baseline_max,
+                }
+            result = await _child(spec)
+            row = RecoveryRow(**result["recovery"])
+            recovery.append(row)
+            if result.get("checkpoint") is not None:
+                checkpoints.append(CheckpointRow(**result["checkpoint"]))
+            memory.append(
+                MemoryRow(
+                    peer=peer,
+                    input_states=size,
+                    bytes_per_state=(row.rss_after_open_mib - row.rss_before_mib) * MIB / size,
+                    disk_bytes_per_state=disk / size,
+                    measured=_MEASURED[source],
+                )
+            )
+        await trio.to_thread.run_sync(partial(shutil.rmtree, directory, ignore_errors=True))
+    size = settings.memory_states
+    for peer in ("memory", "dict"):
+        progress(f"memory: {size:,} input states in the {peer} peer")
+        runtimes = min(settings.recovery_runtimes, size)
+        result = await _child({"kind": "memory", "peer": peer, "size": size, "runtimes": runtimes})
+        memory.append(MemoryRow(**result["memory"]))
+    return recovery, checkpoints, memory, builds
+
+
+# --- the child: recovery ----------------------------------------------------------------------
+
+
+def _check_runtime(
+    held: list[StoredInputState], plans: list[CommitPlan], runtime_id: LogicalRuntimeId
+) -> int:
+    """Check a runtime's recovered input states against its plan, every field
+    of every one; return how many there are. Raises `BenchFailure` on the
+    first difference."""
+    expected: dict[int, tuple[uuid.UUID, uuid.UUID, int]] = {}
+    for plan in plans:
+        for n, input_id in enumerate(plan.input_ids):
+            expected[input_id.int] = (input_id, plan.run_id, plan.first_index + n)
+    if len(held) != len(expected):
+        raise BenchFailure(f"{runtime_id}: {len(held)} input states, wrote {len(expected)}")
+    for stored in held:
+        want = expected.pop(stored.input_id.value.int, None)
+        if want is None:
+            raise BenchFailure(
+                f"{runtime_id}: an input state never written (or twice): {stored.input_id}"
+            )
+        if not is_consumed_input(stored, *want):
+            raise BenchFailure(f"{runtime_id}: input state {stored.input_id} differs")
+    return len(held)
+
+
+async def _verify(store: BenchStore, size: int, runtimes: int) -> tuple[int, float]:
+    """Check everything the store should hold; return (input states found,
+    seconds spent in `load_input_states`)."""
+    plans, runtime_sessions = await trio.to_thread.run_sync(
+        lambda: (_plans(size, runtimes), _sessions(runtimes))
+    )
+    found = 0
+    reading = 0.0
+    for plan, session in zip(plans, runtime_sessions, strict=True):
+        started = time.perf_counter()
+        held = await store.load_input_states(session.runtime_id)
+        reading += time.perf_counter() - started
+        found += await trio.to_thread.run_sync(_check_runtime, held, plan, session.runtime_id)
+        last = write_for(plan[-1]).receipt
+        if await store.load_boundary_receipt(session.runtime_id, last.run_id, 0) != last:
+            raise BenchFailure(f"{session.runtime_id}: the last receipt is missing or differs")
+        if await store.load_session_snapshot(session.runtime_id) != session.delta.session_snapshot:
+            raise BenchFailure(f"{session.runtime_id}: the session snapshot is missing or differs")
+    if found != size:
+        raise BenchFailure(f"found {found} input states, wrote {size}")
+    return found, reading
+
+
+async def _recover_child(spec: dict[str, Any]) -> dict[str, Any]:
+    path, size, runtimes = spec["path"], spec["size"], spec["runtimes"]
+    rss_before = await trio.to_thread.run_sync(current_rss)
+    checkpoint: dict[str, Any] | None = None
+    opened: AbstractAsyncContextManager[BenchStore]
+    if spec["peer"] == "actor":
+        opened = open_store(path, checkpoint_bytes=NEVER)
+    else:
+        opened = open_sqlite_store(path, synchronous="FULL")
+    with trio.CancelScope() as scope:
+        started = time.perf_counter()
+        async with opened as store:
+            open_s = time.perf_counter() - started
+            rss_after = await trio.to_thread.run_sync(current_rss)
+            peak = peak_rss()
+            found, read_all_s = await _verify(store, size, runtimes)
+            if spec["checkpoint"] is not None and isinstance(store, ActorStore):
+                checkpoint = await _checkpoint_bench(store, path, size, spec["checkpoint"])
+                # Leave without the final checkpoint a clean close would take:
+                # this copy is thrown away, and that checkpoint would take as
+                # long again.
+                scope.cancel()
+    recovery = RecoveryRow(
+        peer=spec["peer"],
+        source=spec["source"],
+        input_states=size,
+        runtimes=runtimes,
+        receipts=spec["receipts"],
+        found_input_states=found,
+        verified=found == size,
+        open_s=open_s,
+        read_all_s=read_all_s,
+        rss_before_mib=rss_before / MIB,
+        rss_after_open_mib=rss_after / MIB,
+        peak_rss_mib=peak / MIB,
+        disk_bytes=spec["disk_bytes"],
+    )
+    return {"recovery": asdict(recovery), "checkpoint": checkpoint}
+
+
+# --- the child: checkpoint under load ----------------------------------------------------------
+
+
+class _Committers:
+    """`tasks` runtimes committing one `atomic_apply` each, then pausing.
+
+    Receipts are prepared in advance (one run, increasing sequence numbers:
+    a long run's checkpoint boundaries); the input states cycle through a few
+    prepared lists (1-8 each), so later commits update inputs already held.
+    """
+
+    def __init__(self, store: ActorStore, tasks: int, pause: float, commits: int) -> None:
+        self.store = store
+        self.pause = pause
+        self.sessions = sessions("checkpointing", tasks, 4 * KIB)
+        self.lists = [w.states for w in write_pool("checkpoint", CHECKPOINT_STATE_LISTS)]
+        run_id = RunId.new()
+        self.receipts = [
+            RunBoundaryReceipt(
+                run_id=run_id,
+                boundary=RunApplyBoundary.RUN_CHECKPOINT,
+                contributing_input_ids=tuple(s.input_id for s in self.lists[n % len(self.lists)]),
+                conversation_digest=None,
+                message_count=n,
+                sequence=n,
+            )
+            for n in range(commits)
+        ]
+        self.next = 0
+        self.exhausted = False
+        self.commits: list[_Commit] = []
+
+    async def run(self, stop: trio.Event) -> None:
+        async def task(session: Session) -> None:
+            due = time.perf_counter()
+            while not stop.is_set():
+                if self.next >= len(self.receipts):
+                    self.exhausted = True
+                    return
+                n = self.next
+                self.next += 1
+                begin = time.perf_counter()
+                await self.store.atomic_apply(
+                    session.runtime_id,
+                    session.delta,
+                    self.receipts[n],
+                    self.lists[n % len(self.lists)],
+                    session.session_id,
+                )
+                end = time.perf_counter()
+                self.commits.append(_Commit(due, begin, end))
+                due = end + self.pause
+                await trio.sleep(self.pause)
+
+        async with trio.open_nursery() as nursery:
+            for session in self.sessions:
+                nursery.start_soon(task, session)
+
+
+@dataclass(frozen=True, slots=True)
+class _Commit:
+    """One commit of a committer task: when the task meant to start it (its
+    pause over), when it called `atomic_apply`, and when that returned."""
+
+    due: float
+    begin: float
+    end: float
+
+
+def _latencies(commits: list[_Commit], start: float, end: float) -> list[float]:
+    """Call latencies of the commits that ran (at least partly) between start and end."""
+    return [c.end - c.begin for c in commits if c.begin < end and c.end > start]
+
+
+def _delays(commits: list[_Commit], start: float, end: float) -> list[float]:
+    """For the commits due (at least partly) between start and end: how long
+    after its due time each one returned. Unlike the call latency this also
+    counts a stall of the event loop while the task should have been calling."""
+    return [c.end - c.due for c in commits if c.due < end and c.end > start]
+
+
+async def _checkpoint_bench(
+    store: ActorStore, path: str, size: int, spec: dict[str, Any]
+) -> dict[str, Any]:
+    tasks, pause, baseline_max = spec["tasks"], spec["pause"], spec["baseline_max"]
+    # Enough prepared commits for a checkpoint of ~0.2 ms per input state
+    # (several times what this machine takes) and the baseline after it.
+    commits = int(tasks / pause * (2e-4 * size + baseline_max + 1))
+    committers = await trio.to_thread.run_sync(_Committers, store, tasks, pause, commits)
+    async with heartbeat() as beat, trio.open_nursery() as nursery:
+        stop = trio.Event()
+        nursery.start_soon(committers.run, stop)
+        await trio.sleep(max(0.1, 10 * pause))
+        beat.reset()
+        start = time.perf_counter()
+        await store.checkpoint()
+        end = time.perf_counter()
+        lag_during = await beat.settle()
+        gc_during = beat.worst_gc
+        stop.set()
+    during = _latencies(committers.commits, start, end)
+    delay_during = max(_delays(committers.commits, start, end), default=0.0)
+    committers.commits.clear()
+    baseline_s = min(max(end - start, 1.0), baseline_max)
+    async with heartbeat() as beat, trio.open_nursery() as nursery:
+        stop = trio.Event()
+        nursery.start_soon(committers.run, stop)
+        await trio.sleep(max(0.1, 10 * pause))
+        beat.reset()
+        base_start = time.perf_counter()
+        await trio.sleep(baseline_s)
+        base_end = time.perf_counter()
+        lag_without = await beat.settle()
+        gc_without = beat.worst_gc
+        stop.set()
+    without = _latencies(committers.commits, base_start, base_end)
+    delay_without = max(_delays(committers.commits, base_start, base_end), default=0.0)
+    if committers.exhausted:
+        raise BenchFailure(f"the checkpoint load ran out of its {commits} prepared commits")
+    if not during or not without:
+        raise BenchFailure("no commit ran during the checkpoint or the baseline")
+
+    def snapshot_bytes() -> int:
+        names = [n for n in os.listdir(path) if n.startswith("snapshot-")]
+        return max(os.path.getsize(os.path.join(path, n)) for n in names)
+
+    row = CheckpointRow(
+        input_states=size,
+        seconds=end - start,
+        snapshot_bytes=await trio.to_thread.run_sync(snapshot_bytes),
+        tasks=tasks,
+        pause_ms=pause * 1000,
+        commits_during=len(during),
+        p50_commit_ms_during=percentile(during, 0.5) * 1000,
+        p99_commit_ms_during=percentile(during, 0.99) * 1000,
+        worst_commit_ms_during=max(during) * 1000,
+        worst_delay_ms_during=delay_during * 1000,
+        worst_loop_lag_ms_during=lag_during * 1000,
+        worst_gc_pause_ms_during=gc_during * 1000,
+        baseline_s=base_end - base_start,
+        commits_without=len(without),
+        p50_commit_ms_without=percentile(without, 0.5) * 1000,
+        p99_commit_ms_without=percentile(without, 0.99) * 1000,
+        worst_commit_ms_without=max(without) * 1000,
+        worst_delay_ms_without=delay_without * 1000,
+        worst_loop_lag_ms_without=lag_without * 1000,
+        worst_gc_pause_ms_without=gc_without * 1000,
+        peak_rss_mib=peak_rss() / MIB,
+    )
+    return asdict(row)
+
+
+# --- the child: memory of the peers without a disk ----------------------------------------------
+
+
+async def _memory_child(spec: dict[str, Any]) -> dict[str, Any]:
+    peer, size, runtimes = spec["peer"], spec["size"], spec["runtimes"]
+    await trio.to_thread.run_sync(gc.collect)
+    rss_before = await trio.to_thread.run_sync(current_rss)
+
+    def prepare() -> tuple[list[list[Write]], list[Session]]:
+        return [[write_for(p) for p in plans] for plans in _plans(size, runtimes)], _sessions(
+            runtimes
+        )
+
+    writes, runtime_sessions = await trio.to_thread.run_sync(prepare)
+    async with open_peer(peer, "") as store:
+        await _commit_all(store, writes, runtime_sessions)
+        del writes
+        await trio.to_thread.run_sync(gc.collect)
+        rss_after = await trio.to_thread.run_sync(current_rss)
+        found, _ = await _verify(store, size, runtimes)
+    row = MemoryRow(
+        peer=peer,
+        input_states=size,
+        bytes_per_state=(rss_after - rss_before) / size,
+        disk_bytes_per_state=None,
+        measured="RSS growth of a new process committing the same content",
+    )
+    return {"memory": asdict(row), "found": found}
+
+
+# --- the child's entry point -------------------------------------------------------------------
+
+
+def child_main(argv: Sequence[str]) -> int:
+    """`python -m meerkat_actor._bench child SPEC`: run one measurement and
+    print its result as one JSON line (or `{"failure": ...}`)."""
+    if len(argv) != 2 or argv[0] != "child":
+        print("usage: python -m meerkat_actor._bench child SPEC", file=sys.stderr)
+        return 2
+    spec: dict[str, Any] = json.loads(argv[1])
+    measure = _recover_child if spec["kind"] == "recover" else _memory_child
+    try:
+        result = trio.run(measure, spec)
+    except BenchFailure as failure:
+        result = {"failure": f"{spec['kind']} of {spec.get('path', spec['peer'])}: {failure}"}
+    print(json.dumps(result), flush=True)
+    return 0

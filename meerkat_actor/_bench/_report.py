@@ -1,0 +1,303 @@
+"""Presenting a run: the human table, the machine description and the plot.
+
+Rule: presentation only. Nothing here measures or decides; every figure comes
+from a `Report`. The plot imports matplotlib when it is asked for, so the
+package never depends on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Iterable
+from typing import Any, Final
+
+from ._peers import PEERS
+from ._results import WORKLOADS, Report, ThroughputRow
+
+__all__ = ["PEER_TITLES", "describe_machine", "filesystem_of", "table", "write_plot"]
+
+MIB: Final = 1024 * 1024
+
+PEER_TITLES: Final = {
+    "actor": "open_store(dir): the actor store, durable (default settings)",
+    "sqlite": 'open_sqlite_store(file, synchronous="FULL"): the SQLite backend, durable',
+    "memory": "open_store(): the actor store in memory",
+    "dict": "dicts behind a trio.Lock, in memory: the naive baseline",
+}
+
+
+def filesystem_of(path: str) -> tuple[str, str]:
+    """The (device, filesystem type) `path` lives on, from /proc/mounts
+    (("?", "?") where that is not available)."""
+    best = ("", "?", "?")
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                device, point, kind = line.split()[:3]
+                inside = path == point or path.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best[0]):
+                    best = (point, device, kind)
+    except OSError:
+        pass
+    return best[1], best[2]
+
+
+def describe_machine(directory: str) -> dict[str, Any]:
+    """What the figures depend on: CPUs, Python, the disk the stores are on."""
+    device, kind = filesystem_of(os.path.realpath(directory))
+    usage = shutil.disk_usage(directory)
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "cpus": os.cpu_count(),
+        "store_dir": os.path.realpath(directory),
+        "device": device,
+        "filesystem": kind,
+        "disk_total_gib": round(usage.total / 2**30, 1),
+        "disk_free_gib": round(usage.free / 2**30, 1),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}" if value < 1 else f"{value:,.1f}"
+
+
+def _columns(rows: Iterable[tuple[str, ...]], right: Iterable[bool]) -> list[str]:
+    """Align rows of cells into lines; `right` says which columns align right."""
+    rows = list(rows)
+    flags = list(right)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(flags))]
+    return [
+        "  ".join(
+            cell.rjust(width) if flag else cell.ljust(width)
+            for cell, width, flag in zip(row, widths, flags, strict=True)
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
+    lines: list[str] = []
+    for workload, title in WORKLOADS.items():
+        mine = [r for r in rows if r.workload == workload]
+        if not mine:
+            continue
+        mine.sort(key=lambda r: (r.tasks, PEERS.index(r.peer)))
+        cells: list[tuple[str, ...]] = [
+            (
+                "peer",
+                "tasks",
+                "ops/s",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "fsync/commit",
+                "batch",
+                "loop lag ms",
+                "gc ms",
+                "vs SQLite",
+            )
+        ]
+        for r in mine:
+            cells.append(
+                (
+                    r.peer,
+                    str(r.tasks),
+                    f"{r.ops_per_s:,.0f}",
+                    _ms(r.p50_ms),
+                    _ms(r.p99_ms),
+                    _ms(r.max_ms),
+                    "n/a" if r.fsyncs_per_commit is None else f"{r.fsyncs_per_commit:.3f}",
+                    "-" if r.largest_batch is None else str(r.largest_batch),
+                    _ms(r.worst_loop_lag_ms),
+                    _ms(r.worst_gc_pause_ms),
+                    f"{r.ratio_vs_sqlite:.2f}x",
+                )
+            )
+        lines += ["", title, *_columns(cells, [False] + [True] * 10)]
+    return lines
+
+
+def table(report: Report) -> str:
+    """The human-readable report."""
+    machine = report.machine
+    lines = [
+        "meerkat-actor bench" + (" --quick (tiny counts: the figures mean nothing)" * report.quick),
+        f"machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}",
+        f"stores in {machine['store_dir']} ({machine['filesystem']} on {machine['device']})",
+        "peers:",
+        *(f"  {peer:<7} {PEER_TITLES[peer]}" for peer in report.peers),
+        "",
+        "Throughput: every row runs the same prepared operations on a new store"
+        f" ({report.settings['seconds']:g} s per row at most).",
+        "Latency per call; batch = most commands the actor applied in one go; loop lag = worst"
+        " overshoot of a 1 ms heartbeat sleep; gc = longest garbage collection;"
+        " vs SQLite = ops/s over SQLite's, same workload and tasks.",
+        "SQLite does not count fsyncs: in WAL mode with synchronous=FULL it syncs the WAL once"
+        " per COMMIT.",
+        *_throughput_lines(report.throughput),
+    ]
+    if report.recovery:
+        cells: list[tuple[str, ...]] = [
+            (
+                "input states",
+                "peer",
+                "from",
+                "open s",
+                "read all s",
+                "peak RSS MiB",
+                "RSS after MiB",
+                "on disk MiB",
+                "found",
+            )
+        ]
+        for r in report.recovery:
+            cells.append(
+                (
+                    f"{r.input_states:,}",
+                    r.peer,
+                    r.source,
+                    _seconds(r.open_s),
+                    _seconds(r.read_all_s),
+                    f"{r.peak_rss_mib:,.0f}",
+                    f"{r.rss_after_open_mib:,.0f}",
+                    f"{r.disk_bytes / MIB:,.1f}",
+                    f"{r.found_input_states:,}" + (" (all)" if r.verified else " (MISSING)"),
+                )
+            )
+        runtimes = report.recovery[0].runtimes
+        lines += [
+            "",
+            f"Recovery: opening a store in a new process ({runtimes:,} runtimes;"
+            " every input state checked afterwards)",
+            *_columns(cells, [True, False, False, True, True, True, True, True, False]),
+        ]
+    if report.checkpoint:
+        first = report.checkpoint[0]
+        cells = [
+            (
+                "input states",
+                "",
+                "seconds",
+                "commits",
+                "p50 ms",
+                "p99 ms",
+                "worst ms",
+                "worst delay ms",
+                "loop lag ms",
+                "gc ms",
+                "snapshot MiB",
+            )
+        ]
+        for c in report.checkpoint:
+            cells.append(
+                (
+                    f"{c.input_states:,}",
+                    "checkpoint",
+                    f"{c.seconds:.2f}",
+                    f"{c.commits_during:,}",
+                    _ms(c.p50_commit_ms_during),
+                    _ms(c.p99_commit_ms_during),
+                    _ms(c.worst_commit_ms_during),
+                    _ms(c.worst_delay_ms_during),
+                    _ms(c.worst_loop_lag_ms_during),
+                    _ms(c.worst_gc_pause_ms_during),
+                    f"{c.snapshot_bytes / MIB:,.1f}",
+                )
+            )
+            cells.append(
+                (
+                    "",
+                    "no checkpoint",
+                    f"{c.baseline_s:.2f}",
+                    f"{c.commits_without:,}",
+                    _ms(c.p50_commit_ms_without),
+                    _ms(c.p99_commit_ms_without),
+                    _ms(c.worst_commit_ms_without),
+                    _ms(c.worst_delay_ms_without),
+                    _ms(c.worst_loop_lag_ms_without),
+                    _ms(c.worst_gc_pause_ms_without),
+                    "",
+                )
+            )
+        lines += [
+            "",
+            f"Checkpoint of the log-only actor store while {first.tasks} tasks commit"
+            f" (4 KiB session, 1-8 input states, {first.pause_ms:g} ms pause each);"
+            " then the same load without one. Delay = from when a task meant to commit (its pause"
+            " over) to the return: it also counts a stall between two calls.",
+            *_columns(cells, [True, False, *[True] * 9]),
+        ]
+    if report.memory:
+        cells = [("peer", "input states", "bytes/state", "disk bytes/state", "measured")]
+        for m in report.memory:
+            disk = "-" if m.disk_bytes_per_state is None else f"{m.disk_bytes_per_state:,.0f}"
+            cells.append(
+                (m.peer, f"{m.input_states:,}", f"{m.bytes_per_state:,.0f}", disk, m.measured)
+            )
+        lines += [
+            "",
+            "Memory per stored input state (with its share of receipts and session snapshots)",
+            *_columns(cells, [False, True, True, True, False]),
+        ]
+    lines += ["", f"total time: {report.elapsed_s:.1f} s"]
+    return "\n".join(lines)
+
+
+def write_plot(report: Report, path: str) -> None:
+    """Throughput against concurrency, one panel per workload, one line per
+    peer, as a PNG at `path`. Needs matplotlib (imported here)."""
+    matplotlib: Any = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    pyplot: Any = importlib.import_module("matplotlib.pyplot")
+    figure, axes = pyplot.subplots(2, 2, figsize=(12, 8.5))
+    styles: dict[str, dict[str, str]] = {
+        "actor": {"marker": "o", "color": "tab:blue"},
+        "sqlite": {"marker": "s", "color": "tab:orange"},
+        "memory": {"marker": "^", "color": "tab:green", "linestyle": "--"},
+        "dict": {"marker": "v", "color": "tab:gray", "linestyle": ":"},
+    }
+    tasks = sorted({r.tasks for r in report.throughput})
+    for axis, (workload, title) in zip(axes.flat, WORKLOADS.items(), strict=True):
+        for peer in report.peers:
+            rows = sorted(
+                (r for r in report.throughput if r.workload == workload and r.peer == peer),
+                key=lambda r: r.tasks,
+            )
+            axis.plot(
+                [r.tasks for r in rows],
+                [r.ops_per_s for r in rows],
+                label=peer,
+                **styles[peer],
+            )
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xticks(tasks)
+        axis.set_xticklabels([str(t) for t in tasks])
+        axis.set_title(title.replace(": ", ":\n", 1), fontsize=10)
+        axis.set_xlabel("concurrent trio tasks")
+        axis.set_ylabel("operations per second")
+        axis.grid(True, which="both", alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels))
+    machine = report.machine
+    figure.suptitle(
+        f"meerkat-actor bench: throughput vs concurrency ({machine['cpus']} CPUs,"
+        f" {machine['filesystem']}, Python {machine['python']})"
+    )
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)

@@ -1,0 +1,186 @@
+"""The figures a benchmark run produces, as frozen rows (the JSON document's shape)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "WORKLOADS",
+    "BuildRow",
+    "CheckpointRow",
+    "MemoryRow",
+    "RecoveryRow",
+    "Report",
+    "ThroughputRow",
+]
+
+#: The throughput workloads, in table order, with their one-line titles.
+WORKLOADS: Final = {
+    "commit_4k": "durable commits: atomic_apply, 4 KiB session, 1-8 input states",
+    "commit_64k": "durable commits: atomic_apply, 64 KiB session, 1-8 input states",
+    "mixed": "mixed: 80% point reads, 20% atomic_apply (4 KiB session)",
+    "oauth": "OAuth read-modify-write: update_auth_oauth_flow_snapshot (counter)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputRow:
+    """One workload on one peer at one concurrency.
+
+    `fsyncs_per_commit` is `None` for SQLite (it does not count them: in WAL
+    mode with synchronous=FULL it syncs the WAL once per COMMIT) and 0 for the
+    peers without a disk. For the actor stores, `checkpoints` counts the
+    snapshots taken during the row and `largest_batch` is the most commands
+    the actor applied in one go (both `None` for SQLite and the dict).
+    `ratio_vs_sqlite` is `ops_per_s` over SQLite's `ops_per_s` in the same
+    workload at the same concurrency.
+    """
+
+    workload: str
+    peer: str
+    tasks: int
+    ops: int
+    writes: int
+    seconds: float
+    ops_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    fsyncs_per_commit: float | None
+    checkpoints: int | None
+    largest_batch: int | None
+    worst_loop_lag_ms: float
+    worst_gc_pause_ms: float
+    verified: bool
+    ratio_vs_sqlite: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryRow:
+    """Opening a store that holds `input_states` input states, in a fresh process.
+
+    `source` is `checkpoint` (the actor store closed cleanly: one snapshot),
+    `log` (a copy taken while it was open: everything in the log) or `file`
+    (the SQLite file). `open_s` is the open call; `read_all_s` the time of
+    `load_input_states` for every runtime afterwards; `found_input_states`
+    the input states the reopened store holds that match what was written.
+    """
+
+    peer: str
+    source: str
+    input_states: int
+    runtimes: int
+    receipts: int
+    found_input_states: int
+    verified: bool
+    open_s: float
+    read_all_s: float
+    rss_before_mib: float
+    rss_after_open_mib: float
+    peak_rss_mib: float
+    disk_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """An explicit `checkpoint()` of the log-only actor store with `input_states`
+    input states, while `tasks` tasks commit (each pausing `pause_ms` between
+    commits); then the same load for as long (at most a cap) without one.
+
+    `*_commit_ms_*` are call latencies of `atomic_apply`; `worst_delay_ms_*`
+    counts from when a task meant to call (its pause over) to the return, so
+    it also holds a stall of the event loop that struck between two calls.
+    """
+
+    input_states: int
+    seconds: float
+    snapshot_bytes: int
+    tasks: int
+    pause_ms: float
+    commits_during: int
+    p50_commit_ms_during: float
+    p99_commit_ms_during: float
+    worst_commit_ms_during: float
+    worst_delay_ms_during: float
+    worst_loop_lag_ms_during: float
+    worst_gc_pause_ms_during: float
+    baseline_s: float
+    commits_without: int
+    p50_commit_ms_without: float
+    p99_commit_ms_without: float
+    worst_commit_ms_without: float
+    worst_delay_ms_without: float
+    worst_loop_lag_ms_without: float
+    worst_gc_pause_ms_without: float
+    peak_rss_mib: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRow:
+    """Memory per stored input state: the process's RSS growth once the store
+    holds `input_states` input states (with their receipts and the runtimes'
+    session snapshots), divided by `input_states`. `disk_bytes_per_state` is
+    the store's size on disk per input state (`None` without a disk)."""
+
+    peer: str
+    input_states: int
+    bytes_per_state: float
+    disk_bytes_per_state: float | None
+    measured: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRow:
+    """Building the recovery stores (the parent process, not timed as results
+    elsewhere): the actor store with 64 committing tasks, its close (a final
+    checkpoint of everything), and the SQLite file with synchronous=OFF."""
+
+    input_states: int
+    receipts: int
+    actor_commit_s: float
+    actor_close_s: float
+    sqlite_commit_s: float
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything one run measured."""
+
+    version: str
+    quick: bool
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    peers: list[str]
+    workloads: dict[str, str]
+    throughput: list[ThroughputRow] = field(default_factory=list)
+    recovery: list[RecoveryRow] = field(default_factory=list)
+    checkpoint: list[CheckpointRow] = field(default_factory=list)
+    memory: list[MemoryRow] = field(default_factory=list)
+    builds: list[BuildRow] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Report:
+        """The report an earlier `as_json()` made.
+
+        Raises:
+            KeyError, TypeError: `document` is not such a report.
+        """
+        return cls(
+            version=document["version"],
+            quick=document["quick"],
+            machine=document["machine"],
+            settings=document["settings"],
+            peers=document["peers"],
+            workloads=document["workloads"],
+            throughput=[ThroughputRow(**row) for row in document["throughput"]],
+            recovery=[RecoveryRow(**row) for row in document["recovery"]],
+            checkpoint=[CheckpointRow(**row) for row in document["checkpoint"]],
+            memory=[MemoryRow(**row) for row in document["memory"]],
+            builds=[BuildRow(**row) for row in document["builds"]],
+            elapsed_s=document["elapsed_s"],
+        )

@@ -1,0 +1,294 @@
+"""The throughput workloads: each peer, each concurrency, the same prepared operations.
+
+Rule 1: pair by pair. For every workload and concurrency level the peers run
+one after another on fresh stores in the same directory, with the same
+prepared operations, so a ratio compares like with like (and drift of a
+shared machine hits neighbours alike).
+
+Rule 2: a row counts only if the store was right. After the clock stops, each
+row reads back what its tasks wrote (the input states of every runtime, the
+session snapshot, the last receipt; the OAuth counter) and a wrong answer
+fails the run with `BenchFailure`. Reads inside the mixed workload are
+checked as they return.
+
+Theory of operation. A workload prepares its operations once, in a worker
+thread (`_payloads`). Task n of a row is runtime `bench-n` with its own
+session; the tasks share the prepared items and take the next one until the
+items or the row's time run out (`_measure.drive`). Each row runs beside a
+heartbeat, and reads the actor's counters before and after for fsyncs per
+commit.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from functools import partial
+
+import trio
+
+from .._ids import InputId, RunId
+from ._measure import BenchFailure, Timed, drive, heartbeat, percentile
+from ._payloads import Session, Write, oauth_counter, oauth_increment, sessions, write_pool
+from ._peers import PEERS, BenchStore, open_peer, statistics
+from ._results import WORKLOADS, ThroughputRow
+from ._settings import Settings
+
+__all__ = ["run_throughput"]
+
+KIB = 1024
+MIXED_PRELOAD_WRITES = 4
+WRITE_EVERY = 5  # the mixed workload: every fifth operation is a write
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSession:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ReadInput:
+    input_id: InputId
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReceipt:
+    run_id: RunId
+
+
+MixedOperation = Write | ReadSession | ReadInput | ReadReceipt
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A workload's prepared operations: the runtimes' sessions, the items,
+    and what each runtime holds before the clock starts."""
+
+    sessions: list[Session]
+    items: list[MixedOperation]
+    preload: list[Write]
+
+
+class _Row:
+    """What one row's tasks did, for the read-back check."""
+
+    def __init__(self, tasks: int) -> None:
+        self.items: list[list[int]] = [[] for _ in range(tasks)]
+        self.writes = 0
+
+
+def _prepare_commits(size: int, writes: int, tasks: int) -> Prepared:
+    pool: list[MixedOperation] = list(write_pool(f"commit-{size}", writes))
+    return Prepared(sessions("bench", tasks, size), pool, [])
+
+
+def _prepare_mixed(operations: int, tasks: int) -> Prepared:
+    preload = write_pool("mixed-preload", MIXED_PRELOAD_WRITES)
+    writes = iter(write_pool("mixed", (operations + WRITE_EVERY - 1) // WRITE_EVERY))
+    input_ids = [state.input_id for write in preload for state in write.states]
+    run_ids = [write.receipt.run_id for write in preload]
+    items: list[MixedOperation] = []
+    for n in range(operations):
+        if n % WRITE_EVERY == 0:
+            items.append(next(writes))
+        elif n % 3 == 0:
+            items.append(ReadSession())
+        elif n % 3 == 1:
+            items.append(ReadInput(input_ids[n % len(input_ids)]))
+        else:
+            items.append(ReadReceipt(run_ids[n % len(run_ids)]))
+    return Prepared(sessions("bench", tasks, 4 * KIB), items, preload)
+
+
+async def _apply(store: BenchStore, session: Session, write: Write) -> None:
+    await store.atomic_apply(
+        session.runtime_id, session.delta, write.receipt, write.states, session.session_id
+    )
+
+
+async def _preload(store: BenchStore, prepared: Prepared, tasks: int) -> None:
+    """Give each runtime the writes the mixed workload reads (one task each)."""
+
+    async def preload(session: Session) -> None:
+        for write in prepared.preload:
+            await _apply(store, session, write)
+
+    async with trio.open_nursery() as nursery:
+        for session in prepared.sessions[:tasks]:
+            nursery.start_soon(preload, session)
+
+
+async def _perform(store: BenchStore, prepared: Prepared, row: _Row, task: int, item: int) -> None:
+    session = prepared.sessions[task]
+    operation = prepared.items[item]
+    row.items[task].append(item)
+    if isinstance(operation, Write):
+        row.writes += 1
+        await _apply(store, session, operation)
+        return
+    found: object
+    if isinstance(operation, ReadSession):
+        found = await store.load_session_snapshot(session.runtime_id)
+    elif isinstance(operation, ReadInput):
+        found = await store.load_input_state(session.runtime_id, operation.input_id)
+    else:
+        found = await store.load_boundary_receipt(session.runtime_id, operation.run_id, 0)
+    if found is None:
+        raise BenchFailure(f"{operation} of {session.runtime_id} found nothing")
+
+
+async def _check_writes(
+    store: BenchStore, prepared: Prepared, row: _Row, peer: str, name: str
+) -> None:
+    """Every runtime holds exactly the input states its task wrote."""
+    for task, done in enumerate(row.items):
+        session = prepared.sessions[task]
+        writes = list(prepared.preload)
+        writes += [op for op in (prepared.items[i] for i in done) if isinstance(op, Write)]
+        expected = {state.input_id: state for write in writes for state in write.states}
+        held = await store.load_input_states(session.runtime_id)
+        if {state.input_id: state for state in held} != expected or len(held) != len(expected):
+            raise BenchFailure(
+                f"{name} on {peer}: {session.runtime_id} holds {len(held)} input states,"
+                f" wrote {len(expected)} (or they differ)"
+            )
+        if not writes:
+            continue
+        receipt = writes[-1].receipt
+        if await store.load_boundary_receipt(session.runtime_id, receipt.run_id, 0) != receipt:
+            raise BenchFailure(f"{name} on {peer}: {session.runtime_id} lost its last receipt")
+        if await store.load_session_snapshot(session.runtime_id) != session.delta.session_snapshot:
+            raise BenchFailure(f"{name} on {peer}: {session.runtime_id} has the wrong session")
+
+
+async def _row(
+    name: str,
+    peer: str,
+    tasks: int,
+    *,
+    directory: str,
+    seconds: float,
+    prepared: Prepared | None,
+    items: int,
+) -> ThroughputRow:
+    row = _Row(tasks)
+    async with open_peer(peer, directory) as store:
+        call: Callable[[int, int], Awaitable[None]]
+        if prepared is None:  # the OAuth workload: no payload but the updater
+            await store.update_auth_oauth_flow_snapshot(oauth_increment)
+            before_counter = oauth_counter(await store.load_auth_oauth_flow_snapshot())
+
+            async def increment(task: int, item: int) -> None:
+                await store.update_auth_oauth_flow_snapshot(oauth_increment)
+
+            call = increment
+        else:
+            await _preload(store, prepared, tasks)
+            call = partial(_perform, store, prepared, row)
+        before = statistics(store)
+        async with heartbeat() as beat:
+            beat.reset()
+            timed: Timed = await drive(tasks, items, seconds, call)
+            worst_lag = await beat.settle()
+            worst_gc = beat.worst_gc
+        after = statistics(store)
+        ops = len(timed.latencies)
+        if prepared is None:
+            writes = ops
+            counter = oauth_counter(await store.load_auth_oauth_flow_snapshot())
+            if counter != before_counter + ops:
+                raise BenchFailure(
+                    f"oauth on {peer}: the counter is {counter} after {ops} increments"
+                    f" from {before_counter} (lost updates)"
+                )
+        else:
+            writes = row.writes
+            await _check_writes(store, prepared, row, peer, name)
+    fsyncs: float | None = None
+    checkpoints: int | None = None
+    largest_batch: int | None = None
+    if before is not None and after is not None:
+        fsyncs = (after.fsyncs - before.fsyncs) / writes if writes else 0.0
+        checkpoints = after.checkpoints - before.checkpoints
+        largest_batch = after.largest_batch
+    elif peer != "sqlite":
+        fsyncs = 0.0
+    return ThroughputRow(
+        workload=name,
+        peer=peer,
+        tasks=tasks,
+        ops=ops,
+        writes=writes,
+        seconds=timed.elapsed,
+        ops_per_s=ops / timed.elapsed,
+        p50_ms=percentile(timed.latencies, 0.50) * 1000,
+        p99_ms=percentile(timed.latencies, 0.99) * 1000,
+        max_ms=max(timed.latencies) * 1000,
+        fsyncs_per_commit=fsyncs,
+        checkpoints=checkpoints,
+        largest_batch=largest_batch,
+        worst_loop_lag_ms=worst_lag * 1000,
+        worst_gc_pause_ms=worst_gc * 1000,
+        verified=True,
+    )
+
+
+def with_ratios(rows: list[ThroughputRow]) -> list[ThroughputRow]:
+    """Each row with `ratio_vs_sqlite` set from SQLite's row of the same
+    workload and concurrency."""
+    sqlite = {(r.workload, r.tasks): r.ops_per_s for r in rows if r.peer == "sqlite"}
+    return [replace(r, ratio_vs_sqlite=r.ops_per_s / sqlite[(r.workload, r.tasks)]) for r in rows]
+
+
+async def run_throughput(
+    settings: Settings, workdir: str, progress: Callable[[str], None]
+) -> list[ThroughputRow]:
+    """Every workload, concurrency and peer; rows in that order, with ratios."""
+    most = max(settings.tasks)
+    preparations: dict[str, tuple[Callable[[], Prepared | None], int]] = {
+        "commit_4k": (
+            partial(_prepare_commits, 4 * KIB, settings.commit_4k_writes, most),
+            settings.commit_4k_writes,
+        ),
+        "commit_64k": (
+            partial(_prepare_commits, 64 * KIB, settings.commit_64k_writes, most),
+            settings.commit_64k_writes,
+        ),
+        "mixed": (
+            partial(_prepare_mixed, settings.mixed_operations, most),
+            settings.mixed_operations,
+        ),
+        "oauth": (lambda: None, settings.oauth_operations),
+    }
+    rows: list[ThroughputRow] = []
+    for name in WORKLOADS:
+        prepare, items = preparations[name]
+        progress(f"{name}: preparing operations")
+        prepared = await trio.to_thread.run_sync(prepare)
+        # The prepared operations are the benchmark's, not the store's: keep
+        # the garbage collector from scanning them in every timed row.
+        await trio.to_thread.run_sync(gc.collect)
+        gc.freeze()
+        try:
+            for tasks in settings.tasks:
+                for peer in PEERS:
+                    progress(f"{name}: {peer}, {tasks} task{'s' if tasks > 1 else ''}")
+                    directory = os.path.join(workdir, f"{name}-{peer}-{tasks}")
+                    row = await _row(
+                        name,
+                        peer,
+                        tasks,
+                        directory=directory,
+                        seconds=settings.seconds,
+                        prepared=prepared,
+                        items=items,
+                    )
+                    rows.append(row)
+                    await trio.to_thread.run_sync(partial(shutil.rmtree, directory, True))
+        finally:
+            gc.unfreeze()
+        del prepared
+    return with_ratios(rows)

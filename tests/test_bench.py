@@ -1,0 +1,422 @@
+"""The benchmark suite (`meerkat-actor bench`, meerkat_actor/_bench/).
+
+One `--quick --json` run as a subprocess (module-scoped: ~10 s) feeds the
+checks of the JSON document; the rest are fast in-process tests of the
+baseline store, of the read-back checks that void a run on a wrong answer,
+and of the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import fields, replace
+from datetime import timedelta
+
+import pytest
+import trio
+
+import meerkat_actor as ma
+from meerkat_actor import _bench
+from meerkat_actor._bench import _payloads, _recovery, _throughput
+from meerkat_actor._bench._measure import BenchFailure
+from meerkat_actor._bench._peers import DURABLE, PEERS, DictStore
+from meerkat_actor._bench._report import table, write_plot
+from meerkat_actor._bench._results import WORKLOADS, Report
+
+SOURCES = {("actor", "checkpoint"), ("actor", "log"), ("sqlite", "file")}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "meerkat_actor", "bench", "--quick", "--json", "--dir", directory],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return directory, json.loads(done.stdout), done.stderr
+
+
+@pytest.fixture(scope="module")
+def document(quick_run):
+    return quick_run[1]
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+# --- the quick run ---------------------------------------------------------------------------
+
+
+def test_quick_run_prints_one_json_document_and_no_progress(quick_run):
+    directory, document, stderr = quick_run
+    assert document["quick"] is True
+    assert document["peers"] == list(PEERS)
+    assert list(document["workloads"]) == list(WORKLOADS)
+    # Progress goes to stderr only when it is a terminal; a warning may appear
+    # (the temporary directory on tmpfs), nothing else.
+    assert all(line.startswith("meerkat-actor: warning:") for line in stderr.splitlines())
+    assert list(directory.iterdir()) == [], "the stores' directory was not removed"
+    assert positive(document["elapsed_s"])
+    assert document["machine"]["cpus"] >= 1
+
+
+def test_every_workload_peer_and_concurrency_has_exactly_one_row(document):
+    tasks = document["settings"]["tasks"]
+    assert tasks == [1, 8, 64]
+    keys = [(r["workload"], r["peer"], r["tasks"]) for r in document["throughput"]]
+    assert sorted(keys) == sorted(
+        (workload, peer, n) for workload in WORKLOADS for peer in PEERS for n in tasks
+    )
+
+
+def test_throughput_figures_are_positive_finite_and_verified(document):
+    for row in document["throughput"]:
+        where = (row["workload"], row["peer"], row["tasks"])
+        for key in ("ops", "writes", "seconds", "ops_per_s", "p50_ms", "p99_ms", "max_ms"):
+            assert positive(row[key]), (where, key, row[key])
+        assert positive(row["worst_loop_lag_ms"]), where
+        assert 0 <= row["worst_gc_pause_ms"] < math.inf, where
+        assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], where
+        assert row["ops_per_s"] == pytest.approx(row["ops"] / row["seconds"]), where
+        assert row["verified"] is True
+        if row["workload"] == "mixed":
+            assert 0 < row["writes"] < row["ops"], where
+        else:
+            assert row["writes"] == row["ops"], where
+
+
+def test_fsyncs_per_commit_by_peer(document):
+    for row in document["throughput"]:
+        fsyncs, where = row["fsyncs_per_commit"], (row["workload"], row["peer"], row["tasks"])
+        if row["peer"] == "actor":
+            assert 0 < fsyncs <= 1, where
+            assert isinstance(row["checkpoints"], int), where
+            if row["tasks"] == 1:
+                assert fsyncs == 1, where  # one caller: nothing to group
+        elif row["peer"] == "memory":
+            assert fsyncs == 0, where
+            assert row["checkpoints"] == 0, where
+        else:
+            assert row["checkpoints"] is None, where
+            assert row["largest_batch"] is None, where
+            # SQLite does not count them (one per COMMIT); the dict has no disk.
+            assert fsyncs == (None if row["peer"] == "sqlite" else 0), where
+        if row["peer"] in ("actor", "memory"):
+            assert 1 <= row["largest_batch"] <= row["tasks"], where
+
+
+def test_ratios_are_ops_per_second_over_sqlites_for_the_same_row(document):
+    sqlite = {
+        (r["workload"], r["tasks"]): r["ops_per_s"]
+        for r in document["throughput"]
+        if r["peer"] == "sqlite"
+    }
+    for row in document["throughput"]:
+        expected = row["ops_per_s"] / sqlite[(row["workload"], row["tasks"])]
+        assert row["ratio_vs_sqlite"] == pytest.approx(expected, rel=1e-12)
+        if row["peer"] == "sqlite":
+            assert row["ratio_vs_sqlite"] == 1
+
+
+def test_recovery_rows_found_every_input_state_they_wrote(document):
+    sizes = document["settings"]["recovery_sizes"]
+    rows = document["recovery"]
+    assert sorted((r["input_states"], r["peer"], r["source"]) for r in rows) == sorted(
+        (size, peer, source) for size in sizes for peer, source in SOURCES
+    )
+    for row in rows:
+        assert row["found_input_states"] == row["input_states"]
+        assert row["verified"] is True
+        assert row["runtimes"] == document["settings"]["recovery_runtimes"]
+        assert row["receipts"] >= row["input_states"] / 8
+        for key in ("open_s", "read_all_s", "rss_before_mib", "rss_after_open_mib"):
+            assert positive(row[key]), (row["input_states"], row["source"], key)
+        assert row["peak_rss_mib"] >= row["rss_after_open_mib"]
+        assert positive(row["disk_bytes"])
+
+
+def test_checkpoint_rows_measure_commits_during_and_without_a_checkpoint(document):
+    rows = document["checkpoint"]
+    assert [r["input_states"] for r in rows] == document["settings"]["recovery_sizes"]
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("worst_gc"):
+                assert 0 <= value < math.inf, key
+            else:
+                assert positive(value), (row["input_states"], key, value)
+        assert row["p50_commit_ms_during"] <= row["worst_commit_ms_during"]
+        assert row["p50_commit_ms_without"] <= row["worst_commit_ms_without"]
+
+
+def test_memory_rows_cover_every_peer(document):
+    rows = document["memory"]
+    sizes = document["settings"]["recovery_sizes"]
+    durable = sorted((r["input_states"], r["peer"]) for r in rows if r["peer"] in DURABLE)
+    assert durable == sorted((n, p) for n in sizes for p in ("actor", "actor", "sqlite"))
+    assert sorted(r["peer"] for r in rows if r["peer"] not in DURABLE) == ["dict", "memory"]
+    for row in rows:
+        assert math.isfinite(row["bytes_per_state"])
+        if row["peer"] != "sqlite":  # SQLite keeps the rows on disk
+            assert row["bytes_per_state"] > 0, row
+        if row["peer"] in DURABLE:
+            assert positive(row["disk_bytes_per_state"]), row
+        else:
+            assert row["disk_bytes_per_state"] is None
+
+
+def test_human_table_names_every_peer_workload_and_section(document):
+    text = table(Report.from_json(document))
+    for peer in PEERS:
+        assert f"\n  {peer} " in text
+        assert f"\n{peer} " in text  # a row of the throughput tables
+    for title in WORKLOADS.values():
+        assert title in text
+    for heading in ("Recovery:", "Checkpoint of the log-only actor store", "Memory per stored"):
+        assert heading in text
+    assert "(all)" in text
+    assert "MISSING" not in text
+
+
+def test_from_json_presents_a_saved_run_without_measuring(document, tmp_path, capsys):
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps(document))
+    args = parser().parse_args(["--from-json", str(saved)])
+    assert _bench.run(args) == 0
+    assert capsys.readouterr().out == table(Report.from_json(document)) + "\n"
+    assert _bench.run(parser().parse_args(["--from-json", str(saved), "--json"])) == 0
+    assert json.loads(capsys.readouterr().out) == document
+    missing = ["--from-json", str(tmp_path / "none.json"), "--json"]
+    assert _bench.run(parser().parse_args(missing)) == 3
+    assert json.loads(capsys.readouterr().out)["error"]["kind"] == "not_found"  # with --json
+    saved.write_text("{}")
+    assert _bench.run(parser().parse_args(["--from-json", str(saved), "--json"])) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # a usage error: no JSON, as argparse's own
+    assert "not a `bench --json` document" in err
+
+
+def test_plot_is_a_png(document, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "plot.png"
+    write_plot(Report.from_json(document), str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    made = argparse.ArgumentParser(prog="meerkat-actor bench")
+    _bench.add_arguments(made)
+    return made
+
+
+def test_options_parse():
+    args = parser().parse_args(["--quick", "--seconds", "0.5", "--recovery-sizes", "1_000,20"])
+    assert args.quick
+    assert not args.json
+    assert args.seconds == 0.5
+    assert args.recovery_sizes == (1000, 20)
+    assert args.dir is None
+    assert args.plot is None
+
+
+@pytest.mark.parametrize(
+    "bad", [["--seconds", "0"], ["--seconds", "x"], ["--recovery-sizes", "10,0"], ["--nope"]]
+)
+def test_bad_options_are_usage_errors(bad, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parser().parse_args(bad)
+    assert exit_.value.code == 2
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # find_spec -> None
+    args = parser().parse_args(["--quick", "--json", "--plot", str(tmp_path / "p.png")])
+    assert _bench.run(args) == 2
+    out, err = capsys.readouterr()
+    assert "pip install 'meerkat_actor[plot]'" in err
+    assert out == ""  # a usage error, before anything is measured
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_settings_overrides():
+    changed = _bench.QUICK.with_overrides(1.5, (50, 70))
+    assert (changed.seconds, changed.recovery_sizes, changed.memory_states) == (1.5, (50, 70), 50)
+    assert _bench.QUICK.with_overrides(None, None) == _bench.QUICK
+
+
+# --- the naive baseline keeps the contract's semantics ------------------------------------------
+
+
+def receipt_for(states, run_id=None) -> ma.RunBoundaryReceipt:
+    return ma.RunBoundaryReceipt(
+        run_id=run_id or ma.RunId.new(),
+        boundary=ma.RunApplyBoundary.RUN_START,
+        contributing_input_ids=tuple(s.input_id for s in states),
+        conversation_digest=None,
+        message_count=1,
+        sequence=0,
+    )
+
+
+async def test_dict_store_refuses_a_duplicate_receipt_and_a_wrong_session_key():
+    store = DictStore()
+    runtime = ma.LogicalRuntimeId("rt")
+    session = ma.SessionId.new()
+    delta = ma.SessionDelta(_payloads.session_snapshot(session, 100))
+    first = [ma.StoredInputState.new_accepted(ma.InputId.new()) for _ in range(3)]
+    receipt = receipt_for(first)
+    await store.atomic_apply(runtime, delta, receipt, first, session)
+    again = [ma.StoredInputState.new_accepted(ma.InputId.new())]
+    with pytest.raises(ma.ReceiptConflict):
+        await store.atomic_apply(runtime, None, receipt, again)
+    with pytest.raises(ma.SessionKeyMismatch):
+        await store.atomic_apply(runtime, delta, receipt_for(again), again, ma.SessionId.new())
+    with pytest.raises(ma.WriteFailed):
+        await store.atomic_apply(runtime, ma.SessionDelta(b"[]"), receipt_for(again), again)
+    held = await store.load_input_states(runtime)
+    assert held == sorted(first, key=lambda s: s.input_id.value.int)
+    assert await store.load_session_snapshot(runtime) == delta.session_snapshot
+    assert await store.load_boundary_receipt(runtime, receipt.run_id, 0) == receipt
+    assert await store.load_input_state(runtime, first[0].input_id) == first[0]
+    assert await store.load_input_states(ma.LogicalRuntimeId("other")) == []
+
+
+async def test_dict_store_oauth_update_is_all_or_nothing():
+    store = DictStore()
+    await store.update_auth_oauth_flow_snapshot(_payloads.oauth_increment)
+    assert _payloads.oauth_counter(await store.load_auth_oauth_flow_snapshot()) == 1
+
+    def boom(current: bytes | None) -> bytes:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await store.update_auth_oauth_flow_snapshot(boom)
+    with pytest.raises(TypeError):
+        await store.update_auth_oauth_flow_snapshot(lambda current: "text")  # type: ignore[arg-type, return-value]
+    assert _payloads.oauth_counter(await store.load_auth_oauth_flow_snapshot()) == 1
+
+
+def test_session_snapshots_are_meerkat_json_of_the_asked_size():
+    session = ma.SessionId.new()
+    for size in (4096, 65536):
+        snapshot = _payloads.session_snapshot(session, size)
+        assert size <= len(snapshot) < size + 400
+        assert ma.MeerkatSessionCodec().session_id(snapshot) == session
+
+
+# --- a wrong answer voids the run ----------------------------------------------------------------
+
+
+class LosesInputStates(DictStore):
+    """Keeps only the first input state of every commit."""
+
+    async def atomic_apply(self, runtime_id, delta, receipt, input_updates, session_store_key=None):
+        await super().atomic_apply(runtime_id, delta, receipt, input_updates[:1], session_store_key)
+
+
+class LosesUpdates(DictStore):
+    """Reads the OAuth snapshot, yields, then writes: concurrent updates are lost."""
+
+    async def update_auth_oauth_flow_snapshot(self, update):
+        current = await self.load_auth_oauth_flow_snapshot()
+        await trio.lowlevel.checkpoint()
+        self._oauth = update(current)
+
+
+def broken_peer(store_class):
+    @asynccontextmanager
+    async def open_peer(peer, directory):
+        yield store_class()
+
+    return open_peer
+
+
+async def test_a_store_that_loses_input_states_fails_the_row(monkeypatch, tmp_path):
+    monkeypatch.setattr(_throughput, "open_peer", broken_peer(LosesInputStates))
+    prepared = _throughput._prepare_commits(4096, 40, 4)
+    with pytest.raises(BenchFailure, match="holds"):
+        await _throughput._row(
+            "commit_4k", "dict", 4, directory=str(tmp_path), seconds=1, prepared=prepared, items=40
+        )
+
+
+async def test_a_store_that_loses_oauth_updates_fails_the_row(monkeypatch, tmp_path):
+    monkeypatch.setattr(_throughput, "open_peer", broken_peer(LosesUpdates))
+    with pytest.raises(BenchFailure, match="lost updates"):
+        await _throughput._row(
+            "oauth", "dict", 8, directory=str(tmp_path), seconds=1, prepared=None, items=80
+        )
+
+
+def test_recovery_check_catches_a_missing_extra_or_changed_input_state():
+    plans = _payloads.plan_runtime("check", 20)
+    states = [s for plan in plans for s in _payloads.write_for(plan).states]
+    states.sort(key=lambda s: s.input_id.value.int)
+    runtime = ma.LogicalRuntimeId("rt")
+    assert _recovery._check_runtime(states, plans, runtime) == 20
+    with pytest.raises(BenchFailure, match="19 input states, wrote 20"):
+        _recovery._check_runtime(states[1:], plans, runtime)
+    changed = replace(states[5], seed=replace(states[5].seed, attempt_count=2))
+    with pytest.raises(BenchFailure, match="differs"):
+        _recovery._check_runtime([*states[:5], changed, *states[6:]], plans, runtime)
+    stranger = _payloads.consumed_input(uuid.uuid4(), plans[0].run_id, 0)
+    with pytest.raises(BenchFailure, match="never written"):
+        _recovery._check_runtime([stranger, *states[1:]], plans, runtime)
+    with pytest.raises(BenchFailure, match="never written"):
+        _recovery._check_runtime([states[0], *states[:-1]], plans, runtime)
+
+
+def test_is_consumed_input_compares_every_field():
+    input_id, run_id = uuid.uuid4(), uuid.uuid4()
+    stored = _payloads.consumed_input(input_id, run_id, 7)
+    check = _payloads.is_consumed_input
+    assert check(stored, input_id, run_id, 7)
+    assert not check(stored, uuid.uuid4(), run_id, 7)
+    assert not check(stored, input_id, uuid.uuid4(), 7)
+    assert not check(stored, input_id, run_id, 8)
+    later = _payloads.EPOCH + timedelta(days=1)
+    entry = stored.state.history[0]
+    other_state = {
+        "input_id": ma.InputId.new(),
+        "created_at": later,
+        "updated_at": later,
+        "history": (replace(entry, reason="other"),),
+        "policy": {"a": 1},
+        "runtime_semantics": {"a": 1},
+        "durability": ma.InputDurability.EPHEMERAL,
+        "idempotency_key": "key",
+        "recovery_count": 1,
+        "reconstruction_source": {"a": 1},
+        "persisted_input": {"type": "user_message", "text": "other"},
+    }
+    other_seed = {
+        "phase": ma.InputLifecycleState.APPLIED,
+        "last_run_id": ma.RunId.new(),
+        "last_boundary_sequence": 1,
+        "terminal_outcome": None,
+        "attempt_count": 2,
+    }
+    assert set(other_state) == {f.name for f in fields(ma.InputState)}
+    assert set(other_seed) == {f.name for f in fields(ma.InputStateSeed)}
+    for name, value in other_state.items():
+        changed = ma.StoredInputState(replace(stored.state, **{name: value}), stored.seed)
+        assert not check(changed, input_id, run_id, 7), name
+    for name, value in other_seed.items():
+        changed = ma.StoredInputState(stored.state, replace(stored.seed, **{name: value}))
+        assert not check(changed, input_id, run_id, 7), name
+    for history in ((), (entry, entry), (replace(entry, timestamp=later),)):
+        changed = ma.StoredInputState(replace(stored.state, history=history), stored.seed)
+        assert not check(changed, input_id, run_id, 7), history
