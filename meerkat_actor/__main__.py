@@ -135,9 +135,11 @@ def _counts(state: StoreState) -> dict[str, Any]:
 
 def _counts_text(counts: dict[str, Any]) -> str:
     return (
-        f"{counts['runtimes']} runtimes, {counts['input_states']} input states,"
-        f" {counts['receipts']} receipts, {counts['session_snapshots']} session snapshots,"
-        f" {counts['runtime_states']} runtime states, {counts['ops_snapshots']} ops snapshots,"
+        f"{_many(counts['runtimes'], 'runtime')}, {_many(counts['input_states'], 'input state')},"
+        f" {_many(counts['receipts'], 'receipt')},"
+        f" {_many(counts['session_snapshots'], 'session snapshot')},"
+        f" {_many(counts['runtime_states'], 'runtime state')},"
+        f" {_many(counts['ops_snapshots'], 'ops snapshot')},"
         f" OAuth flow snapshot: {'yes' if counts['oauth_flow_snapshot'] else 'no'}"
     )
 
@@ -240,8 +242,9 @@ def _verify(args: argparse.Namespace) -> int:
         where = "" if p.offset is None else f" byte offset {p.offset}:"
         print(f"{p.severity}: {p.file}:{where} {p.message}")
     print(
-        f"result: {report.result} ({report.snapshots} snapshots, {report.segments} segments,"
-        f" {report.records} records checked in {report.directory})"
+        f"result: {report.result} ({_many(report.snapshots, 'snapshot')},"
+        f" {_many(report.segments, 'segment')}, {_many(report.records, 'record')} checked"
+        f" in {report.directory})"
     )
     return status
 
