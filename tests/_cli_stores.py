@@ -445,31 +445,6 @@ def snap(lsn: int) -> str:
     return f"snapshot-{lsn:020d}.snap"
 
 
-@dataclass(frozen=True)
-class Record:
-    start: int
-    end: int
-    lsn: int
-    write_lsn: int
-
-
-def walk(segment: Path) -> list[Record]:
-    """The records of a segment, by a walker independent of the package (it
-    follows the length fields of docs/format.md §3 and checks every CRC)."""
-    data = segment.read_bytes()
-    offset, records = SEGMENT_HEADER, []
-    while offset + FRAME_HEADER <= len(data):
-        lsn, write_lsn, length, crc = struct.unpack_from(">QQII", data, offset)
-        end = offset + FRAME_HEADER + length
-        if length == 0 or end > len(data):
-            break
-        assert crc == zlib.crc32(data[offset : offset + 20] + data[offset + 24 : end])
-        records.append(Record(offset, end, lsn, write_lsn))
-        offset = end
-    assert data[offset:].count(0) == len(data) - offset, "the rest of the segment is zeros"
-    return records
-
-
 def write_at(path: Path, offset: int, data: bytes) -> None:
     with open(path, "r+b") as file:
         file.seek(offset)

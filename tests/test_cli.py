@@ -65,12 +65,12 @@ from _cli_stores import (
     seg,
     snap,
     tree,
-    walk,
     write_all,
     write_at,
     write_part_a,
     write_part_b,
 )
+from test_durable import walk  # the record walker independent of the package
 
 import meerkat_actor as ma
 from meerkat_actor.__main__ import main

@@ -18,6 +18,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyrsistent import pmap
+from test_durable import walk
 
 import meerkat_actor as ma
 from meerkat_actor import _core, _format, _offline
@@ -264,13 +265,7 @@ def test_create_from_state_refuses_a_non_empty_directory(tmp_path: Path) -> None
 
 def _frames(segment: Path) -> list[tuple[int, int]]:
     """(offset, end) of each record of a segment."""
-    data = segment.read_bytes()
-    spans, offset = [], _format.SEGMENT_HEADER
-    while offset < len(data) and data[offset:].strip(b"\0"):
-        frame = _format.read_frame(data, offset, 1 << 30)
-        spans.append((offset, frame.end))
-        offset = frame.end
-    return spans
+    return [(r.start, r.end) for r in walk(segment)]
 
 
 async def test_verify_finds_overlapping_segments_a_snapshot_covers(tmp_path: Path) -> None:
