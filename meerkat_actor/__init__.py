@@ -10,7 +10,7 @@ implements the `RuntimeStore` protocol of the Meerkat agent runtime.
         await store.persist_input_state(runtime_id, ma.StoredInputState.new_accepted(input_id))
 """
 
-from ._actor import StoreStatistics, open_store
+from ._actor import ActorStore, open_store
 from ._errors import (
     CorruptStore,
     Internal,
@@ -27,6 +27,7 @@ from ._errors import (
     UnsupportedFormat,
     WriteFailed,
 )
+from ._front import StoreStatistics
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._protocol import RuntimeStore
 from ._session_codec import MeerkatSessionCodec, SessionCodec

@@ -20,9 +20,10 @@ commands in order with the pure core, publishes the resulting state value,
 then replies to each. Refused commands (store errors, an OAuth updater that
 raised) get their error and leave the state as it was.
 
-Reads do not travel: they read the *published* state, the value as of the
-last batch whose writes have all been acknowledged, with the pure core's read
-functions. Immutability makes that safe without locks, and it is
+The public methods are `_front.StoreFront`'s; this module provides its two
+hooks. Reads do not travel: a query is answered from the *published* state,
+the value as of the last batch whose writes have all been acknowledged, with
+the pure core's read functions. Immutability makes that safe without locks, and it is
 linearizable: a write is visible to every reader from the moment before its
 caller is told it succeeded.
 
@@ -43,90 +44,32 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import NamedTuple, final
+from typing import TypeVar, final
 
 import trio
 
 from . import _core
-from ._check import check_instance, check_positive, check_u64
-from ._core import Command, StoreState
+from ._check import check_positive
+from ._core import Command, Query, StoreState
 from ._durable import DEFAULT_MAX_RECORD, MAX_RECORD_LIMIT, DurableLog
-from ._errors import Internal, RuntimeStoreError, StoreClosed, StorePoisoned, WriteFailed
-from ._format import encode_payload
+from ._errors import Internal, Poison, RuntimeStoreError, StoreClosed, WriteFailed
+from ._front import StoreFront, StoreStatistics
 from ._fs import FileIO
-from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from ._mailbox import Envelope, Outcome, Reply, deliver
 from ._session_codec import SessionCodec, check_session_codec
-from ._types import (
-    MachineLifecycleCommit,
-    PersistedOpsSnapshot,
-    RunBoundaryReceipt,
-    RuntimeState,
-    SessionDelta,
-    StoredInputState,
-)
-from ._util import NoPublicConstructor, unwrap_single_exception
-from ._writer import Group, Outcome, Writer, deliver
+from ._util import unwrap_single_exception
+from ._writer import Group, Writer
 
-__all__ = ["ActorStore", "StoreStatistics", "open_store"]
+__all__ = ["ActorStore", "open_store"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("meerkat_actor")
 
 DEFAULT_MAX_PENDING = 1024
 DEFAULT_MAX_BATCH = 256
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class StoreStatistics:
-    """A snapshot of a store's counters (`store.statistics()`).
-
-    Attributes:
-        commands: write commands the actor has taken, applied or refused.
-        refused: of those, the ones that failed (store error or caller code).
-        batches: groups of commands applied together.
-        largest_batch: the most commands in one batch.
-        effects: effect records produced by applied commands.
-        records: log records written (one per applied command; 0 in memory).
-        fsyncs: log syncs, one per group commit (0 for an in-memory store).
-        bytes_written: log bytes written (0 for an in-memory store).
-        checkpoints: snapshots written (0 for an in-memory store).
-        pending: commands sent and waiting for the actor now.
-        max_pending: the command channel's bound.
-    """
-
-    commands: int
-    refused: int
-    batches: int
-    largest_batch: int
-    effects: int
-    records: int
-    fsyncs: int
-    bytes_written: int
-    checkpoints: int
-    pending: int
-    max_pending: int
-
-
-class _Reply:
-    """A one-shot reply slot: set exactly once, by the actor."""
-
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.error: BaseException | None = None
-
-    def set(self, error: BaseException | None = None) -> None:
-        self.error = error
-        self.done.set()
-
-
-class _Envelope(NamedTuple):
-    command: Command
-    reply: _Reply
 
 
 class _Actor:
@@ -141,21 +84,20 @@ class _Actor:
         codec: SessionCodec,
         max_batch: int,
         max_pending: int,
+        poison: Poison,
         *,
         state: StoreState = _core.EMPTY,
         next_lsn: int = 1,
-        max_record: int = DEFAULT_MAX_RECORD,
     ) -> None:
         self.codec = codec
         self.max_batch = max_batch
         self.max_pending = max_pending
-        self.max_record = max_record
+        self.poison = poison
         self.state: StoreState = state
         self.published: StoreState = state
         self.next_lsn = next_lsn
         self.writer: Writer | None = None
         self.failure: BaseException | None = None
-        self.poisoned: BaseException | None = None
         self.commands = 0
         self.refused = 0
         self.batches = 0
@@ -171,12 +113,12 @@ class _Actor:
         """The writer made `state` durable: readers may see it now."""
         self.published = state
 
-    def poison(self, cause: BaseException) -> None:
-        """The writer failed: fall back to the last durable state, refuse writes."""
-        self.poisoned = cause
+    def fall_back(self) -> None:
+        """The writer failed (and poisoned the store): fall back to the last
+        durable state."""
         self.state = self.published
 
-    async def run(self, receive: trio.MemoryReceiveChannel[_Envelope]) -> None:
+    async def run(self, receive: trio.MemoryReceiveChannel[Envelope]) -> None:
         try:
             while self.failure is None:
                 try:
@@ -224,7 +166,7 @@ class _Actor:
                 self.writer.close_input()
 
     def run_batch(
-        self, batch: list[_Envelope]
+        self, batch: list[Envelope]
     ) -> tuple[list[Outcome], list[bytes], BaseException | None]:
         """Apply a batch with the pure core.
 
@@ -239,19 +181,17 @@ class _Actor:
         outcomes: list[Outcome] = []
         records: list[bytes] = []
         fatal: BaseException | None = None
-        durable = self.writer is not None
+        writer = self.writer
         for command, reply in batch:
             if self.failure is not None:
                 outcomes.append((reply, self.internal_error()))
                 continue
             self.commands += 1
-            if self.poisoned is not None:
-                self.refused += 1
-                outcomes.append((reply, self.poisoned_error()))
-                continue
             try:
-                new_state, effects = _core.apply(state, command, self.codec)
-                payload = encode_payload(effects) if durable else b""
+                self.poison.check()
+                effects = _core.plan(state, command, self.codec)
+                payload = None if writer is None else writer.log.encode(effects)
+                new_state = _core.redo(state, effects)
             except RuntimeStoreError as exc:
                 self.refused += 1
                 outcomes.append((reply, exc))
@@ -268,19 +208,7 @@ class _Actor:
                 if not isinstance(exc, Exception):
                     fatal = exc
             else:
-                if len(payload) > self.max_record:
-                    self.refused += 1
-                    outcomes.append(
-                        (
-                            reply,
-                            WriteFailed(
-                                f"the command's log record would be {len(payload)} bytes,"
-                                f" over the store's max_record_bytes={self.max_record}"
-                            ),
-                        )
-                    )
-                    continue
-                if durable:
+                if payload is not None:
                     records.append(payload)
                     self.next_lsn += 1
                 state = new_state
@@ -289,20 +217,16 @@ class _Actor:
         self.state = state
         return outcomes, records, fatal
 
-    def poisoned_error(self) -> StorePoisoned:
-        error = StorePoisoned(
-            f"the store is poisoned by an earlier write failure ({self.poisoned}); reopen it"
-        )
-        error.__cause__ = self.poisoned
-        return error
-
 
 @final
-class ActorStore(metaclass=NoPublicConstructor):
-    """A handle on an actor store; made only by `open_store()`.
+class ActorStore(StoreFront):
+    """A handle on an actor store, in memory or durable; made only by
+    `open_store()`.
 
-    Implements `RuntimeStore`. Safe to share between any number of trio tasks
-    of the run that opened it.
+    Implements `RuntimeStore` (the methods are documented on it once, for
+    every store) and adds `checkpoint()`, `backup()` and `statistics()`.
+    Safe to share between any number of trio tasks of the run that opened
+    it.
     """
 
     __construct_hint__ = "use meerkat_actor.open_store()"
@@ -310,180 +234,35 @@ class ActorStore(metaclass=NoPublicConstructor):
     def __init__(
         self,
         actor: _Actor,
-        send: trio.MemorySendChannel[_Envelope],
+        send: trio.MemorySendChannel[Envelope],
         directory: str | None = None,
     ) -> None:
         self._actor = actor
         self._send = send
         self._directory = directory
+        self._authority = None if directory is None else "actor:" + directory
         self._closed = False
 
-    # --- plumbing -------------------------------------------------------------
+    # --- the front's hooks -------------------------------------------------------
 
-    def _unusable(self) -> RuntimeStoreError | None:
+    def _refusal(self) -> RuntimeStoreError | None:
         if self._actor.failure is not None:
             return self._actor.internal_error()
-        if self._closed:
-            return StoreClosed("the store is closed (its `async with` block has exited)")
-        return None
+        return super()._refusal()
 
-    async def _write(self, command: Command) -> None:
-        error = self._unusable()
-        if error is not None:
-            await trio.lowlevel.checkpoint()
-            raise error
-        reply = _Reply()
+    async def _submit(self, command: Command) -> None:
+        reply = Reply()
         try:
-            await self._send.send(_Envelope(command, reply))
+            await self._send.send(Envelope(command, reply))
         except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
-            raise (self._unusable() or StoreClosed("the store is closed")) from exc
+            raise (self._refusal() or StoreClosed("the store is closed")) from exc
         with trio.CancelScope(shield=True):
             await reply.done.wait()
         if reply.error is not None:
             raise reply.error
 
-    async def _readable(self) -> StoreState:
-        await trio.lowlevel.checkpoint()
-        error = self._unusable()
-        if error is not None:
-            raise error
-        return self._actor.published
-
-    # --- RuntimeStore -----------------------------------------------------------
-
-    def auth_authority_key(self) -> str | None:
-        """`"actor:" + the resolved store directory`; `None` in memory.
-
-        Stable across reopens of the same directory, so a host can reuse
-        process-local auth state keyed by it.
-        """
-        return None if self._directory is None else "actor:" + self._directory
-
-    async def persist_auth_oauth_flow_snapshot(self, snapshot: bytes) -> None:
-        """Replace the store-wide OAuth flow snapshot.
-
-        Raises:
-            TypeError: `snapshot` is not `bytes`.
-            StoreClosed, Internal: the store cannot take writes.
-        """
-        await self._write(_core.PersistOAuthFlowSnapshot(snapshot))
-
-    async def load_auth_oauth_flow_snapshot(self) -> bytes | None:
-        """The store-wide OAuth flow snapshot, or `None` if never written."""
-        return _core.load_auth_oauth_flow_snapshot(await self._readable())
-
-    async def update_auth_oauth_flow_snapshot(
-        self, update: Callable[[bytes | None], bytes]
-    ) -> None:
-        """Atomically replace the OAuth flow snapshot with `update(current)`.
-
-        `update` runs inside the actor with the current value (`None` if
-        there is none); no other command runs in between, so it is safe as a
-        counter under any concurrency. It must be quick and must not block:
-        it runs on the trio thread.
-
-        Raises:
-            TypeError: `update` is not callable, or it returned non-bytes
-                (nothing changed).
-            Exception: whatever `update` raised, unchanged (nothing changed).
-        """
-        await self._write(_core.UpdateOAuthFlowSnapshot(update))
-
-    async def commit_session_snapshot(
-        self, runtime_id: LogicalRuntimeId, delta: SessionDelta
-    ) -> None:
-        """Replace the runtime's session snapshot; writes no receipt.
-
-        Raises:
-            TypeError: wrong argument types.
-            WriteFailed: the session codec cannot read the snapshot.
-        """
-        await self._write(_core.CommitSessionSnapshot(runtime_id, delta))
-
-    async def atomic_apply(
-        self,
-        runtime_id: LogicalRuntimeId,
-        delta: SessionDelta | None,
-        receipt: RunBoundaryReceipt,
-        input_updates: Sequence[StoredInputState],
-        session_store_key: SessionId | None = None,
-    ) -> None:
-        """Commit a session snapshot (optional), a receipt and input states as one.
-
-        Raises:
-            TypeError: wrong argument types.
-            WriteFailed: the session codec cannot read the snapshot.
-            SessionKeyMismatch: `session_store_key` differs from the
-                snapshot's session id.
-            ReceiptConflict: a receipt with the same `(run_id, sequence)`
-                exists for the runtime.
-            In every case nothing of the call was applied.
-        """
-        await self._write(
-            _core.AtomicApply(runtime_id, delta, receipt, input_updates, session_store_key)
-        )
-
-    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
-        """The runtime's input states sorted by input id; `[]` if it has none."""
-        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
-        return _core.load_input_states(await self._readable(), runtime_id)
-
-    async def load_input_state(
-        self, runtime_id: LogicalRuntimeId, input_id: InputId
-    ) -> StoredInputState | None:
-        """One input state, or `None`."""
-        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
-        check_instance(input_id, InputId, "input_id")
-        return _core.load_input_state(await self._readable(), runtime_id, input_id)
-
-    async def persist_input_state(
-        self, runtime_id: LogicalRuntimeId, state: StoredInputState
-    ) -> None:
-        """Upsert one input state by its input id."""
-        await self._write(_core.PersistInputState(runtime_id, state))
-
-    async def load_boundary_receipt(
-        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
-    ) -> RunBoundaryReceipt | None:
-        """The receipt under `(runtime_id, run_id, sequence)`, or `None`.
-
-        Raises:
-            ValueError: `sequence` is outside [0, 2**64-1].
-        """
-        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
-        check_instance(run_id, RunId, "run_id")
-        sequence = check_u64(sequence, "sequence")
-        return _core.load_boundary_receipt(await self._readable(), runtime_id, run_id, sequence)
-
-    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
-        """The runtime's session snapshot, or `None`."""
-        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
-        return _core.load_session_snapshot(await self._readable(), runtime_id)
-
-    async def load_runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
-        """The runtime's lifecycle state, or `None` if never committed."""
-        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
-        return _core.load_runtime_state(await self._readable(), runtime_id)
-
-    async def commit_machine_lifecycle(
-        self,
-        runtime_id: LogicalRuntimeId,
-        commit: MachineLifecycleCommit,
-        input_states: Sequence[StoredInputState],
-    ) -> None:
-        """Write the runtime state chosen by `commit` and upsert `input_states`, as one."""
-        await self._write(_core.CommitMachineLifecycle(runtime_id, commit, input_states))
-
-    async def persist_ops_lifecycle(
-        self, runtime_id: LogicalRuntimeId, snapshot: PersistedOpsSnapshot
-    ) -> None:
-        """Replace the runtime's ops lifecycle snapshot."""
-        await self._write(_core.PersistOpsLifecycle(runtime_id, snapshot))
-
-    async def load_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
-        """The runtime's ops lifecycle snapshot, or `None`."""
-        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
-        return _core.load_ops_lifecycle(await self._readable(), runtime_id)
+    async def _answer(self, query: Query[T]) -> T:
+        return query.answer(self._actor.published)
 
     # --- extras ---------------------------------------------------------------
 
@@ -500,7 +279,7 @@ class ActorStore(metaclass=NoPublicConstructor):
             WriteFailed: the snapshot could not be written; nothing
                 acknowledged is lost (the log still holds it).
         """
-        error = self._unusable()
+        error = self._refusal()
         if error is not None:
             await trio.lowlevel.checkpoint()
             raise error
@@ -534,7 +313,7 @@ class ActorStore(metaclass=NoPublicConstructor):
             raise TypeError(f"path must be str or os.PathLike, got {type(path).__name__}")
         target = os.fspath(path)
         await trio.lowlevel.checkpoint()
-        error = self._unusable()
+        error = self._refusal()
         if error is not None:
             raise error
         writer = self._actor.writer
@@ -550,7 +329,6 @@ class ActorStore(metaclass=NoPublicConstructor):
             raise WriteFailed(f"cannot write a backup at {target}: {exc}") from exc
 
     def statistics(self) -> StoreStatistics:
-        """The store's counters now (see `StoreStatistics`)."""
         actor = self._actor
         writer = actor.writer
         return StoreStatistics(
@@ -574,7 +352,7 @@ class ActorStore(metaclass=NoPublicConstructor):
             else "failed"
             if self._actor.failure
             else "poisoned"
-            if self._actor.poisoned
+            if self._actor.poison
             else "open"
         )
         where = "in-memory" if self._directory is None else f"durable at {self._directory}"
@@ -641,7 +419,8 @@ async def open_store(
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be str, os.PathLike or None, got {type(path).__name__}")
     if path is None:
-        async with _run_store(_Actor(codec, max_batch, max_pending), None, None) as store:
+        actor = _Actor(codec, max_batch, max_pending, Poison("the in-memory store"))
+        async with _run_store(actor, None, None) as store:
             yield store
         return
     io = FileIO() if _io is None else _io
@@ -653,16 +432,17 @@ async def open_store(
             codec,
             max_batch,
             max_pending,
+            Poison(f"the store at {log.directory}"),
             state=recovered.state,
             next_lsn=recovered.last_lsn + 1,
-            max_record=max_record_bytes,
         )
         writer = Writer(
             log,
             recovered,
             checkpoint_bytes=checkpoint_bytes,
-            publish=actor.publish,
             poison=actor.poison,
+            publish=actor.publish,
+            fall_back=actor.fall_back,
         )
         actor.writer = writer
         async with _run_store(actor, writer, log.directory) as store:
@@ -676,7 +456,7 @@ async def open_store(
 async def _run_store(
     actor: _Actor, writer: Writer | None, directory: str | None
 ) -> AsyncIterator[ActorStore]:
-    send, receive = trio.open_memory_channel[_Envelope](actor.max_pending)
+    send, receive = trio.open_memory_channel[Envelope](actor.max_pending)
     # The nursery is an implementation detail: an exception from the caller's
     # block (or a lone one from the store's tasks) leaves it as itself, not
     # wrapped in an ExceptionGroup.

@@ -19,19 +19,30 @@ command, codec)` checks the command against the state and returns its
 replays from its log, so replay never runs caller code (an OAuth updater's
 result is an effect; the updater is not). `apply = redo . plan`.
 
-Reads are plain functions of a state (`load_input_states(state, runtime_id)`,
-...): any holder of a `StoreState` value can answer them without a lock.
+`plan` reads the state only through `ReadView`, the few lookups it needs
+(a receipt by key, the OAuth snapshot, ...). `StoreState` is a `ReadView`;
+so is a backend that keeps its state elsewhere (the SQLite backend answers
+the same lookups from its tables), which lets `plan` decide for every store.
+
+Reads are frozen *queries* (`LoadInputStates`, `LoadBoundaryReceipt`, ...):
+their constructors check the arguments as commands' do, and
+`query.answer(view)` answers from any `ReadView` with the pure read functions
+below (`load_input_states(view, runtime_id)`, ...). Any holder of a
+`StoreState` value can answer them without a lock.
+
+Every command and query names the public method it comes from
+(`.operation`), for messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Final, TypeAlias, final
+from typing import ClassVar, Final, Generic, Protocol, TypeAlias, TypeVar, final
 
 from pyrsistent import PMap, pmap
 
-from ._check import check_bytes, check_instance, check_optional_instance, check_tuple
+from ._check import check_bytes, check_instance, check_optional_instance, check_tuple, check_u64
 from ._errors import ReceiptConflict, SessionKeyMismatch, WriteFailed
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._session_codec import SessionCodec
@@ -53,10 +64,19 @@ __all__ = [
     "CommitSessionSnapshot",
     "Effect",
     "InsertReceipt",
+    "LoadAuthOAuthFlowSnapshot",
+    "LoadBoundaryReceipt",
+    "LoadInputState",
+    "LoadInputStates",
+    "LoadOpsLifecycle",
+    "LoadRuntimeState",
+    "LoadSessionSnapshot",
     "PersistInputState",
     "PersistOAuthFlowSnapshot",
     "PersistOpsLifecycle",
     "PutInputStates",
+    "Query",
+    "ReadView",
     "RuntimeRecord",
     "SetOAuthFlowSnapshot",
     "SetOpsSnapshot",
@@ -100,10 +120,54 @@ class RuntimeRecord:
 _EMPTY_RECORD: Final = RuntimeRecord()
 
 
+class ReadView(Protocol):
+    """The lookups `plan` and the queries make: what a store must answer for
+    the core to decide for it. Each is a lookup by key with no rule of its
+    own; the rules (order, conflicts) are the core's.
+
+    Method names are the public read methods' without `load_`.
+    """
+
+    def auth_oauth_flow_snapshot(self) -> bytes | None:
+        """The store-wide OAuth flow snapshot, or `None`."""
+        ...
+
+    def session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        """The runtime's session snapshot, or `None`."""
+        ...
+
+    def input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> StoredInputState | None:
+        """One input state, or `None`."""
+        ...
+
+    def input_states(self, runtime_id: LogicalRuntimeId) -> Iterable[StoredInputState]:
+        """Every input state of the runtime, one per input id, in any order."""
+        ...
+
+    def boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        """The receipt under `(runtime_id, run_id, sequence)`, or `None`."""
+        ...
+
+    def runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
+        """The runtime's lifecycle state, or `None`."""
+        ...
+
+    def ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
+        """The runtime's ops lifecycle snapshot, or `None`."""
+        ...
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class StoreState:
-    """The whole store: per-runtime records and the one OAuth flow snapshot."""
+    """The whole store: per-runtime records and the one OAuth flow snapshot.
+
+    A `ReadView` of itself.
+    """
 
     runtimes: PMap[LogicalRuntimeId, RuntimeRecord] = field(default_factory=pmap)
     oauth_flow_snapshot: bytes | None = None
@@ -111,6 +175,33 @@ class StoreState:
     def record(self, runtime_id: LogicalRuntimeId) -> RuntimeRecord:
         """The runtime's record; an empty one for a runtime never written."""
         return self.runtimes.get(runtime_id, _EMPTY_RECORD)
+
+    # --- ReadView --------------------------------------------------------------
+
+    def auth_oauth_flow_snapshot(self) -> bytes | None:
+        return self.oauth_flow_snapshot
+
+    def session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        return self.record(runtime_id).session_snapshot
+
+    def input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> StoredInputState | None:
+        return self.record(runtime_id).input_states.get(input_id)
+
+    def input_states(self, runtime_id: LogicalRuntimeId) -> Iterable[StoredInputState]:
+        return self.record(runtime_id).input_states.values()
+
+    def boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        return self.record(runtime_id).receipts.get((run_id, sequence))
+
+    def runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
+        return self.record(runtime_id).runtime_state
+
+    def ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
+        return self.record(runtime_id).ops_snapshot
 
 
 EMPTY: Final = StoreState()
@@ -130,6 +221,8 @@ def _set(obj: object, name: str, value: object) -> None:
 @final
 @dataclass(frozen=True, slots=True)
 class PersistOAuthFlowSnapshot:
+    operation: ClassVar[str] = "persist_auth_oauth_flow_snapshot"
+
     snapshot: bytes
 
     def __post_init__(self) -> None:
@@ -139,6 +232,8 @@ class PersistOAuthFlowSnapshot:
 @final
 @dataclass(frozen=True, slots=True)
 class UpdateOAuthFlowSnapshot:
+    operation: ClassVar[str] = "update_auth_oauth_flow_snapshot"
+
     update: Callable[[bytes | None], bytes]
 
     def __post_init__(self) -> None:
@@ -149,6 +244,8 @@ class UpdateOAuthFlowSnapshot:
 @final
 @dataclass(frozen=True, slots=True)
 class CommitSessionSnapshot:
+    operation: ClassVar[str] = "commit_session_snapshot"
+
     runtime_id: LogicalRuntimeId
     delta: SessionDelta
 
@@ -160,6 +257,8 @@ class CommitSessionSnapshot:
 @final
 @dataclass(frozen=True, slots=True)
 class AtomicApply:
+    operation: ClassVar[str] = "atomic_apply"
+
     runtime_id: LogicalRuntimeId
     delta: SessionDelta | None
     receipt: RunBoundaryReceipt
@@ -181,6 +280,8 @@ class AtomicApply:
 @final
 @dataclass(frozen=True, slots=True)
 class PersistInputState:
+    operation: ClassVar[str] = "persist_input_state"
+
     runtime_id: LogicalRuntimeId
     state: StoredInputState
 
@@ -192,6 +293,8 @@ class PersistInputState:
 @final
 @dataclass(frozen=True, slots=True)
 class CommitMachineLifecycle:
+    operation: ClassVar[str] = "commit_machine_lifecycle"
+
     runtime_id: LogicalRuntimeId
     commit: MachineLifecycleCommit
     input_states: Sequence[StoredInputState]
@@ -209,6 +312,8 @@ class CommitMachineLifecycle:
 @final
 @dataclass(frozen=True, slots=True)
 class PersistOpsLifecycle:
+    operation: ClassVar[str] = "persist_ops_lifecycle"
+
     runtime_id: LogicalRuntimeId
     snapshot: PersistedOpsSnapshot
 
@@ -226,6 +331,124 @@ Command: TypeAlias = (
     | CommitMachineLifecycle
     | PersistOpsLifecycle
 )
+
+
+# --- queries (reads) ----------------------------------------------------------------
+#
+# A query is built in the caller's task like a command, and its constructor
+# checks the arguments the same way. `answer(view)` is pure: the same view
+# gives the same answer, whichever store holds it.
+
+T = TypeVar("T", covariant=True)
+
+
+class Query(Generic[T]):
+    """A read: its arguments, checked, and how to answer it from a `ReadView`."""
+
+    __slots__ = ()
+    operation: ClassVar[str]
+
+    def answer(self, view: ReadView) -> T:  # pragma: no cover - every query overrides it
+        raise NotImplementedError
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoadAuthOAuthFlowSnapshot(Query["bytes | None"]):
+    operation: ClassVar[str] = "load_auth_oauth_flow_snapshot"
+
+    def answer(self, view: ReadView) -> bytes | None:
+        return load_auth_oauth_flow_snapshot(view)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoadSessionSnapshot(Query["bytes | None"]):
+    operation: ClassVar[str] = "load_session_snapshot"
+
+    runtime_id: LogicalRuntimeId
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+
+    def answer(self, view: ReadView) -> bytes | None:
+        return load_session_snapshot(view, self.runtime_id)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoadInputStates(Query["list[StoredInputState]"]):
+    operation: ClassVar[str] = "load_input_states"
+
+    runtime_id: LogicalRuntimeId
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+
+    def answer(self, view: ReadView) -> list[StoredInputState]:
+        return load_input_states(view, self.runtime_id)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoadInputState(Query["StoredInputState | None"]):
+    operation: ClassVar[str] = "load_input_state"
+
+    runtime_id: LogicalRuntimeId
+    input_id: InputId
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(self.input_id, InputId, "input_id")
+
+    def answer(self, view: ReadView) -> StoredInputState | None:
+        return load_input_state(view, self.runtime_id, self.input_id)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoadBoundaryReceipt(Query["RunBoundaryReceipt | None"]):
+    operation: ClassVar[str] = "load_boundary_receipt"
+
+    runtime_id: LogicalRuntimeId
+    run_id: RunId
+    sequence: int
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+        check_instance(self.run_id, RunId, "run_id")
+        _set(self, "sequence", check_u64(self.sequence, "sequence"))
+
+    def answer(self, view: ReadView) -> RunBoundaryReceipt | None:
+        return load_boundary_receipt(view, self.runtime_id, self.run_id, self.sequence)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoadRuntimeState(Query["RuntimeState | None"]):
+    operation: ClassVar[str] = "load_runtime_state"
+
+    runtime_id: LogicalRuntimeId
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+
+    def answer(self, view: ReadView) -> RuntimeState | None:
+        return load_runtime_state(view, self.runtime_id)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoadOpsLifecycle(Query["PersistedOpsSnapshot | None"]):
+    operation: ClassVar[str] = "load_ops_lifecycle"
+
+    runtime_id: LogicalRuntimeId
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+
+    def answer(self, view: ReadView) -> PersistedOpsSnapshot | None:
+        return load_ops_lifecycle(view, self.runtime_id)
 
 
 # --- effects (what the redo log records) ----------------------------------------------
@@ -320,12 +543,12 @@ def _session_effect(
     return SetSessionSnapshot(runtime_id, delta.session_snapshot)
 
 
-def _plan_atomic_apply(state: StoreState, cmd: AtomicApply, codec: SessionCodec) -> list[Effect]:
+def _plan_atomic_apply(view: ReadView, cmd: AtomicApply, codec: SessionCodec) -> list[Effect]:
     effects: list[Effect] = []
     if cmd.delta is not None:
         effects.append(_session_effect(cmd.runtime_id, cmd.delta, codec, cmd.session_store_key))
     receipt = cmd.receipt
-    if (receipt.run_id, receipt.sequence) in state.record(cmd.runtime_id).receipts:
+    if view.boundary_receipt(cmd.runtime_id, receipt.run_id, receipt.sequence) is not None:
         raise ReceiptConflict(
             f"runtime {cmd.runtime_id}: a receipt for run {receipt.run_id}"
             f" sequence {receipt.sequence} exists already; receipts are immutable"
@@ -336,9 +559,9 @@ def _plan_atomic_apply(state: StoreState, cmd: AtomicApply, codec: SessionCodec)
     return effects
 
 
-def _plan_update_oauth(state: StoreState, cmd: UpdateOAuthFlowSnapshot) -> list[Effect]:
+def _plan_update_oauth(view: ReadView, cmd: UpdateOAuthFlowSnapshot) -> list[Effect]:
     try:
-        new = cmd.update(state.oauth_flow_snapshot)
+        new = cmd.update(view.auth_oauth_flow_snapshot())
     except Exception as exc:
         raise CallerCodeError(exc) from exc
     if not isinstance(new, bytes):
@@ -351,8 +574,11 @@ def _plan_update_oauth(state: StoreState, cmd: UpdateOAuthFlowSnapshot) -> list[
     return [SetOAuthFlowSnapshot(bytes(new))]
 
 
-def plan(state: StoreState, command: Command, codec: SessionCodec) -> tuple[Effect, ...]:
-    """Return the effects of `command` on `state`.
+def plan(view: ReadView, command: Command, codec: SessionCodec) -> tuple[Effect, ...]:
+    """Return the effects of `command` on the state `view` shows.
+
+    `view` is read only through the `ReadView` lookups, so a backend whose
+    state is not a `StoreState` lets this function decide for it all the same.
 
     Raises:
         WriteFailed: the session codec cannot read the command's snapshot.
@@ -364,7 +590,7 @@ def plan(state: StoreState, command: Command, codec: SessionCodec) -> tuple[Effe
     effects: list[Effect]
     match command:
         case AtomicApply():
-            effects = _plan_atomic_apply(state, command, codec)
+            effects = _plan_atomic_apply(view, command, codec)
         case CommitSessionSnapshot(runtime_id, delta):
             effects = [_session_effect(runtime_id, delta, codec, None)]
         case PersistInputState(runtime_id, stored):
@@ -378,7 +604,7 @@ def plan(state: StoreState, command: Command, codec: SessionCodec) -> tuple[Effe
         case PersistOAuthFlowSnapshot(snapshot):
             effects = [SetOAuthFlowSnapshot(snapshot)]
         case UpdateOAuthFlowSnapshot():
-            effects = _plan_update_oauth(state, command)
+            effects = _plan_update_oauth(view, command)
         case _:  # pragma: no cover - the Command union is closed
             raise TypeError(f"not a store command: {command!r}")
     return tuple(effects)
@@ -471,44 +697,41 @@ def apply(
     return redo(state, effects), effects
 
 
-# --- reads ---------------------------------------------------------------------------
+# --- reads: pure functions of a ReadView -------------------------------------------
 
 
-def load_input_states(state: StoreState, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
+def load_input_states(view: ReadView, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
     """The runtime's input states sorted by input id (UUID order); `[]` if unknown."""
-    states = state.record(runtime_id).input_states
-    return [states[key] for key in sorted(states, key=_uuid_int)]
+    return sorted(view.input_states(runtime_id), key=_uuid_order)
 
 
-def _uuid_int(input_id: InputId) -> int:
-    return input_id.value.int
+def _uuid_order(stored: StoredInputState) -> int:
+    return stored.state.input_id.value.int
 
 
 def load_input_state(
-    state: StoreState, runtime_id: LogicalRuntimeId, input_id: InputId
+    view: ReadView, runtime_id: LogicalRuntimeId, input_id: InputId
 ) -> StoredInputState | None:
-    return state.record(runtime_id).input_states.get(input_id)
+    return view.input_state(runtime_id, input_id)
 
 
 def load_boundary_receipt(
-    state: StoreState, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    view: ReadView, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
 ) -> RunBoundaryReceipt | None:
-    return state.record(runtime_id).receipts.get((run_id, sequence))
+    return view.boundary_receipt(runtime_id, run_id, sequence)
 
 
-def load_session_snapshot(state: StoreState, runtime_id: LogicalRuntimeId) -> bytes | None:
-    return state.record(runtime_id).session_snapshot
+def load_session_snapshot(view: ReadView, runtime_id: LogicalRuntimeId) -> bytes | None:
+    return view.session_snapshot(runtime_id)
 
 
-def load_runtime_state(state: StoreState, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
-    return state.record(runtime_id).runtime_state
+def load_runtime_state(view: ReadView, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
+    return view.runtime_state(runtime_id)
 
 
-def load_ops_lifecycle(
-    state: StoreState, runtime_id: LogicalRuntimeId
-) -> PersistedOpsSnapshot | None:
-    return state.record(runtime_id).ops_snapshot
+def load_ops_lifecycle(view: ReadView, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
+    return view.ops_lifecycle(runtime_id)
 
 
-def load_auth_oauth_flow_snapshot(state: StoreState) -> bytes | None:
-    return state.oauth_flow_snapshot
+def load_auth_oauth_flow_snapshot(view: ReadView) -> bytes | None:
+    return view.auth_oauth_flow_snapshot()

@@ -37,7 +37,7 @@ from typing import Final
 
 from . import _core
 from . import _format as fmt
-from ._core import StoreState
+from ._core import Effect, StoreState
 from ._errors import CorruptStore, ReadFailed, StoreLocked, UnsupportedFormat, WriteFailed
 from ._fs import FileIO, Handle, LockHandle
 
@@ -486,6 +486,23 @@ class DurableLog:
         self.segment_first_lsn = first_lsn
         self._segment_size = len(header)
         self._allocated = PREALLOCATE
+
+    def encode(self, effects: tuple[Effect, ...]) -> bytes:
+        """The log record payload of one command's effects.
+
+        The one place that decides the `max_record_bytes` refusal: the limit
+        recovery enforces is the limit a write is held to.
+
+        Raises:
+            WriteFailed: the record would exceed `max_record`.
+        """
+        payload = fmt.encode_payload(effects)
+        if len(payload) > self.max_record:
+            raise WriteFailed(
+                f"the command's log record would be {len(payload)} bytes,"
+                f" over the store's max_record_bytes={self.max_record}"
+            )
+        return payload
 
     def append(self, data: bytes) -> None:
         """Write framed records at the end of the log and make them durable.

@@ -25,6 +25,7 @@ __all__ = [
     "Internal",
     "InvalidTransition",
     "NotFound",
+    "Poison",
     "ReadFailed",
     "ReceiptConflict",
     "RuntimeStoreError",
@@ -148,6 +149,50 @@ class StorePoisoned(WriteFailed):
     store: a COMMIT failed with an outcome it cannot know), and this handle
     refuses every later write until the store is reopened. Reads keep
     working; reopening recovers from disk."""
+
+
+class Poison:
+    """The one place that decides a poisoned store's refusal (SPEC §6).
+
+    A store handle owns one; every part of it that may refuse a write (the
+    actor, the writer, the SQLite database) asks it. Once `set`, it stays
+    set: retrying after a failure of unknown outcome is never correct, so
+    only reopening the store clears it.
+    """
+
+    __slots__ = ("cause", "location")
+
+    def __init__(self, location: str) -> None:
+        """`location` names the store in messages ("the store at /srv/state")."""
+        self.location = location
+        self.cause: BaseException | None = None
+
+    def set(self, cause: BaseException) -> None:
+        """Poison the store: `cause` is the failure whose outcome is unknown."""
+        if self.cause is None:
+            self.cause = cause
+
+    def __bool__(self) -> bool:
+        return self.cause is not None
+
+    def error(self, where: str = "") -> StorePoisoned:
+        """The refusal of a write, chained to the cause."""
+        prefix = f"{where}: " if where else ""
+        error = StorePoisoned(
+            f"{prefix}{self.location} refuses writes: an earlier write failed"
+            f" ({self.cause}) and its outcome is unknown; reopen the store"
+        )
+        error.__cause__ = self.cause
+        return error
+
+    def check(self, where: str = "") -> None:
+        """Raise the refusal if the store is poisoned.
+
+        Raises:
+            StorePoisoned: the store is poisoned.
+        """
+        if self.cause is not None:
+            raise self.error(where)
 
 
 class CorruptStore(ReadFailed):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABCMeta
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
@@ -11,11 +12,12 @@ __all__ = ["NoPublicConstructor", "unwrap_single_exception"]
 T = TypeVar("T")
 
 
-class NoPublicConstructor(type):
+class NoPublicConstructor(ABCMeta):
     """Metaclass for classes built only by this package (as trio does it).
 
     `Cls(...)` raises `TypeError`; the package builds instances with
-    `Cls._create(...)`.
+    `Cls._create(...)`. An `ABCMeta`, so a base of such classes can declare
+    the hooks its subclasses must provide with `abc.abstractmethod`.
     """
 
     def __call__(cls, *args: object, **kwargs: object) -> NoReturn:

@@ -37,25 +37,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import trio
 
 from ._core import StoreState
 from ._durable import DurableLog, Recovered
-from ._errors import StoreClosed, StorePoisoned, WriteFailed
+from ._errors import Poison, StoreClosed, WriteFailed
 from ._format import FRAME_HEADER, frame_records
-
-if TYPE_CHECKING:
-    from ._actor import _Reply
+from ._mailbox import Outcome, deliver
 
 __all__ = ["Group", "Writer"]
 
 logger = logging.getLogger("meerkat_actor")
 
 MAX_PENDING_BYTES: Final = 16 * 1024 * 1024
-
-Outcome = tuple["_Reply", BaseException | None]
 
 
 @dataclass(slots=True)
@@ -73,11 +69,6 @@ class Group:
         return sum(len(record) + FRAME_HEADER for record in self.records)
 
 
-def deliver(outcomes: list[Outcome]) -> None:
-    for reply, error in outcomes:
-        reply.set(error)
-
-
 class Writer:
     """The trio side of a durable store's log; see the module docstring."""
 
@@ -87,18 +78,19 @@ class Writer:
         recovered: Recovered,
         *,
         checkpoint_bytes: int,
+        poison: Poison,
         publish: Callable[[StoreState], None],
-        poison: Callable[[BaseException], None],
+        fall_back: Callable[[], None],
     ) -> None:
         self.log = log
         self.checkpoint_bytes = checkpoint_bytes
+        self.poison = poison
         self._publish = publish
-        self._poison = poison
+        self._fall_back = fall_back
         self.published: StoreState = recovered.state
         self.durable_lsn = recovered.last_lsn
         self.snapshot_lsn = recovered.snapshot_lsn
         self.log_bytes = recovered.log_bytes  # record bytes not covered by a snapshot
-        self.poisoned: BaseException | None = None
         self.fsyncs = 0
         self.bytes_written = 0
         self.records = 0
@@ -119,7 +111,7 @@ class Writer:
 
     async def submit(self, group: Group) -> None:
         """Queue a group for the next append; wait while too much is queued."""
-        while self._pending_bytes > MAX_PENDING_BYTES and self.poisoned is None:
+        while self._pending_bytes > MAX_PENDING_BYTES and not self.poison:
             if self._space.is_set():
                 self._space = trio.Event()
             await self._space.wait()
@@ -143,10 +135,7 @@ class Writer:
         """
         target = self.durable_lsn
         while True:
-            if self.poisoned is not None:
-                raise StorePoisoned("the store is poisoned; reopen it to checkpoint") from (
-                    self.poisoned
-                )
+            self.poison.check("checkpoint")
             if self.snapshot_lsn >= target:
                 break
             if self._finished:
@@ -174,7 +163,7 @@ class Writer:
                     if self._checkpoint_due():
                         await self._start_checkpoint(checkpoints)
             # Clean close: one last checkpoint, so the next open is quick.
-            if self.poisoned is None and self.snapshot_lsn < self.durable_lsn:
+            if not self.poison and self.snapshot_lsn < self.durable_lsn:
                 async with trio.open_nursery() as last:
                     await self._start_checkpoint(last)
         finally:
@@ -183,7 +172,7 @@ class Writer:
             self._release_checkpoint_waiters()
 
     def _checkpoint_due(self) -> bool:
-        if self.poisoned is not None or self._checkpointing:
+        if self.poison or self._checkpointing:
             return False
         if self.snapshot_lsn >= self.durable_lsn:
             self._want_checkpoint = False
@@ -201,9 +190,9 @@ class Writer:
         groups, self._pending = self._pending, []
         self._pending_bytes = 0
         self._space.set()
-        if self.poisoned is not None:
+        if self.poison:
             for group in groups:
-                deliver([(reply, self._poisoned_error()) for reply, _ in group.outcomes])
+                deliver([(reply, self.poison.error()) for reply, _ in group.outcomes])
             return
         payloads = [record for group in groups for record in group.records]
         # One write: every record carries the LSN of the write's first one.
@@ -236,25 +225,17 @@ class Writer:
 
     def _fail(self, groups: list[Group], exc: Exception) -> None:
         logger.error("%s: log write failed, the store is poisoned: %s", self.log.directory, exc)
-        self.poisoned = exc
-        self._poison(exc)
+        self.poison.set(exc)
+        self._fall_back()
         error = WriteFailed(f"writing the log of {self.log.directory} failed: {exc}")
         for group in groups:
             for reply, _ in group.outcomes:
                 failure = WriteFailed(str(error))
                 failure.__cause__ = exc
                 reply.set(failure)
-        self._fail_pending(self._poisoned_error())
+        self._fail_pending(self.poison.error())
         self._space.set()
         self._release_checkpoint_waiters()
-
-    def _poisoned_error(self) -> StorePoisoned:
-        error = StorePoisoned(
-            f"the store at {self.log.directory} is poisoned by an earlier write failure"
-            f" ({self.poisoned}); reopen it"
-        )
-        error.__cause__ = self.poisoned
-        return error
 
     def _fail_pending(self, error: BaseException) -> None:
         groups, self._pending = self._pending, []

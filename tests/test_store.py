@@ -799,16 +799,16 @@ class _ActorBug(RuntimeError):
 
 def _break_core_on(monkeypatch, should_fail):
     """Make the pure core raise `_ActorBug` for commands matching `should_fail`."""
-    real_apply = _core.apply
+    real_plan = _core.plan
     raised: list[BaseException] = []
 
-    def apply(state, command, codec):
+    def plan(state, command, codec):
         if should_fail(command):
             raised.append(_ActorBug(f"bug applying {type(command).__name__}"))
             raise raised[-1]
-        return real_apply(state, command, codec)
+        return real_plan(state, command, codec)
 
-    monkeypatch.setattr(_core, "apply", apply)
+    monkeypatch.setattr(_core, "plan", plan)
     return raised
 
 
@@ -897,8 +897,8 @@ async def test_base_exception_in_the_actor_does_not_leave_callers_hanging(monkey
 
     # Keep hold of every reply slot so a hanging caller can be released at
     # the end (the wait is shielded: a timeout cannot reach it).
-    replies: list[_actor._Reply] = []
-    real_reply = _actor._Reply
+    replies: list[_actor.Reply] = []
+    real_reply = _actor.Reply
 
     class TrackedReply(real_reply):
         __slots__ = ()
@@ -907,7 +907,7 @@ async def test_base_exception_in_the_actor_does_not_leave_callers_hanging(monkey
             super().__init__()
             replies.append(self)
 
-    monkeypatch.setattr(_actor, "_Reply", TrackedReply)
+    monkeypatch.setattr(_actor, "Reply", TrackedReply)
     outcome: list[BaseException | None] = []
     answered = trio.Event()
 

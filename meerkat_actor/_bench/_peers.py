@@ -26,8 +26,9 @@ from typing import Final, Protocol
 
 import trio
 
-from .._actor import ActorStore, StoreStatistics, open_store
+from .._actor import ActorStore, open_store
 from .._errors import ReceiptConflict, SessionKeyMismatch, WriteFailed
+from .._front import StoreStatistics
 from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from .._session_codec import MeerkatSessionCodec
 from .._sqlite import open_sqlite_store
