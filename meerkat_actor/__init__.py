@@ -31,7 +31,7 @@ from ._front import StoreStatistics
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._protocol import RuntimeStore
 from ._session_codec import MeerkatSessionCodec, SessionCodec
-from ._sqlite import open_sqlite_store
+from ._sqlite import SqliteStore, open_sqlite_store
 from ._types import (
     LIFECYCLE_TRANSITIONS,
     InputAbandonReason,
@@ -53,6 +53,7 @@ from ._types import (
 
 __all__ = [
     "LIFECYCLE_TRANSITIONS",
+    "ActorStore",
     "CorruptStore",
     "InputAbandonReason",
     "InputDurability",
@@ -81,6 +82,7 @@ __all__ = [
     "SessionDelta",
     "SessionId",
     "SessionKeyMismatch",
+    "SqliteStore",
     "StoreClosed",
     "StoreLocked",
     "StorePoisoned",

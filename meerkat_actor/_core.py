@@ -339,16 +339,16 @@ Command: TypeAlias = (
 # checks the arguments the same way. `answer(view)` is pure: the same view
 # gives the same answer, whichever store holds it.
 
-T = TypeVar("T", covariant=True)
+T_co = TypeVar("T_co", covariant=True)
 
 
-class Query(Generic[T]):
+class Query(Generic[T_co]):
     """A read: its arguments, checked, and how to answer it from a `ReadView`."""
 
     __slots__ = ()
     operation: ClassVar[str]
 
-    def answer(self, view: ReadView) -> T:  # pragma: no cover - every query overrides it
+    def answer(self, view: ReadView) -> T_co:  # pragma: no cover - every query overrides it
         raise NotImplementedError
 
 

@@ -160,11 +160,13 @@ class Poison:
     only reopening the store clears it.
     """
 
-    __slots__ = ("cause", "location")
+    __slots__ = ("cause", "failed", "location")
 
-    def __init__(self, location: str) -> None:
-        """`location` names the store in messages ("the store at /srv/state")."""
+    def __init__(self, location: str, failed: str = "log write") -> None:
+        """`location` names the store in messages ("the store at /srv/state"),
+        `failed` what fails with an unknown outcome ("log write", "COMMIT")."""
         self.location = location
+        self.failed = failed
         self.cause: BaseException | None = None
 
     def set(self, cause: BaseException) -> None:
@@ -179,7 +181,7 @@ class Poison:
         """The refusal of a write, chained to the cause."""
         prefix = f"{where}: " if where else ""
         error = StorePoisoned(
-            f"{prefix}{self.location} refuses writes: an earlier write failed"
+            f"{prefix}{self.location} refuses writes: an earlier {self.failed} failed"
             f" ({self.cause}) and its outcome is unknown; reopen the store"
         )
         error.__cause__ = self.cause

@@ -109,6 +109,22 @@ class FileIO:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         return Handle(fd, path)
 
+    def create_private_file(self, path: str) -> None:
+        """Create the file `path` names, empty and 0600, unless something is
+        there, and make its directory entry durable.
+
+        The path is resolved first: a dangling symlink gets its target
+        created here, 0600 (not by whoever opens it next, with its default
+        mode).
+        """
+        target = os.path.realpath(path)
+        try:
+            handle = self.create(target)
+        except FileExistsError:
+            return
+        self.close(handle)
+        self.sync_dir(os.path.dirname(target))
+
     def open_write(self, path: str) -> Handle:
         """Open an existing file for writing at given offsets (`write_at`)."""
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)

@@ -38,7 +38,7 @@ from ._core import StoreState
 from ._durable import DEFAULT_MAX_RECORD, DurableLog, _check_format_file
 from ._errors import CorruptStore, NotAStore, ReadFailed, StoreLocked
 from ._fs import FileIO, Handle, LockHandle
-from ._sqlite import _Database
+from ._sqlite_db import Database as _Database
 
 __all__ = [
     "FileEntry",
@@ -134,6 +134,10 @@ class _DryRunIO(FileIO):
 
     def create(self, path: str) -> Handle:
         return Handle(-1, path)
+
+    def create_private_file(self, path: str) -> None:
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
 
     def open_write(self, path: str) -> Handle:
         return Handle(-1, path)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 import meerkat_actor as ma
-from meerkat_actor._actor import ActorStore
 
 EXPECTED = {
     # stores
@@ -17,6 +16,9 @@ EXPECTED = {
     "open_sqlite_store",
     "RuntimeStore",
     "StoreStatistics",
+    # the handles open_store/open_sqlite_store yield (for annotations)
+    "ActorStore",
+    "SqliteStore",
     # session codecs (open_store(session_codec=...))
     "SessionCodec",
     "MeerkatSessionCodec",
@@ -145,10 +147,37 @@ def test_testing_subpackage_is_importable_and_its_modules_are_private():
             assert hasattr(testing, name), name
 
 
-def test_store_handle_is_not_exported_and_has_no_public_constructor():
-    assert "ActorStore" not in ma.__all__
-    with pytest.raises(TypeError, match=r"no public constructor; use meerkat_actor\.open_store"):
-        ActorStore()
+@pytest.mark.parametrize(
+    ("handle", "opener"),
+    [(ma.ActorStore, "open_store"), (ma.SqliteStore, "open_sqlite_store")],
+)
+def test_store_handles_are_exported_without_a_public_constructor(handle, opener):
+    with pytest.raises(TypeError, match=rf"no public constructor; use meerkat_actor\.{opener}\("):
+        handle()
+    with pytest.raises(TypeError, match="no public constructor"):
+        handle(None, None, None)
+
+
+async def test_the_handles_are_what_the_openers_yield_and_implement_the_protocol(tmp_path):
+    async with ma.open_store() as memory, ma.open_store(tmp_path / "d") as durable:
+        assert type(memory) is ma.ActorStore
+        assert type(durable) is ma.ActorStore
+        assert isinstance(durable, ma.RuntimeStore)
+    async with ma.open_sqlite_store(tmp_path / "s.sqlite3") as sqlite:
+        assert type(sqlite) is ma.SqliteStore
+        assert isinstance(sqlite, ma.RuntimeStore)
+        assert isinstance(sqlite.statistics(), ma.StoreStatistics)
+
+
+def test_the_handles_share_one_documented_front():
+    """Every contract method is written once: neither handle overrides it."""
+    protocol = [n for n in vars(ma.RuntimeStore) if not n.startswith("_")]
+    assert len(protocol) >= 15
+    for handle in (ma.ActorStore, ma.SqliteStore):
+        for name in protocol:
+            method = getattr(handle, name)
+            assert name not in vars(handle), f"{handle.__name__} overrides {name}"
+            assert method.__doc__ and "Raises:" in method.__doc__ or name == "auth_authority_key"
 
 
 def test_version():

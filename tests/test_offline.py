@@ -26,7 +26,7 @@ from meerkat_actor._core import RuntimeRecord, StoreState
 from meerkat_actor._durable import DurableLog
 from meerkat_actor._errors import NotAStore
 from meerkat_actor._fs import FileIO
-from meerkat_actor._sqlite import I64_MAX
+from meerkat_actor._sqlite_rows import I64_MAX
 from meerkat_actor.testing import strategies as s
 
 
