@@ -460,3 +460,107 @@ def test_atomic_apply_property(rcpt, states):
     assert core.load_boundary_receipt(state, RT, rcpt.run_id, rcpt.sequence) == rcpt
     with pytest.raises(ma.ReceiptConflict):
         core.apply(state, core.AtomicApply(RT, None, rcpt, [], None), CODEC)
+
+
+# --- ReadView and queries: plan and the reads see the state only through the view ------------
+
+
+class RecordingView:
+    """A `ReadView` that is not a `StoreState`: it answers from a state and
+    records each lookup, so a test sees exactly what plan and the reads ask."""
+
+    def __init__(self, state: core.StoreState) -> None:
+        self.state = state
+        self.asked: list[str] = []
+
+    def __getattr__(self, name: str):
+        lookup = getattr(self.state, name)
+
+        def recorded(*args):
+            self.asked.append(name)
+            return lookup(*args)
+
+        return recorded
+
+
+def test_plan_decides_from_any_read_view():
+    state = run(core.EMPTY, core.AtomicApply(RT, None, receipt(), [], None))
+    view = RecordingView(state)
+    with pytest.raises(ma.ReceiptConflict, match="sequence 7 exists already"):
+        core.plan(view, core.AtomicApply(RT, None, receipt(), [], None), CODEC)
+    assert view.asked == ["boundary_receipt"]
+    view.asked.clear()
+    effects = core.plan(view, core.AtomicApply(RT, None, receipt(8), [], None), CODEC)
+    assert effects == (core.InsertReceipt(RT, receipt(8)),)
+    assert view.asked == ["boundary_receipt"]
+
+
+def test_oauth_update_reads_the_current_value_through_the_view():
+    state = run(core.EMPTY, core.PersistOAuthFlowSnapshot(b"1"))
+    view = RecordingView(state)
+    seen: list[bytes | None] = []
+
+    def update(current):
+        seen.append(current)
+        return b"2"
+
+    effects = core.plan(view, core.UpdateOAuthFlowSnapshot(update), CODEC)
+    assert seen == [b"1"]
+    assert effects == (core.SetOAuthFlowSnapshot(b"2"),)
+    assert view.asked == ["auth_oauth_flow_snapshot"]
+
+
+def test_blind_writes_read_nothing():
+    view = RecordingView(core.EMPTY)
+    core.plan(view, core.PersistInputState(RT, stored(I1)), CODEC)
+    commit = ma.machine_transition(ma.RuntimeState.INITIALIZING, ma.RuntimeState.IDLE)
+    core.plan(view, core.CommitMachineLifecycle(RT, commit, []), CODEC)
+    core.plan(view, core.PersistOAuthFlowSnapshot(b"x"), CODEC)
+    assert view.asked == []
+
+
+def test_queries_answer_from_any_view_and_sort_input_states():
+    ids = [ma.InputId(uuid.UUID(int=n)) for n in (3, 1, 2)]
+    state = run(core.EMPTY, *(core.PersistInputState(RT, stored(i)) for i in ids))
+    view = RecordingView(state)
+    listed = core.LoadInputStates(RT).answer(view)
+    assert [s.input_id for s in listed] == sorted(ids, key=lambda i: i.value.int)
+    assert core.LoadInputState(RT, ids[0]).answer(view) == stored(ids[0])
+    assert core.LoadBoundaryReceipt(RT, RUN, 7).answer(view) is None
+    assert core.LoadSessionSnapshot(RT).answer(view) is None
+    assert core.LoadRuntimeState(RT).answer(view) is None
+    assert core.LoadOpsLifecycle(RT).answer(view) is None
+    assert core.LoadAuthOAuthFlowSnapshot().answer(view) is None
+    assert view.asked == [
+        "input_states",
+        "input_state",
+        "boundary_receipt",
+        "session_snapshot",
+        "runtime_state",
+        "ops_lifecycle",
+        "auth_oauth_flow_snapshot",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: core.LoadInputStates("r"), TypeError, "runtime_id must be LogicalRuntimeId"),
+        (lambda: core.LoadInputState(RT, str(I1)), TypeError, "input_id must be InputId, got str"),
+        (lambda: core.LoadBoundaryReceipt(RT, str(RUN), 1), TypeError, "run_id must be RunId"),
+        (lambda: core.LoadBoundaryReceipt(RT, RUN, -1), ValueError, r"sequence must be in \[0"),
+        (lambda: core.LoadBoundaryReceipt(RT, RUN, 2**64), ValueError, "sequence must be in"),
+        (lambda: core.LoadBoundaryReceipt(RT, RUN, True), TypeError, "sequence must be int"),
+        (lambda: core.LoadSessionSnapshot(None), TypeError, "runtime_id must be"),
+        (lambda: core.LoadRuntimeState(b"r"), TypeError, "runtime_id must be"),
+        (lambda: core.LoadOpsLifecycle(1), TypeError, "runtime_id must be"),
+    ],
+)
+def test_queries_refuse_bad_arguments(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_every_command_and_query_names_its_public_method():
+    for cls in [*core.Command.__args__, *core.Query.__subclasses__()]:
+        assert hasattr(ma.RuntimeStore, cls.operation), cls

@@ -1035,3 +1035,63 @@ async def test_open_validates_its_arguments(path, kwargs, error, message):
             pass
     if "path" not in kwargs:
         assert not path.exists()
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+async def test_statistics_count_commands_refusals_effects_and_transactions(store):
+    before = store.statistics()
+    assert before == ma.StoreStatistics(
+        commands=0,
+        refused=0,
+        batches=0,
+        largest_batch=0,
+        effects=0,
+        records=0,
+        fsyncs=0,
+        bytes_written=0,
+        checkpoints=0,
+        pending=0,
+        max_pending=0,
+        transactions=0,
+    )
+    await store.atomic_apply(RT, session(), receipt(), [stored(I1)])  # 3 effects
+    with pytest.raises(ma.ReceiptConflict):
+        await store.atomic_apply(RT, None, receipt(), [])
+    with pytest.raises(ZeroDivisionError):
+        await store.update_auth_oauth_flow_snapshot(lambda current: 1 // 0)
+    with pytest.raises(TypeError):  # refused before reaching the store: not counted
+        await store.persist_input_state(RT, None)
+    assert await store.load_input_states(RT) == [stored(I1)]
+    stats = store.statistics()
+    assert (stats.commands, stats.refused, stats.effects) == (3, 2, 3)
+    assert (stats.batches, stats.largest_batch) == (3, 1)
+    assert stats.transactions == 4  # three writes and one read
+    assert (stats.records, stats.fsyncs, stats.bytes_written, stats.checkpoints) == (0, 0, 0, 0)
+
+
+async def test_statistics_show_calls_waiting_for_the_connection(store):
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(current):
+        entered.set()
+        release.wait(10)
+        return b"x"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.update_auth_oauth_flow_snapshot, slow)
+        await trio.to_thread.run_sync(entered.wait, 10)
+        nursery.start_soon(store.load_auth_oauth_flow_snapshot)
+        nursery.start_soon(store.persist_auth_oauth_flow_snapshot, b"y")
+        await trio.testing.wait_all_tasks_blocked()
+        assert store.statistics().pending == 2
+        release.set()
+    assert store.statistics().pending == 0
+    assert await store.load_auth_oauth_flow_snapshot() == b"y"
+
+
+async def test_statistics_answer_after_close(path):
+    async with ma.open_sqlite_store(path) as store:
+        await store.persist_auth_oauth_flow_snapshot(b"x")
+    assert store.statistics().commands == 1

@@ -697,3 +697,53 @@ async def test_a_rollback_journal_file_in_use_opens_in_its_own_mode(rust_file):
     finally:
         reader.close()
     assert rows(rust_file, "PRAGMA journal_mode") == [("delete",)]
+
+
+# --- one rule for a receipt row's key, in every path that reads it ------------------------
+
+
+def _file_with_receipt_row(path: Path, run_text: str, sequence: int) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(RUST_DDL)
+    db.execute(
+        "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
+        (RUNTIME, run_text, sequence, receipt_doc(RUN_A, "immediate", [], None, 5).encode()),
+    )
+    db.close()
+
+
+@pytest.mark.parametrize("spelling", [str(RUN_A).upper(), str(RUN_A).replace("-", "")])
+async def test_a_receipt_row_under_another_spelling_of_its_run_id_is_no_receipt_anywhere(
+    tmp_path, spelling
+):
+    """The store cannot find such a row under its key; the whole-store read
+    (export, import-sqlite) does not take it for that receipt either: it is
+    damage naming the row, in both paths."""
+    from meerkat_actor._sqlite_db import Database
+
+    path = tmp_path / "spelled.sqlite3"
+    _file_with_receipt_row(path, spelling, 5)
+    async with ma.open_sqlite_store(path) as store:
+        assert await store.load_boundary_receipt(RT, RUN_A, 5) is None
+    database = Database.open_read_only(str(path))
+    try:
+        with pytest.raises(ma.CorruptStore, match=rf"run_id '{spelling}', sequence column 5"):
+            database.read_state()
+    finally:
+        database.close()
+
+
+async def test_a_receipt_row_spelled_as_the_store_writes_it_is_found_in_both_paths(tmp_path):
+    from meerkat_actor._sqlite_db import Database
+
+    path = tmp_path / "canonical.sqlite3"
+    _file_with_receipt_row(path, str(RUN_A), 5)
+    expected = receipt(RUN_A, "immediate", [], None, 5)
+    async with ma.open_sqlite_store(path) as store:
+        assert await store.load_boundary_receipt(RT, RUN_A, 5) == expected
+    database = Database.open_read_only(str(path))
+    try:
+        state = database.read_state()
+    finally:
+        database.close()
+    assert state.boundary_receipt(RT, RUN_A, 5) == expected
