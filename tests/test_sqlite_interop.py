@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import meerkat_actor as ma
+from meerkat_actor._sqlite_db import Database
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -719,8 +720,6 @@ async def test_a_receipt_row_under_another_spelling_of_its_run_id_is_no_receipt_
     """The store cannot find such a row under its key; the whole-store read
     (export, import-sqlite) does not take it for that receipt either: it is
     damage naming the row, in both paths."""
-    from meerkat_actor._sqlite_db import Database
-
     path = tmp_path / "spelled.sqlite3"
     _file_with_receipt_row(path, spelling, 5)
     async with ma.open_sqlite_store(path) as store:
@@ -734,8 +733,6 @@ async def test_a_receipt_row_under_another_spelling_of_its_run_id_is_no_receipt_
 
 
 async def test_a_receipt_row_spelled_as_the_store_writes_it_is_found_in_both_paths(tmp_path):
-    from meerkat_actor._sqlite_db import Database
-
     path = tmp_path / "canonical.sqlite3"
     _file_with_receipt_row(path, str(RUN_A), 5)
     expected = receipt(RUN_A, "immediate", [], None, 5)
