@@ -56,7 +56,7 @@ Values inside payloads and bodies use the plain form of `_codec.to_plain`.
 Rule 3: this module is the one reader of the log. `scan_segment` walks a
 segment's records and states where they end; `later_write` is the torn-write
 test; `read_snapshot` checks a snapshot. Recovery (`_durable.py`) and
-`verify` (`_offline.py`, for now its own walk) judge the files through them and through
+`verify` (`_verifier.py`) both judge the files through them and through
 nothing else, so they cannot disagree about what a valid record is. The
 numbered validity rules are those of docs/format.md, cited here by number:
 
