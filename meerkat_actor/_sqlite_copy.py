@@ -75,11 +75,15 @@ def export_sqlite(state: StoreState, path: str, io: FileIO | None = None) -> Sto
 
     Raises:
         FileExistsError: `path` exists.
+        NotAStore: the directory `path` names does not exist.
         ReadFailed, WriteFailed, CorruptStore: as `open_sqlite_store` and its writes.
     """
     io = FileIO() if io is None else io
     if os.path.lexists(path):
         raise FileExistsError(errno.EEXIST, "the export's target exists", path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise NotAStore(f"cannot export to {path}: its directory {directory} does not exist")
     database = _Database.open(path, "FULL", 5.0)
     try:
         database.write_state(state)
