@@ -20,7 +20,10 @@ Theory of operation. `DurableLog.open()` locks the directory (`flock` on
 LOCK), creates or checks the FORMAT file, removes temp files a crashed
 checkpoint left, then recovers: it loads the newest snapshot that checks out,
 replays the records after it in LSN order (they must be contiguous), and
-positions the writer at the end of the log. `append()` writes one group of
+positions the writer at the end of the log. It judges bytes only through
+`_format`'s scanner (`read_snapshot`, `segment_header`, `scan_segment`,
+`later_write`) and the numbered rules of docs/format.md, the same code
+`meerkat-actor verify` (`_verifier.py`) reads with. `append()` writes one group of
 framed records and syncs it. `rotate()` starts a new segment at a given LSN,
 so that a checkpoint taken at LSN L can delete every segment before the one
 starting at L + 1. `write_snapshot()` runs the checkpoint protocol.
