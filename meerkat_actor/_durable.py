@@ -23,8 +23,8 @@ replays the records after it in LSN order (they must be contiguous), and
 positions the writer at the end of the log. It judges bytes only through
 `_format`'s scanner (`read_snapshot`, `segment_header`, `scan_segment`,
 `later_write`) and the numbered rules of docs/format.md, the same code
-`meerkat-actor verify` (`_verifier.py`) reads with. `append()` writes one group of
-framed records and syncs it. `rotate()` starts a new segment at a given LSN,
+`meerkat-actor verify` (`_verifier.py`) reads with. `append()` writes one
+group of framed records and syncs it. `rotate()` starts a new segment at a given LSN,
 so that a checkpoint taken at LSN L can delete every segment before the one
 starting at L + 1. `write_snapshot()` runs the checkpoint protocol.
 """
@@ -277,9 +277,8 @@ class DurableLog:
                     replay.state = _core.redo(replay.state, event.effects)
                     replay.log_bytes += event.frame.end - event.frame.offset
                 replay.last_lsn = max(replay.last_lsn, event.frame.lsn)
-            elif isinstance(event, fmt.End):
-                end, replay.expected = event.offset, event.expected
-            else:
+                continue
+            if isinstance(event, fmt.Damage):
                 self._torn_write(path, reader, event, is_last)
                 warnings.append(
                     f"truncated a torn write at the end of {path}"
@@ -287,7 +286,7 @@ class DurableLog:
                     f" {event.error}"
                 )
                 self._truncate(path, event.offset)
-                end, replay.expected = event.offset, event.expected
+            end, replay.expected = event.offset, event.expected
         if is_last:
             assert replay.expected is not None
             self._open_segment_for_append(
