@@ -54,8 +54,6 @@ __all__ = [
 ]
 
 _logger: Final = logging.getLogger("meerkat_actor")
-SEGMENT: Final = ("log-", ".log")
-SNAPSHOT: Final = ("snapshot-", ".snap")
 
 Severity = Literal["note", "damage", "corrupt"]
 
@@ -251,9 +249,9 @@ def _kind(name: str) -> Literal["format", "lock", "snapshot", "segment", "temp",
         return "format"
     if name == fmt.LOCK_FILE:
         return "lock"
-    if fmt.parse_name(name, *SNAPSHOT) is not None:
+    if fmt.parse_name(name, *fmt.SNAPSHOT_NAME) is not None:
         return "snapshot"
-    if fmt.parse_name(name, *SEGMENT) is not None:
+    if fmt.parse_name(name, *fmt.SEGMENT_NAME) is not None:
         return "segment"
     if name.endswith(".tmp"):
         return "temp"
@@ -292,8 +290,8 @@ def recover(io: _DryRunIO, directory: str, max_record: int) -> StoreView:
         log, recovered = DurableLog.open(io, directory, max_record)
     log.close()
     files = list_files(directory, io)
-    segment_lsns = [n for f in files if (n := fmt.parse_name(f.name, *SEGMENT)) is not None]
-    oldest = min(segment_lsns, default=None)
+    segments = fmt.numbered((f.name for f in files), fmt.SEGMENT_NAME)
+    oldest = segments[0][0] if segments else None
     notes = [
         Problem(
             "note",

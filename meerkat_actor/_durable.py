@@ -54,8 +54,6 @@ PREALLOCATE: Final = 1024 * 1024
 _TMP: Final = ".tmp"
 #: Marks a store being made from a state (backup, import) until it is whole.
 INCOMPLETE_FILE: Final = "INCOMPLETE"
-_SEGMENT: Final = ("log-", ".log")
-_SNAPSHOT: Final = ("snapshot-", ".snap")
 
 
 @dataclass
@@ -161,13 +159,8 @@ class DurableLog:
                 self._initialise(names)
         except OSError as exc:
             raise ReadFailed(f"cannot read store directory {self.directory}: {exc}") from exc
-        segments = sorted(
-            (n, name) for name in names if (n := fmt.parse_name(name, *_SEGMENT)) is not None
-        )
-        snapshots = sorted(
-            ((n, name) for name in names if (n := fmt.parse_name(name, *_SNAPSHOT)) is not None),
-            reverse=True,
-        )
+        segments = fmt.numbered(names, fmt.SEGMENT_NAME)
+        snapshots = fmt.numbered(names, fmt.SNAPSHOT_NAME)[::-1]
         warnings: list[str] = []
         state, snapshot_lsn, bad_snapshot = self._load_snapshot(snapshots, warnings)
         try:
@@ -546,8 +539,8 @@ class DurableLog:
         self._write_atomically(fmt.snapshot_name(lsn), data)
         removed = False
         for name in self.io.list_dir(self.directory):
-            seg = fmt.parse_name(name, *_SEGMENT)
-            snap = fmt.parse_name(name, *_SNAPSHOT)
+            seg = fmt.parse_name(name, *fmt.SEGMENT_NAME)
+            snap = fmt.parse_name(name, *fmt.SNAPSHOT_NAME)
             if (seg is not None and seg < keep_from_lsn) or (snap is not None and snap < lsn):
                 self.io.remove(self._path(name))
                 removed = True
@@ -627,7 +620,7 @@ def _is_own_temp(name: str) -> bool:
     if not name.endswith(_TMP):
         return False
     base = name[: -len(_TMP)]
-    return base == fmt.FORMAT_FILE or fmt.parse_name(base, *_SNAPSHOT) is not None
+    return base == fmt.FORMAT_FILE or fmt.parse_name(base, *fmt.SNAPSHOT_NAME) is not None
 
 
 def _check_not_foreign(directory: str, names: list[str]) -> None:

@@ -90,7 +90,7 @@ import io
 import re
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, Protocol, final
 
@@ -108,7 +108,9 @@ __all__ = [
     "FORMAT_VERSION",
     "FRAME_HEADER",
     "SEGMENT_HEADER",
+    "SEGMENT_NAME",
     "SNAPSHOT_HEADER",
+    "SNAPSHOT_NAME",
     "BytesReader",
     "Damage",
     "End",
@@ -131,6 +133,7 @@ __all__ = [
     "frame_records",
     "is_zero_from",
     "later_write",
+    "numbered",
     "read_frame",
     "read_snapshot",
     "scan_segment",
@@ -184,6 +187,11 @@ def _fail(message: str, offset: int, rule: str | None = None) -> NoReturn:
     raise FormatError(message, offset, rule)
 
 
+#: The (prefix, suffix) of segment and snapshot file names, for `parse_name`.
+SEGMENT_NAME: Final = ("log-", ".log")
+SNAPSHOT_NAME: Final = ("snapshot-", ".snap")
+
+
 def segment_name(first_lsn: int) -> str:
     return f"log-{first_lsn:020d}.log"
 
@@ -200,6 +208,12 @@ def parse_name(name: str, prefix: str, suffix: str) -> int | None:
     if len(digits) != 20 or not (digits.isascii() and digits.isdigit()):
         return None
     return int(digits)
+
+
+def numbered(names: Iterable[str], pattern: tuple[str, str]) -> list[tuple[int, str]]:
+    """The names of the form `pattern` (`SEGMENT_NAME`, `SNAPSHOT_NAME`) with
+    their numbers, in increasing order of number."""
+    return sorted((n, name) for name in names if (n := parse_name(name, *pattern)) is not None)
 
 
 # --- hardened CBOR ----------------------------------------------------------------------

@@ -32,8 +32,6 @@ from typing import Literal
 
 from . import _format as fmt
 from ._dry_run import (
-    SEGMENT,
-    SNAPSHOT,
     Problem,
     _DryRunIO,
     check_store_directory,
@@ -156,7 +154,7 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
     names = sorted(io.list_dir(directory))
     newest_snapshot = 0
     for name in names:
-        lsn = fmt.parse_name(name, *SNAPSHOT)
+        lsn = fmt.parse_name(name, *fmt.SNAPSHOT_NAME)
         if lsn is None:
             continue
         report.snapshots += 1
@@ -167,9 +165,7 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
             found.append(_Finding(Problem("damage", path, exc.offset, f"snapshot: {exc}")))
             continue
         newest_snapshot = max(newest_snapshot, lsn)
-    segments = sorted(
-        (n, name) for name in names if (n := fmt.parse_name(name, *SEGMENT)) is not None
-    )
+    segments = fmt.numbered(names, fmt.SEGMENT_NAME)
     previous_end: int | None = None
     for first_lsn, name in segments:
         report.segments += 1
