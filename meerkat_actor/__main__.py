@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import trio
 
-from . import _offline
+from . import _dry_run, _sqlite_copy, _verifier
 from ._actor import ActorStore, open_store
 from ._codec import to_json
 from ._core import RuntimeRecord, StoreState
@@ -111,11 +111,11 @@ def _size(n: int) -> str:
     return f"{n:,} B"
 
 
-def _file_json(files: list[_offline.FileEntry]) -> list[dict[str, Any]]:
+def _file_json(files: list[_dry_run.FileEntry]) -> list[dict[str, Any]]:
     return [asdict(f) for f in files]
 
 
-def _files_text(files: list[_offline.FileEntry]) -> list[str]:
+def _files_text(files: list[_dry_run.FileEntry]) -> list[str]:
     width = max((len(f.name) for f in files), default=0)
     return [f"  {f.name:<{width}}  {_size(f.bytes):>14}" for f in files]
 
@@ -148,7 +148,7 @@ def _counts_text(counts: dict[str, Any]) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    view = _offline.read_store(args.dir, args.max_record_bytes)
+    view = _dry_run.read_store(args.dir, args.max_record_bytes)
     runtimes: list[dict[str, Any]] = []
     for runtime_id in sorted(view.state.runtimes, key=str):
         record = view.state.runtimes[runtime_id]
@@ -224,7 +224,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     _progress(f"verifying {args.dir} ...")
-    report = _offline.verify_store(args.dir, args.max_record_bytes)
+    report = _verifier.verify_store(args.dir, args.max_record_bytes)
     status = {"clean": EXIT_OK, "damaged": EXIT_PROBLEM, "corrupt": EXIT_CORRUPT}[report.result]
     checked = {"snapshots": report.snapshots, "segments": report.segments}
     checked["records"] = report.records
@@ -307,7 +307,7 @@ def _dump_documents(state: StoreState, runtime: str | None, secrets: bool) -> li
 
 
 def _dump(args: argparse.Namespace) -> int:
-    view = _offline.read_store(args.dir, args.max_record_bytes)
+    view = _dry_run.read_store(args.dir, args.max_record_bytes)
     for document in _dump_documents(view.state, args.runtime, args.include_secrets):
         sys.stdout.write(_json_line(document) + "\n")
     if (
@@ -331,11 +331,11 @@ async def _checkpoint_store(directory: str, max_record_bytes: int) -> None:
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
-    directory = _offline.check_store_directory(args.dir)  # never creates one
-    before = _offline.list_files(directory)
+    directory = _dry_run.check_store_directory(args.dir)  # never creates one
+    before = _dry_run.list_files(directory)
     _progress(f"checkpoint of {directory} ...")
     trio.run(_checkpoint_store, directory, args.max_record_bytes)
-    after = _offline.list_files(directory)
+    after = _dry_run.list_files(directory)
     snapshots = [f for f in after if f.kind == "snapshot"]
     newest = max(snapshots, key=lambda f: f.name, default=None)
     lsn = None if newest is None else int(newest.name.split("-")[1].split(".")[0])
@@ -381,10 +381,10 @@ def _export(args: argparse.Namespace) -> int:
     if os.path.lexists(target):
         raise FileExistsError(17, "exists", target)
     _progress(f"reading {args.dir} ...")
-    view = _offline.read_store(args.dir, args.max_record_bytes)
+    view = _dry_run.read_store(args.dir, args.max_record_bytes)
     _progress(f"writing {target} ...")
-    back = _offline.export_sqlite(view.state, target)
-    if not _offline.same_content(view.state, back):
+    back = _sqlite_copy.export_sqlite(view.state, target)
+    if not _sqlite_copy.same_content(view.state, back):
         raise _Failed(
             "mismatch",
             EXIT_PROBLEM,
@@ -399,13 +399,13 @@ def _import(args: argparse.Namespace) -> int:
     if os.path.lexists(target) and (not os.path.isdir(target) or os.listdir(target)):
         raise FileExistsError(17, "exists", target)
     _progress(f"reading {source} ...")
-    state = _offline.read_sqlite(source)
+    state = _sqlite_copy.read_sqlite(source)
     _progress(f"writing {target} ...")
     try:
-        view = _offline.import_sqlite(state, target)
+        view = _sqlite_copy.import_sqlite(state, target)
     except ValueError as exc:  # the directory filled up since the check above
         raise FileExistsError(17, "exists", target) from exc
-    if not _offline.same_content(state, view.state):
+    if not _sqlite_copy.same_content(state, view.state):
         raise _Failed(
             "mismatch",
             EXIT_PROBLEM,

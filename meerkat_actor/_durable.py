@@ -20,8 +20,11 @@ Theory of operation. `DurableLog.open()` locks the directory (`flock` on
 LOCK), creates or checks the FORMAT file, removes temp files a crashed
 checkpoint left, then recovers: it loads the newest snapshot that checks out,
 replays the records after it in LSN order (they must be contiguous), and
-positions the writer at the end of the log. `append()` writes one group of
-framed records and syncs it. `rotate()` starts a new segment at a given LSN,
+positions the writer at the end of the log. It judges bytes only through
+`_format`'s scanner (`read_snapshot`, `segment_header`, `scan_segment`,
+`later_write`) and the numbered rules of docs/format.md, the same code
+`meerkat-actor verify` (`_verifier.py`) reads with. `append()` writes one
+group of framed records and syncs it. `rotate()` starts a new segment at a given LSN,
 so that a checkpoint taken at LSN L can delete every segment before the one
 starting at L + 1. `write_snapshot()` runs the checkpoint protocol.
 """
@@ -30,8 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -53,9 +54,6 @@ PREALLOCATE: Final = 1024 * 1024
 _TMP: Final = ".tmp"
 #: Marks a store being made from a state (backup, import) until it is whole.
 INCOMPLETE_FILE: Final = "INCOMPLETE"
-_NONZERO: Final = re.compile(rb"[^\x00]")
-_SEGMENT: Final = ("log-", ".log")
-_SNAPSHOT: Final = ("snapshot-", ".snap")
 
 
 @dataclass
@@ -161,13 +159,8 @@ class DurableLog:
                 self._initialise(names)
         except OSError as exc:
             raise ReadFailed(f"cannot read store directory {self.directory}: {exc}") from exc
-        segments = sorted(
-            (n, name) for name in names if (n := fmt.parse_name(name, *_SEGMENT)) is not None
-        )
-        snapshots = sorted(
-            ((n, name) for name in names if (n := fmt.parse_name(name, *_SNAPSHOT)) is not None),
-            reverse=True,
-        )
+        segments = fmt.numbered(names, fmt.SEGMENT_NAME)
+        snapshots = fmt.numbered(names, fmt.SNAPSHOT_NAME)[::-1]
         warnings: list[str] = []
         state, snapshot_lsn, bad_snapshot = self._load_snapshot(snapshots, warnings)
         try:
@@ -206,14 +199,9 @@ class DurableLog:
         bad: tuple[int, str, int, str] | None = None
         for lsn, name in snapshots:
             path = self._path(name)
+            reader = self._reader(path)
             try:
-                data = self.io.read(path)
-            except OSError as exc:
-                raise ReadFailed(f"cannot read {path}: {exc}") from exc
-            try:
-                found_lsn, state = fmt.decode_snapshot(data)
-                if found_lsn != lsn:
-                    raise fmt.FormatError(f"header LSN {found_lsn} differs from the name", 16)
+                state = fmt.read_snapshot(reader, lsn)
             except fmt.FormatError as exc:
                 if bad is None:
                     bad = (lsn, path, exc.offset, str(exc))
@@ -248,17 +236,16 @@ class DurableLog:
     def _replay_segment(
         self, replay: _Replay, path: str, first_lsn: int, is_last: bool, warnings: list[str]
     ) -> bool:
-        """Replay one segment; False if it was a torn, record-less last segment."""
+        """Replay one segment; False if it was a torn, record-less last segment.
+
+        The segment is judged by `_format`'s scanner and docs/format.md's
+        rules: H1-H4 (header), 1-8 (records), 9 (torn write or damage).
+        """
+        reader = self._reader(path)
         try:
-            data = self.io.read(path)
-        except OSError as exc:
-            raise ReadFailed(f"cannot read {path}: {exc}") from exc
-        try:
-            header_lsn = fmt.decode_segment_header(data)
+            header_lsn = fmt.segment_header(reader)
         except fmt.FormatError as exc:
-            if is_last and data.count(0, fmt.SEGMENT_HEADER) == max(
-                0, len(data) - fmt.SEGMENT_HEADER
-            ):
+            if is_last and fmt.is_zero_from(reader, fmt.SEGMENT_HEADER):
                 # A crash interrupted the segment's creation (header and
                 # zero fill in one write): no record was ever written to it.
                 warnings.append(f"removed {path}: its header is torn ({exc})")
@@ -268,7 +255,7 @@ class DurableLog:
         if (
             replay.expected is not None
             and first_lsn < replay.expected
-            and data.count(0, fmt.SEGMENT_HEADER) == len(data) - fmt.SEGMENT_HEADER
+            and fmt.is_zero_from(reader, fmt.SEGMENT_HEADER)
         ):
             # A segment a failed rotation left behind: it holds no record, and
             # the records it was meant for went on in the previous segment.
@@ -276,69 +263,61 @@ class DurableLog:
             self._remove_durably(path)
             return True
         _check_segment_start(path, header_lsn, first_lsn, replay)
-        replay.expected = first_lsn
-        offset = fmt.SEGMENT_HEADER
-        while offset < len(data):
-            try:
-                frame = fmt.read_frame(data, offset, self.max_record)
-                if frame.lsn != replay.expected:
-                    raise fmt.FormatError(
-                        f"record LSN {frame.lsn}, expected {replay.expected}", offset
-                    )
-            except fmt.RecordTooLarge as exc:
-                raise _corrupt(path, exc.offset, str(exc)) from exc
-            except fmt.FormatError as exc:
-                if data.count(0, offset) == len(data) - offset:
-                    break  # the zero-filled, preallocated rest of the segment
-                if not is_last:
-                    raise _corrupt(path, exc.offset, str(exc)) from exc
-                self._check_torn_write(path, data, offset, replay.expected, exc)
+        end = fmt.SEGMENT_HEADER
+        for event in fmt.scan_segment(reader, first_lsn, self.max_record, replay.snapshot_lsn):
+            if isinstance(event, fmt.Record):
+                if event.effects is not None:
+                    replay.state = _core.redo(replay.state, event.effects)
+                    replay.log_bytes += event.frame.end - event.frame.offset
+                replay.last_lsn = max(replay.last_lsn, event.frame.lsn)
+                continue
+            if isinstance(event, fmt.Damage):
+                self._torn_write(path, reader, event, is_last)
                 warnings.append(
                     f"truncated a torn write at the end of {path}"
-                    f" (offset {offset}, {len(data) - offset} bytes): {exc}"
+                    f" (offset {event.offset}, {reader.size() - event.offset} bytes):"
+                    f" {event.error}"
                 )
-                self._truncate(path, offset)
-                data = data[:offset]
-                break
-            if frame.lsn > replay.snapshot_lsn:
-                try:
-                    effects = fmt.decode_effects(frame)
-                except fmt.FormatError as exc:
-                    raise _corrupt(path, exc.offset, str(exc)) from exc
-                replay.state = _core.redo(replay.state, effects)
-                replay.log_bytes += frame.end - frame.offset
-            replay.last_lsn = max(replay.last_lsn, frame.lsn)
-            replay.expected += 1
-            offset = frame.end
+                self._truncate(path, event.offset)
+            end, replay.expected = event.offset, event.expected
         if is_last:
+            assert replay.expected is not None
             self._open_segment_for_append(
-                path, first_lsn, offset, replay.expected - 1, replay.last_lsn
+                path, first_lsn, end, replay.expected - 1, replay.last_lsn
             )
         return True
 
-    def _check_torn_write(
-        self, path: str, data: bytes, offset: int, expected: int, exc: fmt.FormatError
-    ) -> None:
-        """Damage at `offset` of the last segment, where record `expected` should
-        be: raise `CorruptStore` unless it is what a crash during the last write
-        leaves.
+    def _reader(self, path: str) -> fmt.Reader:
+        """A reader of the file `path` for the scanner. Raises ReadFailed."""
+        try:
+            return fmt.BytesReader(self.io.read(path))
+        except OSError as exc:
+            raise ReadFailed(f"cannot read {path}: {exc}") from exc
 
-        A write's records all carry the LSN of its first record, and a write
-        starts only after the previous one was synced. So if every valid
-        record from `offset` on belongs to the write that should hold
-        `expected` (write LSN <= `expected`), the damage lies inside the last,
-        never-acknowledged-as-a-whole write: a torn write (its pages may reach
-        the disk in any order). A valid record of a *later* write proves the
-        damaged one was synced: that is corruption.
+    @staticmethod
+    def _torn_write(path: str, reader: fmt.Reader, damage: fmt.Damage, is_last: bool) -> None:
+        """Raise `CorruptStore` unless `damage` is a torn write: the last
+        segment's last write, cut by a crash (docs/format.md section 8, step 6).
+
+        A whole record that breaks rule 5 or 7 is damage wherever it is, and
+        so is any damage in a segment that is not the last. In the last one,
+        rule 9 decides: a write starts only after the previous one was synced,
+        so a valid record of a *later* write after the damage proves the
+        damaged record had been synced (corruption), while records of the
+        same write (or none) are what a crash during it leaves (its pages may
+        reach the disk in any order).
         """
-        for frame in _valid_frames_from(data, offset, expected):
-            if frame.write_lsn > expected:
-                raise _corrupt(
-                    path,
-                    offset,
-                    f"{exc}, but a valid record of a later write (LSN {frame.lsn})"
-                    f" follows at {frame.offset}",
-                ) from exc
+        error = damage.error
+        if damage.whole or not is_last:
+            raise _corrupt(path, error.offset, str(error)) from error
+        later = fmt.later_write(reader, damage)
+        if later is not None:
+            raise _corrupt(
+                path,
+                damage.offset,
+                f"{error}, but a valid record of a later write (LSN {later.lsn})"
+                f" follows at {later.offset}",
+            ) from error
 
     def _open_segment_for_append(
         self, path: str, first_lsn: int, size: int, segment_last: int, last_lsn: int
@@ -577,8 +556,8 @@ class DurableLog:
         self._write_atomically(fmt.snapshot_name(lsn), data)
         removed = False
         for name in self.io.list_dir(self.directory):
-            seg = fmt.parse_name(name, *_SEGMENT)
-            snap = fmt.parse_name(name, *_SNAPSHOT)
+            seg = fmt.parse_name(name, *fmt.SEGMENT_NAME)
+            snap = fmt.parse_name(name, *fmt.SNAPSHOT_NAME)
             if (seg is not None and seg < keep_from_lsn) or (snap is not None and snap < lsn):
                 self.io.remove(self._path(name))
                 removed = True
@@ -618,42 +597,12 @@ def _make_dirs(io: FileIO, directory: str) -> None:
         io.sync_dir(os.path.dirname(new))
 
 
-def _valid_frames_from(data: bytes, start: int, expected: int) -> Iterator[fmt.Frame]:
-    """Every checksum-valid record at or after `start` whose LSN is at least
-    `expected` (older LSNs are stale copies, not evidence).
-
-    Scans byte by byte, with cheap filters first (plausible LSN and length)
-    and skipping zero runs: a record's LSN (>= 1) has a non-zero byte among
-    its first 8, so a record starts within 7 bytes before a non-zero byte.
-    """
-    limit = len(data) - fmt.FRAME_HEADER
-    offset = start
-    while offset <= limit:
-        if data[offset] == 0:
-            found = _NONZERO.search(data, offset)
-            if found is None:
-                return
-            offset = max(offset, found.start() - 7)
-            if offset > limit:
-                return
-        lsn = int.from_bytes(data[offset : offset + 8], "big")
-        length = int.from_bytes(data[offset + 16 : offset + 20], "big")
-        if expected <= lsn < expected + (1 << 32) and 1 <= length <= limit - offset:
-            try:
-                frame = fmt.read_frame(data, offset, len(data))
-            except fmt.FormatError:
-                pass
-            else:
-                yield frame
-                offset = frame.end
-                continue
-        offset += 1
-
-
 def _check_segment_start(path: str, header_lsn: int, first_lsn: int, replay: _Replay) -> None:
     """The segment must start where the name says and where the log left off."""
-    if header_lsn != first_lsn:
-        raise _corrupt(path, 16, f"header first LSN {header_lsn} differs from the name")
+    try:
+        fmt.check_segment_name(header_lsn, first_lsn)
+    except fmt.FormatError as exc:
+        raise _corrupt(path, exc.offset, str(exc)) from exc
     if replay.expected is None:
         if first_lsn > replay.snapshot_lsn + 1:
             raise _corrupt(
@@ -688,7 +637,7 @@ def _is_own_temp(name: str) -> bool:
     if not name.endswith(_TMP):
         return False
     base = name[: -len(_TMP)]
-    return base == fmt.FORMAT_FILE or fmt.parse_name(base, *_SNAPSHOT) is not None
+    return base == fmt.FORMAT_FILE or fmt.parse_name(base, *fmt.SNAPSHOT_NAME) is not None
 
 
 def _check_not_foreign(directory: str, names: list[str]) -> None:

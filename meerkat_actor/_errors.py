@@ -225,8 +225,9 @@ class UnsupportedFormat(ReadFailed):
 class NotAStore(ReadFailed):
     """Internal refinement of `ReadFailed`, not exported: the path holds
     something that is not a store (a directory without a FORMAT file, a
-    SQLite file without Meerkat's tables). The command line maps it to its
-    "not found" exit status."""
+    SQLite file without Meerkat's tables), or it, or the directory a new file
+    would go in, does not exist. The command line maps it to its "not found"
+    exit status."""
 
 
 class StoreClosed(RuntimeStoreError):

@@ -52,16 +52,47 @@ A snapshot, `snapshot-<LSN, 20 digits>.snap`: a 40-byte header, then the body.
     40  B  body: CBOR map, the whole store state
 
 Values inside payloads and bodies use the plain form of `_codec.to_plain`.
+
+Rule 3: this module is the one reader of the log. `scan_segment` walks a
+segment's records and states where they end; `later_write` is the torn-write
+test; `read_snapshot` checks a snapshot. Recovery (`_durable.py`) and
+`verify` (`_verifier.py`) both judge the files through them and through
+nothing else, so they cannot disagree about what a valid record is. The
+numbered validity rules are those of docs/format.md, cited here by number:
+
+- H1-H4, a segment header (section 3): 32 bytes, magic, CRC, version, zero
+  reserved fields, first LSN >= 1 and equal to the number in the file name.
+- 1-7, a record (section 3): 1-4 make it *whole* (header bytes, 1 <= N and N
+  payload bytes, CRC, 1 <= W <= LSN), 5 bounds N by the reader's maximum,
+  6 requires the LSN expected next, 7 requires the payload to decode.
+- 8, the end of the records: at the first offset where a rule fails, the
+  records end if every remaining byte is zero; otherwise the segment is
+  damaged there.
+- 9, torn or damaged: damage in the newest segment followed by a whole record
+  of a *later* write (W above the LSN expected at the damage) is damage;
+  followed only by records of the same write (or nothing), a torn write.
+- S1-S3, a snapshot (section 4): header, length and CRCs; LSN equal to the
+  number in the file name; a body of the right shape.
+
+Theory of operation. The scanner reads through a `Reader` (a size and
+`read_at(offset, length)`), never through a whole `bytes` of its own, so a
+reader that reads a file piece by piece bounds what scanning holds in memory
+by the largest record. `scan_segment` yields one `Record` per valid record,
+then exactly one terminal event: `End` (rule 8, the zero fill or the end of
+the file) or `Damage` (the offset, the LSN expected there, the failed rule).
+It never decides what to do about damage: recovery and verify do, each by the
+same rules 5-9.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, Protocol, final
 
 import cbor2
 from pyrsistent import pmap
@@ -77,10 +108,18 @@ __all__ = [
     "FORMAT_VERSION",
     "FRAME_HEADER",
     "SEGMENT_HEADER",
+    "SEGMENT_NAME",
     "SNAPSHOT_HEADER",
+    "SNAPSHOT_NAME",
+    "BytesReader",
+    "Damage",
+    "End",
     "FormatError",
     "Frame",
+    "Reader",
+    "Record",
     "RecordTooLarge",
+    "check_segment_name",
     "decode_effects",
     "decode_format_file",
     "decode_segment_header",
@@ -90,8 +129,15 @@ __all__ = [
     "encode_record",
     "encode_segment_header",
     "encode_snapshot",
+    "frame_at",
     "frame_records",
+    "is_zero_from",
+    "later_write",
+    "numbered",
     "read_frame",
+    "read_snapshot",
+    "scan_segment",
+    "segment_header",
     "segment_name",
     "snapshot_name",
 ]
@@ -122,11 +168,14 @@ MAX_DEPTH: Final = 160
 
 
 class FormatError(ValueError):
-    """Bytes that are not a valid part of the format; `offset` locates the fault."""
+    """Bytes that are not a valid part of the format; `offset` locates the fault
+    and `rule` names the rule of docs/format.md that failed ("3", "H1", ...),
+    where one does."""
 
-    def __init__(self, message: str, offset: int) -> None:
+    def __init__(self, message: str, offset: int, rule: str | None = None) -> None:
         super().__init__(message)
         self.offset = offset
+        self.rule = rule
 
 
 class RecordTooLarge(FormatError):
@@ -134,8 +183,13 @@ class RecordTooLarge(FormatError):
     size: not a torn write, but a store written with a larger limit."""
 
 
-def _fail(message: str, offset: int) -> NoReturn:
-    raise FormatError(message, offset)
+def _fail(message: str, offset: int, rule: str | None = None) -> NoReturn:
+    raise FormatError(message, offset, rule)
+
+
+#: The (prefix, suffix) of segment and snapshot file names, for `parse_name`.
+SEGMENT_NAME: Final = ("log-", ".log")
+SNAPSHOT_NAME: Final = ("snapshot-", ".snap")
 
 
 def segment_name(first_lsn: int) -> str:
@@ -156,6 +210,12 @@ def parse_name(name: str, prefix: str, suffix: str) -> int | None:
     return int(digits)
 
 
+def numbered(names: Iterable[str], pattern: tuple[str, str]) -> list[tuple[int, str]]:
+    """The names of the form `pattern` (`SEGMENT_NAME`, `SNAPSHOT_NAME`) with
+    their numbers, in increasing order of number."""
+    return sorted((n, name) for name in names if (n := parse_name(name, *pattern)) is not None)
+
+
 # --- hardened CBOR ----------------------------------------------------------------------
 
 
@@ -170,8 +230,9 @@ _NO_SEMANTIC_TAGS: Final[dict[int, Callable[..., Any]]] = dict.fromkeys(
 )
 
 
-def _loads(data: bytes, offset: int) -> Any:
-    """Decode exactly one CBOR item that fills `data`, under the restrictions."""
+def _loads(data: bytes, offset: int, rule: str) -> Any:
+    """Decode exactly one CBOR item that fills `data`, under the restrictions
+    (a failure breaks `rule`)."""
     stream = io.BytesIO(data)
     try:
         decoder = cbor2.CBORDecoder(
@@ -184,9 +245,11 @@ def _loads(data: bytes, offset: int) -> Any:
         )
         value = decoder.decode()
     except Exception as exc:  # cbor2 raises several kinds; all mean "not valid"
-        _fail(f"invalid CBOR: {exc}", offset)
+        _fail(f"invalid CBOR: {exc}", offset, rule)
     if stream.tell() != len(data):
-        _fail(f"{len(data) - stream.tell()} bytes follow the CBOR item", offset + stream.tell())
+        _fail(
+            f"{len(data) - stream.tell()} bytes follow the CBOR item", offset + stream.tell(), rule
+        )
     return value
 
 
@@ -227,19 +290,29 @@ def encode_segment_header(first_lsn: int) -> bytes:
 def decode_segment_header(data: bytes) -> int:
     """Check a segment's first `SEGMENT_HEADER` bytes; return its first LSN."""
     if len(data) < SEGMENT_HEADER:
-        _fail(f"segment header is short ({len(data)} of {SEGMENT_HEADER} bytes)", 0)
+        _fail(f"segment header is short ({len(data)} of {SEGMENT_HEADER} bytes)", 0, "H1")
     magic, version, reserved, first_lsn, reserved2 = _SEGMENT_STRUCT.unpack_from(data)
     if magic != _SEGMENT_MAGIC:
-        _fail("segment has the wrong magic", 0)
+        _fail("segment has the wrong magic", 0, "H1")
     if zlib.crc32(data[:28]) != _CRC.unpack_from(data, 28)[0]:
-        _fail("segment header checksum mismatch", 28)
+        _fail("segment header checksum mismatch", 28, "H1")
     if version != FORMAT_VERSION:
-        _fail(f"segment format version {version}, this build reads {FORMAT_VERSION}", 8)
+        _fail(f"segment format version {version}, this build reads {FORMAT_VERSION}", 8, "H2")
     if reserved or reserved2:
-        _fail("segment header reserved fields are not zero", 12 if reserved else 24)
+        _fail("segment header reserved fields are not zero", 12 if reserved else 24, "H3")
     if first_lsn < 1:
-        _fail("segment first LSN is 0", 16)
+        _fail("segment first LSN is 0", 16, "H4")
     return int(first_lsn)
+
+
+def check_segment_name(header_lsn: int, name_lsn: int) -> None:
+    """Rule H4: the header's first LSN is the number in the file name.
+
+    Raises:
+        FormatError: they differ (offset 16, the header field).
+    """
+    if header_lsn != name_lsn:
+        _fail(f"header first LSN {header_lsn} differs from the name", 16, "H4")
 
 
 def encode_payload(effects: tuple[Effect, ...]) -> bytes:
@@ -277,46 +350,262 @@ class Frame:
 def read_frame(data: bytes, offset: int, max_record: int) -> Frame:
     """Check the record at `offset` of a segment's bytes; return it.
 
+    Args:
+        data: the segment's bytes (or any bytes holding a record).
+        offset: where the record starts.
+        max_record: the largest payload allowed (rule 5).
+
+    Returns:
+        The record, if rules 1-5 hold.
+
     Raises:
         RecordTooLarge: a whole record with a valid CRC whose payload is
             longer than `max_record`.
         FormatError: short header, bad length, short payload, CRC mismatch or
             a write LSN after the LSN (the offset is the record's start).
     """
-    if len(data) - offset < FRAME_HEADER:
-        _fail(f"short record header ({len(data) - offset} bytes)", offset)
-    lsn, write_lsn, length = _FRAME_STRUCT.unpack_from(data, offset)
+    return frame_at(BytesReader(data), offset, max_record)
+
+
+def frame_at(reader: Reader, offset: int, max_record: int) -> Frame:
+    """Check rules 1-5 for the record at `offset` of what `reader` reads.
+
+    Reads the 24-byte header, then the payload only once its length fits in
+    the file: a damaged length allocates nothing.
+
+    Args:
+        reader: the segment.
+        offset: where the record starts.
+        max_record: the largest payload allowed (rule 5).
+
+    Returns:
+        The whole record.
+
+    Raises:
+        RecordTooLarge: rules 1-4 hold but not rule 5.
+        FormatError: rule 1, 2, 3 or 4 fails (the offset is the record's start).
+    """
+    remaining = reader.size() - offset
+    if remaining < FRAME_HEADER:
+        _fail(f"short record header ({remaining} bytes)", offset, "1")
+    head = reader.read_at(offset, FRAME_HEADER)
+    lsn, write_lsn, length = _FRAME_STRUCT.unpack_from(head)
     if length < 1:
-        _fail("record length 0", offset)
+        _fail("record length 0", offset, "2")
     end = offset + FRAME_HEADER + length
-    if end > len(data):
-        _fail(
-            f"short record: {len(data) - offset - FRAME_HEADER} of {length} payload bytes", offset
-        )
-    crc = zlib.crc32(data[offset : offset + 20])
-    payload = data[offset + FRAME_HEADER : end]
-    if zlib.crc32(payload, crc) != _CRC.unpack_from(data, offset + 20)[0]:
-        _fail("record checksum mismatch", offset)
+    if end > offset + remaining:
+        _fail(f"short record: {remaining - FRAME_HEADER} of {length} payload bytes", offset, "2")
+    payload = reader.read_at(offset + FRAME_HEADER, length)
+    if zlib.crc32(payload, zlib.crc32(head[:20])) != _CRC.unpack_from(head, 20)[0]:
+        _fail("record checksum mismatch", offset, "3")
     if not 1 <= write_lsn <= lsn:
-        _fail(f"record write LSN {write_lsn} is not in [1, LSN {lsn}]", offset)
+        _fail(f"record write LSN {write_lsn} is not in [1, LSN {lsn}]", offset, "4")
     if length > max_record:
         raise RecordTooLarge(
             f"record of {length} bytes is over max_record_bytes={max_record};"
             " open the store with a larger max_record_bytes",
             offset,
+            "5",
         )
     return Frame(int(lsn), int(write_lsn), payload, offset, end)
 
 
 def decode_effects(frame: Frame) -> tuple[Effect, ...]:
-    """The effects in a checked record's payload."""
-    data = _loads(frame.payload, frame.offset + FRAME_HEADER)
+    """The effects in a checked record's payload (rule 7).
+
+    Raises:
+        FormatError: the payload breaks rule 7 (the offset is the payload's).
+    """
+    at = frame.offset + FRAME_HEADER
+    data = _loads(frame.payload, at, "7")
     if not isinstance(data, list) or not data:
-        _fail("record payload is not a non-empty array", frame.offset + FRAME_HEADER)
+        _fail("record payload is not a non-empty array", at, "7")
     try:
         return tuple(_effect_from_plain(item) for item in data)
     except (CodecError, TypeError, ValueError, KeyError) as exc:
-        _fail(f"record payload: {exc}", frame.offset + FRAME_HEADER)
+        _fail(f"record payload: {exc}", at, "7")
+
+
+# --- the scanner: one reader of segments and snapshots ---------------------------------
+
+
+class Reader(Protocol):
+    """Random access to one file's bytes: all the scanner reads through."""
+
+    def size(self) -> int:
+        """The file's length in bytes."""
+        ...
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer only at the end of the file)."""
+        ...
+
+
+@final
+class BytesReader:
+    """A `Reader` over bytes already in memory."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def size(self) -> int:
+        """The length of the bytes."""
+        return len(self._data)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """The bytes `offset .. offset + length - 1` (fewer at the end)."""
+        return self._data[offset : offset + length]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A valid record (rules 1-6, and 7 if its payload was decoded).
+
+    `effects` is None for a record at or below the scan's `decode_above`
+    LSN, whose payload was not decoded (a reader may skip rule 7 there)."""
+
+    frame: Frame
+    effects: tuple[Effect, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """Rule 8: the records end at `offset`; every byte after it is zero."""
+
+    offset: int
+    expected: int  # the LSN a next record would carry
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """Rule 8: a rule fails at `offset`, where record `expected` should
+    start, and a non-zero byte remains. `error` says which rule (its offset
+    is the record's, or its payload's for rule 7)."""
+
+    offset: int
+    expected: int
+    error: FormatError
+
+    @property
+    def whole(self) -> bool:
+        """A whole record broke rule 5 or 7: damage wherever it is (rules 1-4
+        held, so no crash could have left it)."""
+        return self.error.rule in ("5", "7")
+
+
+_ZERO_CHUNK: Final = 1 << 20
+
+
+def is_zero_from(reader: Reader, offset: int) -> bool:
+    """True if every byte of the file from `offset` on is zero (or none is left).
+
+    Reads a MiB at a time.
+    """
+    size = reader.size()
+    while offset < size:
+        chunk = reader.read_at(offset, min(_ZERO_CHUNK, size - offset))
+        if chunk.count(0) != len(chunk):
+            return False
+        offset += len(chunk)
+    return True
+
+
+def segment_header(reader: Reader) -> int:
+    """Check rules H1-H3 and H4's first half (LSN >= 1); return the first LSN.
+
+    Raises:
+        FormatError: a rule fails.
+    """
+    return decode_segment_header(reader.read_at(0, SEGMENT_HEADER))
+
+
+def scan_segment(
+    reader: Reader, first_lsn: int, max_record: int, decode_above: int
+) -> Iterator[Record | End | Damage]:
+    """Walk a segment's records, after a header already checked (rules H1-H4).
+
+    Args:
+        reader: the segment file.
+        first_lsn: the segment's first LSN: the LSN rule 6 expects first.
+        max_record: the reader's maximum record size (rule 5).
+        decode_above: decode (rule 7) the payloads of records with a larger
+            LSN; 0 decodes every one.
+
+    Returns:
+        An iterator of one `Record` per valid record, in order, then exactly
+        one `End` or `Damage` (rule 8), after which it stops.
+    """
+    expected, offset = first_lsn, SEGMENT_HEADER
+    size = reader.size()
+    while offset < size:
+        try:
+            frame = frame_at(reader, offset, max_record)
+            if frame.lsn != expected:
+                _fail(f"record LSN {frame.lsn}, expected {expected}", offset, "6")
+            effects = decode_effects(frame) if frame.lsn > decode_above else None
+        except FormatError as exc:
+            if is_zero_from(reader, offset):
+                break
+            yield Damage(offset, expected, exc)
+            return
+        yield Record(frame, effects)
+        expected += 1
+        offset = frame.end
+    yield End(offset, expected)
+
+
+_NONZERO: Final = re.compile(rb"[^\x00]")
+
+
+def later_write(reader: Reader, damage: Damage) -> Frame | None:
+    """Rule 9: the first whole record (rules 1-4) after `damage` that belongs
+    to a later write than the damaged record, or None.
+
+    Only records with `damage.expected <= LSN < damage.expected + 2**32`
+    count (older LSNs are stale copies, not evidence). A record of the same
+    write (write LSN <= `damage.expected`) is stepped over: the damage may be
+    a torn write whose pages reached the disk in any order.
+
+    Scans byte by byte, with cheap filters first (plausible LSN and length)
+    and skipping zero runs: a record's LSN (>= 1) has a non-zero byte among
+    its first 8, so a record starts within 7 bytes before a non-zero byte.
+    The bytes after the damage are read at once.
+    """
+    start, expected = damage.offset, damage.expected
+    data = reader.read_at(start, reader.size() - start)
+    tail = BytesReader(data)
+    limit = len(data) - FRAME_HEADER
+    offset = 0
+    while offset <= limit:
+        if data[offset] == 0:
+            found = _NONZERO.search(data, offset)
+            if found is None:
+                return None
+            offset = max(offset, found.start() - 7)
+            if offset > limit:
+                return None
+        lsn = int.from_bytes(data[offset : offset + 8], "big")
+        length = int.from_bytes(data[offset + 16 : offset + 20], "big")
+        if expected <= lsn < expected + (1 << 32) and 1 <= length <= limit - offset:
+            try:
+                frame = frame_at(tail, offset, len(data))
+            except FormatError:
+                pass
+            else:
+                if frame.write_lsn > expected:
+                    return Frame(
+                        frame.lsn,
+                        frame.write_lsn,
+                        frame.payload,
+                        start + frame.offset,
+                        start + frame.end,
+                    )
+                offset = frame.end
+                continue
+        offset += 1
+    return None
 
 
 # --- effects as plain data ------------------------------------------------------------------
@@ -421,31 +710,55 @@ def encode_snapshot(lsn: int, state: StoreState) -> bytes:
 def decode_snapshot_header(data: bytes) -> tuple[int, int]:
     """Check a snapshot's header against the file's bytes; return (LSN, body length)."""
     if len(data) < SNAPSHOT_HEADER:
-        _fail(f"snapshot header is short ({len(data)} of {SNAPSHOT_HEADER} bytes)", 0)
+        _fail(f"snapshot header is short ({len(data)} of {SNAPSHOT_HEADER} bytes)", 0, "S1")
     magic, version, reserved, lsn, length, body_crc = _SNAPSHOT_STRUCT.unpack_from(data)
     if magic != _SNAPSHOT_MAGIC:
-        _fail("snapshot has the wrong magic", 0)
+        _fail("snapshot has the wrong magic", 0, "S1")
     if zlib.crc32(data[:36]) != _CRC.unpack_from(data, 36)[0]:
-        _fail("snapshot header checksum mismatch", 36)
+        _fail("snapshot header checksum mismatch", 36, "S1")
     if version != FORMAT_VERSION:
-        _fail(f"snapshot format version {version}, this build reads {FORMAT_VERSION}", 8)
+        _fail(f"snapshot format version {version}, this build reads {FORMAT_VERSION}", 8, "S1")
     if reserved:
-        _fail("snapshot header reserved field is not zero", 12)
+        _fail("snapshot header reserved field is not zero", 12, "S1")
     if len(data) != SNAPSHOT_HEADER + length:
-        _fail(f"snapshot body is {len(data) - SNAPSHOT_HEADER} bytes, header says {length}", 24)
+        message = f"snapshot body is {len(data) - SNAPSHOT_HEADER} bytes, header says {length}"
+        _fail(message, 24, "S1")
     if zlib.crc32(memoryview(data)[SNAPSHOT_HEADER:]) != body_crc:
-        _fail("snapshot body checksum mismatch", SNAPSHOT_HEADER)
+        _fail("snapshot body checksum mismatch", SNAPSHOT_HEADER, "S1")
     return int(lsn), int(length)
 
 
 def decode_snapshot(data: bytes) -> tuple[int, StoreState]:
-    """Check and decode a whole snapshot file; return (LSN, state)."""
+    """Check and decode a whole snapshot file; return (LSN, state).
+
+    Raises:
+        FormatError: rule S1 or S3 fails.
+    """
     lsn, _ = decode_snapshot_header(data)
-    body = _loads(data[SNAPSHOT_HEADER:], SNAPSHOT_HEADER)
+    body = _loads(data[SNAPSHOT_HEADER:], SNAPSHOT_HEADER, "S3")
     try:
         return lsn, _state_from_plain(body)
     except (CodecError, TypeError, ValueError, KeyError) as exc:
-        _fail(f"snapshot body: {exc}", SNAPSHOT_HEADER)
+        _fail(f"snapshot body: {exc}", SNAPSHOT_HEADER, "S3")
+
+
+def read_snapshot(reader: Reader, name_lsn: int) -> StoreState:
+    """Check a snapshot file whose name says LSN `name_lsn` (rules S1-S3).
+
+    Args:
+        reader: the snapshot file.
+        name_lsn: the number in its file name.
+
+    Returns:
+        The state it holds.
+
+    Raises:
+        FormatError: a rule fails.
+    """
+    lsn, state = decode_snapshot(reader.read_at(0, reader.size()))
+    if lsn != name_lsn:
+        _fail(f"header LSN {lsn} differs from the name", 16, "S2")
+    return state
 
 
 def _state_from_plain(body: Any) -> StoreState:

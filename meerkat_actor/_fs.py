@@ -1,8 +1,9 @@
-"""The I/O layer: every file operation of the durable store goes through here.
+"""The I/O layer: every file operation of the package goes through here.
 
-Rule 1: nothing else in the package opens, writes, syncs, renames, truncates,
-locks or deletes a file. Tests replace the layer (subclass `FileIO`, pass it
-as `open_store(path, _io=...)`) to inject a failure or a stop at any step.
+Rule 1: nothing else in the package opens, reads, writes, syncs, renames,
+truncates, locks or deletes a file (SQLite's own access to its database
+aside). Tests replace the layer (subclass `FileIO`, pass it as
+`open_store(path, _io=...)`) to inject a failure or a stop at any step.
 
 Rule 2: these calls block. They run in worker threads (`trio.to_thread`),
 never on the trio thread.
@@ -81,16 +82,29 @@ class FileIO:
         finally:
             os.close(fd)
 
-    def lock(self, path: str) -> LockHandle:
-        """Take an exclusive, non-blocking `flock` on the file `path` (created 0600).
+    def lock(self, path: str, *, shared: bool = False) -> LockHandle:
+        """Take a non-blocking `flock` on the file `path`.
+
+        Args:
+            path: the lock file.
+            shared: False: an exclusive lock, the file created (0600) if
+                missing (an open store). True: a shared lock on an existing
+                file, opened read-only (a read-only tool; it creates nothing).
+
+        Returns:
+            The held lock.
 
         Raises:
-            BlockingIOError: another open file description holds the lock (this
-                process or another).
+            BlockingIOError: another open file description holds a lock that
+                conflicts (this process or another).
+            FileNotFoundError: `shared` and there is no such file.
         """
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        if shared:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -109,20 +123,24 @@ class FileIO:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         return Handle(fd, path)
 
-    def create_private_file(self, path: str) -> None:
-        """Create the file `path` names, empty and 0600, unless something is
-        there, and make its directory entry durable.
+    def create_private(self, path: str) -> None:
+        """Create the file `path` names, empty, with mode 0600, unless something
+        is there, and make its directory entry durable (for a file another
+        library then opens, such as a SQLite database).
 
-        The path is resolved first: a dangling symlink gets its target
-        created here, 0600 (not by whoever opens it next, with its default
-        mode).
+        The path is resolved first: a dangling symlink gets its target created
+        here, 0600, not by the other library with its default mode (0644 under
+        the usual umask). If something exists there, nothing is done.
+
+        Raises:
+            OSError: the file cannot be created, or the directory not synced.
         """
         target = os.path.realpath(path)
         try:
-            handle = self.create(target)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         except FileExistsError:
             return
-        self.close(handle)
+        os.close(fd)
         self.sync_dir(os.path.dirname(target))
 
     def open_write(self, path: str) -> Handle:
@@ -160,8 +178,9 @@ class FileIO:
         with open(path, "rb") as file:
             return file.read()
 
-    def size(self, path: str) -> int:
-        return os.stat(path).st_size
+    def size(self, path: str, *, follow_symlinks: bool = True) -> int:
+        """The size of the file `path` (of a symlink itself, if not `follow_symlinks`)."""
+        return os.stat(path, follow_symlinks=follow_symlinks).st_size
 
     def truncate(self, path: str, size: int) -> None:
         """Cut the file `path` to `size` bytes and make that durable."""

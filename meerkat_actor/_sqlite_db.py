@@ -169,7 +169,7 @@ class Database:
                 f"cannot open SQLite store {path}: its directory {directory} does not exist"
             )
         try:
-            FileIO().create_private_file(path)
+            FileIO().create_private(path)
         except OSError as exc:
             raise ReadFailed(f"cannot create SQLite store {path}: {exc}") from exc
         database = cls._connect(path, path, timeout=busy_timeout)

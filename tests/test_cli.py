@@ -865,6 +865,20 @@ def test_export_to_an_existing_file_and_import_into_a_non_empty_directory_are_re
     assert str(existing) in error_message(onto_a_file)
 
 
+def test_export_into_a_missing_directory_is_not_found(stores: Stores, tmp_path: Path):
+    target = tmp_path / "no-such-dir" / "out.sqlite3"
+    with unchanged(stores.clean):
+        as_json, human = cli_all(
+            ["export-sqlite", stores.clean, target, "--json"],
+            ["export-sqlite", stores.clean, target],
+        )
+    assert as_json.returncode == 3, as_json.stderr
+    assert str(target) in json_error(as_json, "not_found")
+    assert human.returncode == 3, human.stderr
+    assert str(target.parent) in error_message(human)
+    assert sorted(os.listdir(tmp_path)) == []
+
+
 def test_import_of_a_missing_file_or_one_without_meerkat_tables_is_not_found(
     stores: Stores, tmp_path: Path
 ):

@@ -5,17 +5,24 @@ byte tables of the module banner, so a test checks the layout rather than
 the module agreeing with itself. Every validity condition has a test that
 breaks exactly that condition; decoding failures must be `FormatError`s with
 the byte offset the banner promises.
+
+The scanner's tests (`scan_segment`, `later_write`) walk hand-built segments.
+The last section is the one that touches files: it writes small damaged
+stores and checks, case by case, that recovery (`open_store`) and `verify`
+give the verdict docs/format.md's rules give.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import struct
 import time
 import tracemalloc
 import uuid
 import zlib
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -27,6 +34,9 @@ import meerkat_actor as ma
 from meerkat_actor import _core
 from meerkat_actor import _format as fmt
 from meerkat_actor._codec import to_plain
+from meerkat_actor._durable import DurableLog
+from meerkat_actor._fs import FileIO
+from meerkat_actor._verifier import verify_store
 from meerkat_actor.testing import strategies as ms
 
 RT = ma.LogicalRuntimeId("runtime-a")
@@ -1052,3 +1062,387 @@ def test_hostile_snapshot_bodies_are_rejected(body):
         tracemalloc.stop()
     assert info.value.offset == 40
     assert peak < 50 * 1024 * 1024
+
+
+# --- the scanner ----------------------------------------------------------------------
+
+
+def oauth(value: bytes) -> bytes:
+    """A valid payload: one effect setting the OAuth snapshot."""
+    return cbor2.dumps([{"op": "oauth", "snapshot": value}])
+
+
+def records(first: int, count: int, *, write_of: dict[int, int] | None = None) -> list[bytes]:
+    """Records `first` .. `first + count - 1`, each its own write unless
+    `write_of` maps an LSN to its write LSN."""
+    writes = write_of or {}
+    return [
+        frame(n, oauth(b"v%d" % n), write_lsn=writes.get(n)) for n in range(first, first + count)
+    ]
+
+
+def segment(first_lsn: int, parts: list[bytes], zeros: int = 4096) -> bytes:
+    return segment_header(first_lsn) + b"".join(parts) + bytes(zeros)
+
+
+class CountingReader:
+    """A `Reader` over bytes that records the length of every read."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.reads: list[int] = []
+
+    def size(self) -> int:
+        return len(self.data)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        self.reads.append(length)
+        return self.data[offset : offset + length]
+
+
+def scan(
+    data: bytes, first_lsn: int = 1, max_record: int = BIG, decode_above: int = 0
+) -> tuple[list[fmt.Record], fmt.End | fmt.Damage]:
+    events = list(fmt.scan_segment(fmt.BytesReader(data), first_lsn, max_record, decode_above))
+    *found, last = events
+    assert all(isinstance(e, fmt.Record) for e in found)
+    assert isinstance(last, fmt.End | fmt.Damage)
+    return [e for e in found if isinstance(e, fmt.Record)], last
+
+
+def offsets(parts: list[bytes]) -> list[int]:
+    """Where each part starts in a segment (after the 32-byte header)."""
+    starts, at = [], 32
+    for part in parts:
+        starts.append(at)
+        at += len(part)
+    return starts
+
+
+def test_scan_a_clean_segment_ends_at_the_zero_fill():
+    parts = records(7, 3)
+    found, end = scan(segment(7, parts), first_lsn=7)
+    assert [r.frame.lsn for r in found] == [7, 8, 9]
+    assert [r.effects for r in found] == [
+        (_core.SetOAuthFlowSnapshot(b"v%d" % n),) for n in (7, 8, 9)
+    ]
+    assert end == fmt.End(32 + sum(map(len, parts)), 10)
+
+
+def test_scan_a_header_only_segment_has_no_record():
+    for data in (segment_header(5), segment(5, [])):
+        assert scan(data, first_lsn=5) == ([], fmt.End(32, 5))
+
+
+def test_scan_a_segment_filled_to_its_last_byte():
+    parts = records(1, 2)
+    data = segment_header(1) + b"".join(parts)
+    assert scan(data)[1] == fmt.End(len(data), 3)
+
+
+def test_scan_a_torn_tail_is_damage_with_nothing_later():
+    # Cut short at the end of the file (rule 2), or inside the zero fill,
+    # where the missing bytes read as zeros (rule 3).
+    parts = records(1, 3)
+    for zeros, rule in ((0, "2"), (4096, "3")):
+        data = segment(1, [*parts[:2], parts[2][:-5]], zeros)
+        found, damage = scan(data)
+        assert [r.frame.lsn for r in found] == [1, 2]
+        assert isinstance(damage, fmt.Damage)
+        assert (damage.offset, damage.expected, damage.error.rule) == (offsets(parts)[2], 3, rule)
+        assert not damage.whole
+        assert fmt.later_write(fmt.BytesReader(data), damage) is None
+
+
+def test_scan_a_bad_crc_followed_by_good_records():
+    parts = records(1, 5)
+    data = bytearray(segment(1, parts))
+    at = offsets(parts)[2]
+    data[at + FRAME + 3] ^= 0x10  # a payload byte of record 3
+    found, damage = scan(bytes(data))
+    assert [r.frame.lsn for r in found] == [1, 2]
+    assert isinstance(damage, fmt.Damage)
+    assert (damage.offset, damage.expected, damage.error.rule) == (at, 3, "3")
+    assert str(damage.error) == "record checksum mismatch"
+    # Rule 9: record 4 is a later write (W = 4 > 3): evidence of damage.
+    later = fmt.later_write(fmt.BytesReader(bytes(data)), damage)
+    assert later is not None
+    assert (later.lsn, later.write_lsn, later.offset) == (4, 4, offsets(parts)[3])
+
+
+def test_later_write_steps_over_records_of_the_same_write_and_stale_copies():
+    # Records 3, 4, 5 are one write; 3 is damaged; then a stale copy of LSN 2.
+    parts = records(1, 5, write_of={4: 3, 5: 3})
+    stale = frame(2, oauth(b"old"))
+    data = bytearray(segment(1, [*parts, stale]))
+    at = offsets(parts)[2]
+    data[at + 30] ^= 1
+    damage = scan(bytes(data))[1]
+    assert isinstance(damage, fmt.Damage)
+    assert fmt.later_write(fmt.BytesReader(bytes(data)), damage) is None
+    # ... but a record of a later write after them is found, past the others.
+    later_part = frame(6, oauth(b"later"))
+    data = bytearray(segment(1, [*parts, stale, later_part]))
+    data[at + 30] ^= 1
+    later = fmt.later_write(fmt.BytesReader(bytes(data)), damage)
+    assert later is not None
+    assert (later.lsn, later.offset) == (6, offsets([*parts, stale, later_part])[6])
+
+
+@pytest.mark.parametrize(
+    ("lsn", "message"),
+    [
+        pytest.param(9, "record LSN 9, expected 3", id="gap"),
+        pytest.param(2, "record LSN 2, expected 3", id="overlap"),
+        pytest.param(3 + 2**32, f"record LSN {3 + 2**32}, expected 3", id="far"),
+    ],
+)
+def test_scan_an_lsn_gap_or_overlap_breaks_rule_6(lsn, message):
+    parts = [*records(1, 2), frame(lsn, oauth(b"x")), *records(4, 1)]
+    data = segment(1, parts)
+    found, damage = scan(data)
+    assert [r.frame.lsn for r in found] == [1, 2]
+    assert isinstance(damage, fmt.Damage)
+    assert (damage.offset, damage.error.rule, str(damage.error)) == (
+        offsets(parts)[2],
+        "6",
+        message,
+    )
+    assert not damage.whole
+    later = fmt.later_write(fmt.BytesReader(data), damage)
+    if lsn == 9:  # the misplaced record is itself a later write
+        assert later is not None
+        assert later.offset == offsets(parts)[2]
+    else:  # record 4 is; LSN 3 + 2**32 is out of rule 9's window
+        assert later is not None
+        assert later.lsn == 4
+
+
+def test_scan_a_record_beyond_the_maximum_is_whole_damage():
+    parts = [*records(1, 1), frame(2, oauth(b"x" * 100)), *records(3, 1)]
+    found, damage = scan(segment(1, parts), max_record=50)
+    assert [r.frame.lsn for r in found] == [1]
+    assert isinstance(damage, fmt.Damage)
+    assert isinstance(damage.error, fmt.RecordTooLarge)
+    assert (damage.offset, damage.error.rule) == (offsets(parts)[1], "5")
+    assert damage.whole
+    # A declared length beyond the file is a short record (rule 2), not too large.
+    huge = [*records(1, 1), frame(2, b"", length=2**31)]
+    damage = scan(segment(1, huge), max_record=50)[1]
+    assert isinstance(damage, fmt.Damage)
+    assert type(damage.error) is fmt.FormatError
+    assert damage.error.rule == "2"
+    assert not damage.whole
+
+
+def test_scan_garbage_after_the_last_record_is_damage_not_the_end():
+    parts = records(1, 2)
+    data = segment(1, parts) + b"\x01" + bytes(100)
+    found, damage = scan(data)
+    assert [r.frame.lsn for r in found] == [1, 2]
+    assert isinstance(damage, fmt.Damage)
+    assert (damage.offset, damage.expected) == (32 + sum(map(len, parts)), 3)
+    assert fmt.later_write(fmt.BytesReader(data), damage) is None
+    # The same bytes, zero: the end of the records.
+    assert scan(segment(1, parts) + bytes(101))[1] == fmt.End(32 + sum(map(len, parts)), 3)
+
+
+def test_scan_decodes_payloads_only_above_decode_above():
+    bad = frame(2, cbor2.dumps([{"op": "nope"}]))
+    parts = [*records(1, 1), bad, *records(3, 1)]
+    found, end = scan(segment(1, parts), decode_above=2)
+    assert [(r.frame.lsn, r.effects is None) for r in found] == [(1, True), (2, True), (3, False)]
+    assert isinstance(end, fmt.End)
+    found, damage = scan(segment(1, parts), decode_above=1)
+    assert isinstance(damage, fmt.Damage)
+    assert (damage.offset, damage.error.rule, damage.error.offset) == (
+        offsets(parts)[1],
+        "7",
+        offsets(parts)[1] + FRAME,
+    )
+    assert damage.whole
+
+
+def test_scan_reads_no_more_at_once_than_a_record():
+    # The scanner asks for headers and payloads, never the whole file, so a
+    # reader that reads piece by piece bounds memory by the largest record
+    # (the zero fill is checked a MiB at a time).
+    parts = [frame(n, oauth(bytes(100 * n))) for n in range(1, 6)]
+    reader = CountingReader(segment(1, parts, zeros=3 << 20))
+    events = list(fmt.scan_segment(reader, 1, BIG, 0))
+    assert isinstance(events[-1], fmt.End)
+    largest = max(len(p) for p in parts) - FRAME
+    assert max(r for r in reader.reads if r < 1 << 20) <= largest
+    assert max(reader.reads) <= 1 << 20
+
+
+def test_segment_header_and_name_rules():
+    assert fmt.segment_header(fmt.BytesReader(segment_header(9) + bytes(10))) == 9
+    fmt.check_segment_name(9, 9)
+    with pytest.raises(fmt.FormatError) as info:
+        fmt.check_segment_name(9, 8)
+    assert (info.value.offset, info.value.rule) == (16, "H4")
+    with pytest.raises(fmt.FormatError) as info:
+        fmt.segment_header(fmt.BytesReader(segment_header(9, version=2)))
+    assert info.value.rule == "H2"
+
+
+def test_read_snapshot_checks_the_name():
+    data = fmt.encode_snapshot(4, _core.EMPTY)
+    assert fmt.read_snapshot(fmt.BytesReader(data), 4) == _core.EMPTY
+    with pytest.raises(fmt.FormatError) as info:
+        fmt.read_snapshot(fmt.BytesReader(data), 5)
+    assert (str(info.value), info.value.offset, info.value.rule) == (
+        "header LSN 4 differs from the name",
+        16,
+        "S2",
+    )
+
+
+# --- recovery and verify agree ------------------------------------------------------------
+
+Store = dict[str, bytes]
+
+
+def log_store(parts: list[bytes], first_lsn: int = 1, zeros: int = 4096) -> Store:
+    return {
+        "FORMAT": fmt.encode_format_file(),
+        fmt.segment_name(first_lsn): segment(first_lsn, parts, zeros),
+    }
+
+
+def damaged(parts: list[bytes], index: int, at: int = 30) -> list[bytes]:
+    """`parts` with one byte of part `index` flipped, `at` bytes into it."""
+    part = bytearray(parts[index])
+    part[at] ^= 0x04
+    return [*parts[:index], bytes(part), *parts[index + 1 :]]
+
+
+FIVE = records(1, 5)
+SEG1 = fmt.segment_name(1)
+
+
+def _at(index: int, parts: list[bytes] = FIVE) -> int:
+    return offsets(parts)[index]
+
+
+#: (store files, what recovery does, where): "ok" opens untouched; "torn"
+#: cuts `where` = (file, offset); "removed" removes the file; "corrupt" raises
+#: naming (file, offset). Verify must say the same.
+AGREEMENT_CASES: dict[str, tuple[Store, str, tuple[str, int] | None]] = {
+    "clean": (log_store(FIVE), "ok", None),
+    "header-only segment": (log_store([]), "ok", None),
+    "torn tail": (log_store([*FIVE[:4], FIVE[4][:-7]]), "torn", (SEG1, _at(4))),
+    "bad crc, later writes follow": (log_store(damaged(FIVE, 2)), "corrupt", (SEG1, _at(2))),
+    "bad crc, same write follows": (
+        log_store(damaged(records(1, 5, write_of={5: 4}), 3)),
+        "torn",
+        (SEG1, _at(3)),
+    ),
+    "bad crc in the last record": (log_store(damaged(FIVE, 4)), "torn", (SEG1, _at(4))),
+    "lsn gap mid-log": (
+        log_store([*FIVE[:2], frame(9, oauth(b"x")), *FIVE[3:]]),
+        "corrupt",
+        (SEG1, _at(2)),
+    ),
+    "lsn overlap mid-log": (
+        log_store([*FIVE[:2], frame(2, oauth(b"x")), *FIVE[3:]]),
+        "corrupt",
+        (SEG1, _at(2)),
+    ),
+    "stale lsn at the end": (
+        log_store([*FIVE[:4], frame(4, oauth(b"x"))]),
+        "torn",
+        (SEG1, _at(4)),
+    ),
+    "length beyond the max": (
+        log_store([*FIVE[:4], frame(5, oauth(b"x" * 5000))]),
+        "corrupt",
+        (SEG1, _at(4)),
+    ),
+    "huge declared length": (
+        log_store([*FIVE[:4], frame(5, b"", length=2**31)]),
+        "torn",
+        (SEG1, _at(4)),
+    ),
+    "garbage after the last record": (
+        log_store([*FIVE, b"\x07garbage"]),
+        "torn",
+        (SEG1, 32 + sum(map(len, FIVE))),
+    ),
+    "bad payload in the last record": (
+        log_store([*FIVE[:4], frame(5, cbor2.dumps([{"op": "nope"}]))]),
+        "corrupt",
+        (SEG1, _at(4) + FRAME),
+    ),
+    "torn header of a new last segment": (
+        {**log_store(FIVE), fmt.segment_name(6): b"MKRTLOG" + bytes(200)},
+        "removed",
+        (fmt.segment_name(6), 0),
+    ),
+    "damage in a segment that is not the last": (
+        {
+            **log_store(damaged(FIVE, 4), zeros=0),
+            fmt.segment_name(6): segment(6, records(6, 1)),
+        },
+        "corrupt",
+        (SEG1, _at(4)),
+    ),
+    "a segment missing between two": (
+        {**log_store(FIVE, zeros=0), fmt.segment_name(7): segment(7, records(7, 1))},
+        "corrupt",
+        (fmt.segment_name(7), 0),
+    ),
+}
+
+
+def write_store(directory: Path, files: Store) -> None:
+    directory.mkdir(mode=0o700)
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+
+
+def recovery_verdict(directory: Path) -> tuple[str, tuple[str, int] | None]:
+    """What opening does: "corrupt" (file, offset), "torn" (file, offset cut
+    to), "removed" (file, 0; a segment removed may be created anew) or "ok"."""
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    try:
+        log, _ = DurableLog.open(FileIO(), str(directory), 1000)
+    except ma.CorruptStore as exc:
+        return "corrupt", (os.path.basename(exc.path or ""), exc.offset or 0)
+    log.close()
+    after = {p.name: p.read_bytes() for p in directory.iterdir()}
+    for name, data in before.items():
+        kept = after.get(name)
+        if kept is None or not data.startswith(kept):  # gone, or made anew
+            return "removed", (name, 0)
+        if kept != data:
+            return "torn", (name, len(kept))
+    return "ok", None
+
+
+def verify_verdict(directory: Path) -> tuple[str, tuple[str, int] | None]:
+    """The same, as `verify` reports it."""
+    report = verify_store(str(directory), 1000)
+    notes = [p for p in report.problems if p.severity == "note"]
+    if report.result == "corrupt":
+        [corrupt] = [p for p in report.problems if p.severity == "corrupt"]
+        assert corrupt.offset is not None
+        return "corrupt", (os.path.basename(corrupt.file), corrupt.offset)
+    assert report.result == "clean", report
+    if not notes:
+        return "ok", None
+    [note] = notes
+    if note.offset is None:
+        return "removed", (os.path.basename(note.file), 0)
+    return "torn", (os.path.basename(note.file), note.offset)
+
+
+@pytest.mark.parametrize("case", list(AGREEMENT_CASES))
+def test_recovery_and_verify_agree_on_a_damaged_store(tmp_path: Path, case: str):
+    files, verdict, where = AGREEMENT_CASES[case]
+    write_store(tmp_path / "for-verify", files)
+    write_store(tmp_path / "for-open", files)
+    assert verify_verdict(tmp_path / "for-verify") == (verdict, where)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "for-verify").iterdir()} == files
+    assert recovery_verdict(tmp_path / "for-open") == (verdict, where)

@@ -1,6 +1,7 @@
-"""The offline layer under the command line: whole-store copies and the
-read-only recovery (`_offline.py`, `_core.state_effects`, the SQLite store's
-whole-store read and write, `DurableLog.create_from_state`)."""
+"""The offline layer under the command line: whole-store copies, the
+read-only recovery and verify (`_dry_run.py`, `_verifier.py`,
+`_sqlite_copy.py`, `_core.state_effects`, the SQLite store's whole-store read
+and write, `DurableLog.create_from_state`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pyrsistent import pmap
 from test_durable import walk
 
 import meerkat_actor as ma
-from meerkat_actor import _core, _format, _offline
+from meerkat_actor import _core, _dry_run, _format, _sqlite_copy, _verifier
 from meerkat_actor._core import RuntimeRecord, StoreState
 from meerkat_actor._durable import DurableLog
 from meerkat_actor._errors import NotAStore
@@ -55,13 +56,13 @@ def states(draw: st.DrawFn) -> StoreState:
 def test_state_effects_rebuild_the_state(state: StoreState) -> None:
     rebuilt = _core.redo(_core.EMPTY, _core.state_effects(state))
     assert rebuilt == _core.without_empty_records(state)
-    assert _offline.same_content(rebuilt, state)
+    assert _sqlite_copy.same_content(rebuilt, state)
 
 
 def test_same_content_ignores_empty_records_only() -> None:
     empty = StoreState(pmap({ma.LogicalRuntimeId("r"): RuntimeRecord()}))
-    assert _offline.same_content(empty, _core.EMPTY)
-    assert not _offline.same_content(StoreState(oauth_flow_snapshot=b"x"), _core.EMPTY)
+    assert _sqlite_copy.same_content(empty, _core.EMPTY)
+    assert not _sqlite_copy.same_content(StoreState(oauth_flow_snapshot=b"x"), _core.EMPTY)
 
 
 @settings(
@@ -70,9 +71,9 @@ def test_same_content_ignores_empty_records_only() -> None:
 @given(state=states())
 def test_sqlite_export_reads_back_the_same_content(tmp_path: Path, state: StoreState) -> None:
     target = tmp_path / f"{os.urandom(6).hex()}.db"
-    back = _offline.export_sqlite(state, str(target))
-    assert _offline.same_content(back, state)
-    assert _offline.same_content(_offline.read_sqlite(str(target)), state)
+    back = _sqlite_copy.export_sqlite(state, str(target))
+    assert _sqlite_copy.same_content(back, state)
+    assert _sqlite_copy.same_content(_sqlite_copy.read_sqlite(str(target)), state)
     assert target.stat().st_mode & 0o777 == 0o600
 
 
@@ -89,30 +90,30 @@ def test_sqlite_read_keeps_receipts_above_2_63_and_legacy_clamped_rows(tmp_path:
     record = RuntimeRecord(receipts=pmap({(run, high.sequence): high}))
     state = StoreState(pmap({ma.LogicalRuntimeId("r"): record}))
     path = tmp_path / "s.db"
-    _offline.export_sqlite(state, str(path))
+    _sqlite_copy.export_sqlite(state, str(path))
     # Move the row to the slot an older Rust version clamped it to.
     with sqlite3.connect(path) as db:
         db.execute("UPDATE runtime_boundary_receipts SET sequence = ?", (I64_MAX,))
-    assert _offline.same_content(_offline.read_sqlite(str(path)), state)
+    assert _sqlite_copy.same_content(_sqlite_copy.read_sqlite(str(path)), state)
     # A row whose key disagrees with its JSON is damage, named.
     with sqlite3.connect(path) as db:
         db.execute("UPDATE runtime_boundary_receipts SET sequence = 5")
     with pytest.raises(ma.CorruptStore, match=r"runtime_boundary_receipts.*sequence column 5"):
-        _offline.read_sqlite(str(path))
+        _sqlite_copy.read_sqlite(str(path))
 
 
 def test_read_sqlite_refuses_what_is_not_a_meerkat_store(tmp_path: Path) -> None:
     with pytest.raises(NotAStore, match="does not exist"):
-        _offline.read_sqlite(str(tmp_path / "missing.db"))
+        _sqlite_copy.read_sqlite(str(tmp_path / "missing.db"))
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as db:
         db.execute("CREATE TABLE t (x)")
     with pytest.raises(NotAStore, match="no table runtime_input_states"):
-        _offline.read_sqlite(str(other))
+        _sqlite_copy.read_sqlite(str(other))
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database at all" * 100)
     with pytest.raises(ma.CorruptStore, match=r"junk\.db"):
-        _offline.read_sqlite(str(junk))
+        _sqlite_copy.read_sqlite(str(junk))
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -148,7 +149,7 @@ async def test_read_store_changes_nothing_and_agrees_with_open_store(tmp_path: P
     (copy / "snapshot-00000000000000000009.snap.tmp").write_bytes(b"half a checkpoint")
     before = _digest(copy)
 
-    view = await trio.to_thread.run_sync(_offline.read_store, str(copy))
+    view = await trio.to_thread.run_sync(_dry_run.read_store, str(copy))
 
     assert _digest(copy) == before, "a read-only tool changed a file"
     assert not (copy / "LOCK").exists(), "a read-only tool created the LOCK file"
@@ -167,9 +168,9 @@ async def test_read_store_changes_nothing_and_agrees_with_open_store(tmp_path: P
 async def test_read_store_refuses_an_open_store(tmp_path: Path) -> None:
     async with ma.open_store(tmp_path / "s"):
         with pytest.raises(ma.StoreLocked, match="locked"):
-            await trio.to_thread.run_sync(_offline.read_store, str(tmp_path / "s"))
+            await trio.to_thread.run_sync(_dry_run.read_store, str(tmp_path / "s"))
     # ... and open_store fails while a read-only tool holds the store.
-    with _offline._locked(str(tmp_path / "s")), pytest.raises(ma.StoreLocked):
+    with _dry_run.locked(_dry_run._DryRunIO(), str(tmp_path / "s")), pytest.raises(ma.StoreLocked):
         async with ma.open_store(tmp_path / "s"):
             pass
 
@@ -178,13 +179,13 @@ async def test_verify_reports_a_damaged_snapshot_the_log_covers(tmp_path: Path) 
     await _write_some(tmp_path / "s", 4)
     copy = tmp_path / "s-copy"
     # Give the log-only copy a snapshot at LSN 2, then damage its body.
-    view = await trio.to_thread.run_sync(_offline.read_store, str(copy))
+    view = await trio.to_thread.run_sync(_dry_run.read_store, str(copy))
     snapshot = copy / "snapshot-00000000000000000002.snap"
     snapshot.write_bytes(_format.encode_snapshot(2, view.state))
     data = bytearray(snapshot.read_bytes())
     data[-1] ^= 0x40
     snapshot.write_bytes(bytes(data))
-    report = await trio.to_thread.run_sync(_offline.verify_store, str(copy))
+    report = await trio.to_thread.run_sync(_verifier.verify_store, str(copy))
     assert report.result == "damaged"
     [problem] = report.problems
     assert problem.severity == "damage"
@@ -285,11 +286,11 @@ async def test_verify_finds_overlapping_segments_a_snapshot_covers(tmp_path: Pat
     shutil.copytree(copy, cut)
     (cut / "log-00000000000000000009.log").unlink()
     (cut / "log-00000000000000000001.log").write_bytes(data[: spans[7][1]])
-    at_8 = await trio.to_thread.run_sync(_offline.read_store, str(cut))
+    at_8 = await trio.to_thread.run_sync(_dry_run.read_store, str(cut))
     (copy / "snapshot-00000000000000000008.snap").write_bytes(
         _format.encode_snapshot(8, at_8.state)
     )
-    report = await trio.to_thread.run_sync(_offline.verify_store, str(copy))
+    report = await trio.to_thread.run_sync(_verifier.verify_store, str(copy))
     assert report.result == "damaged", report
     [problem] = report.problems
     assert problem.file.endswith("log-00000000000000000009.log")
@@ -302,7 +303,7 @@ async def test_a_damaged_record_the_snapshot_holds_is_damage_not_a_torn_write(
     await _write_some(tmp_path / "s", 6)
     copy = tmp_path / "s-copy"
     (copy / "LOCK").unlink()
-    full = await trio.to_thread.run_sync(_offline.read_store, str(copy))
+    full = await trio.to_thread.run_sync(_dry_run.read_store, str(copy))
     (copy / "snapshot-00000000000000000006.snap").write_bytes(
         _format.encode_snapshot(6, full.state)
     )
@@ -311,7 +312,7 @@ async def test_a_damaged_record_the_snapshot_holds_is_damage_not_a_torn_write(
     last_offset, _ = _frames(log1)[-1]
     data[last_offset + 30] ^= 0x01  # the last record: what a torn write looks like
     log1.write_bytes(bytes(data))
-    report = await trio.to_thread.run_sync(_offline.verify_store, str(copy))
+    report = await trio.to_thread.run_sync(_verifier.verify_store, str(copy))
     assert report.result == "damaged"
     assert [p.severity for p in report.problems] == ["damage"]
     assert report.problems[0].offset == last_offset
@@ -321,7 +322,7 @@ async def test_a_dangling_symlink_in_the_store_does_not_stop_inspect(tmp_path: P
     async with ma.open_store(tmp_path / "s"):
         pass
     (tmp_path / "s" / "stray").symlink_to(tmp_path / "nowhere")
-    view = await trio.to_thread.run_sync(_offline.read_store, str(tmp_path / "s"))
+    view = await trio.to_thread.run_sync(_dry_run.read_store, str(tmp_path / "s"))
     assert ("stray", "other") in [(f.name, f.kind) for f in view.files]
 
 
@@ -333,7 +334,7 @@ def test_the_dry_run_layer_overrides_every_changing_file_operation() -> None:
         if callable(value) and not name.startswith("_") and name not in reads
     }
     assert changing, "FileIO has no changing methods?"
-    assert changing <= set(vars(_offline._DryRunIO)), changing - set(vars(_offline._DryRunIO))
+    assert changing <= set(vars(_dry_run._DryRunIO)), changing - set(vars(_dry_run._DryRunIO))
 
 
 def test_cli_output_escapes_what_the_terminal_cannot_encode(tmp_path: Path) -> None:

@@ -1,0 +1,344 @@
+"""Read-only recovery of a store no process has open: what `open_store` would
+recover and repair, found without changing a byte. `inspect`, `dump`,
+`export-sqlite` and `verify` (`_verifier.py`) build on it.
+
+Rule 1: it changes nothing. It runs the very recovery `open_store` runs
+(`DurableLog.open`), against `_DryRunIO`, a file layer that reads for real
+and records, instead of doing, every change recovery would make (truncating
+a torn tail, removing a temp file); those become notes. No file is created,
+not even LOCK.
+
+Rule 2: a consistent view needs the lock. It holds a shared `flock` on
+DIR/LOCK while it reads: an open store (which holds the exclusive lock) makes
+it raise `StoreLocked`, and `open_store` fails while it runs. It never reads
+under a live writer, which preallocates, cuts, rotates and deletes files as
+it goes.
+
+Rule 3: every function here blocks on the disk, and every file access goes
+through `_fs.FileIO`; the command line calls them from plain synchronous code
+(no trio run is active), and an async caller must use
+`trio.to_thread.run_sync`.
+
+Theory of operation. `read_store` checks that the directory is a store
+(`check_store_directory`), takes the shared lock (`locked`), runs
+`DurableLog.open` over a `_DryRunIO` with recovery's log warnings silenced,
+and turns what the layer recorded into `Problem` notes beside the recovered
+state, the LSNs and the directory's files.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from . import _format as fmt
+from ._core import StoreState
+from ._durable import DEFAULT_MAX_RECORD, DurableLog, _check_format_file
+from ._errors import NotAStore, ReadFailed, StoreLocked
+from ._fs import FileIO, Handle, LockHandle
+
+__all__ = [
+    "FileEntry",
+    "Problem",
+    "StoreView",
+    "check_store_directory",
+    "list_files",
+    "locked",
+    "read_store",
+    "recover",
+]
+
+_logger: Final = logging.getLogger("meerkat_actor")
+
+Severity = Literal["note", "damage", "corrupt"]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of a store directory."""
+
+    name: str
+    kind: Literal["format", "lock", "snapshot", "segment", "temp", "other"]
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something a read-only tool found: `offset` is a byte offset in `file`, or None."""
+
+    severity: Severity
+    file: str
+    offset: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """What opening the store would recover, and what it would change."""
+
+    directory: str
+    format_version: int
+    state: StoreState
+    last_lsn: int
+    snapshot_lsn: int
+    log_first_lsn: int | None
+    files: list[FileEntry]
+    notes: list[Problem]
+
+
+class _DryRunIO(FileIO):
+    """Reads for real; records changes instead of making them (Rule 1).
+
+    Handles it hands out are fake (fd -1): recovery "opens" the last segment
+    for appending, or "creates" one, and closes it again, without a write.
+    Its lock is shared, and is no lock at all (fd -1) where there is no LOCK
+    file: then no store holds the directory.
+    """
+
+    def __init__(self) -> None:
+        self.truncated: list[tuple[str, int]] = []
+        self.removed: list[str] = []
+
+    def make_dir(self, path: str) -> None:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+
+    def make_private(self, path: str) -> None:
+        pass
+
+    def sync_dir(self, path: str) -> None:
+        pass
+
+    def lock(self, path: str, *, shared: bool = True) -> LockHandle:
+        try:
+            return super().lock(path, shared=True)
+        except FileNotFoundError:
+            return LockHandle(-1, path)
+
+    def unlock(self, lock: LockHandle) -> None:
+        if lock.fd >= 0:
+            super().unlock(lock)
+
+    def create(self, path: str) -> Handle:
+        return Handle(-1, path)
+
+    def create_private(self, path: str) -> None:
+        pass
+
+    def open_write(self, path: str) -> Handle:
+        return Handle(-1, path)
+
+    def write(self, handle: Handle, data: bytes) -> None:
+        pass
+
+    def write_at(self, handle: Handle, offset: int, data: bytes) -> None:
+        pass
+
+    def sync(self, handle: Handle) -> None:
+        pass
+
+    def close(self, handle: Handle) -> None:
+        pass
+
+    def truncate(self, path: str, size: int) -> None:
+        self.truncated.append((path, size))
+
+    def rename(self, source: str, target: str) -> None:
+        pass
+
+    def remove(self, path: str) -> None:
+        self.removed.append(path)
+
+
+@contextmanager
+def locked(io: FileIO, directory: str) -> Iterator[None]:
+    """Hold the store's shared lock (Rule 2) while the block runs.
+
+    Args:
+        io: the file layer (a `_DryRunIO`: its lock is shared).
+        directory: the store directory.
+
+    Raises:
+        StoreLocked: an open store holds the directory.
+        ReadFailed: the lock file cannot be opened.
+    """
+    try:
+        lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
+    except BlockingIOError as exc:
+        raise StoreLocked(f"{directory} is locked by another open store") from exc
+    except OSError as exc:
+        raise ReadFailed(f"cannot lock {directory}: {exc}") from exc
+    try:
+        yield
+    finally:
+        io.unlock(lock)
+
+
+def check_store_directory(path: str, io: FileIO | None = None) -> str:
+    """The resolved directory `path` names, if it is a store.
+
+    Args:
+        path: the directory.
+        io: the file layer (default: the real one).
+
+    Returns:
+        The resolved path.
+
+    Raises:
+        NotAStore: no such directory, or it holds no FORMAT file.
+        UnsupportedFormat: a newer format version wrote it.
+        CorruptStore: the FORMAT file is damaged.
+        ReadFailed: the directory cannot be read.
+    """
+    io = FileIO() if io is None else io
+    directory = os.path.realpath(path)
+    try:
+        names = io.list_dir(directory)
+    except FileNotFoundError as exc:
+        raise NotAStore(f"{directory} does not exist") from exc
+    except NotADirectoryError as exc:
+        raise NotAStore(f"{directory} is not a directory") from exc
+    except OSError as exc:
+        raise ReadFailed(f"cannot read {directory}: {exc}") from exc
+    if fmt.FORMAT_FILE not in names:
+        raise NotAStore(
+            f"{directory} is not a meerkat_actor store (it has no {fmt.FORMAT_FILE} file)"
+        )
+    _format_version(io, directory)
+    return directory
+
+
+def _format_version(io: FileIO, directory: str) -> int:
+    try:
+        return _check_format_file(io, directory)
+    except OSError as exc:
+        raise ReadFailed(f"cannot read {directory}/{fmt.FORMAT_FILE}: {exc}") from exc
+
+
+def list_files(directory: str, io: FileIO | None = None) -> list[FileEntry]:
+    """The store directory's files, sorted by name, with their sizes.
+
+    Args:
+        directory: the store directory.
+        io: the file layer (default: the real one).
+
+    Returns:
+        One entry per name (a symlink's own size, not its target's).
+
+    Raises:
+        ReadFailed: the directory cannot be listed.
+    """
+    io = FileIO() if io is None else io
+    entries = []
+    try:
+        for name in sorted(io.list_dir(directory)):
+            size = io.size(os.path.join(directory, name), follow_symlinks=False)
+            entries.append(FileEntry(name, _kind(name), size))
+    except OSError as exc:
+        raise ReadFailed(f"cannot list {directory}: {exc}") from exc
+    return entries
+
+
+def _kind(name: str) -> Literal["format", "lock", "snapshot", "segment", "temp", "other"]:
+    if name == fmt.FORMAT_FILE:
+        return "format"
+    if name == fmt.LOCK_FILE:
+        return "lock"
+    if fmt.parse_name(name, *fmt.SNAPSHOT_NAME) is not None:
+        return "snapshot"
+    if fmt.parse_name(name, *fmt.SEGMENT_NAME) is not None:
+        return "segment"
+    if name.endswith(".tmp"):
+        return "temp"
+    return "other"
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence recovery's warnings ("truncated a torn write ..."): a dry run
+    did not do what they say; its notes say what opening would do."""
+    was = _logger.disabled
+    _logger.disabled = True
+    try:
+        yield
+    finally:
+        _logger.disabled = was
+
+
+def recover(io: _DryRunIO, directory: str, max_record: int) -> StoreView:
+    """Run `open_store`'s recovery without changing anything (Rule 1); the
+    caller holds the lock. `io.truncated` and `io.removed` keep what opening
+    would repair.
+
+    Args:
+        io: a fresh dry-run layer.
+        directory: the store directory (checked by `check_store_directory`).
+        max_record: the store's `max_record_bytes`.
+
+    Returns:
+        What opening would recover, with one note per repair.
+
+    Raises:
+        CorruptStore, ReadFailed: as `open_store`.
+    """
+    with _quiet():
+        log, recovered = DurableLog.open(io, directory, max_record)
+    log.close()
+    files = list_files(directory, io)
+    segments = fmt.numbered((f.name for f in files), fmt.SEGMENT_NAME)
+    oldest = segments[0][0] if segments else None
+    notes = [
+        Problem(
+            "note",
+            path,
+            size,
+            "a torn write at the end of the log (never acknowledged): opening the store"
+            " cuts the file here",
+        )
+        for path, size in io.truncated
+    ]
+    notes += [
+        Problem(
+            "note",
+            path,
+            None,
+            "left by an interrupted checkpoint or segment creation: opening the store removes it",
+        )
+        for path in io.removed
+    ]
+    return StoreView(
+        directory=directory,
+        format_version=_format_version(io, directory),
+        state=recovered.state,
+        last_lsn=recovered.last_lsn,
+        snapshot_lsn=recovered.snapshot_lsn,
+        log_first_lsn=oldest if oldest is not None and oldest <= recovered.last_lsn else None,
+        files=files,
+        notes=notes,
+    )
+
+
+def read_store(path: str, max_record: int = DEFAULT_MAX_RECORD) -> StoreView:
+    """What `open_store(path)` would recover, read without changing anything.
+
+    Args:
+        path: the store directory.
+        max_record: the store's `max_record_bytes`.
+
+    Returns:
+        The recovered state, LSNs, files and notes.
+
+    Raises:
+        NotAStore: `path` is not a store directory.
+        StoreLocked: a store is open on it.
+        UnsupportedFormat, CorruptStore, ReadFailed: as `open_store`.
+    """
+    io = _DryRunIO()
+    directory = check_store_directory(path, io)
+    with locked(io, directory):
+        return recover(io, directory, max_record)

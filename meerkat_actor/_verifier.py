@@ -1,0 +1,228 @@
+"""`verify`: a full read-only check of every file of a store no process has
+open.
+
+Rule 1: it changes nothing and holds the store's shared lock while it reads,
+as `_dry_run.py` does (it runs that module's read-only recovery).
+
+Rule 2: it judges bytes only through `_format`'s scanner (`scan_segment`,
+`read_snapshot`, the header checks), the one reader recovery uses too. So its
+verdict agrees with `open_store` by construction: it reports "corrupt"
+exactly when the recovery it runs raises, and a torn tail that opening would
+cut is the very `Damage` event (same file, same offset) that recovery cut.
+
+Rule 3: every function here blocks on the disk; every file access goes
+through `_fs.FileIO`.
+
+Theory of operation. `verify_store` runs the read-only recovery (its notes
+are what opening repairs; its `CorruptStore`, if any, is the verdict), then
+scans every snapshot and every segment on its own, with rule 7 checked for
+every record (recovery checks it only above the snapshot), and the log's
+continuity across segments. A scan finding is "damage" unless recovery
+already judged it: the torn tail it cuts (a note), a file it removes (a
+note), or the damage it raises on (reported once, as "corrupt"). One rule is
+verify's own: a torn-looking record the snapshot holds was synced, so it is
+damage, not a torn write (opening still cuts it; the snapshot has it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from . import _format as fmt
+from ._dry_run import (
+    Problem,
+    _DryRunIO,
+    check_store_directory,
+    locked,
+    recover,
+)
+from ._durable import DEFAULT_MAX_RECORD
+from ._errors import CorruptStore, ReadFailed
+from ._fs import FileIO
+
+__all__ = ["VerifyReport", "verify_store"]
+
+
+@dataclass
+class VerifyReport:
+    """What `verify_store` found: the verdict, what it checked, the problems."""
+
+    directory: str
+    result: Literal["clean", "damaged", "corrupt"] = "clean"
+    snapshots: int = 0
+    segments: int = 0
+    records: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Finding:
+    """A scan's problem, with the scanner's event when it is a segment's damage."""
+
+    problem: Problem
+    damage: fmt.Damage | None = None
+
+
+def verify_store(path: str, max_record: int = DEFAULT_MAX_RECORD) -> VerifyReport:
+    """Check every file of the store at `path`, changing nothing.
+
+    Scans every snapshot and every record of every segment (checksums, LSN
+    continuity, decoding and validation of every value), then runs the
+    recovery `open_store` would run. `result` is "corrupt" if that recovery
+    fails, "damaged" if the scan found damage recovery works around, else
+    "clean" (notes, crash artifacts recovery repairs, allowed).
+
+    Args:
+        path: the store directory.
+        max_record: the store's `max_record_bytes`.
+
+    Returns:
+        The report: notes first, then damage, then what opening raises.
+
+    Raises:
+        NotAStore, StoreLocked, UnsupportedFormat, ReadFailed: as `read_store`.
+        (A damaged FORMAT file is reported, not raised.)
+    """
+    io = _DryRunIO()
+    try:
+        directory = check_store_directory(path, io)
+    except CorruptStore as exc:
+        report = VerifyReport(os.path.realpath(path), "corrupt")
+        report.problems.append(Problem("corrupt", exc.path or "", exc.offset, str(exc)))
+        return report
+    report = VerifyReport(directory)
+    with locked(io, directory):
+        recovery_error: CorruptStore | None = None
+        notes: list[Problem] = []
+        snapshot_lsn = 0
+        try:
+            view = recover(io, directory, max_record)
+            notes, snapshot_lsn = view.notes, view.snapshot_lsn
+        except CorruptStore as exc:
+            recovery_error = exc
+        found = _scan(io, directory, max_record, report)
+    cut = set(io.truncated)
+    for finding in found:
+        problem, damage = finding.problem, finding.damage
+        if damage is not None and (problem.file, damage.offset) in cut:
+            # Recovery's scan stopped at this same event and cuts the file here.
+            if damage.expected > snapshot_lsn:
+                continue  # the torn tail, which the note reports
+            # The snapshot holds this record: it was synced, so this is no
+            # torn write but damage (opening cuts it; the snapshot has it).
+            notes = [n for n in notes if n.file != problem.file]
+        if problem.file in io.removed:
+            continue  # a crash artifact opening removes, which the note reports
+        if (
+            recovery_error is not None
+            and problem.file == recovery_error.path
+            and problem.offset == recovery_error.offset
+        ):
+            continue  # reported below as what opening raises
+        report.problems.append(problem)
+    if recovery_error is not None:
+        report.result = "corrupt"
+        message = str(recovery_error)
+        prefix = f"{recovery_error.path} at byte offset {recovery_error.offset}: "
+        report.problems.append(
+            Problem(
+                "corrupt",
+                recovery_error.path or directory,
+                recovery_error.offset,
+                message.removeprefix(prefix) + " (opening the store raises CorruptStore)",
+            )
+        )
+    elif report.problems:
+        report.result = "damaged"
+    report.problems = notes + report.problems
+    return report
+
+
+def _reader(io: FileIO, path: str) -> fmt.Reader:
+    try:
+        return fmt.BytesReader(io.read(path))
+    except OSError as exc:
+        raise ReadFailed(f"cannot read {path}: {exc}") from exc
+
+
+def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> list[_Finding]:
+    """Check every snapshot and segment file on its own, then the log's
+    continuity; every problem is "damage" (the caller refines)."""
+    found: list[_Finding] = []
+    names = sorted(io.list_dir(directory))
+    newest_snapshot = 0
+    for name in names:
+        lsn = fmt.parse_name(name, *fmt.SNAPSHOT_NAME)
+        if lsn is None:
+            continue
+        report.snapshots += 1
+        path = os.path.join(directory, name)
+        try:
+            fmt.read_snapshot(_reader(io, path), lsn)
+        except fmt.FormatError as exc:
+            found.append(_Finding(Problem("damage", path, exc.offset, f"snapshot: {exc}")))
+            continue
+        newest_snapshot = max(newest_snapshot, lsn)
+    segments = fmt.numbered(names, fmt.SEGMENT_NAME)
+    previous_end: int | None = None
+    for first_lsn, name in segments:
+        report.segments += 1
+        path = os.path.join(directory, name)
+        last = _scan_segment(
+            _reader(io, path), path, first_lsn, max_record=max_record, report=report, found=found
+        )
+        if last is None:
+            continue  # no records (or a damaged header, already reported)
+        message = None
+        if previous_end is None:
+            if first_lsn > newest_snapshot + 1:
+                message = (
+                    f"the log starts at LSN {first_lsn}, but the newest valid snapshot"
+                    f" ends at {newest_snapshot}: records in between are missing"
+                )
+        elif first_lsn <= previous_end:
+            message = (
+                f"segment starts at LSN {first_lsn}, but the previous one ends at"
+                f" {previous_end}: records {first_lsn}..{previous_end} are there twice"
+            )
+        elif first_lsn != previous_end + 1 and first_lsn - 1 > newest_snapshot:
+            message = (
+                f"segment starts at LSN {first_lsn}, but the previous one ends at {previous_end}"
+            )
+        if message is not None:
+            found.append(_Finding(Problem("damage", path, 0, message)))
+        previous_end = last
+    return found
+
+
+def _scan_segment(
+    reader: fmt.Reader,
+    path: str,
+    first_lsn: int,
+    *,
+    max_record: int,
+    report: VerifyReport,
+    found: list[_Finding],
+) -> int | None:
+    """Check one segment's header (rules H1-H4) and records (rules 1-8, rule 7
+    for every record); return its last record's LSN, None if it has none."""
+    try:
+        fmt.check_segment_name(fmt.segment_header(reader), first_lsn)
+    except fmt.FormatError as exc:
+        found.append(_Finding(Problem("damage", path, exc.offset, f"segment header: {exc}")))
+        return None
+    last = None
+    for event in fmt.scan_segment(reader, first_lsn, max_record, 0):
+        if isinstance(event, fmt.Record):
+            report.records += 1
+            last = event.frame.lsn
+        elif isinstance(event, fmt.Damage):
+            unchecked = reader.size() - event.offset
+            message = (
+                f"{event.error} (the {unchecked} bytes from offset {event.offset} on are not"
+                " checked)"
+            )
+            found.append(_Finding(Problem("damage", path, event.error.offset, message), event))
+    return last
