@@ -59,7 +59,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
@@ -91,6 +91,8 @@ __all__ = [
     "encode_segment_header",
     "encode_snapshot",
     "frame_records",
+    "newest_snapshot",
+    "parse_snapshot_name",
     "read_frame",
     "segment_name",
     "snapshot_name",
@@ -154,6 +156,26 @@ def parse_name(name: str, prefix: str, suffix: str) -> int | None:
     if len(digits) != 20 or not (digits.isascii() and digits.isdigit()):
         return None
     return int(digits)
+
+
+def parse_snapshot_name(name: str) -> int | None:
+    """The LSN in a snapshot file name (the inverse of `snapshot_name`), or
+    None for a name that is not one."""
+    return parse_name(name, "snapshot-", ".snap")
+
+
+def newest_snapshot(names: Iterable[str]) -> tuple[int, str] | None:
+    """The newest snapshot among file names.
+
+    Args:
+        names: file names of a store directory (any others are ignored).
+
+    Returns:
+        `(LSN, name)` of the snapshot with the highest LSN, or None if no
+        name is a snapshot's.
+    """
+    snapshots = ((lsn, name) for name in names if (lsn := parse_snapshot_name(name)) is not None)
+    return max(snapshots, default=None)
 
 
 # --- hardened CBOR ----------------------------------------------------------------------
