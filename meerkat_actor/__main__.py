@@ -28,11 +28,11 @@ import trio
 
 from . import _format as fmt
 from . import _offline
-from ._actor import ActorStore, open_store
+from ._actor import open_store
 from ._codec import to_json
 from ._contents import RuntimeSummary, StateCounts, count_state, runtime_summaries
 from ._core import StoreState
-from ._demo import read_everything, run_demo
+from ._demo import count_input_states, read_everything, run_demo
 from ._dump import dump_documents, oauth_withheld
 from ._durable import DEFAULT_MAX_RECORD, MAX_RECORD_LIMIT
 from ._errors import (
@@ -43,7 +43,6 @@ from ._errors import (
     UnsupportedFormat,
     WriteFailed,
 )
-from ._ids import LogicalRuntimeId
 
 EXIT_OK: Final = 0
 EXIT_PROBLEM: Final = 1
@@ -349,11 +348,6 @@ def _import(args: argparse.Namespace) -> int:
 # --- demo ------------------------------------------------------------------------------------
 
 
-async def _count_inputs(store: ActorStore, runtimes: int) -> int:
-    names = (LogicalRuntimeId(f"agent-{n}") for n in range(1, runtimes + 1))
-    return sum([len(await store.load_input_states(name)) for name in names])
-
-
 async def _demo_run(args: argparse.Namespace) -> int:
     counts = {"runtimes": args.runtimes, "runs": args.runs, "inputs_per_run": args.inputs}
     if args.memory:
@@ -364,19 +358,16 @@ async def _demo_run(args: argparse.Namespace) -> int:
     path = args.dir
     print(f"store: {path}")
     async with open_store(path) as store:
-        held = [
-            len(await store.load_input_states(LogicalRuntimeId(f"agent-{n}")))
-            for n in range(1, args.runtimes + 1)
-        ]
-        if any(held):
-            print(f"recovered from earlier runs: {sum(held)} input states")
+        held = await count_input_states(store, args.runtimes)
+        if held:
+            print(f"recovered from earlier runs: {held} input states")
         else:
             print("a new store")
         receipts = await run_demo(store, **counts)
         before = await read_everything(store, receipts)
     async with open_store(path) as store:
         after = await read_everything(store, receipts)
-        inputs = await _count_inputs(store, args.runtimes)
+        inputs = await count_input_states(store, args.runtimes)
     if after != before:
         print("reopened: the store does NOT hold what was acknowledged", file=sys.stderr)
         return EXIT_PROBLEM
