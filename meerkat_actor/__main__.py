@@ -5,17 +5,22 @@ import-sqlite, bench. docs/cli.md is the reference; exit statuses:
 0 success, 1 a problem found (verify: damage; export/import: the copy
 differs), 2 usage (or the destination exists), 3 not found or not a store,
 4 locked, 5 corrupt, 6 newer format, 7 I/O error.
+
+Rule: this module parses arguments and renders results (text, JSON lines,
+exit statuses, the kind of an error); it computes nothing about a store. The
+closed store is read by `_dry_run.py` (verified by `_verifier.py`, copied by
+`_sqlite_copy.py`), what a state holds is counted by
+`_contents.py`, the dump documents are built by `_dump.py`, snapshot names
+are read by `_format.py`. (The parser's description is the paragraph above.)
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import json
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Final
@@ -23,10 +28,13 @@ from typing import Any, Final
 import trio
 
 from . import _dry_run, _sqlite_copy, _verifier
-from ._actor import ActorStore, open_store
+from . import _format as fmt
+from ._actor import open_store
 from ._codec import to_json
-from ._core import RuntimeRecord, StoreState
-from ._demo import read_everything, run_demo
+from ._contents import RuntimeSummary, StateCounts, count_state, runtime_summaries
+from ._core import StoreState
+from ._demo import count_input_states, read_everything, run_demo
+from ._dump import dump_documents, oauth_withheld
 from ._durable import DEFAULT_MAX_RECORD, MAX_RECORD_LIMIT
 from ._errors import (
     CorruptStore,
@@ -36,7 +44,6 @@ from ._errors import (
     UnsupportedFormat,
     WriteFailed,
 )
-from ._ids import LogicalRuntimeId
 
 EXIT_OK: Final = 0
 EXIT_PROBLEM: Final = 1
@@ -48,7 +55,6 @@ EXIT_NEWER_FORMAT: Final = 6
 EXIT_IO: Final = 7
 
 DEFAULT_DEMO_DIR = "meerkat-demo-store"
-_EMPTY_RECORD: Final = RuntimeRecord()
 _BENCH_TEXT: Final = "measure throughput, latency and recovery against peers"
 
 
@@ -120,56 +126,51 @@ def _files_text(files: list[_dry_run.FileEntry]) -> list[str]:
     return [f"  {f.name:<{width}}  {_size(f.bytes):>14}" for f in files]
 
 
-def _counts(state: StoreState) -> dict[str, Any]:
-    records = [r for r in state.runtimes.values() if r != _EMPTY_RECORD]
-    return {
-        "runtimes": len(records),
-        "input_states": sum(len(r.input_states) for r in records),
-        "receipts": sum(len(r.receipts) for r in records),
-        "session_snapshots": sum(r.session_snapshot is not None for r in records),
-        "runtime_states": sum(r.runtime_state is not None for r in records),
-        "ops_snapshots": sum(r.ops_snapshot is not None for r in records),
-        "oauth_flow_snapshot": state.oauth_flow_snapshot is not None,
-    }
-
-
-def _counts_text(counts: dict[str, Any]) -> str:
+def _counts_text(counts: StateCounts) -> str:
     return (
-        f"{_many(counts['runtimes'], 'runtime')}, {_many(counts['input_states'], 'input state')},"
-        f" {_many(counts['receipts'], 'receipt')},"
-        f" {_many(counts['session_snapshots'], 'session snapshot')},"
-        f" {_many(counts['runtime_states'], 'runtime state')},"
-        f" {_many(counts['ops_snapshots'], 'ops snapshot')},"
-        f" OAuth flow snapshot: {'yes' if counts['oauth_flow_snapshot'] else 'no'}"
+        f"{_many(counts.runtimes, 'runtime')}, {_many(counts.input_states, 'input state')},"
+        f" {_many(counts.receipts, 'receipt')},"
+        f" {_many(counts.session_snapshots, 'session snapshot')},"
+        f" {_many(counts.runtime_states, 'runtime state')},"
+        f" {_many(counts.ops_snapshots, 'ops snapshot')},"
+        f" OAuth flow snapshot: {'yes' if counts.oauth_flow_snapshot else 'no'}"
     )
 
 
 # --- inspect ---------------------------------------------------------------------------------
 
 
+def _runtime_json(summary: RuntimeSummary) -> dict[str, Any]:
+    state = summary.runtime_state
+    return {
+        "runtime_id": str(summary.runtime_id),
+        "input_states": summary.input_states,
+        "input_states_by_phase": summary.input_states_by_phase,
+        "receipts": summary.receipts,
+        "session_snapshot_bytes": summary.session_snapshot_bytes,
+        "runtime_state": None if state is None else to_json(state),
+        "ops_snapshot": summary.ops_snapshot,
+    }
+
+
+def _runtime_text(summary: RuntimeSummary) -> str:
+    phases = ", ".join(f"{k} {v}" for k, v in summary.input_states_by_phase.items())
+    session = summary.session_snapshot_bytes
+    state = summary.runtime_state
+    return (
+        f"  {summary.runtime_id}: {_many(summary.input_states, 'input state')}"
+        + (f" ({phases})" if phases else "")
+        + f", {_many(summary.receipts, 'receipt')}"
+        + (f", session snapshot {_size(session)}" if session is not None else "")
+        + ("" if state is None else f", runtime state {_plain(to_json(state))}")
+        + (", ops snapshot yes" if summary.ops_snapshot else "")
+    )
+
+
 def _inspect(args: argparse.Namespace) -> int:
     view = _dry_run.read_store(args.dir, args.max_record_bytes)
-    runtimes: list[dict[str, Any]] = []
-    for runtime_id in sorted(view.state.runtimes, key=str):
-        record = view.state.runtimes[runtime_id]
-        if record == _EMPTY_RECORD:
-            continue
-        counted = Counter(s.seed.phase.value for s in record.input_states.values())
-        runtimes.append(
-            {
-                "runtime_id": str(runtime_id),
-                "input_states": len(record.input_states),
-                "input_states_by_phase": dict(sorted(counted.items())),
-                "receipts": len(record.receipts),
-                "session_snapshot_bytes": None
-                if record.session_snapshot is None
-                else len(record.session_snapshot),
-                "runtime_state": None
-                if record.runtime_state is None
-                else to_json(record.runtime_state),
-                "ops_snapshot": record.ops_snapshot is not None,
-            }
-        )
+    summaries = runtime_summaries(view.state)
+    runtimes = [_runtime_json(summary) for summary in summaries]
     document = {
         "store": view.directory,
         "format_version": view.format_version,
@@ -195,21 +196,9 @@ def _inspect(args: argparse.Namespace) -> int:
         f"LSN: last {view.last_lsn}; snapshot at {view.snapshot_lsn}; {log}",
         "files:",
         *_files_text(view.files),
-        f"runtimes: {len(runtimes)}",
+        f"runtimes: {len(summaries)}",
+        *map(_runtime_text, summaries),
     ]
-    for runtime in runtimes:
-        by_phase: dict[str, int] = runtime["input_states_by_phase"]
-        phases = ", ".join(f"{k} {v}" for k, v in by_phase.items())
-        session: int | None = runtime["session_snapshot_bytes"]
-        state = runtime["runtime_state"]
-        lines.append(
-            f"  {runtime['runtime_id']}: {_many(runtime['input_states'], 'input state')}"
-            + (f" ({phases})" if phases else "")
-            + f", {_many(runtime['receipts'], 'receipt')}"
-            + (f", session snapshot {_size(session)}" if session is not None else "")
-            + ("" if state is None else f", runtime state {_plain(state)}")
-            + (", ops snapshot yes" if runtime["ops_snapshot"] else "")
-        )
     present = "present" if document["oauth_flow_snapshot"] else "absent"
     lines.append(f"OAuth flow snapshot: {present}")
     if view.notes:
@@ -252,69 +241,12 @@ def _verify(args: argparse.Namespace) -> int:
 # --- dump ------------------------------------------------------------------------------------
 
 
-def _session_document(runtime_id: str, snapshot: bytes) -> dict[str, Any]:
-    try:
-        parsed = json.loads(snapshot.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        encoded = base64.b64encode(snapshot).decode("ascii")
-        return {"kind": "session_snapshot", "runtime_id": runtime_id, "snapshot_base64": encoded}
-    return {"kind": "session_snapshot", "runtime_id": runtime_id, "snapshot": parsed}
-
-
-def _dump_documents(state: StoreState, runtime: str | None, secrets: bool) -> list[dict[str, Any]]:
-    documents: list[dict[str, Any]] = []
-    for runtime_id in sorted(state.runtimes, key=str):
-        name = str(runtime_id)
-        if runtime is not None and name != runtime:
-            continue
-        record = state.runtimes[runtime_id]
-        if record.session_snapshot is not None:
-            documents.append(_session_document(name, record.session_snapshot))
-        if record.runtime_state is not None:
-            state_json = to_json(record.runtime_state)
-            documents.append(
-                {"kind": "runtime_state", "runtime_id": name, "runtime_state": state_json}
-            )
-        if record.ops_snapshot is not None:
-            ops = to_json(record.ops_snapshot)
-            documents.append({"kind": "ops_lifecycle", "runtime_id": name, "snapshot": ops})
-        for stored in sorted(record.input_states.values(), key=lambda s: s.state.input_id.value):
-            documents.append(
-                {
-                    "kind": "input_state",
-                    "runtime_id": name,
-                    "input_id": str(stored.state.input_id),
-                    "state": to_json(stored),
-                }
-            )
-        for receipt in sorted(
-            record.receipts.values(), key=lambda r: (r.run_id.value.int, r.sequence)
-        ):
-            documents.append(
-                {
-                    "kind": "boundary_receipt",
-                    "runtime_id": name,
-                    "run_id": str(receipt.run_id),
-                    "sequence": receipt.sequence,
-                    "receipt": to_json(receipt),
-                }
-            )
-    oauth = state.oauth_flow_snapshot
-    if runtime is None and oauth is not None and secrets:
-        encoded = base64.b64encode(oauth).decode("ascii")
-        documents.append({"kind": "oauth_flow_snapshot", "snapshot_base64": encoded})
-    return documents
-
-
 def _dump(args: argparse.Namespace) -> int:
     view = _dry_run.read_store(args.dir, args.max_record_bytes)
-    for document in _dump_documents(view.state, args.runtime, args.include_secrets):
+    secrets = args.include_secrets
+    for document in dump_documents(view.state, args.runtime, include_secrets=secrets):
         sys.stdout.write(_json_line(document) + "\n")
-    if (
-        args.runtime is None
-        and view.state.oauth_flow_snapshot is not None
-        and not args.include_secrets
-    ):
+    if oauth_withheld(view.state, args.runtime, include_secrets=secrets):
         print(
             "note: the OAuth flow snapshot is not shown (pass --include-secrets)",
             file=sys.stderr,
@@ -336,13 +268,13 @@ def _checkpoint(args: argparse.Namespace) -> int:
     _progress(f"checkpoint of {directory} ...")
     trio.run(_checkpoint_store, directory, args.max_record_bytes)
     after = _dry_run.list_files(directory)
-    snapshots = [f for f in after if f.kind == "snapshot"]
-    newest = max(snapshots, key=lambda f: f.name, default=None)
-    lsn = None if newest is None else int(newest.name.split("-")[1].split(".")[0])
+    newest = fmt.newest_snapshot(f.name for f in after)
+    lsn = None if newest is None else newest[0]
+    size = None if newest is None else next(f.bytes for f in after if f.name == newest[1])
     document = {
         "store": directory,
         "snapshot_lsn": lsn,
-        "snapshot_bytes": None if newest is None else newest.bytes,
+        "snapshot_bytes": size,
         "files_before": _file_json(before),
         "files_after": _file_json(after),
     }
@@ -351,8 +283,8 @@ def _checkpoint(args: argparse.Namespace) -> int:
         return EXIT_OK
     taken = (
         "no snapshot: the store holds no record"
-        if newest is None
-        else f"snapshot at LSN {lsn} ({_size(newest.bytes)})"
+        if size is None
+        else f"snapshot at LSN {lsn} ({_size(size)})"
     )
     print(
         f"checkpoint of {directory}: {taken};"
@@ -366,8 +298,8 @@ def _checkpoint(args: argparse.Namespace) -> int:
 
 
 def _report_copy(args: argparse.Namespace, source: str, target: str, state: StoreState) -> int:
-    counts = _counts(state)
-    document = {"source": source, "target": target, **counts, "identical": True}
+    counts = count_state(state)
+    document = {"source": source, "target": target, **asdict(counts), "identical": True}
     if args.json:
         _emit_json(document)
     else:
@@ -417,11 +349,6 @@ def _import(args: argparse.Namespace) -> int:
 # --- demo ------------------------------------------------------------------------------------
 
 
-async def _count_inputs(store: ActorStore, runtimes: int) -> int:
-    names = (LogicalRuntimeId(f"agent-{n}") for n in range(1, runtimes + 1))
-    return sum([len(await store.load_input_states(name)) for name in names])
-
-
 async def _demo_run(args: argparse.Namespace) -> int:
     counts = {"runtimes": args.runtimes, "runs": args.runs, "inputs_per_run": args.inputs}
     if args.memory:
@@ -432,19 +359,16 @@ async def _demo_run(args: argparse.Namespace) -> int:
     path = args.dir
     print(f"store: {path}")
     async with open_store(path) as store:
-        held = [
-            len(await store.load_input_states(LogicalRuntimeId(f"agent-{n}")))
-            for n in range(1, args.runtimes + 1)
-        ]
-        if any(held):
-            print(f"recovered from earlier runs: {sum(held)} input states")
+        held = await count_input_states(store, args.runtimes)
+        if held:
+            print(f"recovered from earlier runs: {held} input states")
         else:
             print("a new store")
         receipts = await run_demo(store, **counts)
         before = await read_everything(store, receipts)
     async with open_store(path) as store:
         after = await read_everything(store, receipts)
-        inputs = await _count_inputs(store, args.runtimes)
+        inputs = await count_input_states(store, args.runtimes)
     if after != before:
         print("reopened: the store does NOT hold what was acknowledged", file=sys.stderr)
         return EXIT_PROBLEM

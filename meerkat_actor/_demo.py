@@ -36,7 +36,7 @@ from ._types import (
     machine_transition,
 )
 
-__all__ = ["run_demo"]
+__all__ = ["count_input_states", "demo_runtime_ids", "read_everything", "run_demo"]
 
 
 @dataclass
@@ -141,6 +141,18 @@ async def _runtime_task(
     )
 
 
+def demo_runtime_ids(runtimes: int) -> list[LogicalRuntimeId]:
+    """The ids the demo's runtimes write under: `agent-1` to `agent-<runtimes>`."""
+    return [LogicalRuntimeId(f"agent-{n}") for n in range(1, runtimes + 1)]
+
+
+async def count_input_states(store: ActorStore, runtimes: int) -> int:
+    """How many input states the demo's first `runtimes` runtimes hold in
+    `store` (what earlier demo runs left, or this one), through the public
+    reads."""
+    return sum([len(await store.load_input_states(rid)) for rid in demo_runtime_ids(runtimes)])
+
+
 async def run_demo(
     store: ActorStore,
     *,
@@ -151,7 +163,7 @@ async def run_demo(
 ) -> list[tuple[LogicalRuntimeId, RunId, int]]:
     """Run the workload on `store`, print a summary with `out`, and return the
     receipt keys `(runtime_id, run_id, sequence)` this run committed."""
-    logs = [_RuntimeLog(LogicalRuntimeId(f"agent-{n}")) for n in range(1, runtimes + 1)]
+    logs = [_RuntimeLog(runtime_id) for runtime_id in demo_runtime_ids(runtimes)]
     started = trio.current_time()
     async with trio.open_nursery() as nursery:
         for log in logs:

@@ -133,7 +133,9 @@ __all__ = [
     "frame_records",
     "is_zero_from",
     "later_write",
+    "newest_snapshot",
     "numbered",
+    "parse_snapshot_name",
     "read_frame",
     "read_snapshot",
     "scan_segment",
@@ -214,6 +216,26 @@ def numbered(names: Iterable[str], pattern: tuple[str, str]) -> list[tuple[int, 
     """The names of the form `pattern` (`SEGMENT_NAME`, `SNAPSHOT_NAME`) with
     their numbers, in increasing order of number."""
     return sorted((n, name) for name in names if (n := parse_name(name, *pattern)) is not None)
+
+
+def parse_snapshot_name(name: str) -> int | None:
+    """The LSN in a snapshot file name (the inverse of `snapshot_name`), or
+    None for a name that is not one."""
+    return parse_name(name, *SNAPSHOT_NAME)
+
+
+def newest_snapshot(names: Iterable[str]) -> tuple[int, str] | None:
+    """The newest snapshot among file names.
+
+    Args:
+        names: file names of a store directory (any others are ignored).
+
+    Returns:
+        `(LSN, name)` of the snapshot with the highest LSN, or None if no
+        name is a snapshot's.
+    """
+    snapshots = numbered(names, SNAPSHOT_NAME)
+    return snapshots[-1] if snapshots else None
 
 
 # --- hardened CBOR ----------------------------------------------------------------------

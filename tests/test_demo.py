@@ -33,6 +33,28 @@ async def test_demo_workload_reads_back_what_it_wrote():
     assert '{"logins": 12}' in table
 
 
+def test_demo_runtime_ids_are_agent_1_to_n():
+    assert _demo.demo_runtime_ids(3) == [
+        ma.LogicalRuntimeId("agent-1"),
+        ma.LogicalRuntimeId("agent-2"),
+        ma.LogicalRuntimeId("agent-3"),
+    ]
+    assert _demo.demo_runtime_ids(0) == []
+
+
+async def test_count_input_states_counts_the_demo_runtimes_only():
+    async with ma.open_store() as store:
+        assert await _demo.count_input_states(store, 2) == 0
+        await _demo.run_demo(store, runtimes=2, runs=2, inputs_per_run=1, out=lambda _: None)
+        # Each runtime: 2 runs of 1 input, plus the input queued at the end.
+        assert await _demo.count_input_states(store, 2) == 6
+        assert await _demo.count_input_states(store, 1) == 3
+        assert await _demo.count_input_states(store, 5) == 6  # agent-3..5 hold nothing
+        other = ma.StoredInputState.new_accepted(ma.InputId.new())
+        await store.persist_input_state(ma.LogicalRuntimeId("not-a-demo-runtime"), other)
+        assert await _demo.count_input_states(store, 2) == 6
+
+
 def test_main_runs_the_demo_in_memory(capsys):
     assert main(["demo", "--memory", "--runtimes", "2", "--runs", "1", "--inputs", "1"]) == 0
     out = capsys.readouterr().out

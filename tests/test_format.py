@@ -245,6 +245,38 @@ def test_parse_name_accepts_only_ascii_digits(digit):
     assert fmt.parse_name(f"log-{'0' * 19}{digit}.log", "log-", ".log") is None
 
 
+def test_parse_snapshot_name_is_the_inverse_of_snapshot_name():
+    for n in (0, 1, 17, 2**63, 2**64 - 1):
+        assert fmt.parse_snapshot_name(fmt.snapshot_name(n)) == n
+    for name in (
+        fmt.segment_name(17),
+        fmt.snapshot_name(17) + ".tmp",
+        "snapshot-17.snap",
+        "FORMAT",
+        "LOCK",
+    ):
+        assert fmt.parse_snapshot_name(name) is None, name
+
+
+def test_newest_snapshot_is_the_highest_lsn():
+    names = [
+        "FORMAT",
+        "LOCK",
+        fmt.snapshot_name(9),
+        fmt.segment_name(2**64 - 1),  # a higher number, but a segment
+        fmt.snapshot_name(10) + ".tmp",  # a snapshot never finished
+        fmt.snapshot_name(8),
+    ]
+    assert fmt.newest_snapshot(names) == (9, "snapshot-00000000000000000009.snap")
+    assert fmt.newest_snapshot(reversed(names)) == (9, fmt.snapshot_name(9))
+    assert fmt.newest_snapshot([fmt.snapshot_name(2**64 - 1), fmt.snapshot_name(2**63)]) == (
+        2**64 - 1,
+        fmt.snapshot_name(2**64 - 1),
+    )
+    assert fmt.newest_snapshot(["FORMAT", fmt.segment_name(1)]) is None
+    assert fmt.newest_snapshot([]) is None
+
+
 # --- segment headers -----------------------------------------------------------------------
 
 
