@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import fields, replace
 from datetime import timedelta
 
+import _values
 import pytest
 import trio
 
@@ -261,13 +262,13 @@ def test_settings_overrides():
 
 
 def receipt_for(states, run_id=None) -> ma.RunBoundaryReceipt:
-    return ma.RunBoundaryReceipt(
-        run_id=run_id or ma.RunId.new(),
+    return _values.receipt(
+        0,
+        run_id or ma.RunId.new(),
         boundary=ma.RunApplyBoundary.RUN_START,
         contributing_input_ids=tuple(s.input_id for s in states),
         conversation_digest=None,
         message_count=1,
-        sequence=0,
     )
 
 
