@@ -332,7 +332,7 @@ def session_document(runtime_id: str, snapshot: bytes) -> dict[str, Any]:
 
 
 def expected_dump(content: Content, *, secrets: bool = False) -> list[dict[str, Any]]:
-    """The JSON lines of `dump` for `content`, as cli_spec.md specifies them."""
+    """The JSON lines of `dump` for `content`, as docs/cli.md specifies them."""
     lines: list[dict[str, Any]] = []
     for rt in content.runtimes:
         rid = str(rt.runtime_id)

@@ -1,4 +1,5 @@
-"""`await store.backup(path)`: a complete copy of a live store (notes/cli_spec.md).
+"""`await store.backup(path)`: a complete copy of a live store (docs/api.md,
+docs/operations.md).
 
 A backup is a new store at `path` holding every write acknowledged before the
 call, as one snapshot at the source's durable LSN, taken while other tasks
