@@ -52,6 +52,9 @@ import meerkat_actor as ma
 import meerkat_actor.testing as kit
 from meerkat_actor.testing import RuntimeStoreMachine
 
+# The conformance machine against each broken backend, and the controls.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 20250101
 CI = settings.get_profile("ci")

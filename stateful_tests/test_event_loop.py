@@ -27,10 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import _values
+import pytest
 import trio
 from _workload import plan
 
 import meerkat_actor as ma
+
+# Seconds of full commit load, and a checkpoint of thousands of states.
+pytestmark = pytest.mark.slow
 
 TICK = 0.001
 WORST_LAG_BOUND = 0.250
