@@ -94,6 +94,25 @@ async def _durable_oauth(path):
         return await store.load_auth_oauth_flow_snapshot()
 
 
+class _Held:
+    """A durable store held open by a task (`hold`) until `scope` is cancelled."""
+
+    def __init__(self, path, **options):
+        self.path = path
+        self.options = options
+        self.scope = trio.CancelScope()
+        self.ready, self.gone = trio.Event(), trio.Event()
+        self.store = None
+
+    async def hold(self):
+        with self.scope:
+            async with open_store(str(self.path), **self.options) as store:
+                self.store = store
+                self.ready.set()
+                await trio.sleep_forever()
+        self.gone.set()
+
+
 @pytest.mark.parametrize("coin", [0.1, 0.9])
 def test_host_cancel_just_after_actor_submits(tmp_path, monkeypatch, coin):
     """The host cancels the store's block the moment the actor has handed a
@@ -105,33 +124,23 @@ def test_host_cancel_just_after_actor_submits(tmp_path, monkeypatch, coin):
     outcomes = {}
 
     async def main():
-        cs = trio.CancelScope()
-        ready, gone = trio.Event(), trio.Event()
-        box = {}
-
-        async def hold():
-            with cs:
-                async with open_store(str(tmp_path / "s")) as store:
-                    box["s"] = store
-                    ready.set()
-                    await trio.sleep_forever()
-            gone.set()
-
+        held = _Held(tmp_path / "s")
         async with trio.open_nursery() as n:
-            n.start_soon(hold)
-            await ready.wait()
+            n.start_soon(held.hold)
+            await held.ready.wait()
             await trio.sleep(0.01)
-            writer = box["s"]._actor.writer
+            writer = held.store._actor.writer
             submit = writer.submit
 
             async def submit_then_cancel(group):
                 await submit(group)
                 result["pending_at_cancel"] = len(writer._pending)
-                cs.cancel()
+                held.scope.cancel()
 
             monkeypatch.setattr(writer, "submit", submit_then_cancel)
-            n.start_soon(_call, outcomes, "write", box["s"].persist_auth_oauth_flow_snapshot, b"x")
-            result["stuck"] = await _release_stuck(created, gone)
+            write = held.store.persist_auth_oauth_flow_snapshot
+            n.start_soon(_call, outcomes, "write", write, b"x")
+            result["stuck"] = await _release_stuck(created, held.gone)
 
     trio.run(main)
 
@@ -233,31 +242,20 @@ def test_cancel_while_the_actor_waits_for_room(tmp_path, monkeypatch):
     outcomes = {}
 
     async def main():
-        cs = trio.CancelScope()
-        ready, gone = trio.Event(), trio.Event()
-        box = {}
-
-        async def hold():
-            with cs:
-                async with open_store(str(tmp_path / "s"), _io=io) as store:
-                    box["s"] = store
-                    ready.set()
-                    await trio.sleep_forever()
-            gone.set()
-
+        held = _Held(tmp_path / "s", _io=io)
         async with trio.open_nursery() as n:
-            n.start_soon(hold)
-            await ready.wait()
+            n.start_soon(held.hold)
+            await held.ready.wait()
             io.armed = True
             for i in range(1, 5):  # one batch each: group 1 in flight, 2 and 3 queued, 4 blocked
                 value = bytes([i]) * BIG
-                n.start_soon(_call, outcomes, i, box["s"].persist_auth_oauth_flow_snapshot, value)
+                n.start_soon(_call, outcomes, i, held.store.persist_auth_oauth_flow_snapshot, value)
                 await trio.sleep(0.3)
-            writer = box["s"]._actor.writer
+            writer = held.store._actor.writer
             assert writer._pending, "the test needs groups queued behind the slow fsync"
-            cs.cancel()
+            held.scope.cancel()
             io.gate.set()
-            result["stuck"] = await _release_stuck(created, gone)
+            result["stuck"] = await _release_stuck(created, held.gone)
 
     trio.run(main)
 
