@@ -16,10 +16,14 @@ actor store's) and the small-checkpoint variant half. Run deeper with
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 import meerkat_actor as ma
 from meerkat_actor.testing import Capabilities, RuntimeStoreMachine
+
+# The conformance machine at the profile's budget against each store: minutes.
+pytestmark = pytest.mark.slow
 
 
 class InMemoryStoreMachine(RuntimeStoreMachine):

@@ -22,8 +22,9 @@ strategies by `hash()`), so the same test cases are drawn in every process
 with the same PYTHONHASHSEED; ids and strings hash by `str` hash, so across
 hash seeds k is one sample of a distribution.
 
-`test_report` (last) prints the table of examples to first failure (`pytest
--s`) and writes it as JSON under pytest's tmp dir.
+`test_report` (last) checks the table of examples to first failure against
+the runs and the docs, prints it (`pytest -s`) and writes it as JSON under
+pytest's tmp dir.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import time
 import unittest
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import _broken
@@ -50,6 +52,10 @@ import meerkat_actor as ma
 import meerkat_actor.testing as kit
 from meerkat_actor.testing import RuntimeStoreMachine
 
+# The conformance machine against each broken backend, and the controls.
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
 SEED = 20250101
 CI = settings.get_profile("ci")
 BUDGET = CI.max_examples
@@ -221,8 +227,24 @@ class Row:
     seconds: float
 
 
-REPORT: list[Row] = []
 TIMES: dict[str, Any] = {}
+
+
+def row(broken: Broken) -> Row:
+    """`broken`'s line of the report, from its (cached) run."""
+    run = broken_run(broken)
+    caught = isinstance(run.error, AssertionError) and run.first_failure is not None
+    return Row(
+        store=broken.store.__name__,
+        defect=broken.defect,
+        durable=broken.durable,
+        listed=broken.listed,
+        caught=caught,
+        examples_to_failure=run.first_failure,
+        steps_in_failing_example=len(run.steps) if caught else None,
+        message=run.message[:200],
+        seconds=round(run.seconds, 2),
+    )
 
 
 # --- the stores -----------------------------------------------------------------------
@@ -245,20 +267,6 @@ def _params() -> list[Any]:
 @pytest.mark.parametrize("broken", _params())
 def test_machine_catches(broken: Broken) -> None:
     run = broken_run(broken)
-    caught = isinstance(run.error, AssertionError) and run.first_failure is not None
-    REPORT.append(
-        Row(
-            store=broken.store.__name__,
-            defect=broken.defect,
-            durable=broken.durable,
-            listed=broken.listed,
-            caught=caught,
-            examples_to_failure=run.first_failure,
-            steps_in_failing_example=len(run.steps) if caught else None,
-            message=run.message[:200],
-            seconds=round(run.seconds, 2),
-        )
-    )
     assert run.error is not None, f"{broken.defect}: not caught in {BUDGET} test cases"
     assert isinstance(run.error, AssertionError), repr(run.error)
     # Hypothesis stops at BUDGET valid test cases: a failure is within the budget
@@ -343,8 +351,21 @@ def test_shrunk_failure_is_a_runnable_program() -> None:
 
 
 def test_report(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Print the table (run with -s) and write it as JSON under the tmp dir."""
-    rows = sorted(REPORT, key=lambda r: (not r.listed, r.store))
+    """The table a backend author reads (printed with -s, and written as JSON
+    under the tmp dir) lists every broken backend once, each caught within the
+    budget; the correct store passed as many test cases as each catch took;
+    and README and docs/conformance.md count as many as the table holds."""
+    rows = sorted((row(b) for b in BROKEN), key=lambda r: (not r.listed, r.store))
+    assert len({r.store for r in rows}) == len(BROKEN), "a store is in the table twice"
+    for r in rows:
+        assert r.caught, f"{r.store}: not caught ({r.message})"
+        assert r.examples_to_failure is not None
+        assert r.examples_to_failure >= 1
+        assert r.steps_in_failing_example is not None
+    for durable in (False, True):
+        ks = [r.examples_to_failure or 0 for r in rows if r.durable is durable]
+        if ks:
+            assert control_run(durable, max(ks)).examples >= max(ks)
     header = (
         f"{'store':30} {'listed':6} {'caught':6} {'examples':>8} {'steps':>5} {'s':>6}  message"
     )
@@ -371,3 +392,11 @@ def test_report(tmp_path_factory: pytest.TempPathFactory) -> None:
     }
     out.write_text(json.dumps(report, indent=2))
     print(f"report: {out}")
+    assert json.loads(out.read_text())["rows"] == [asdict(r) for r in rows]
+
+    readme = (ROOT / "README.md").read_text()
+    assert f"against {len(BROKEN)} deliberately broken" in " ".join(readme.split())
+    conformance = (ROOT / "docs" / "conformance.md").read_text()
+    documented = conformance.split("| defect | k | caught by |\n|---|---|---|\n")[1]
+    documented = documented.split("\n\n")[0].splitlines()
+    assert len(documented) == len(BROKEN), "docs/conformance.md's table is not one row a defect"

@@ -21,6 +21,9 @@ from hypothesis.stateful import run_state_machine_as_test
 import meerkat_actor as ma
 from meerkat_actor.testing import Capabilities, RuntimeStoreMachine
 
+# The conformance machine runs, within the CI budget, to each failure.
+pytestmark = pytest.mark.slow
+
 _UNSUPPORTED = {
     "persist_ops_lifecycle",
     "load_ops_lifecycle",

@@ -26,10 +26,15 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import _values
+import pytest
 import trio
 from _workload import plan
 
 import meerkat_actor as ma
+
+# Seconds of full commit load, and a checkpoint of thousands of states.
+pytestmark = pytest.mark.slow
 
 TICK = 0.001
 WORST_LAG_BOUND = 0.250
@@ -137,27 +142,17 @@ async def test_heartbeat_keeps_ticking_during_a_large_checkpoint(
     now = datetime(2025, 1, 1, tzinfo=UTC)
 
     def stored(n: int) -> ma.StoredInputState:
-        state = ma.StoredInputState.new_accepted(ma.InputId(uuid.UUID(int=n + 1)), now=now)
-        shell = state.state
-        return ma.StoredInputState(
-            ma.InputState(
-                input_id=shell.input_id,
-                created_at=shell.created_at,
-                updated_at=shell.updated_at,
-                persisted_input={"n": n, "text": "lorem ipsum " * 40},
-            ),
-            state.seed,
-        )
+        persisted = {"n": n, "text": "lorem ipsum " * 40}
+        return _values.stored(ma.InputId(uuid.UUID(int=n + 1)), now=now, persisted_input=persisted)
 
     async with ma.open_store(tmp_path / "store") as store:
         for first in range(0, PREFILLED_STATES, 100):
-            receipt = ma.RunBoundaryReceipt(
-                run_id=ma.RunId(uuid.UUID(int=first + 1)),
-                boundary=ma.RunApplyBoundary.IMMEDIATE,
+            receipt = _values.receipt(
+                0,
+                ma.RunId(uuid.UUID(int=first + 1)),
                 contributing_input_ids=(),
                 conversation_digest=None,
                 message_count=0,
-                sequence=0,
             )
             batch = [stored(n) for n in range(first, first + 100)]
             await store.atomic_apply(runtime, None, receipt, batch)

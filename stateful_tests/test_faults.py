@@ -44,6 +44,9 @@ from meerkat_actor._format import read_frame
 from meerkat_actor._fs import FileIO, Handle
 from meerkat_actor.testing import ReferenceModel, assert_store_matches_model
 
+# A store run to each fault at each step of the checkpoint protocol.
+pytestmark = pytest.mark.slow
+
 
 class _Stop(BaseException):
     """A simulated crash at one I/O call: escapes every `except Exception`."""

@@ -54,6 +54,9 @@ from _workload import Operation, plan, runtime_id
 import meerkat_actor as ma
 from meerkat_actor.testing import ReferenceModel
 
+# Child processes killed at random moments, generations of them: minutes.
+pytestmark = pytest.mark.slow
+
 CHILD = Path(__file__).with_name("_kill9_child.py")
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 #: (chains, kills per chain) of each backend in this profile.

@@ -31,17 +31,18 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import _values
 import trio
+from _values import T0, session_json, stored
 
 import meerkat_actor as ma
+from meerkat_actor import InputLifecycleState as PHASE
+from meerkat_actor import RuntimeState as RS
 from meerkat_actor._codec import to_json
-
-PHASE = ma.InputLifecycleState
-RS = ma.RuntimeState
 
 A1 = ma.LogicalRuntimeId("agent-1")
 A10 = ma.LogicalRuntimeId("agent-10")
@@ -75,7 +76,6 @@ def _input(n: int) -> ma.InputId:
 I_A1 = [_input(n) for n in (1, 2, 3, 4)]
 I_A10 = [_input(n) for n in (5, 6, 7)]
 I_A2 = [_input(n) for n in (8, 9)]
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 OAUTH_SECRET = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 OAUTH_V1 = json.dumps({"flows": {"st-1": {"pkce_verifier": OAUTH_SECRET}}}).encode()
 OAUTH_V2_SUFFIX = b' {"flows":{"st-2":{"pkce_verifier":"second-verifier-7Qx"}}}'
@@ -84,29 +84,31 @@ RECORDS_B = 9
 
 
 def session(session_id: ma.SessionId, *messages: str) -> ma.SessionDelta:
-    document = {
-        "id": str(session_id),
-        "messages": [{"role": "user", "content": m} for m in messages],
-        "metadata": {"model": "claude", "turns": len(messages)},
-    }
-    return ma.SessionDelta(json.dumps(document).encode())
+    return ma.SessionDelta(
+        session_json(
+            session_id,
+            messages=[{"role": "user", "content": m} for m in messages],
+            metadata={"model": "claude", "turns": len(messages)},
+        )
+    )
 
 
 def receipt(
     run_id: ma.RunId, sequence: int, inputs: tuple[ma.InputId, ...] = (), count: int = 1
 ) -> ma.RunBoundaryReceipt:
-    return ma.RunBoundaryReceipt(
-        run_id=run_id,
+    """A run's start at sequence 0; a digest on even sequences only."""
+    return _values.receipt(
+        sequence,
+        run_id,
         boundary=ma.RunApplyBoundary.RUN_START if sequence == 0 else ma.RunApplyBoundary.IMMEDIATE,
         contributing_input_ids=inputs,
         conversation_digest=f"sha256:{sequence:x}" if sequence % 2 == 0 else None,
         message_count=count,
-        sequence=sequence,
     )
 
 
 def accepted(input_id: ma.InputId, minute: int = 0) -> ma.StoredInputState:
-    return ma.StoredInputState.new_accepted(input_id, now=T0 + timedelta(minutes=minute))
+    return stored(input_id, now=T0 + timedelta(minutes=minute))
 
 
 def moved(
@@ -330,7 +332,7 @@ def session_document(runtime_id: str, snapshot: bytes) -> dict[str, Any]:
 
 
 def expected_dump(content: Content, *, secrets: bool = False) -> list[dict[str, Any]]:
-    """The JSON lines of `dump` for `content`, as cli_spec.md specifies them."""
+    """The JSON lines of `dump` for `content`, as docs/cli.md specifies them."""
     lines: list[dict[str, Any]] = []
     for rt in content.runtimes:
         rid = str(rt.runtime_id)

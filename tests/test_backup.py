@@ -1,4 +1,5 @@
-"""`await store.backup(path)`: a complete copy of a live store (notes/cli_spec.md).
+"""`await store.backup(path)`: a complete copy of a live store (docs/api.md,
+docs/operations.md).
 
 A backup is a new store at `path` holding every write acknowledged before the
 call, as one snapshot at the source's durable LSN, taken while other tasks
@@ -14,7 +15,6 @@ from __future__ import annotations
 import os
 import stat
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,7 @@ from _cli_stores import (
     tree,
     write_all,
 )
+from _values import increment, receipt, stored
 
 import meerkat_actor as ma
 
@@ -38,19 +39,16 @@ CHAIN_B = ma.LogicalRuntimeId("chain-b")
 NOISE = [ma.LogicalRuntimeId(f"noise-{n}") for n in range(3)]
 RUN = ma.RunId(uuid.UUID("0190d7c2-0000-7000-8000-0000000000ff"))
 EXTRA = ma.LogicalRuntimeId("after-backup")
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def chain_input(n: int) -> ma.StoredInputState:
-    return ma.StoredInputState.new_accepted(ma.InputId(uuid.UUID(int=n + 1)), now=T0)
+    return stored(ma.InputId(uuid.UUID(int=n + 1)))
 
 
 def noise_receipt(sequence: int) -> ma.RunBoundaryReceipt:
-    return ma.RunBoundaryReceipt(RUN, ma.RunApplyBoundary.IMMEDIATE, (), None, 1, sequence)
-
-
-def add_one(current: bytes | None) -> bytes:
-    return str(int(current or b"0") + 1).encode()
+    return receipt(
+        sequence, RUN, contributing_input_ids=(), conversation_digest=None, message_count=1
+    )
 
 
 class Progress:
@@ -105,7 +103,7 @@ async def write_chains(store, progress: Progress, stop: trio.Event) -> None:
     async def counter() -> None:
         while not stop.is_set():
             progress.sent["oauth"] += 1
-            await store.update_auth_oauth_flow_snapshot(add_one)
+            await store.update_auth_oauth_flow_snapshot(increment)
             progress.ack("oauth")
 
     async with trio.open_nursery() as nursery:

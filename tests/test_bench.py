@@ -1,9 +1,9 @@
 """The benchmark suite (`meerkat-actor bench`, meerkat_actor/_bench/).
 
 One `--quick --json` run as a subprocess (module-scoped: ~10 s) feeds the
-checks of the JSON document; the rest are fast in-process tests of the
-baseline store, of the read-back checks that void a run on a wrong answer,
-and of the options.
+checks of the JSON document (marked `slow`); the rest are fast in-process
+tests of the baseline store, of the read-back checks that void a run on a
+wrong answer, and of the options.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import fields, replace
 from datetime import timedelta
 
+import _values
 import pytest
 import trio
 
@@ -58,6 +59,7 @@ def positive(value) -> bool:
 # --- the quick run ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_quick_run_prints_one_json_document_and_no_progress(quick_run):
     directory, document, stderr = quick_run
     assert document["quick"] is True
@@ -71,6 +73,7 @@ def test_quick_run_prints_one_json_document_and_no_progress(quick_run):
     assert document["machine"]["cpus"] >= 1
 
 
+@pytest.mark.slow
 def test_every_workload_peer_and_concurrency_has_exactly_one_row(document):
     tasks = document["settings"]["tasks"]
     assert tasks == [1, 8, 64]
@@ -80,6 +83,7 @@ def test_every_workload_peer_and_concurrency_has_exactly_one_row(document):
     )
 
 
+@pytest.mark.slow
 def test_throughput_figures_are_positive_finite_and_verified(document):
     for row in document["throughput"]:
         where = (row["workload"], row["peer"], row["tasks"])
@@ -96,6 +100,7 @@ def test_throughput_figures_are_positive_finite_and_verified(document):
             assert row["writes"] == row["ops"], where
 
 
+@pytest.mark.slow
 def test_fsyncs_per_commit_by_peer(document):
     for row in document["throughput"]:
         fsyncs, where = row["fsyncs_per_commit"], (row["workload"], row["peer"], row["tasks"])
@@ -116,6 +121,7 @@ def test_fsyncs_per_commit_by_peer(document):
             assert 1 <= row["largest_batch"] <= row["tasks"], where
 
 
+@pytest.mark.slow
 def test_ratios_are_ops_per_second_over_sqlites_for_the_same_row(document):
     sqlite = {
         (r["workload"], r["tasks"]): r["ops_per_s"]
@@ -129,6 +135,7 @@ def test_ratios_are_ops_per_second_over_sqlites_for_the_same_row(document):
             assert row["ratio_vs_sqlite"] == 1
 
 
+@pytest.mark.slow
 def test_recovery_rows_found_every_input_state_they_wrote(document):
     sizes = document["settings"]["recovery_sizes"]
     rows = document["recovery"]
@@ -146,6 +153,7 @@ def test_recovery_rows_found_every_input_state_they_wrote(document):
         assert positive(row["disk_bytes"])
 
 
+@pytest.mark.slow
 def test_checkpoint_rows_measure_commits_during_and_without_a_checkpoint(document):
     rows = document["checkpoint"]
     assert [r["input_states"] for r in rows] == document["settings"]["recovery_sizes"]
@@ -159,6 +167,7 @@ def test_checkpoint_rows_measure_commits_during_and_without_a_checkpoint(documen
         assert row["p50_commit_ms_without"] <= row["worst_commit_ms_without"]
 
 
+@pytest.mark.slow
 def test_memory_rows_cover_every_peer(document):
     rows = document["memory"]
     sizes = document["settings"]["recovery_sizes"]
@@ -175,6 +184,7 @@ def test_memory_rows_cover_every_peer(document):
             assert row["disk_bytes_per_state"] is None
 
 
+@pytest.mark.slow
 def test_human_table_names_every_peer_workload_and_section(document):
     text = table(Report.from_json(document))
     for peer in PEERS:
@@ -188,6 +198,7 @@ def test_human_table_names_every_peer_workload_and_section(document):
     assert "MISSING" not in text
 
 
+@pytest.mark.slow
 def test_from_json_presents_a_saved_run_without_measuring(document, tmp_path, capsys):
     saved = tmp_path / "run.json"
     saved.write_text(json.dumps(document))
@@ -206,6 +217,7 @@ def test_from_json_presents_a_saved_run_without_measuring(document, tmp_path, ca
     assert "not a `bench --json` document" in err
 
 
+@pytest.mark.slow
 def test_plot_is_a_png(document, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "plot.png"
@@ -261,13 +273,13 @@ def test_settings_overrides():
 
 
 def receipt_for(states, run_id=None) -> ma.RunBoundaryReceipt:
-    return ma.RunBoundaryReceipt(
-        run_id=run_id or ma.RunId.new(),
+    return _values.receipt(
+        0,
+        run_id or ma.RunId.new(),
         boundary=ma.RunApplyBoundary.RUN_START,
         contributing_input_ids=tuple(s.input_id for s in states),
         conversation_digest=None,
         message_count=1,
-        sequence=0,
     )
 
 

@@ -5,11 +5,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from _values import RT
 
 import meerkat_actor as ma
 from meerkat_actor.testing import TrioBridge
-
-RT = ma.LogicalRuntimeId("rt")
 
 
 def test_calls_run_in_the_bridge_thread_and_return_results():

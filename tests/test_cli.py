@@ -1,4 +1,4 @@
-"""The operator command line, `python -m meerkat_actor` (notes/cli_spec.md, issue 5).
+"""The operator command line, `python -m meerkat_actor` (docs/cli.md, issue 5).
 
 Every test runs the CLI as a subprocess and checks its exit code, the key
 parts of its messages and its JSON documents against stores written here

@@ -6,43 +6,19 @@ Commands, their effects, `plan`/`redo`/`apply`, and the read functions.
 from __future__ import annotations
 
 import dataclasses
-import json
 import uuid
-from datetime import UTC, datetime
 
 import pytest
+from _values import I1, I2, I3, OTHER, RT, RUN, SID, receipt, session, stored
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import meerkat_actor as ma
+from meerkat_actor import RuntimeState as RS
 from meerkat_actor import _core as core
 from meerkat_actor.testing import _strategies as mst
 
 CODEC = ma.MeerkatSessionCodec()
-RT = ma.LogicalRuntimeId("runtime-a")
-OTHER = ma.LogicalRuntimeId("runtime-b")
-SID = ma.SessionId(uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"))
-RUN = ma.RunId(uuid.UUID(int=0x10))
-I1 = ma.InputId(uuid.UUID(int=1))
-I2 = ma.InputId(uuid.UUID(int=2))
-I3 = ma.InputId(uuid.UUID(int=3))
-RS = ma.RuntimeState
-T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def session(session_id=SID, **extra) -> ma.SessionDelta:
-    return ma.SessionDelta(json.dumps({"id": str(session_id), **extra}).encode())
-
-
-def receipt(sequence=7, run_id=RUN) -> ma.RunBoundaryReceipt:
-    return ma.RunBoundaryReceipt(
-        run_id, ma.RunApplyBoundary.IMMEDIATE, (I1,), "machine-owned-digest", 42, sequence
-    )
-
-
-def stored(input_id, phase=ma.InputLifecycleState.ACCEPTED) -> ma.StoredInputState:
-    base = ma.StoredInputState.new_accepted(input_id, now=T0)
-    return dataclasses.replace(base, seed=ma.InputStateSeed(phase=phase))
 
 
 def run(state, *commands):

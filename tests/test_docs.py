@@ -2,7 +2,8 @@
 
 - docs/api.md names every public name, every `RuntimeStore` method and the
   `ActorStore` extras;
-- every relative link in docs/*.md and README.md points to a file that exists;
+- every relative link in docs/*.md and README.md points to a file that exists,
+  and so does every file a test module's docstrings and comments name;
 - mkdocs.yml's `nav` lists exactly the pages in docs/;
 - every ```python block of docs/quickstart.md runs as written, each in a
   fresh namespace, in an empty working directory.
@@ -10,7 +11,10 @@
 
 from __future__ import annotations
 
+import ast
+import io
 import re
+import tokenize
 import unittest
 from pathlib import Path
 
@@ -90,6 +94,38 @@ def test_relative_links_point_to_existing_files(page):
         if not (page.parent / file_part).exists():
             missing.append(target)
     assert not missing, f"{page.relative_to(ROOT)} links to missing files: {missing}"
+
+
+_FILE_NAME = re.compile(r"[\w./-]*\w\.(?:md|py|toml|json)\b")
+TEST_MODULES = sorted([*(ROOT / "tests").glob("*.py"), *(ROOT / "stateful_tests").glob("*.py")])
+_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _prose(module: Path) -> str:
+    """A module's docstrings and comments: where it names what it follows."""
+    source = module.read_text()
+    nodes = [n for n in ast.walk(ast.parse(source)) if isinstance(n, _DOCUMENTED)]
+    docstrings = [ast.get_docstring(n) or "" for n in nodes]
+    comments = [
+        t.string
+        for t in tokenize.generate_tokens(io.StringIO(source).readline)
+        if t.type == tokenize.COMMENT
+    ]
+    return "\n".join(docstrings + comments)
+
+
+@pytest.mark.parametrize("module", TEST_MODULES, ids=lambda p: p.name)
+def test_the_files_a_test_module_names_exist(module):
+    """A file a test module's docstrings or comments name (a spec it follows,
+    a helper it uses) is in the repository: under the root, beside the
+    module, in docs/ or in the package."""
+    bases = (ROOT, module.parent, DOCS, ROOT / "meerkat_actor")
+    missing = [
+        name
+        for name in sorted(set(_FILE_NAME.findall(_prose(module))))
+        if not any((base / name).exists() for base in bases)
+    ]
+    assert not missing, f"{module.relative_to(ROOT)} names missing files: {missing}"
 
 
 # --- mkdocs.yml --------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import logging
 import os
 import random
@@ -33,29 +32,22 @@ import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import _values
 import cbor2
 import pytest
 import trio
 import trio.testing
+from _values import I1, I2, I3, OTHER, RT, RUN, SID, SID2, session
 
 import meerkat_actor as ma
+from meerkat_actor import InputLifecycleState as PHASE
+from meerkat_actor import RuntimeState as RS
 from meerkat_actor._fs import FileIO, Handle
 
-RT = ma.LogicalRuntimeId("runtime-a")
-OTHER = ma.LogicalRuntimeId("runtime-b")
-SID = ma.SessionId(uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"))
-SID2 = ma.SessionId(uuid.UUID("b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"))
-RUN = ma.RunId(uuid.UUID("0190d7c2-0000-7000-8000-000000000001"))
-I1 = ma.InputId(uuid.UUID(int=0x100))
-I2 = ma.InputId(uuid.UUID(int=0x200))
-I3 = ma.InputId(uuid.UUID(int=0x300))
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-RS = ma.RuntimeState
-PHASE = ma.InputLifecycleState
 OPS = ma.PersistedOpsSnapshot("epoch-1", {"authority": [1, 2]}, ["spec"], None, {"c": "d"})
 U63 = 2**63
 U64_MAX = 2**64 - 1
@@ -66,19 +58,18 @@ FRAME_HEADER = 24
 LOGGER = "meerkat_actor"
 
 
-def session(session_id: ma.SessionId = SID, **extra: object) -> ma.SessionDelta:
-    return ma.SessionDelta(json.dumps({"id": str(session_id), **extra}).encode())
-
-
 def receipt(sequence: int, count: int = 1) -> ma.RunBoundaryReceipt:
-    return ma.RunBoundaryReceipt(
-        RUN, ma.RunApplyBoundary.RUN_START, (I1,), f"digest-{sequence}", count, sequence
+    """This file's receipts: a run's start, with a digest naming the sequence."""
+    return _values.receipt(
+        sequence,
+        boundary=ma.RunApplyBoundary.RUN_START,
+        conversation_digest=f"digest-{sequence}",
+        message_count=count,
     )
 
 
-def stored(input_id: ma.InputId, phase: PHASE = PHASE.ACCEPTED) -> ma.StoredInputState:
-    base = ma.StoredInputState.new_accepted(input_id, now=T0)
-    return dataclasses.replace(base, seed=ma.InputStateSeed(phase=phase, attempt_count=1))
+# An attempt count other than the default, so that recovery has to keep it.
+stored = partial(_values.stored, attempts=1)
 
 
 def seg(lsn: int) -> str:

@@ -19,14 +19,15 @@ import os
 import struct
 import time
 import tracemalloc
-import uuid
 import zlib
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import _values
 import cbor2
 import pytest
+from _values import I1, I2, RT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,12 +40,7 @@ from meerkat_actor._fs import FileIO
 from meerkat_actor._verifier import verify_store
 from meerkat_actor.testing import strategies as ms
 
-RT = ma.LogicalRuntimeId("runtime-a")
-OTHER = ma.LogicalRuntimeId("runtime-é")
-RUN = ma.RunId(uuid.UUID("0190d7c2-0000-7000-8000-000000000001"))
-I1 = ma.InputId(uuid.UUID(int=0x100))
-I2 = ma.InputId(uuid.UUID(int=0x200))
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+OTHER = ma.LogicalRuntimeId("runtime-é")  # not ASCII: UTF-8 in the CBOR
 BIG = 1 << 30  # a max_record that never gets in the way
 GIB = 1 << 30
 FRAME = 24  # the record frame header, per the banner's table
@@ -128,15 +124,15 @@ def nested(depth: int, leaf: Any = 1) -> Any:
     return value
 
 
-def stored(input_id: ma.InputId, phase=ma.InputLifecycleState.ACCEPTED) -> ma.StoredInputState:
-    base = ma.StoredInputState.new_accepted(input_id, now=T0)
-    return dataclasses.replace(base, seed=ma.InputStateSeed(phase=phase, attempt_count=2))
-
-
-def receipt(sequence: int) -> ma.RunBoundaryReceipt:
-    return ma.RunBoundaryReceipt(
-        RUN, ma.RunApplyBoundary.RUN_CHECKPOINT, (I1, I2), "digest", 3, sequence
-    )
+# Every field other than its default, so that the codec has to carry it.
+stored = partial(_values.stored, attempts=2)
+receipt = partial(
+    _values.receipt,
+    boundary=ma.RunApplyBoundary.RUN_CHECKPOINT,
+    contributing_input_ids=(I1, I2),
+    conversation_digest="digest",
+    message_count=3,
+)
 
 
 OPS = ma.PersistedOpsSnapshot(

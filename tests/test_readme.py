@@ -69,3 +69,12 @@ def test_the_conformance_worked_example_runs():
     quick = settings(max_examples=3, stateful_step_count=8, database=None, deadline=None)
     for name in ("SqliteStoreMachine", "InMemoryStoreMachine"):
         run_state_machine_as_test(namespace[name], settings=quick)  # type: ignore[arg-type]
+
+
+def test_ci_runs_the_slow_tests_and_the_readme_names_the_fast_set():
+    """`-m 'not slow'` is the fast set; the command CI runs selects no marker."""
+    pytest_arguments = _quick_start_commands()[1].split(" -m pytest", 1)[1].split()
+    assert "-m" not in pytest_arguments
+    assert "-m 'not slow'" in (ROOT / "README.md").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"slow: ' in pyproject

@@ -9,8 +9,6 @@ machine runs the backend against the reference model in stateful_tests/.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import sqlite3
@@ -18,47 +16,35 @@ import stat
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+from _values import (
+    I1,
+    I2,
+    OTHER,
+    RT,
+    RUN,
+    SID,
+    T0,
+    everything,
+    increment,
+    populate,
+    receipt,
+    session,
+    stored,
+)
 
 import meerkat_actor as ma
+from meerkat_actor import InputLifecycleState as PHASE
+from meerkat_actor import RuntimeState as RS
 from meerkat_actor._codec import dumps_json
 from meerkat_actor._sqlite import SqliteStore
 
-RT = ma.LogicalRuntimeId("runtime-a")
-OTHER = ma.LogicalRuntimeId("runtime-b")
-SID = ma.SessionId(uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"))
-RUN = ma.RunId(uuid.UUID("0190d7c2-0000-7000-8000-000000000001"))
-I1 = ma.InputId(uuid.UUID(int=0x100))
-I2 = ma.InputId(uuid.UUID(int=0x200))
+# This file's third input id is the largest one (ffffffff-...), stored as TEXT.
 I3 = ma.InputId(uuid.UUID(int=2**128 - 1))
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-RS = ma.RuntimeState
-PHASE = ma.InputLifecycleState
-
-
-def session(session_id: ma.SessionId = SID, **extra: object) -> ma.SessionDelta:
-    return ma.SessionDelta(json.dumps({"id": str(session_id), "messages": [], **extra}).encode())
-
-
-def receipt(sequence: int = 7, run_id: ma.RunId = RUN) -> ma.RunBoundaryReceipt:
-    return ma.RunBoundaryReceipt(
-        run_id=run_id,
-        boundary=ma.RunApplyBoundary.IMMEDIATE,
-        contributing_input_ids=(I1,),
-        conversation_digest="digest",
-        message_count=42,
-        sequence=sequence,
-    )
-
-
-def stored(input_id: ma.InputId, phase: PHASE = PHASE.ACCEPTED, attempts: int = 0):
-    base = ma.StoredInputState.new_accepted(input_id, now=T0)
-    return dataclasses.replace(base, seed=ma.InputStateSeed(phase=phase, attempt_count=attempts))
 
 
 def append(suffix: bytes):
@@ -66,10 +52,6 @@ def append(suffix: bytes):
         return (current or b"") + suffix
 
     return update
-
-
-def increment(current: bytes | None) -> bytes:
-    return str(int(current or b"0") + 1).encode()
 
 
 @pytest.fixture
@@ -86,27 +68,6 @@ async def store(path):
 def raw(path: Path) -> sqlite3.Connection:
     """Another writer on the same file (autocommit; short busy timeout)."""
     return sqlite3.connect(path, isolation_level=None, timeout=0.5)
-
-
-async def populate(store):
-    """Put something in every part of the store."""
-    await store.atomic_apply(RT, session(), receipt(), [stored(I1)], SID)
-    await store.commit_machine_lifecycle(RT, ma.machine_transition(RS.INITIALIZING, RS.IDLE), [])
-    await store.persist_ops_lifecycle(RT, ma.PersistedOpsSnapshot("epoch-1", {"a": [1, 2]}))
-    await store.persist_auth_oauth_flow_snapshot(b"oauth-0")
-
-
-async def everything(store, runtimes=(RT, OTHER), receipt_keys=((RUN, 7), (RUN, 8))):
-    """Every value the store shows for the given runtimes and receipt keys."""
-    seen: dict[object, object] = {"oauth": await store.load_auth_oauth_flow_snapshot()}
-    for rt in runtimes:
-        seen[rt, "session"] = await store.load_session_snapshot(rt)
-        seen[rt, "inputs"] = await store.load_input_states(rt)
-        seen[rt, "state"] = await store.load_runtime_state(rt)
-        seen[rt, "ops"] = await store.load_ops_lifecycle(rt)
-        for run_id, sequence in receipt_keys:
-            seen[rt, run_id, sequence] = await store.load_boundary_receipt(rt, run_id, sequence)
-    return seen
 
 
 # --- round trips ----------------------------------------------------------------------

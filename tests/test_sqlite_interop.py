@@ -23,7 +23,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import _values
 import pytest
+from _values import input_state
 
 import meerkat_actor as ma
 from meerkat_actor._sqlite_db import Database
@@ -104,7 +106,7 @@ T1 = utc(2025, 3, 1, 12, 0, 5, 500000)
 
 
 def shell(input_id: ma.InputId, **fields: object) -> ma.InputState:
-    return ma.InputState(input_id=input_id, created_at=T0, updated_at=T1, **fields)
+    return input_state(input_id, created_at=T0, updated_at=T1, **fields)
 
 
 def abandoned(reason: ma.InputAbandonReason) -> ma.InputStateSeed:
@@ -291,13 +293,14 @@ def receipt_doc(run_id: ma.RunId, boundary: str, ids: list[int], digest: str | N
 
 
 def receipt(run_id, boundary, ids, digest, seq) -> ma.RunBoundaryReceipt:
-    return ma.RunBoundaryReceipt(
-        run_id=run_id,
+    """The value `receipt_doc` with the same arguments describes."""
+    return _values.receipt(
+        seq,
+        run_id,
         boundary=ma.RunApplyBoundary(boundary),
         contributing_input_ids=tuple(iid(n) for n in ids),
         conversation_digest=digest,
         message_count=4,
-        sequence=seq,
     )
 
 

@@ -29,10 +29,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import _values
 import pytest
+from _values import session_json
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
@@ -102,33 +105,22 @@ SESSION_2 = SessionId(uuid.UUID(int=3))
 UNREADABLE_SNAPSHOTS = (b"", b"not json", b"[]", b'{"id": 5}')
 
 
-def session_json(session_id: SessionId, **extra: Any) -> bytes:
-    return json.dumps({"id": str(session_id), **extra}).encode()
-
-
 def delta(session_id: SessionId = SESSION_1, **extra: Any) -> SessionDelta:
     return SessionDelta(session_json(session_id, **extra))
 
 
-def stored(
-    input_id: InputId,
-    phase: InputLifecycleState = InputLifecycleState.ACCEPTED,
-    attempts: int = 0,
-) -> StoredInputState:
-    return StoredInputState(
-        StoredInputState.new_accepted(input_id, now=EPOCH).state,
-        InputStateSeed(phase=phase, attempt_count=attempts),
-    )
+stored = partial(_values.stored, now=EPOCH)
 
 
 def receipt(run_id: RunId = RUN_1, sequence: int = 5, message_count: int = 0) -> RunBoundaryReceipt:
-    return RunBoundaryReceipt(
-        run_id=run_id,
+    """This module's receipts: keyed by run first, no messages unless given."""
+    return _values.receipt(
+        sequence,
+        run_id,
         boundary=RunApplyBoundary.RUN_CHECKPOINT,
         contributing_input_ids=(ID_LOW,),
         conversation_digest="digest",
         message_count=message_count,
-        sequence=sequence,
     )
 
 

@@ -5,42 +5,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from zoneinfo import ZoneInfo
 
+import _values
 import pytest
+from _values import I1, I2, RUN, receipt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyrsistent import PMap, pmap
 
 import meerkat_actor as ma
+from meerkat_actor import RuntimeState as RS
 from meerkat_actor.testing import _strategies as mst
 
-RS = ma.RuntimeState
+# Microseconds and seconds in it: a conversion that drops either shows.
 T0 = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
-I1 = ma.InputId(uuid.UUID(int=1))
-I2 = ma.InputId(uuid.UUID(int=2))
-R1 = ma.RunId(uuid.UUID(int=1))
-
-
-def receipt(**overrides):
-    fields = {
-        "run_id": R1,
-        "boundary": ma.RunApplyBoundary.IMMEDIATE,
-        "contributing_input_ids": (I1,),
-        "conversation_digest": "machine-owned-digest",
-        "message_count": 42,
-        "sequence": 7,
-    }
-    fields.update(overrides)
-    return ma.RunBoundaryReceipt(**fields)
-
-
-def input_state(**overrides):
-    fields = {"input_id": I1, "created_at": T0, "updated_at": T0}
-    fields.update(overrides)
-    return ma.InputState(**fields)
+input_state = partial(_values.input_state, created_at=T0, updated_at=T0)
 
 
 # --- enums --------------------------------------------------------------------
@@ -185,7 +167,7 @@ def test_transition_table_cannot_be_mutated_from_outside():
 
 def test_receipt_holds_its_fields():
     r = receipt(contributing_input_ids=[I1, I2])
-    assert r.run_id == R1
+    assert r.run_id == RUN
     assert r.boundary is ma.RunApplyBoundary.IMMEDIATE
     assert r.contributing_input_ids == (I1, I2)
     assert r.conversation_digest == "machine-owned-digest"
@@ -210,13 +192,13 @@ def test_receipt_optional_fields():
     ("field", "value", "error", "message"),
     [
         ("run_id", I1, TypeError, "run_id must be RunId, got InputId"),
-        ("run_id", str(R1), TypeError, "run_id must be RunId, got str"),
+        ("run_id", str(RUN), TypeError, "run_id must be RunId, got str"),
         ("boundary", "immediate", TypeError, "boundary must be RunApplyBoundary, got str"),
         ("contributing_input_ids", "abc", TypeError, "contributing_input_ids must be a sequence"),
         ("contributing_input_ids", None, TypeError, "contributing_input_ids must be a sequence"),
         (
             "contributing_input_ids",
-            (R1,),
+            (RUN,),
             TypeError,
             r"contributing_input_ids\[0\] must be InputId",
         ),
@@ -315,7 +297,7 @@ def test_terminal_outcome_constructors_set_exactly_their_field():
             "reason must be None when kind is 'coalesced'",
         ),
         (
-            {"kind": "superseded", "superseded_by": R1},
+            {"kind": "superseded", "superseded_by": RUN},
             TypeError,
             "superseded_by must be InputId or None, got RunId",
         ),
@@ -423,7 +405,7 @@ def test_seed_validates(kwargs, error, message):
 def test_seed_accepts_the_edges_of_its_ranges():
     seed = ma.InputStateSeed(
         phase=ma.InputLifecycleState.CONSUMED,
-        last_run_id=R1,
+        last_run_id=RUN,
         last_boundary_sequence=2**64 - 1,
         terminal_outcome=ma.InputTerminalOutcome.consumed(),
         attempt_count=2**32 - 1,
@@ -503,7 +485,7 @@ def test_input_state_defaults_and_documents_frozen():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"input_id": R1}, TypeError, "input_id must be InputId, got RunId"),
+        ({"input_id": RUN}, TypeError, "input_id must be InputId, got RunId"),
         ({"history": [{"from": "accepted"}]}, TypeError, r"history\[0\] must be InputStateHist"),
         ({"history": "abc"}, TypeError, "history must be a sequence of InputStateHistoryEntry"),
         ({"policy": {"x": float("nan")}}, ValueError, "policy.x: nan is not a JSON number"),
@@ -544,7 +526,7 @@ def test_stored_input_state_new_accepted_with_explicit_time():
 
 def test_stored_input_state_validates():
     with pytest.raises(TypeError, match="input_id must be InputId, got RunId"):
-        ma.StoredInputState.new_accepted(R1)
+        ma.StoredInputState.new_accepted(RUN)
     with pytest.raises(TypeError, match="state must be InputState, got dict"):
         ma.StoredInputState({"input_id": str(I1)})
     with pytest.raises(TypeError, match="seed must be InputStateSeed, got dict"):
