@@ -1,0 +1,76 @@
+"""The module map of docs/architecture.md is true: every module of the
+package imports only what its row allows, and the import graph has no cycle."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import meerkat_actor as ma
+
+PACKAGE = Path(ma.__file__).parent
+DOC = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _imports(path: Path) -> set[str]:
+    """The package modules `path` imports (relative imports, first component)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {path.stem: _imports(path) for path in sorted(PACKAGE.glob("*.py"))}
+
+
+def _allowed() -> dict[str, set[str]]:
+    table: dict[str, set[str]] = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`") or not cells[0].endswith(".py`"):
+            continue
+        module = cells[0].strip("`").removesuffix(".py")
+        table[module] = set(re.findall(r"`(\w+)`", cells[3]))
+    return table
+
+
+def test_every_module_has_a_row():
+    assert set(_allowed()) == set(_graph())
+
+
+def test_every_module_imports_only_what_its_row_allows():
+    allowed = _allowed()
+    for module, imports in _graph().items():
+        extra = imports - allowed[module]
+        assert not extra, f"{module}.py imports {sorted(extra)}, not in docs/architecture.md"
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = _graph()
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module in done or module not in graph:
+            return
+        for imported in graph[module]:
+            visit(imported, (*path, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())
+
+
+def test_the_table_lists_no_import_a_module_does_not_make():
+    """A row that allows more than the module uses has drifted too."""
+    graph = _graph()
+    for module, allowed in _allowed().items():
+        assert allowed <= graph[module], (
+            f"{module}: the doc allows {sorted(allowed - graph[module])}"
+        )
