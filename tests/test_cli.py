@@ -913,3 +913,27 @@ def test_import_of_a_damaged_row_is_corrupt(stores: Stores, tmp_path: Path):
     assert done.returncode == 5, done.stderr
     assert str(damaged) in json_error(done, "corrupt")
     assert not target.exists()
+
+
+def test_import_of_a_receipt_row_under_an_upper_case_run_id_is_corrupt(
+    stores: Stores, tmp_path: Path
+):
+    """The SQLite store never finds such a row under its key, so the import
+    does not take it for that receipt either (one rule for both paths)."""
+    spelled = tmp_path / "spelled.sqlite3"
+    shutil.copy2(stores.sqlite, spelled)
+    with sqlite3.connect(spelled) as connection:
+        changed = connection.execute(
+            "UPDATE runtime_boundary_receipts SET run_id = upper(run_id)"
+            " WHERE rowid = (SELECT min(rowid) FROM runtime_boundary_receipts)"
+        ).rowcount
+    connection.close()
+    assert changed == 1
+    target = tmp_path / "store"
+    with unchanged(spelled):
+        done = cli("import-sqlite", spelled, target, "--json")
+    assert done.returncode == 5, done.stderr
+    message = json_error(done, "corrupt")
+    assert str(spelled) in message
+    assert "runtime_boundary_receipts" in message
+    assert not target.exists()
