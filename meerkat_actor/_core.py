@@ -36,6 +36,7 @@ Every command and query names the public method it comes from
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Final, Generic, Protocol, TypeAlias, TypeVar, final
@@ -342,14 +343,15 @@ Command: TypeAlias = (
 T_co = TypeVar("T_co", covariant=True)
 
 
-class Query(Generic[T_co]):
+class Query(ABC, Generic[T_co]):
     """A read: its arguments, checked, and how to answer it from a `ReadView`."""
 
     __slots__ = ()
     operation: ClassVar[str]
 
-    def answer(self, view: ReadView) -> T_co:  # pragma: no cover - every query overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def answer(self, view: ReadView) -> T_co:
+        """The query's answer from `view`: a pure function of the lookups it makes."""
 
 
 @final

@@ -540,3 +540,11 @@ def test_queries_refuse_bad_arguments(build, error, message):
 def test_every_command_and_query_names_its_public_method():
     for cls in [*core.Command.__args__, *core.Query.__subclasses__()]:
         assert hasattr(ma.RuntimeStore, cls.operation), cls
+
+
+def test_a_query_without_an_answer_cannot_be_built():
+    class Unanswered(core.Query[None]):
+        operation = "load_nothing"
+
+    with pytest.raises(TypeError, match="abstract"):
+        Unanswered()
