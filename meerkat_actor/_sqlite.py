@@ -46,7 +46,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Final, TypeVar, final
+from typing import Any, TypeVar, final
 
 import trio
 
@@ -54,13 +54,11 @@ from ._core import Command, Query
 from ._errors import StoreClosed
 from ._front import StoreFront, StoreStatistics
 from ._session_codec import SessionCodec, check_session_codec
-from ._sqlite_db import SYNCHRONOUS_MODES, Database
+from ._sqlite_db import DEFAULT_BUSY_TIMEOUT, SYNCHRONOUS_MODES, Database
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteStore", "open_sqlite_store"]
+__all__ = ["SqliteStore", "open_sqlite_store"]
 
 T = TypeVar("T")
-
-DEFAULT_BUSY_TIMEOUT: Final = 5.0
 
 
 @final

@@ -32,7 +32,7 @@ from ._dry_run import StoreView, read_store
 from ._durable import DurableLog
 from ._errors import NotAStore
 from ._fs import FileIO
-from ._sqlite_db import Database
+from ._sqlite_db import DEFAULT_BUSY_TIMEOUT, Database
 
 __all__ = ["export_sqlite", "import_sqlite", "read_sqlite", "same_content"]
 
@@ -84,7 +84,7 @@ def export_sqlite(state: StoreState, path: str, io: FileIO | None = None) -> Sto
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise NotAStore(f"cannot export to {path}: its directory {directory} does not exist")
-    database = Database.open(path, "FULL", 5.0)
+    database = Database.open(path, "FULL", DEFAULT_BUSY_TIMEOUT)
     try:
         database.write_state(state)
     except BaseException:

@@ -71,13 +71,14 @@ from ._sqlite_rows import (
 )
 from ._types import PersistedOpsSnapshot, RunBoundaryReceipt, RuntimeState, StoredInputState
 
-__all__ = ["SYNCHRONOUS_MODES", "Database"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "SYNCHRONOUS_MODES", "Database"]
 
 logger = logging.getLogger("meerkat_actor")
 
 T = TypeVar("T")
 
 SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+DEFAULT_BUSY_TIMEOUT: Final = 5.0
 FILE_MODE: Final = 0o600
 
 # SQLite primary result codes meaning "this file is damaged or not a database".
