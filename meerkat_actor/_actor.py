@@ -190,7 +190,7 @@ class _Actor:
             try:
                 self.poison.check()
                 effects = _core.plan(state, command, self.codec)
-                payload = None if writer is None else writer.log.encode(effects)
+                payload = None if writer is None or not effects else writer.log.encode(effects)
                 new_state = _core.redo(state, effects)
             except RuntimeStoreError as exc:
                 self.refused += 1

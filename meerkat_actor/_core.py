@@ -44,29 +44,43 @@ from typing import ClassVar, Final, Generic, Protocol, TypeAlias, TypeVar, final
 from pyrsistent import PMap, pmap
 
 from ._check import check_bytes, check_instance, check_optional_instance, check_tuple, check_u64
-from ._errors import ReceiptConflict, SessionKeyMismatch, WriteFailed
+from ._errors import (
+    LifecycleConflict,
+    NotFound,
+    NotRetirable,
+    ReceiptConflict,
+    RuntimeNotDestroyed,
+    SessionKeyMismatch,
+    WriteFailed,
+)
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._session_codec import SessionCodec
 from ._types import (
+    UNCHECKED,
     MachineLifecycleCommit,
     PersistedOpsSnapshot,
     RunBoundaryReceipt,
     RuntimeState,
     SessionDelta,
     StoredInputState,
+    Unchecked,
 )
 
 __all__ = [
     "EMPTY",
     "AtomicApply",
     "CallerCodeError",
+    "ClearSessionSnapshot",
     "Command",
     "CommitMachineLifecycle",
     "CommitSessionSnapshot",
+    "DeleteOpsLifecycle",
     "Effect",
     "InsertReceipt",
+    "ListRuntimes",
     "LoadAuthOAuthFlowSnapshot",
     "LoadBoundaryReceipt",
+    "LoadBoundaryReceipts",
     "LoadInputState",
     "LoadInputStates",
     "LoadOpsLifecycle",
@@ -75,9 +89,14 @@ __all__ = [
     "PersistInputState",
     "PersistOAuthFlowSnapshot",
     "PersistOpsLifecycle",
+    "PurgeRuntime",
     "PutInputStates",
     "Query",
     "ReadView",
+    "RemoveOpsSnapshot",
+    "RemoveRuntime",
+    "RemoveSessionSnapshot",
+    "RetireInputPayloads",
     "RuntimeRecord",
     "SetOAuthFlowSnapshot",
     "SetOpsSnapshot",
@@ -86,8 +105,10 @@ __all__ = [
     "StoreState",
     "UpdateOAuthFlowSnapshot",
     "apply",
+    "list_runtimes",
     "load_auth_oauth_flow_snapshot",
     "load_boundary_receipt",
+    "load_boundary_receipts",
     "load_input_state",
     "load_input_states",
     "load_ops_lifecycle",
@@ -161,13 +182,24 @@ class ReadView(Protocol):
         """The runtime's ops lifecycle snapshot, or `None`."""
         ...
 
+    def boundary_receipts(self, runtime_id: LogicalRuntimeId) -> Iterable[RunBoundaryReceipt]:
+        """Every receipt of the runtime, in any order."""
+        ...
+
+    def runtime_ids(self) -> Iterable[LogicalRuntimeId]:
+        """Every runtime that holds anything (a session snapshot, an input
+        state, a receipt, a runtime state or an ops snapshot), each once, in
+        any order."""
+        ...
+
 
 @final
 @dataclass(frozen=True, slots=True)
 class StoreState:
     """The whole store: per-runtime records and the one OAuth flow snapshot.
 
-    A `ReadView` of itself.
+    A `ReadView` of itself. `redo` keeps no empty record: a runtime whose
+    last thing was removed leaves the map (so memory shrinks with it).
     """
 
     runtimes: PMap[LogicalRuntimeId, RuntimeRecord] = field(default_factory=pmap)
@@ -203,6 +235,14 @@ class StoreState:
 
     def ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
         return self.record(runtime_id).ops_snapshot
+
+    def boundary_receipts(self, runtime_id: LogicalRuntimeId) -> Iterable[RunBoundaryReceipt]:
+        return self.record(runtime_id).receipts.values()
+
+    def runtime_ids(self) -> Iterable[LogicalRuntimeId]:
+        # `redo` drops a record that becomes empty, but a state decoded from
+        # an older snapshot may hold one: it names nothing.
+        return (rid for rid, record in self.runtimes.items() if record != _EMPTY_RECORD)
 
 
 EMPTY: Final = StoreState()
@@ -299,6 +339,7 @@ class CommitMachineLifecycle:
     runtime_id: LogicalRuntimeId
     commit: MachineLifecycleCommit
     input_states: Sequence[StoredInputState]
+    expected: RuntimeState | None | Unchecked = UNCHECKED
 
     def __post_init__(self) -> None:
         check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
@@ -308,6 +349,11 @@ class CommitMachineLifecycle:
             "input_states",
             check_tuple(self.input_states, StoredInputState, "input_states"),
         )
+        if not isinstance(self.expected, (RuntimeState, Unchecked)) and self.expected is not None:
+            raise TypeError(
+                "expected must be a RuntimeState or None (no runtime state yet),"
+                f" got {type(self.expected).__name__}"
+            )
 
 
 @final
@@ -323,6 +369,52 @@ class PersistOpsLifecycle:
         check_instance(self.snapshot, PersistedOpsSnapshot, "snapshot")
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class ClearSessionSnapshot:
+    operation: ClassVar[str] = "clear_session_snapshot"
+
+    runtime_id: LogicalRuntimeId
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class DeleteOpsLifecycle:
+    operation: ClassVar[str] = "delete_ops_lifecycle"
+
+    runtime_id: LogicalRuntimeId
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RetireInputPayloads:
+    operation: ClassVar[str] = "retire_input_payloads"
+
+    runtime_id: LogicalRuntimeId
+    input_ids: Sequence[InputId]
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+        _set(self, "input_ids", check_tuple(self.input_ids, InputId, "input_ids"))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PurgeRuntime:
+    operation: ClassVar[str] = "purge_runtime"
+
+    runtime_id: LogicalRuntimeId
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+
+
 Command: TypeAlias = (
     PersistOAuthFlowSnapshot
     | UpdateOAuthFlowSnapshot
@@ -331,6 +423,10 @@ Command: TypeAlias = (
     | PersistInputState
     | CommitMachineLifecycle
     | PersistOpsLifecycle
+    | ClearSessionSnapshot
+    | DeleteOpsLifecycle
+    | RetireInputPayloads
+    | PurgeRuntime
 )
 
 
@@ -453,6 +549,29 @@ class LoadOpsLifecycle(Query["PersistedOpsSnapshot | None"]):
         return load_ops_lifecycle(view, self.runtime_id)
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class ListRuntimes(Query["list[LogicalRuntimeId]"]):
+    operation: ClassVar[str] = "list_runtimes"
+
+    def answer(self, view: ReadView) -> list[LogicalRuntimeId]:
+        return list_runtimes(view)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoadBoundaryReceipts(Query["list[RunBoundaryReceipt]"]):
+    operation: ClassVar[str] = "load_boundary_receipts"
+
+    runtime_id: LogicalRuntimeId
+
+    def __post_init__(self) -> None:
+        check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")
+
+    def answer(self, view: ReadView) -> list[RunBoundaryReceipt]:
+        return load_boundary_receipts(view, self.runtime_id)
+
+
 # --- effects (what the redo log records) ----------------------------------------------
 
 
@@ -499,6 +618,26 @@ class SetOpsSnapshot:
     snapshot: PersistedOpsSnapshot
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class RemoveSessionSnapshot:
+    runtime_id: LogicalRuntimeId
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RemoveOpsSnapshot:
+    runtime_id: LogicalRuntimeId
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RemoveRuntime:
+    """Remove everything the runtime holds (`purge_runtime`)."""
+
+    runtime_id: LogicalRuntimeId
+
+
 Effect: TypeAlias = (
     SetOAuthFlowSnapshot
     | SetSessionSnapshot
@@ -506,6 +645,9 @@ Effect: TypeAlias = (
     | PutInputStates
     | SetRuntimeState
     | SetOpsSnapshot
+    | RemoveSessionSnapshot
+    | RemoveOpsSnapshot
+    | RemoveRuntime
 )
 
 
@@ -576,6 +718,46 @@ def _plan_update_oauth(view: ReadView, cmd: UpdateOAuthFlowSnapshot) -> list[Eff
     return [SetOAuthFlowSnapshot(bytes(new))]
 
 
+def _plan_lifecycle(view: ReadView, cmd: CommitMachineLifecycle) -> list[Effect]:
+    if cmd.expected is not UNCHECKED:
+        actual = view.runtime_state(cmd.runtime_id)
+        if actual is not cmd.expected:
+            raise LifecycleConflict(cmd.expected, actual, runtime_id=str(cmd.runtime_id))
+    effects: list[Effect] = [SetRuntimeState(cmd.runtime_id, cmd.commit.runtime_state)]
+    if cmd.input_states:
+        effects.append(PutInputStates(cmd.runtime_id, tuple(cmd.input_states)))
+    return effects
+
+
+def _plan_retire(view: ReadView, cmd: RetireInputPayloads) -> list[Effect]:
+    """Check every named state first (in the order given: the first one that
+    is unknown or not terminal decides the error), then rewrite the ones that
+    still hold a payload, each once."""
+    retired: dict[InputId, StoredInputState] = {}
+    for input_id in cmd.input_ids:
+        stored = view.input_state(cmd.runtime_id, input_id)
+        if stored is None:
+            raise NotFound(
+                f"runtime {str(cmd.runtime_id)!r}: no input state {input_id} to retire;"
+                " nothing was retired"
+            )
+        seed = stored.seed
+        if not seed.phase.is_terminal or seed.terminal_outcome is None:
+            raise NotRetirable(str(cmd.runtime_id), input_id, seed.phase)
+        if stored.state.persisted_input is not None:
+            retired[input_id] = replace(stored, state=replace(stored.state, persisted_input=None))
+    if not retired:
+        return []
+    return [PutInputStates(cmd.runtime_id, tuple(retired.values()))]
+
+
+def _plan_purge(view: ReadView, cmd: PurgeRuntime) -> list[Effect]:
+    actual = view.runtime_state(cmd.runtime_id)
+    if actual is not RuntimeState.DESTROYED:
+        raise RuntimeNotDestroyed(str(cmd.runtime_id), actual)
+    return [RemoveRuntime(cmd.runtime_id)]
+
+
 def plan(view: ReadView, command: Command, codec: SessionCodec) -> tuple[Effect, ...]:
     """Return the effects of `command` on the state `view` shows.
 
@@ -587,7 +769,15 @@ def plan(view: ReadView, command: Command, codec: SessionCodec) -> tuple[Effect,
         SessionKeyMismatch: `AtomicApply.session_store_key` differs from the
             snapshot's session id.
         ReceiptConflict: `AtomicApply` would overwrite an existing receipt.
+        LifecycleConflict: `CommitMachineLifecycle.expected` is not the
+            stored runtime state.
+        NotFound, NotRetirable: `RetireInputPayloads` names an unknown or a
+            non-terminal input state.
+        RuntimeNotDestroyed: `PurgeRuntime` of a runtime not destroyed.
         CallerCodeError: the OAuth updater raised or returned non-bytes.
+
+    A command that would change nothing (clearing a snapshot that is not
+    there, retiring retired payloads) has no effects.
     """
     effects: list[Effect]
     match command:
@@ -597,16 +787,24 @@ def plan(view: ReadView, command: Command, codec: SessionCodec) -> tuple[Effect,
             effects = [_session_effect(runtime_id, delta, codec, None)]
         case PersistInputState(runtime_id, stored):
             effects = [PutInputStates(runtime_id, (stored,))]
-        case CommitMachineLifecycle(runtime_id, commit, input_states):
-            effects = [SetRuntimeState(runtime_id, commit.runtime_state)]
-            if input_states:
-                effects.append(PutInputStates(runtime_id, tuple(input_states)))
+        case CommitMachineLifecycle():
+            effects = _plan_lifecycle(view, command)
         case PersistOpsLifecycle(runtime_id, snapshot):
             effects = [SetOpsSnapshot(runtime_id, snapshot)]
         case PersistOAuthFlowSnapshot(snapshot):
             effects = [SetOAuthFlowSnapshot(snapshot)]
         case UpdateOAuthFlowSnapshot():
             effects = _plan_update_oauth(view, command)
+        case ClearSessionSnapshot(runtime_id):
+            present = view.session_snapshot(runtime_id) is not None
+            effects = [RemoveSessionSnapshot(runtime_id)] if present else []
+        case DeleteOpsLifecycle(runtime_id):
+            present = view.ops_lifecycle(runtime_id) is not None
+            effects = [RemoveOpsSnapshot(runtime_id)] if present else []
+        case RetireInputPayloads():
+            effects = _plan_retire(view, command)
+        case PurgeRuntime():
+            effects = _plan_purge(view, command)
         case _:  # pragma: no cover - the Command union is closed
             raise TypeError(f"not a store command: {command!r}")
     return tuple(effects)
@@ -631,6 +829,12 @@ def _redo_one(record: RuntimeRecord, effect: Effect) -> RuntimeRecord:
             return replace(record, runtime_state=runtime_state)
         case SetOpsSnapshot(_, snapshot):
             return replace(record, ops_snapshot=snapshot)
+        case RemoveSessionSnapshot():
+            return replace(record, session_snapshot=None)
+        case RemoveOpsSnapshot():
+            return replace(record, ops_snapshot=None)
+        case RemoveRuntime():
+            return _EMPTY_RECORD
     raise TypeError(f"not a runtime effect: {effect!r}")  # pragma: no cover
 
 
@@ -640,6 +844,7 @@ def redo(state: StoreState, effects: tuple[Effect, ...]) -> StoreState:
     oauth = state.oauth_flow_snapshot
     # Effects of one command mostly touch one runtime: update its record
     # locally and store it in the map once per run of effects.
+    # A record that ends up empty leaves the map.
     current: LogicalRuntimeId | None = None
     record = _EMPTY_RECORD
     for effect in effects:
@@ -648,13 +853,23 @@ def redo(state: StoreState, effects: tuple[Effect, ...]) -> StoreState:
             continue
         if effect.runtime_id != current:
             if current is not None:
-                runtimes = runtimes.set(current, record)
+                runtimes = _store_record(runtimes, current, record)
             current = effect.runtime_id
             record = runtimes.get(current, _EMPTY_RECORD)
         record = _redo_one(record, effect)
     if current is not None:
-        runtimes = runtimes.set(current, record)
+        runtimes = _store_record(runtimes, current, record)
     return StoreState(runtimes, oauth)
+
+
+def _store_record(
+    runtimes: PMap[LogicalRuntimeId, RuntimeRecord],
+    runtime_id: LogicalRuntimeId,
+    record: RuntimeRecord,
+) -> PMap[LogicalRuntimeId, RuntimeRecord]:
+    if record == _EMPTY_RECORD:
+        return runtimes.discard(runtime_id)
+    return runtimes.set(runtime_id, record)
 
 
 def state_effects(state: StoreState) -> tuple[Effect, ...]:
@@ -737,3 +952,20 @@ def load_ops_lifecycle(view: ReadView, runtime_id: LogicalRuntimeId) -> Persiste
 
 def load_auth_oauth_flow_snapshot(view: ReadView) -> bytes | None:
     return view.auth_oauth_flow_snapshot()
+
+
+def list_runtimes(view: ReadView) -> list[LogicalRuntimeId]:
+    """Every runtime that holds anything, sorted by its string."""
+    return sorted(view.runtime_ids(), key=str)
+
+
+def load_boundary_receipts(
+    view: ReadView, runtime_id: LogicalRuntimeId
+) -> list[RunBoundaryReceipt]:
+    """The runtime's receipts sorted by `(run_id, sequence)` (UUID order, then
+    number); `[]` if none."""
+    return sorted(view.boundary_receipts(runtime_id), key=_receipt_order)
+
+
+def _receipt_order(receipt: RunBoundaryReceipt) -> tuple[int, int]:
+    return (receipt.run_id.value.int, receipt.sequence)

@@ -18,16 +18,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._ids import SessionId
+    from ._ids import InputId, SessionId
+    from ._types import InputLifecycleState, RuntimeState
 
 __all__ = [
     "CorruptStore",
     "Internal",
     "InvalidTransition",
+    "LifecycleConflict",
     "NotFound",
+    "NotRetirable",
     "Poison",
     "ReadFailed",
     "ReceiptConflict",
+    "RuntimeNotDestroyed",
     "RuntimeStoreError",
     "SessionKeyMismatch",
     "StoreClosed",
@@ -105,9 +109,10 @@ def _session_key_mismatch(
 class NotFound(RuntimeStoreError):
     """A named thing the operation needs does not exist.
 
-    No operation of the `RuntimeStore` contract raises it today: loads of
-    unknown keys return `None` or `[]`. It exists to mirror the seed's error
-    kinds, so other backends and future operations can use it.
+    Raised by `retire_input_payloads` for an input id the runtime holds no
+    state for (the message names the runtime and the input; nothing of the
+    call was applied). Loads of unknown keys never raise it: they return
+    `None` or `[]`.
     """
 
 
@@ -137,6 +142,101 @@ class ReceiptConflict(WriteFailed):
     applied. A caller unsure whether an earlier commit landed can load the
     receipt to find out.
     """
+
+
+class NotRetirable(WriteFailed):
+    """`retire_input_payloads` named an input state that is not terminal: its
+    phase is not consumed, superseded, coalesced or abandoned, or it has no
+    terminal outcome. Nothing of the call was applied (not even the ids
+    listed before it).
+
+    Attributes:
+        runtime_id: the runtime the call was for.
+        input_id: the first input id of the call that cannot be retired.
+        phase: that input state's phase.
+    """
+
+    runtime_id: str
+    input_id: InputId
+    phase: InputLifecycleState
+
+    def __init__(self, runtime_id: str, input_id: InputId, phase: InputLifecycleState) -> None:
+        super().__init__(
+            f"runtime {runtime_id!r}: input {input_id} is not retirable (phase"
+            f" {phase.value}): only a terminal state (consumed, superseded, coalesced,"
+            " abandoned) with a terminal outcome can have its payload retired"
+        )
+        self.runtime_id = runtime_id
+        self.input_id = input_id
+        self.phase = phase
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (NotRetirable, (self.runtime_id, self.input_id, self.phase))
+
+
+class RuntimeNotDestroyed(WriteFailed):
+    """`purge_runtime` was called for a runtime whose runtime state is not
+    `destroyed` (or that has none). Nothing was removed.
+
+    Attributes:
+        runtime_id: the runtime the call was for.
+        actual: its runtime state (`None`: it has none).
+    """
+
+    runtime_id: str
+    actual: RuntimeState | None
+
+    def __init__(self, runtime_id: str, actual: RuntimeState | None) -> None:
+        state = "no runtime state" if actual is None else f"runtime state {actual.value}"
+        super().__init__(
+            f"runtime {runtime_id!r} cannot be purged: it has {state}; only a runtime"
+            " whose runtime state is destroyed can be purged"
+        )
+        self.runtime_id = runtime_id
+        self.actual = actual
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (RuntimeNotDestroyed, (self.runtime_id, self.actual))
+
+
+class LifecycleConflict(WriteFailed):
+    """`commit_machine_lifecycle(..., expected=...)` found a stored runtime
+    state other than `expected` (a compare-and-set that lost). Nothing of the
+    call was applied.
+
+    Attributes:
+        expected: the runtime state the caller expected (`None`: none yet).
+        actual: the runtime state the store holds (`None`: none).
+        runtime_id: the runtime the call was for.
+    """
+
+    expected: RuntimeState | None
+    actual: RuntimeState | None
+    runtime_id: str
+
+    def __init__(
+        self, expected: RuntimeState | None, actual: RuntimeState | None, *, runtime_id: str = ""
+    ) -> None:
+        where = f" for runtime {runtime_id!r}" if runtime_id else ""
+
+        def name(state: RuntimeState | None) -> str:
+            return "no runtime state" if state is None else state.value
+
+        super().__init__(
+            f"lifecycle conflict{where}: expected {name(expected)}, actual {name(actual)}"
+        )
+        self.expected = expected
+        self.actual = actual
+        self.runtime_id = runtime_id
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_lifecycle_conflict, (self.expected, self.actual, self.runtime_id))
+
+
+def _lifecycle_conflict(
+    expected: RuntimeState | None, actual: RuntimeState | None, runtime_id: str
+) -> LifecycleConflict:
+    return LifecycleConflict(expected, actual, runtime_id=runtime_id)
 
 
 class StoreLocked(WriteFailed):

@@ -42,12 +42,14 @@ from ._core import Command, Query
 from ._errors import RuntimeStoreError, StoreClosed
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._types import (
+    UNCHECKED,
     MachineLifecycleCommit,
     PersistedOpsSnapshot,
     RunBoundaryReceipt,
     RuntimeState,
     SessionDelta,
     StoredInputState,
+    Unchecked,
 )
 from ._util import NoPublicConstructor
 
@@ -396,6 +398,8 @@ class StoreFront(metaclass=NoPublicConstructor):
         runtime_id: LogicalRuntimeId,
         commit: MachineLifecycleCommit,
         input_states: Sequence[StoredInputState],
+        *,
+        expected: RuntimeState | None | Unchecked = UNCHECKED,
     ) -> None:
         """Write the runtime state chosen by `commit` and upsert `input_states`, as one.
 
@@ -403,15 +407,20 @@ class StoreFront(metaclass=NoPublicConstructor):
             runtime_id: the runtime.
             commit: from `machine_transition(from_state, to_state)`.
             input_states: upserted by input id; a later entry wins.
+            expected: a compare-and-set: if given, the call applies only if
+                the stored runtime state is `expected` (`None`: the runtime
+                has none yet). Left out (`UNCHECKED`), nothing is compared.
 
         Raises:
             TypeError: wrong argument types.
+            LifecycleConflict: the stored runtime state is not `expected`
+                (`.expected`, `.actual`); nothing changed.
             WriteFailed: the store failed to write; nothing changed, unless
                 the message says the outcome is unknown.
             StorePoisoned: an earlier write's outcome is unknown; reopen.
             StoreClosed, Internal: the store cannot take calls.
         """
-        await self._write(_core.CommitMachineLifecycle(runtime_id, commit, input_states))
+        await self._write(_core.CommitMachineLifecycle(runtime_id, commit, input_states, expected))
 
     async def persist_ops_lifecycle(
         self, runtime_id: LogicalRuntimeId, snapshot: PersistedOpsSnapshot
@@ -447,3 +456,121 @@ class StoreFront(metaclass=NoPublicConstructor):
             StoreClosed, Internal: the store cannot take calls.
         """
         return await self._read(_core.LoadOpsLifecycle(runtime_id))
+
+    # --- discovery and retention (SPEC §3b) -------------------------------------------
+
+    async def list_runtimes(self) -> list[LogicalRuntimeId]:
+        """Every runtime the store holds anything for.
+
+        Returns:
+            The runtimes with a session snapshot, an input state, a receipt,
+            a runtime state or an ops snapshot, sorted by their string. A
+            purged runtime, or one whose last thing was removed, is not
+            listed.
+
+        Raises:
+            ReadFailed: the store failed to read.
+            StoreClosed, Internal: the store cannot take calls.
+        """
+        return await self._read(_core.ListRuntimes())
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        """All of the runtime's run-boundary receipts.
+
+        Args:
+            runtime_id: the runtime.
+
+        Returns:
+            Its receipts sorted by `(run_id, sequence)` (UUID order, then
+            number); `[]` if none.
+
+        Raises:
+            TypeError: `runtime_id` is not a `LogicalRuntimeId`.
+            ReadFailed: the store failed to read, or (`CorruptStore`) a
+                stored value does not decode or does not match its key.
+            StoreClosed, Internal: the store cannot take calls.
+        """
+        return await self._read(_core.LoadBoundaryReceipts(runtime_id))
+
+    async def clear_session_snapshot(self, runtime_id: LogicalRuntimeId) -> None:
+        """Remove the runtime's session snapshot; a no-op if it has none.
+
+        Args:
+            runtime_id: the runtime.
+
+        Raises:
+            TypeError: `runtime_id` is not a `LogicalRuntimeId`.
+            WriteFailed: the store failed to write; nothing changed, unless
+                the message says the outcome is unknown.
+            StorePoisoned: an earlier write's outcome is unknown; reopen.
+            StoreClosed, Internal: the store cannot take calls.
+        """
+        await self._write(_core.ClearSessionSnapshot(runtime_id))
+
+    async def delete_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> None:
+        """Remove the runtime's ops lifecycle snapshot; a no-op if it has none.
+
+        Args:
+            runtime_id: the runtime.
+
+        Raises:
+            TypeError: `runtime_id` is not a `LogicalRuntimeId`.
+            WriteFailed: the store failed to write; nothing changed, unless
+                the message says the outcome is unknown.
+            StorePoisoned: an earlier write's outcome is unknown; reopen.
+            StoreClosed, Internal: the store cannot take calls.
+        """
+        await self._write(_core.DeleteOpsLifecycle(runtime_id))
+
+    async def retire_input_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> None:
+        """Drop the payload (`persisted_input`) of finished input states, as one.
+
+        Each named state keeps everything else, `updated_at` and history
+        included, so a redelivered input is still recognised as done.
+        Retiring a retired state is a no-op; so is an empty `input_ids`.
+
+        Args:
+            runtime_id: the runtime.
+            input_ids: the input states to retire. Each must be stored and
+                terminal (phase consumed, superseded, coalesced or abandoned,
+                with a terminal outcome).
+
+        Raises:
+            TypeError: wrong argument types (`input_ids` must be a sequence
+                of `InputId`, not a single one).
+            NotFound: an id names no stored input state of the runtime.
+            NotRetirable: a named state is not terminal (`.input_id`,
+                `.phase`). Of several offending ids, the first in
+                `input_ids` decides the error; nothing is retired.
+            WriteFailed: the store failed to write; nothing changed, unless
+                the message says the outcome is unknown.
+            StorePoisoned: an earlier write's outcome is unknown; reopen.
+            StoreClosed, Internal: the store cannot take calls.
+        """
+        await self._write(_core.RetireInputPayloads(runtime_id, input_ids))
+
+    async def purge_runtime(self, runtime_id: LogicalRuntimeId) -> None:
+        """Remove everything of a destroyed runtime, as one.
+
+        Afterwards the runtime reads exactly as one never written (no
+        session snapshot, input states, receipts, runtime state or ops
+        snapshot) and `list_runtimes` leaves it out; it may be written again
+        from scratch. The store-wide OAuth flow snapshot is untouched.
+
+        Args:
+            runtime_id: the runtime; its runtime state must be `destroyed`.
+
+        Raises:
+            TypeError: `runtime_id` is not a `LogicalRuntimeId`.
+            RuntimeNotDestroyed: its runtime state is not `destroyed` (or it
+                has none; `.actual`); nothing changed.
+            WriteFailed: the store failed to write; nothing changed, unless
+                the message says the outcome is unknown.
+            StorePoisoned: an earlier write's outcome is unknown; reopen.
+            StoreClosed, Internal: the store cannot take calls.
+        """
+        await self._write(_core.PurgeRuntime(runtime_id))

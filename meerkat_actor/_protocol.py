@@ -8,12 +8,14 @@ from typing import Protocol, runtime_checkable
 
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._types import (
+    UNCHECKED,
     MachineLifecycleCommit,
     PersistedOpsSnapshot,
     RunBoundaryReceipt,
     RuntimeState,
     SessionDelta,
     StoredInputState,
+    Unchecked,
 )
 
 __all__ = ["RuntimeStore"]
@@ -98,8 +100,11 @@ class RuntimeStore(Protocol):
         runtime_id: LogicalRuntimeId,
         commit: MachineLifecycleCommit,
         input_states: Sequence[StoredInputState],
+        *,
+        expected: RuntimeState | None | Unchecked = UNCHECKED,
     ) -> None:
-        """Write the runtime state and input states as one."""
+        """Write the runtime state and input states as one; with `expected`,
+        only if the stored runtime state is `expected` (compare-and-set)."""
         ...
 
     async def persist_ops_lifecycle(
@@ -110,4 +115,34 @@ class RuntimeStore(Protocol):
 
     async def load_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
         """The runtime's ops lifecycle snapshot, or `None`."""
+        ...
+
+    # --- discovery and retention (SPEC §3b) ---------------------------------------
+
+    async def list_runtimes(self) -> list[LogicalRuntimeId]:
+        """Every runtime that holds anything, sorted by its string."""
+        ...
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        """The runtime's receipts sorted by `(run_id, sequence)`."""
+        ...
+
+    async def clear_session_snapshot(self, runtime_id: LogicalRuntimeId) -> None:
+        """Remove the runtime's session snapshot (no-op if none)."""
+        ...
+
+    async def delete_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> None:
+        """Remove the runtime's ops lifecycle snapshot (no-op if none)."""
+        ...
+
+    async def retire_input_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> None:
+        """Set `persisted_input` to `None` on terminal input states, as one."""
+        ...
+
+    async def purge_runtime(self, runtime_id: LogicalRuntimeId) -> None:
+        """Remove everything of a destroyed runtime."""
         ...

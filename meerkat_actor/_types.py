@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal, TypeVar, final
+from typing import Any, ClassVar, Final, Literal, TypeVar, final
 
 from ._check import (
     U32_MAX,
@@ -52,7 +52,9 @@ __all__ = [
     "RunBoundaryReceipt",
     "RuntimeState",
     "SessionDelta",
+    "UNCHECKED",
     "StoredInputState",
+    "Unchecked",
     "machine_transition",
 ]
 
@@ -219,6 +221,21 @@ class MachineLifecycleCommit(metaclass=NoPublicConstructor):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_commit_for, (self._runtime_state,))
+
+
+@final
+class Unchecked(enum.Enum):
+    """The type of `UNCHECKED`, the default of `commit_machine_lifecycle`'s
+    `expected=`: the stored runtime state is not compared (`None` cannot
+    mean that; it means "no runtime state yet")."""
+
+    UNCHECKED = "unchecked"
+
+    def __repr__(self) -> str:
+        return "UNCHECKED"
+
+
+UNCHECKED: Final = Unchecked.UNCHECKED
 
 
 def _commit_for(runtime_state: RuntimeState) -> MachineLifecycleCommit:
