@@ -84,6 +84,7 @@ from .._types import (
     InputAbandonReason,
     InputLifecycleState,
     InputState,
+    InputStateHistoryEntry,
     InputStateSeed,
     InputTerminalOutcome,
     MachineLifecycleCommit,
@@ -187,6 +188,11 @@ _TERMINAL_SEEDS = (
         terminal_outcome=InputTerminalOutcome.abandoned(InputAbandonReason.destroyed()),
     ),
 )
+_HISTORY = (
+    InputStateHistoryEntry(
+        _EPOCH, InputLifecycleState.ACCEPTED, InputLifecycleState.CONSUMED, None
+    ),
+)
 _terminal_states = st.builds(
     StoredInputState,
     state=st.builds(
@@ -194,6 +200,7 @@ _terminal_states = st.builds(
         input_id=input_ids,
         created_at=st.just(_EPOCH),
         updated_at=st.just(_EPOCH),
+        history=st.sampled_from([(), _HISTORY]),
         persisted_input=st.just({"text": "hello"}),
     ),
     seed=st.sampled_from(_TERMINAL_SEEDS),
@@ -208,6 +215,20 @@ transitions = st.one_of(
     mst.lifecycle_transitions(),
     st.sampled_from(
         [(s, RuntimeState.DESTROYED) for s in RuntimeState if s is not RuntimeState.DESTROYED]
+    ),
+)
+# Transitions that end a runtime's life, half of them to `destroyed`.
+endings = st.one_of(
+    st.sampled_from(
+        [(s, RuntimeState.DESTROYED) for s in RuntimeState if s is not RuntimeState.DESTROYED]
+    ),
+    st.sampled_from(
+        [
+            (a, b)
+            for a, targets in LIFECYCLE_TRANSITIONS.items()
+            for b in sorted(targets, key=list(RuntimeState).index)
+            if b in (RuntimeState.STOPPED, RuntimeState.RETIRED)
+        ]
     ),
 )
 # Targets of the transition table (`initializing` is none): a commit to each.
@@ -480,10 +501,7 @@ def _observations(
     """Every read that together shows the whole state: for the pools, for
     every runtime and receipt key the model holds, and for those given (the
     ones sent to the store, which a failed write must not have left behind)."""
-    reads: list[tuple[str, tuple[Any, ...]]] = [
-        ("load_auth_oauth_flow_snapshot", ()),
-        ("list_runtimes", ()),
-    ]
+    reads: list[tuple[str, tuple[Any, ...]]] = [("load_auth_oauth_flow_snapshot", ())]
     sent: dict[LogicalRuntimeId, set[tuple[RunId, int]]] = {}
     for runtime_id, run_id, sequence in receipt_keys:
         sent.setdefault(runtime_id, set()).add((run_id, sequence))
@@ -504,6 +522,8 @@ def _observations(
             ("load_boundary_receipt", (runtime_id, run_id, sequence))
             for run_id, sequence in sorted(keys, key=lambda k: (k[0].value, k[1]))
         ]
+    # Last: a difference in what a runtime holds is reported by the read of it.
+    reads.append(("list_runtimes", ()))
     return reads
 
 
@@ -520,8 +540,9 @@ async def assert_store_matches_model(
     everything the model holds, and the extra `runtime_ids` and
     `(runtime_id, run_id, sequence)` `receipt_keys` given (reads of a family
     declared unsupported in `capabilities` must raise `Unsupported`).
-    `list_runtimes()` is compared before the reads per runtime, so a runtime
-    the store lists and the model does not is reported there.
+    `list_runtimes()` is compared last, after the reads per runtime (which
+    name what differs more precisely), so the runtimes it lists are the
+    model's: every runtime the store lists has been read in full.
 
     The machine's invariant; tests of crash recovery use it too, with a model
     that holds what was acknowledged.
@@ -766,6 +787,20 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         runtime_id, receipt = earlier
         again = replace(receipt, message_count=message_count)
         self._same("atomic_apply", runtime_id, delta, again, input_updates, None)
+
+    @rule(earlier=applied, sequence=sequences, message_count=st.integers(0, 3))
+    def atomic_apply_same_run(
+        self,
+        earlier: tuple[LogicalRuntimeId, RunBoundaryReceipt],
+        sequence: int,
+        message_count: int,
+    ) -> None:
+        """`atomic_apply` of another receipt of an earlier call's run (same
+        runtime and run id, `sequence` drawn anew), so that runs hold several
+        receipts and `load_boundary_receipts` has sequences to order."""
+        runtime_id, receipt = earlier
+        again = replace(receipt, sequence=sequence, message_count=message_count)
+        self._same("atomic_apply", runtime_id, None, again, [], None)
 
     @rule(
         runtime_id=runtime_ids,
@@ -1025,25 +1060,21 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def purge_runtime(self, runtime_id: LogicalRuntimeId) -> None:
         self._same("purge_runtime", runtime_id)
 
-    @rule(
-        runtime_id=runtime_ids,
-        from_state=st.sampled_from([s for s in RuntimeState if s is not RuntimeState.DESTROYED]),
-        receipt=receipts,
-        state=stored_states,
-    )
-    def destroy_purge_and_reuse(
+    @rule(runtime_id=runtime_ids, transition=endings, receipt=receipts, state=stored_states)
+    def end_purge_and_reuse(
         self,
         runtime_id: LogicalRuntimeId,
-        from_state: RuntimeState,
+        transition: tuple[RuntimeState, RuntimeState],
         receipt: RunBoundaryReceipt,
         state: StoredInputState,
     ) -> None:
-        """Commit `from_state` -> `destroyed`, `purge_runtime`, then write the
-        runtime again (`atomic_apply` with `receipt` and `state`) and read it
-        back (`load_boundary_receipts`, `load_input_states`, `list_runtimes`):
-        a purged runtime starts from scratch."""
-        destroy = machine_transition(from_state, RuntimeState.DESTROYED)
-        self._same("commit_machine_lifecycle", runtime_id, destroy, [])
+        """Commit `transition` (to `destroyed` half of the time, else to
+        `stopped` or `retired`), `purge_runtime` (refused unless destroyed),
+        then write the runtime again (`atomic_apply` with `receipt` and
+        `state`) and read it back (`load_boundary_receipts`,
+        `load_input_states`, `list_runtimes`): a purged runtime starts from
+        scratch."""
+        self._same("commit_machine_lifecycle", runtime_id, machine_transition(*transition), [])
         self._same("purge_runtime", runtime_id)
         self._same("atomic_apply", runtime_id, None, receipt, [state], None)
         self._same("load_boundary_receipts", runtime_id)
