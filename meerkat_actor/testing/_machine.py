@@ -352,8 +352,9 @@ class Capabilities:
             `load_boundary_receipts`, `clear_session_snapshot`,
             `delete_ops_lifecycle`, `retire_input_payloads`, `purge_runtime`,
             and `commit_machine_lifecycle` called with `expected=` (without
-            it, the commit is core and always checked).
-            `delete_ops_lifecycle` also needs `ops_lifecycle`.
+            it, the commit is core and always checked). Without
+            `ops_lifecycle`, `delete_ops_lifecycle` has nothing to delete:
+            it is a no-op.
     """
 
     durable: bool = False
@@ -393,7 +394,7 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
     "list_runtimes": ("retention",),
     "load_boundary_receipts": ("retention",),
     "clear_session_snapshot": ("retention",),
-    "delete_ops_lifecycle": ("ops_lifecycle", "retention"),
+    "delete_ops_lifecycle": ("retention",),
     "retire_input_payloads": ("retention",),
     "purge_runtime": ("retention",),
 }
@@ -512,7 +513,6 @@ def _observations(
             ("load_session_snapshot", (runtime_id,)),
             ("load_runtime_state", (runtime_id,)),
             ("load_ops_lifecycle", (runtime_id,)),
-            ("load_boundary_receipts", (runtime_id,)),
         ]
         keys = {(run_id, sequence) for run_id in RUN_IDS for sequence in SEQUENCES}
         keys |= sent.get(runtime_id, set())
@@ -522,6 +522,7 @@ def _observations(
             ("load_boundary_receipt", (runtime_id, run_id, sequence))
             for run_id, sequence in sorted(keys, key=lambda k: (k[0].value, k[1]))
         ]
+        reads.append(("load_boundary_receipts", (runtime_id,)))
     # Last: a difference in what a runtime holds is reported by the read of it.
     reads.append(("list_runtimes", ()))
     return reads
