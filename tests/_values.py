@@ -105,8 +105,12 @@ async def everything(
     receipt_keys: Sequence[tuple[ma.RunId, int]] = ((RUN, 7), (RUN, 8)),
 ) -> dict[object, object]:
     """Every value the store shows for the given runtimes and receipt keys."""
-    seen: dict[object, object] = {"oauth": await store.load_auth_oauth_flow_snapshot()}
+    seen: dict[object, object] = {
+        "oauth": await store.load_auth_oauth_flow_snapshot(),
+        "runtimes": await store.list_runtimes(),
+    }
     for rt in runtimes:
+        seen[rt, "receipts"] = await store.load_boundary_receipts(rt)
         seen[rt, "session"] = await store.load_session_snapshot(rt)
         seen[rt, "inputs"] = await store.load_input_states(rt)
         seen[rt, "state"] = await store.load_runtime_state(rt)
