@@ -151,6 +151,9 @@ def _mostly(pool: tuple[T, ...], fresh: st.SearchStrategy[T]) -> st.SearchStrate
 
 
 runtime_ids = _mostly(RUNTIME_IDS, mst.runtime_ids())
+# The rules of SPEC §3b stay in the pool: each runtime the machine has seen
+# costs the invariant a read of everything it could hold, after every step.
+pool_runtime_ids = st.sampled_from(RUNTIME_IDS)
 input_ids = _mostly(INPUT_IDS, mst.input_ids())
 run_ids = _mostly(RUN_IDS, mst.run_ids())
 sequences = st.sampled_from(SEQUENCES)
@@ -930,7 +933,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         kwargs = {} if expected is UNCHECKED else {"expected": expected}
         self._same("commit_machine_lifecycle", runtime_id, commit, input_states, **kwargs)
 
-    @rule(runtime_id=runtime_ids, to_state=targets, input_states=state_lists)
+    @rule(runtime_id=pool_runtime_ids, to_state=targets, input_states=state_lists)
     def compare_and_set_lifecycle(
         self,
         runtime_id: LogicalRuntimeId,
@@ -950,7 +953,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         )
 
     @rule(
-        runtime_id=runtime_ids,
+        runtime_id=pool_runtime_ids,
         to_state=targets,
         shell=stored_states,
         tasks=st.integers(min_value=2, max_value=8),
@@ -1020,22 +1023,22 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     # --- discovery and retention (SPEC §3b) ------------------------------------------
 
-    @rule(runtime_id=runtime_ids)
+    @rule(runtime_id=pool_runtime_ids)
     def clear_session_snapshot(self, runtime_id: LogicalRuntimeId) -> None:
         self._same("clear_session_snapshot", runtime_id)
 
-    @rule(runtime_id=runtime_ids)
+    @rule(runtime_id=pool_runtime_ids)
     def delete_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> None:
         self._same("delete_ops_lifecycle", runtime_id)
 
-    @rule(runtime_id=runtime_ids, input_ids=input_id_lists)
+    @rule(runtime_id=pool_runtime_ids, input_ids=input_id_lists)
     def retire_input_payloads(self, runtime_id: LogicalRuntimeId, input_ids: list[InputId]) -> None:
         """Ids from the pool: some terminal, some not, some unknown; the first
         bad one in the list decides the error, and a refused call retired none."""
         self._same("retire_input_payloads", runtime_id, input_ids)
 
     @rule(
-        runtime_id=runtime_ids,
+        runtime_id=pool_runtime_ids,
         finished=st.lists(_terminal_states, min_size=1, max_size=3),
         unfinished=st.lists(_simple_states, max_size=1),
         input_ids=st.lists(input_ids, max_size=2),
@@ -1057,11 +1060,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         ids = [stored.state.input_id for stored in finished + unfinished] + input_ids
         self._same("retire_input_payloads", runtime_id, ids)
 
-    @rule(runtime_id=runtime_ids)
+    @rule(runtime_id=pool_runtime_ids)
     def purge_runtime(self, runtime_id: LogicalRuntimeId) -> None:
         self._same("purge_runtime", runtime_id)
 
-    @rule(runtime_id=runtime_ids, transition=endings, receipt=receipts, state=stored_states)
+    @rule(runtime_id=pool_runtime_ids, transition=endings, receipt=receipts, state=stored_states)
     def end_purge_and_reuse(
         self,
         runtime_id: LogicalRuntimeId,
