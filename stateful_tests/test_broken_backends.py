@@ -308,8 +308,9 @@ _SHRUNK: dict[str, Run] = {}
 def shrunk_run() -> Run:
     if "run" not in _SHRUNK:
         machine = machine_for(SHRINK_DEFECT, durable=False)
-        # Shorter test cases than the CI profile's: they shrink in a few seconds.
-        config = settings(run_settings(shrink=True), stateful_step_count=5)
+        # Shorter test cases than the CI profile's: they shrink in a few seconds. (With
+        # the rules of SPEC §3b, 5 steps left the shrinker stuck at 5; 8 gets to 1.)
+        config = settings(run_settings(shrink=True), stateful_step_count=8)
         _SHRUNK["run"] = run = run_machine(machine, config)
         TIMES["shrink_seconds"] = round(run.seconds, 1)
         TIMES["shrunk_program"] = run.program

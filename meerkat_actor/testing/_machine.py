@@ -213,7 +213,7 @@ stored_states = st.one_of(
 )
 state_lists = st.lists(stored_states, max_size=4)
 input_id_lists = st.lists(input_ids, min_size=1, max_size=4)
-# Legal transitions, half of them to `destroyed`, so that purges succeed often.
+# Legal transitions, over half of them to `destroyed`, so that purges succeed often.
 transitions = st.one_of(
     mst.lifecycle_transitions(),
     st.sampled_from(
