@@ -728,7 +728,10 @@ def test_dump_of_a_runtime_the_store_does_not_hold_is_not_found(stores: Stores):
     assert text.stdout == prefix.stdout == ""
     assert "not shown" not in text.stderr
     message = json_error(as_json, "not_found")
-    assert message == f"{stores.clean} holds no runtime 'agent-3' (inspect lists the runtimes it holds)"
+    assert (
+        message
+        == f"{stores.clean} holds no runtime 'agent-3' (inspect lists the runtimes it holds)"
+    )
     # With --json and no error, dump prints its JSON lines as without it.
     whole, whole_json = cli_all(["dump", stores.clean], ["dump", stores.clean, "--json"])
     assert whole.returncode == whole_json.returncode == 0

@@ -164,7 +164,9 @@ def test_purged_and_cleared_runtimes_are_not_dumped():
 
 
 def test_receipts_follow_the_cores_read_order():
-    dumped = [d["receipt"] for d in dump_documents(STATE, "agent-1") if d["kind"] == "boundary_receipt"]
+    dumped = [
+        d["receipt"] for d in dump_documents(STATE, "agent-1") if d["kind"] == "boundary_receipt"
+    ]
     assert dumped == [to_json(r) for r in core.load_boundary_receipts(STATE, A1)]
 
 
