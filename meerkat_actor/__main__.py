@@ -3,8 +3,9 @@
 Commands: demo, inspect, verify, dump, checkpoint, export-sqlite,
 import-sqlite, bench. docs/cli.md is the reference; exit statuses:
 0 success, 1 a problem found (verify: damage; export/import: the copy
-differs), 2 usage (or the destination exists), 3 not found or not a store,
-4 locked, 5 corrupt, 6 newer format, 7 I/O error.
+differs), 2 usage (or the destination exists), 3 not found (not a store,
+or dump's --runtime is not a runtime the store holds), 4 locked, 5 corrupt,
+6 newer format, 7 I/O error.
 
 Rule: this module parses arguments and renders results (text, JSON lines,
 exit statuses, the kind of an error); it computes nothing about a store. The

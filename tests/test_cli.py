@@ -545,7 +545,7 @@ def every_command(directory: Path, target: Path, *, as_json: bool) -> dict[str, 
     return {
         "inspect": ["inspect", directory, *flag],
         "verify": ["verify", directory, *flag],
-        "dump": ["dump", directory],
+        "dump": ["dump", directory, *flag],
         "checkpoint": ["checkpoint", directory, *flag],
         "export-sqlite": ["export-sqlite", directory, target, *flag],
     }
@@ -568,8 +568,7 @@ def test_missing_directory_is_not_found_and_not_created(tmp_path: Path):
     for command, done in results.items():
         assert done.returncode == 3, (command, done.stderr)
         assert str(missing) in error_message(done), command
-        if command != "dump":
-            json_error(done, "not_found")
+        json_error(done, "not_found")  # dump too, with --json
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -602,8 +601,7 @@ def test_newer_format_is_refused_by_every_command(stores: Stores, copy_of, tmp_p
     for command, done in results.items():
         assert done.returncode == 6, (command, done.stderr)
         assert str(store) in error_message(done), command
-        if command != "dump":
-            json_error(done, "unsupported_format")
+        json_error(done, "unsupported_format")
     assert not target.exists()
 
 
