@@ -46,7 +46,7 @@ import trio
 
 from ._core import StoreState
 from ._durable import DurableLog, Recovered
-from ._errors import Poison, StoreClosed, WriteFailed
+from ._errors import Internal, Poison, StoreClosed, WriteFailed
 from ._format import FRAME_HEADER, frame_records
 from ._mailbox import Outcome, deliver
 
@@ -219,6 +219,16 @@ class Writer:
                 # disk's state is unknown, so fail-stop all the same.
                 self._fail(groups, exc)
                 return
+            except BaseException as exc:
+                # Not an error of the append (a test's simulated crash, an
+                # interpreter shutting down): the writer dies with it, but
+                # first answers this write's callers, so that nobody hangs.
+                for group in groups:
+                    for reply, _ in group.outcomes:
+                        failure = Internal(f"the writer of {self.log.directory} died: {exc!r}")
+                        failure.__cause__ = exc
+                        reply.set(failure)
+                raise
             self.fsyncs += 1
             self.bytes_written += len(data)
             self.log_bytes += len(data)
