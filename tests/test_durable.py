@@ -1836,3 +1836,96 @@ async def test_a_newer_format_store_is_refused_before_anything_changes(tmp_path)
             pass  # pragma: no cover
     assert in_progress.exists()
     assert sorted(os.listdir(path)) == before
+
+
+# --- retention: removed bytes leave the disk (SPEC §3b) ------------------------------------
+
+MARK_SESSION = "marker-session-7f3a"
+MARK_INPUT = "marker-input-2c9d"
+MARK_OPS = "marker-ops-88e1"
+MARK_RETIRED = "marker-retired-51b0"
+MARKERS = (MARK_SESSION, MARK_INPUT, MARK_OPS, MARK_RETIRED)
+
+
+def consumed_with(input_id: ma.InputId, payload: str) -> ma.StoredInputState:
+    """A consumed input state (terminal, with its outcome) holding `payload`."""
+    shell = _values.input_state(input_id, persisted_input={"text": payload})
+    seed = ma.InputStateSeed(
+        phase=PHASE.CONSUMED, terminal_outcome=ma.InputTerminalOutcome.consumed()
+    )
+    return ma.StoredInputState(shell, seed)
+
+
+async def doomed_and_kept(store: Any) -> None:
+    """Runtime OTHER holds a marker in each of its parts, then is destroyed;
+    RT keeps a consumed input whose payload is a marker, and other things."""
+    await store.atomic_apply(
+        OTHER,
+        session(SID2, note=MARK_SESSION),
+        receipt(1),
+        [consumed_with(I3, MARK_INPUT)],
+        SID2,
+    )
+    await store.persist_ops_lifecycle(OTHER, ma.PersistedOpsSnapshot("e", {"m": MARK_OPS}))
+    await store.commit_machine_lifecycle(OTHER, ma.machine_transition(RS.INITIALIZING, RS.IDLE), [])
+    await store.commit_machine_lifecycle(OTHER, ma.machine_transition(RS.IDLE, RS.DESTROYED), [])
+    await store.atomic_apply(RT, session(), receipt(2), [consumed_with(I1, MARK_RETIRED)], SID)
+    await store.persist_input_state(RT, stored(I2, PHASE.QUEUED))
+
+
+async def purge_and_retire(store: Any) -> None:
+    await store.purge_runtime(OTHER)
+    await store.retire_input_payloads(RT, [I1])
+
+
+def holding(path: Path, marker: str) -> list[str]:
+    """The files of the directory whose bytes contain `marker`."""
+    return [name for name, data in files(path).items() if marker.encode() in data]
+
+
+async def test_purged_and_retired_bytes_leave_the_disk_at_the_checkpoint(tmp_path):
+    path = tmp_path / "store"
+    async with crashed(path) as store:
+        await doomed_and_kept(store)
+        await store.checkpoint()
+        await purge_and_retire(store)
+        assert await store.list_runtimes() == [RT]
+        # Until the next checkpoint the old snapshot and the log hold them.
+        assert all(holding(path, marker) for marker in MARKERS)
+        await store.checkpoint()
+        # 6 + 2 records: one snapshot, an empty segment after it; the covered
+        # segments and the older snapshot are gone, and every marker with them.
+        assert sorted(os.listdir(path)) == store_files(snap(8), seg(9))
+        assert [marker for marker in MARKERS if holding(path, marker)] == []
+    assert await reopened_reads(path) == await expected_after(doomed_and_kept, purge_and_retire)
+    async with crashed(path) as store:
+        assert await store.list_runtimes() == [RT]
+        retired = await store.load_input_state(RT, I1)
+        assert retired is not None
+        assert retired.state.persisted_input is None
+        assert retired.seed.phase is PHASE.CONSUMED
+        assert await store.load_boundary_receipts(OTHER) == []
+
+
+async def test_a_purge_recovers_from_the_log_alone(tmp_path):
+    path = tmp_path / "store"
+    async with crashed(path) as store:
+        await doomed_and_kept(store)
+        await purge_and_retire(store)
+    # No checkpoint ran: one segment holds everything, the purge included
+    # (so the markers are still on disk: only a checkpoint drops them).
+    assert sorted(os.listdir(path)) == store_files(seg(1))
+    assert holding(path, MARK_SESSION) == [seg(1)]
+    assert await reopened_reads(path) == await expected_after(doomed_and_kept, purge_and_retire)
+    async with crashed(path) as store:
+        assert await store.list_runtimes() == [RT]
+        assert await store.load_session_snapshot(OTHER) is None
+        assert await store.load_runtime_state(OTHER) is None
+        assert await store.load_ops_lifecycle(OTHER) is None
+        assert await store.load_input_states(OTHER) == []
+        assert await store.load_boundary_receipt(OTHER, RUN, 1) is None
+        # A purged runtime reads as never written: it can start over.
+        await store.commit_session_snapshot(OTHER, session(SID2))
+    async with crashed(path) as store:
+        assert await store.list_runtimes() == [RT, OTHER]
+        assert await store.load_runtime_state(OTHER) is None
