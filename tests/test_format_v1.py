@@ -74,7 +74,7 @@ RETIRE_MARKER = b"RETIRE-ME"
 
 async def content(store: Any) -> dict[str, Any]:
     """Everything the store holds, through the public reads, in the JSON
-    shape of store-v1.json."""
+    shape of tests/fixtures/store-v1.json."""
     runtimes: dict[str, Any] = {}
     for rt in await store.list_runtimes():
         snapshot = await store.load_session_snapshot(rt)
