@@ -35,6 +35,7 @@ import trio
 import meerkat_actor as ma
 from meerkat_actor import _core
 from meerkat_actor import _format as fmt
+from meerkat_actor.__main__ import main
 from meerkat_actor._codec import to_json
 from meerkat_actor._dry_run import read_store
 from meerkat_actor._fs import FileIO, Handle
@@ -268,6 +269,20 @@ async def test_a_backup_of_a_version_1_store_is_version_2(tmp_path):
     assert versions(path)["FORMAT"] == 1
     assert await read_all(tmp_path / "backup") == expected()
     assert verify_store(str(tmp_path / "backup")).result == "clean"
+
+
+def test_the_command_line_reads_the_fixture_and_its_checkpoint_converts_it(tmp_path, capsys):
+    path = copy_fixture(tmp_path)
+    assert main(["inspect", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format_version"] == 1
+    assert main(["verify", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["result"] == "clean"
+    assert versions(path)["FORMAT"] == 1
+    assert main(["checkpoint", str(path)]) == 0
+    capsys.readouterr()
+    assert set(versions(path).values()) == {2}
+    assert main(["inspect", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format_version"] == 2
 
 
 # --- converting ------------------------------------------------------------------------------
