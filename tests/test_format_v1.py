@@ -387,6 +387,18 @@ async def test_a_record_less_version_1_segment_is_replaced_by_a_version_2_one(tm
     assert versions(path) == {"FORMAT": 2, empty.name: 2, fmt.snapshot_name(LAST_LSN): 1}
     assert await read_all(path) == expected("purge")
     assert verify_store(str(path)).result == "clean"
+    # A crash after FORMAT was rewritten, before the empty segment was
+    # replaced: opening replaces it (a note for the read-only tools).
+    (path / "FORMAT").write_bytes(format_file(2))
+    empty.write_bytes(fmt.encode_segment_header(LAST_LSN + 1, 1) + bytes(1 << 20))
+    (path / "LOCK").unlink()
+    report = verify_store(str(path))
+    assert report.result == "clean"
+    assert [(p.severity, p.file) for p in report.problems] == [("note", str(empty))]
+    assert await read_all(path) == expected()
+    assert versions(path) == {"FORMAT": 2, empty.name: 2, fmt.snapshot_name(LAST_LSN): 1}
+    await crashed_open(path, purge)
+    assert await read_all(path) == expected("purge")
 
 
 # --- what is refused -------------------------------------------------------------------------
