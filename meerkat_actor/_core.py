@@ -339,7 +339,7 @@ class CommitMachineLifecycle:
     runtime_id: LogicalRuntimeId
     commit: MachineLifecycleCommit
     input_states: Sequence[StoredInputState]
-    expected: RuntimeState | None | Unchecked = UNCHECKED
+    expected: RuntimeState | Unchecked | None = UNCHECKED
 
     def __post_init__(self) -> None:
         check_instance(self.runtime_id, LogicalRuntimeId, "runtime_id")

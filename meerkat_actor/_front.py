@@ -399,7 +399,7 @@ class StoreFront(metaclass=NoPublicConstructor):
         commit: MachineLifecycleCommit,
         input_states: Sequence[StoredInputState],
         *,
-        expected: RuntimeState | None | Unchecked = UNCHECKED,
+        expected: RuntimeState | Unchecked | None = UNCHECKED,
     ) -> None:
         """Write the runtime state chosen by `commit` and upsert `input_states`, as one.
 

@@ -101,7 +101,7 @@ class RuntimeStore(Protocol):
         commit: MachineLifecycleCommit,
         input_states: Sequence[StoredInputState],
         *,
-        expected: RuntimeState | None | Unchecked = UNCHECKED,
+        expected: RuntimeState | Unchecked | None = UNCHECKED,
     ) -> None:
         """Write the runtime state and input states as one; with `expected`,
         only if the stored runtime state is `expected` (compare-and-set)."""

@@ -110,6 +110,14 @@ _UPSERT_OPS: Final = (
     "INSERT INTO runtime_ops_lifecycle (runtime_id, state_json) VALUES (?, ?)"
     " ON CONFLICT(runtime_id) DO UPDATE SET state_json = excluded.state_json"
 )
+_DELETE_RUNTIME_ROWS: Final = {
+    table: f"DELETE FROM {table} WHERE runtime_id = ?"
+    for table, columns in COLUMNS.items()
+    if "runtime_id" in columns
+}
+"""The per-runtime tables (all but the OAuth one), each with its DELETE of a
+runtime's rows."""
+
 _UPSERT_OAUTH: Final = (
     "INSERT INTO runtime_auth_oauth_flow_state (id, state_json) VALUES (?, ?)"
     " ON CONFLICT(id) DO UPDATE SET state_json = excluded.state_json"
@@ -404,6 +412,13 @@ class Database:
                 execute(_UPSERT_OPS, (str(runtime_id), dumps_json(snapshot)))
             case _core.SetOAuthFlowSnapshot(snapshot):
                 execute(_UPSERT_OAUTH, (OAUTH_ROW_ID, snapshot))
+            case _core.RemoveSessionSnapshot(runtime_id):
+                execute(_DELETE_RUNTIME_ROWS["runtime_session_snapshots"], (str(runtime_id),))
+            case _core.RemoveOpsSnapshot(runtime_id):
+                execute(_DELETE_RUNTIME_ROWS["runtime_ops_lifecycle"], (str(runtime_id),))
+            case _core.RemoveRuntime(runtime_id):
+                for delete in _DELETE_RUNTIME_ROWS.values():
+                    execute(delete, (str(runtime_id),))
             case _:  # pragma: no cover - the Effect union is closed
                 raise TypeError(f"not a store effect: {effect!r}")
 
@@ -480,15 +495,8 @@ class Database:
         return self.run_read("read the whole store", None, self._read_state)
 
     def _read_state(self) -> StoreState:
-        keys: set[str] = set()
-        for table, columns in COLUMNS.items():
-            if "runtime_id" not in columns:
-                continue
-            for (raw,) in self.connection.execute(f"SELECT DISTINCT runtime_id FROM {table}"):
-                keys.add(self.rows.runtime_key(raw, table))
         runtimes: dict[LogicalRuntimeId, _core.RuntimeRecord] = {}
-        for key in sorted(keys):
-            runtime_id = LogicalRuntimeId(key)
+        for runtime_id in sorted(self.runtime_ids(), key=str):
             states = self.input_states(runtime_id)
             runtimes[runtime_id] = _core.RuntimeRecord(
                 session_snapshot=self.session_snapshot(runtime_id),
@@ -562,6 +570,21 @@ class Database:
         return result
 
     # --- the ReadView: lookups by key, inside a transaction ---------------------------------
+
+    def runtime_ids(self) -> list[LogicalRuntimeId]:
+        """Every runtime with a row in any of the five per-runtime tables.
+
+        Raises:
+            CorruptStore: a row's runtime_id is not text.
+        """
+        keys: set[str] = set()
+        for table in _DELETE_RUNTIME_ROWS:
+            for (raw,) in self.connection.execute(f"SELECT DISTINCT runtime_id FROM {table}"):
+                keys.add(self.rows.runtime_key(raw, table))
+        return [LogicalRuntimeId(key) for key in keys]
+
+    def boundary_receipts(self, runtime_id: LogicalRuntimeId) -> list[RunBoundaryReceipt]:
+        return list(self._receipts(runtime_id).values())
 
     def _per_runtime(self, table: str, column: str, runtime_id: LogicalRuntimeId) -> object:
         """`column` of the runtime's row in a one-row-per-runtime table, or `None`."""

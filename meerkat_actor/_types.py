@@ -39,6 +39,7 @@ from ._util import NoPublicConstructor
 
 __all__ = [
     "LIFECYCLE_TRANSITIONS",
+    "UNCHECKED",
     "InputAbandonReason",
     "InputDurability",
     "InputLifecycleState",
@@ -52,7 +53,6 @@ __all__ = [
     "RunBoundaryReceipt",
     "RuntimeState",
     "SessionDelta",
-    "UNCHECKED",
     "StoredInputState",
     "Unchecked",
     "machine_transition",

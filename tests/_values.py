@@ -103,10 +103,19 @@ async def everything(
     store: ma.RuntimeStore,
     runtimes: Iterable[ma.LogicalRuntimeId] = (RT, OTHER),
     receipt_keys: Sequence[tuple[ma.RunId, int]] = ((RUN, 7), (RUN, 8)),
+    *,
+    all_receipts: bool = True,
 ) -> dict[object, object]:
-    """Every value the store shows for the given runtimes and receipt keys."""
-    seen: dict[object, object] = {"oauth": await store.load_auth_oauth_flow_snapshot()}
+    """Every value the store shows for the given runtimes and receipt keys
+    (and each runtime's list of receipts, unless `all_receipts` is false: a
+    test that damages one receipt row cannot read them all)."""
+    seen: dict[object, object] = {
+        "oauth": await store.load_auth_oauth_flow_snapshot(),
+        "runtimes": await store.list_runtimes(),
+    }
     for rt in runtimes:
+        if all_receipts:
+            seen[rt, "receipts"] = await store.load_boundary_receipts(rt)
         seen[rt, "session"] = await store.load_session_snapshot(rt)
         seen[rt, "inputs"] = await store.load_input_states(rt)
         seen[rt, "state"] = await store.load_runtime_state(rt)

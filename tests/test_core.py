@@ -548,3 +548,200 @@ def test_a_query_without_an_answer_cannot_be_built():
 
     with pytest.raises(TypeError, match="abstract"):
         Unanswered()
+
+
+# --- discovery and retention (SPEC §3b) ---------------------------------------------------
+
+IS = ma.InputLifecycleState
+DESTROY = ma.machine_transition(RS.IDLE, RS.DESTROYED)
+TO_IDLE = ma.machine_transition(RS.INITIALIZING, RS.IDLE)
+
+
+def terminal(input_id, payload="payload", **fields):
+    """`input_id` consumed, with a terminal outcome and a payload."""
+    base = stored(input_id, persisted_input={"text": payload}, **fields)
+    seed = dataclasses.replace(
+        base.seed, phase=IS.CONSUMED, terminal_outcome=ma.InputTerminalOutcome.consumed()
+    )
+    return dataclasses.replace(base, seed=seed)
+
+
+def test_list_runtimes_names_every_runtime_that_holds_anything_sorted_by_string():
+    names = ["b", "B", "a10", "a9", "é", "a"]
+    state = core.EMPTY
+    ops = ma.PersistedOpsSnapshot("e")
+    holders = [
+        core.CommitSessionSnapshot(ma.LogicalRuntimeId(names[0]), session()),
+        core.PersistInputState(ma.LogicalRuntimeId(names[1]), stored(I1)),
+        core.AtomicApply(ma.LogicalRuntimeId(names[2]), None, receipt(), [], None),
+        core.CommitMachineLifecycle(ma.LogicalRuntimeId(names[3]), TO_IDLE, []),
+        core.PersistOpsLifecycle(ma.LogicalRuntimeId(names[4]), ops),
+        core.PersistInputState(ma.LogicalRuntimeId(names[5]), stored(I1)),
+    ]
+    state = run(state, *holders, core.PersistOAuthFlowSnapshot(b"x"))
+    assert [str(r) for r in core.list_runtimes(state)] == sorted(names)
+    assert core.ListRuntimes().answer(state) == core.list_runtimes(state)
+
+
+def test_a_runtime_whose_last_value_is_removed_leaves_the_state():
+    state = run(core.EMPTY, core.CommitSessionSnapshot(RT, session()))
+    state = run(state, core.PersistOpsLifecycle(RT, ma.PersistedOpsSnapshot("e")))
+    state = run(state, core.ClearSessionSnapshot(RT))
+    assert core.list_runtimes(state) == [RT]
+    state = run(state, core.DeleteOpsLifecycle(RT))
+    assert core.list_runtimes(state) == []
+    assert RT not in state.runtimes  # memory shrinks with it
+    assert state == core.EMPTY
+
+
+def test_clear_and_delete_of_absent_values_have_no_effects():
+    state = run(core.EMPTY, core.PersistInputState(RT, stored(I1)))
+    assert core.plan(state, core.ClearSessionSnapshot(RT), CODEC) == ()
+    assert core.plan(state, core.DeleteOpsLifecycle(RT), CODEC) == ()
+    assert core.plan(state, core.ClearSessionSnapshot(OTHER), CODEC) == ()
+
+
+def test_load_boundary_receipts_sorts_by_uuid_then_number():
+    low = ma.RunId(uuid.UUID(int=1))
+    high = ma.RunId(uuid.UUID("f" * 32))
+    keys = [(high, 0), (low, 2**64 - 1), (low, 2**63), (low, 0), (high, 2**63 - 1)]
+    state = run(
+        core.EMPTY,
+        *(core.AtomicApply(RT, None, receipt(run_id=r, sequence=q), [], None) for r, q in keys),
+    )
+    got = [(r.run_id, r.sequence) for r in core.load_boundary_receipts(state, RT)]
+    assert got == [(low, 0), (low, 2**63), (low, 2**64 - 1), (high, 0), (high, 2**63 - 1)]
+    assert core.load_boundary_receipts(state, OTHER) == []
+
+
+def test_retire_drops_only_the_payload():
+    before = terminal(I1, "big")
+    state = run(core.EMPTY, core.PersistInputState(RT, before))
+    state, effects = core.apply(state, core.RetireInputPayloads(RT, [I1]), CODEC)
+    after = core.load_input_state(state, RT, I1)
+    assert after.state.persisted_input is None
+    assert dataclasses.replace(after.state, persisted_input=before.state.persisted_input) == (
+        before.state
+    )
+    assert after.seed == before.seed
+    # retiring again, naming an id twice, or nothing: no effects
+    assert core.plan(state, core.RetireInputPayloads(RT, [I1, I1]), CODEC) == ()
+    assert core.plan(state, core.RetireInputPayloads(RT, []), CODEC) == ()
+    assert len(effects) == 1
+
+
+@pytest.mark.parametrize("bad_first", [True, False])
+def test_a_refused_retire_retires_nothing_and_the_first_bad_id_decides(bad_first):
+    state = run(
+        core.EMPTY,
+        core.PersistInputState(RT, terminal(I1)),
+        core.PersistInputState(RT, stored(I2, IS.QUEUED)),
+    )
+    ids = [I2, I1, I3] if bad_first else [I1, I3, I2]
+    with pytest.raises(ma.NotRetirable if bad_first else ma.NotFound) as caught:
+        core.apply(state, core.RetireInputPayloads(RT, ids), CODEC)
+    if bad_first:
+        assert caught.value.input_id == I2
+        assert caught.value.phase is IS.QUEUED
+        assert caught.value.runtime_id == str(RT)
+        assert "queued" in str(caught.value)
+    else:
+        assert str(I3) in str(caught.value)
+    assert isinstance(caught.value, (ma.WriteFailed, ma.NotFound))
+
+
+def test_retire_refuses_a_terminal_phase_without_an_outcome():
+    no_outcome = stored(I1, IS.ABANDONED, persisted_input={"x": 1})
+    state = run(core.EMPTY, core.PersistInputState(RT, no_outcome))
+    with pytest.raises(ma.NotRetirable, match="abandoned"):
+        core.plan(state, core.RetireInputPayloads(RT, [I1]), CODEC)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: core.RetireInputPayloads(RT, I1), "input_ids"),
+        (lambda: core.RetireInputPayloads(RT, str(I1)), "input_ids"),
+        (lambda: core.RetireInputPayloads(RT, [I1, str(I2)]), r"input_ids\[1\]"),
+        (lambda: core.RetireInputPayloads("r", [I1]), "runtime_id"),
+        (lambda: core.PurgeRuntime("r"), "runtime_id"),
+        (lambda: core.ClearSessionSnapshot(None), "runtime_id"),
+        (lambda: core.DeleteOpsLifecycle(b"r"), "runtime_id"),
+        (lambda: core.LoadBoundaryReceipts("r"), "runtime_id"),
+        (lambda: core.CommitMachineLifecycle(RT, TO_IDLE, [], expected="idle"), "expected"),
+    ],
+)
+def test_the_new_commands_check_their_arguments(build, message):
+    with pytest.raises(TypeError, match=message):
+        build()
+
+
+def test_purge_needs_a_destroyed_runtime_and_removes_all_of_it():
+    state = run(
+        core.EMPTY,
+        core.AtomicApply(RT, session(), receipt(), [terminal(I1)], SID),
+        core.PersistOpsLifecycle(RT, ma.PersistedOpsSnapshot("e")),
+        core.PersistInputState(OTHER, stored(I1)),
+        core.PersistOAuthFlowSnapshot(b"oauth"),
+    )
+    with pytest.raises(ma.RuntimeNotDestroyed) as caught:
+        core.plan(state, core.PurgeRuntime(RT), CODEC)
+    assert caught.value.actual is None
+    state = run(state, core.CommitMachineLifecycle(RT, TO_IDLE, []))
+    with pytest.raises(ma.RuntimeNotDestroyed, match="idle"):
+        core.plan(state, core.PurgeRuntime(RT), CODEC)
+    state = run(state, core.CommitMachineLifecycle(RT, DESTROY, []), core.PurgeRuntime(RT))
+    assert RT not in state.runtimes
+    assert core.list_runtimes(state) == [OTHER]
+    assert core.load_boundary_receipt(state, RT, RUN, 7) is None
+    assert state.oauth_flow_snapshot == b"oauth"
+    # written again from nothing: the receipt key is free
+    state = run(state, core.AtomicApply(RT, None, receipt(), [], None))
+    assert core.load_boundary_receipts(state, RT) == [receipt()]
+
+
+def test_compare_and_set_of_the_runtime_state():
+    state = run(core.EMPTY)
+    with pytest.raises(ma.LifecycleConflict) as caught:
+        core.plan(state, core.CommitMachineLifecycle(RT, TO_IDLE, [], RS.IDLE), CODEC)
+    assert (caught.value.expected, caught.value.actual) == (RS.IDLE, None)
+    state = run(state, core.CommitMachineLifecycle(RT, TO_IDLE, [stored(I1)], None))
+    assert core.load_runtime_state(state, RT) is RS.IDLE
+    with pytest.raises(ma.LifecycleConflict) as caught:
+        core.plan(state, core.CommitMachineLifecycle(RT, DESTROY, [stored(I2)], None), CODEC)
+    assert (caught.value.expected, caught.value.actual) == (None, RS.IDLE)
+    assert caught.value.runtime_id == str(RT)
+    # another runtime's state decides nothing here
+    other = run(state, core.CommitMachineLifecycle(OTHER, DESTROY, []))
+    with pytest.raises(ma.LifecycleConflict):
+        core.plan(other, core.CommitMachineLifecycle(RT, DESTROY, [], RS.DESTROYED), CODEC)
+    state = run(state, core.CommitMachineLifecycle(RT, DESTROY, [], RS.IDLE))
+    assert core.load_runtime_state(state, RT) is RS.DESTROYED
+    assert core.load_input_state(state, RT, I2) is None
+    # UNCHECKED (the default) compares nothing
+    assert core.CommitMachineLifecycle(RT, TO_IDLE, []).expected is ma.UNCHECKED
+    assert core.plan(state, core.CommitMachineLifecycle(RT, TO_IDLE, []), CODEC)
+
+
+@settings(max_examples=50)
+@given(st.lists(mst.stored_input_states(), max_size=6), st.data())
+def test_retire_then_redo_equals_the_state_with_payloads_dropped(states, data):
+    state = run(core.EMPTY, *(core.PersistInputState(RT, s) for s in states))
+    held = core.load_input_states(state, RT)
+    ids = data.draw(st.lists(st.sampled_from([s.state.input_id for s in held]))) if held else []
+    command = core.RetireInputPayloads(RT, ids)
+    chosen = [core.load_input_state(state, RT, i) for i in ids]
+    if all(s.seed.phase.is_terminal and s.seed.terminal_outcome for s in chosen):
+        after, _ = core.apply(state, command, CODEC)
+        for s in held:
+            got = core.load_input_state(after, RT, s.state.input_id)
+            if s.state.input_id in ids:
+                assert got.state.persisted_input is None
+                assert dataclasses.replace(got.state, persisted_input=None) == dataclasses.replace(
+                    s.state, persisted_input=None
+                )
+            else:
+                assert got == s
+    else:
+        with pytest.raises((ma.NotRetirable, ma.NotFound)):
+            core.apply(state, command, CODEC)

@@ -46,6 +46,9 @@ EXPECTED = {
     # lifecycle
     "machine_transition",
     "LIFECYCLE_TRANSITIONS",
+    # commit_machine_lifecycle(expected=...)'s default: compare nothing
+    "UNCHECKED",
+    "Unchecked",
     # errors
     "RuntimeStoreError",
     "WriteFailed",
@@ -55,6 +58,9 @@ EXPECTED = {
     "Unsupported",
     "Internal",
     "ReceiptConflict",
+    "NotRetirable",
+    "RuntimeNotDestroyed",
+    "LifecycleConflict",
     "StoreLocked",
     "StorePoisoned",
     "CorruptStore",

@@ -17,6 +17,7 @@ nanosecond timestamps). Each test checks one direction:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import uuid
@@ -747,3 +748,98 @@ async def test_a_receipt_row_spelled_as_the_store_writes_it_is_found_in_both_pat
     finally:
         database.close()
     assert state.boundary_receipt(RT, RUN_A, 5) == expected
+
+
+# --- discovery and retention on a file Rust wrote (SPEC §3b) ---------------------------------
+
+RUNTIME_TABLES = [t for t in EXPECTED_COLUMNS if t != "runtime_auth_oauth_flow_state"]
+
+
+def runtime_rows(path: Path, runtime: str) -> dict[str, int]:
+    return {
+        table: rows(path, f"SELECT count(*) FROM {table} WHERE runtime_id = ?", runtime)[0][0]
+        for table in RUNTIME_TABLES
+    }
+
+
+async def test_list_runtimes_and_receipts_of_a_rust_file(rust_file):
+    async with ma.open_sqlite_store(rust_file) as store:
+        assert await store.list_runtimes() == [RT, OTHER]
+        listed = await store.load_boundary_receipts(RT)
+        assert await store.load_boundary_receipts(OTHER) == []
+    expected = [receipt(*r[:5]) for r in [*RECEIPTS, CLAMPED]]
+    # UUID order of the run id, then the sequence as a number: the rows'
+    # two's-complement columns (0, 2**63-1, -2**63, -1) sort otherwise.
+    expected.sort(key=lambda r: (r.run_id.value.int, r.sequence))
+    assert listed == expected
+    assert [r.sequence for r in listed[:4]] == [0, 2**63 - 1, 2**63, 2**64 - 1]
+    assert listed[4:] == [receipt(*RECEIPTS[4][:5]), receipt(*CLAMPED[:5])]
+
+
+async def test_retire_rewrites_the_row_without_persisted_input_and_nothing_else(rust_file):
+    assert FULL.seed.terminal_outcome is not None
+    async with ma.open_sqlite_store(rust_file) as store:
+        await store.retire_input_payloads(RT, [iid(1)])
+        retired = await store.load_input_state(RT, iid(1))
+    ((body, kind),) = rows(
+        rust_file,
+        "SELECT state_json, typeof(state_json) FROM runtime_input_states"
+        " WHERE runtime_id = ? AND input_id = ?",
+        RUNTIME,
+        str(iid(1)),
+    )
+    expected = json.loads(FULL_DOC)
+    del expected["persisted_input"]  # serde omits an absent optional field
+    assert kind == "blob"
+    assert json.loads(body) == expected
+    assert list(json.loads(body)) == list(expected)
+    assert retired == ma.StoredInputState(
+        dataclasses.replace(FULL.state, persisted_input=None), FULL.seed
+    )
+
+
+async def test_clear_and_delete_remove_rows_rust_wrote(rust_file):
+    async with ma.open_sqlite_store(rust_file) as store:
+        await store.clear_session_snapshot(OTHER)  # a TEXT row, as a lenient writer left it
+        await store.delete_ops_lifecycle(RT)
+        await store.delete_ops_lifecycle(OTHER)  # none: a no-op
+    assert runtime_rows(rust_file, str(OTHER)) == {
+        "runtime_input_states": 0,
+        "runtime_boundary_receipts": 0,
+        "runtime_session_snapshots": 0,
+        "runtime_states": 1,
+        "runtime_ops_lifecycle": 0,
+    }
+    assert rows(rust_file, "SELECT count(*) FROM runtime_ops_lifecycle") == [(0,)]
+    assert rows(rust_file, "SELECT runtime_id FROM runtime_session_snapshots") == [(RUNTIME,)]
+
+
+async def test_purge_deletes_every_row_of_the_runtime_whatever_its_spelling(rust_file):
+    before = {t: table_info(rust_file, t) for t in EXPECTED_COLUMNS}
+    other_before = runtime_rows(rust_file, str(OTHER))
+    async with ma.open_sqlite_store(rust_file) as store:
+        with pytest.raises(ma.RuntimeNotDestroyed) as caught:
+            await store.purge_runtime(RT)
+        assert caught.value.actual is ma.RuntimeState.IDLE
+        destroy = ma.machine_transition(ma.RuntimeState.IDLE, ma.RuntimeState.DESTROYED)
+        await store.commit_machine_lifecycle(RT, destroy, [], expected=ma.RuntimeState.IDLE)
+        await store.purge_runtime(RT)
+        assert await store.list_runtimes() == [OTHER]
+        assert await store.load_boundary_receipts(RT) == []
+        assert await store.load_boundary_receipt(RT, CLAMPED[0], CLAMPED[4]) is None
+        assert await store.load_input_states(RT) == []
+        assert await store.load_auth_oauth_flow_snapshot() == OAUTH
+        # the keys are free again, the clamped slot too
+        await store.atomic_apply(RT, None, receipt(*CLAMPED[:5]), [])
+    # The rows under the upper-case input id and in the clamped receipt slot went too.
+    assert runtime_rows(rust_file, RUNTIME) == {
+        "runtime_input_states": 0,
+        "runtime_boundary_receipts": 1,
+        "runtime_session_snapshots": 0,
+        "runtime_states": 0,
+        "runtime_ops_lifecycle": 0,
+    }
+    assert runtime_rows(rust_file, str(OTHER)) == other_before
+    assert {t: table_info(rust_file, t) for t in EXPECTED_COLUMNS} == before
+    ((column,),) = rows(rust_file, "SELECT sequence FROM runtime_boundary_receipts")
+    assert column == CLAMPED[4] - 2**64  # its own two's-complement slot
