@@ -1387,16 +1387,8 @@ async def test_sqlite_a_clamped_rust_receipt_sorts_by_its_own_sequence(sqlite_pa
     async with ma.open_sqlite_store(sqlite_path):
         pass
     clamped = receipt(U63 + 5, R3, conversation_digest="old")
-    body = json.dumps(
-        {
-            "run_id": str(R3),
-            "boundary": "immediate",
-            "contributing_input_ids": [str(I1)],
-            "conversation_digest": "old",
-            "message_count": 42,
-            "sequence": U63 + 5,
-        }
-    ).encode()
+    body = dumps_json(clamped)
+    assert b'"sequence":9223372036854775813' in body
     db = sqlite3.connect(sqlite_path, isolation_level=None)
     db.execute(
         "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
@@ -1499,3 +1491,119 @@ async def test_retire_keeps_the_timestamps_to_the_microsecond(store):
     assert loaded.state.updated_at == when
     assert loaded.state.created_at == when - timedelta(days=400)
     assert loaded == retired(state)
+
+
+# --- concurrency: linearizable, and what was acknowledged is what reopens ------------------
+
+
+async def test_concurrent_purges_of_one_runtime_one_succeeds(store):
+    await fill(store, RT)
+    await store.commit_machine_lifecycle(RT, to(RS.DESTROYED), [])
+    done: list[int] = []
+    refused: list[ma.RuntimeNotDestroyed] = []
+
+    async def purge(n: int) -> None:
+        try:
+            await store.purge_runtime(RT)
+        except ma.RuntimeNotDestroyed as error:
+            refused.append(error)
+        else:
+            done.append(n)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(10):
+            nursery.start_soon(purge, n)
+    assert len(done) == 1
+    assert len(refused) == 9
+    assert all(error.actual is None for error in refused)
+    assert await runtime_view(store, RT) == await never_written()
+
+
+async def test_mixed_retention_writes_from_many_tasks_reopen_as_acknowledged(backend):
+    """Commands of many tasks land in shared batches (one log write each in the
+    durable store); whatever order they took, a reopened store shows exactly
+    what the last reads showed."""
+    names = [LRI(f"mix-{n}") for n in range(6)]
+    async with backend.open() as store:
+        for rt in names:
+            await fill(store, rt, rt.value)
+        if hasattr(store, "checkpoint"):
+            await store.checkpoint()  # the snapshot holds the runtimes; the log the rest
+
+        async def churn(rt: LRI, n: int) -> None:
+            await store.retire_input_payloads(rt, [I1, I3])
+            await store.clear_session_snapshot(rt)
+            if n % 2:
+                await store.commit_machine_lifecycle(rt, to(RS.DESTROYED), [], expected=RS.IDLE)
+                await store.purge_runtime(rt)
+                if n % 3 == 0:
+                    await store.persist_input_state(rt, finished(I5))
+                    await store.retire_input_payloads(rt, [I5])
+            else:
+                await store.delete_ops_lifecycle(rt)
+                await store.atomic_apply(rt, None, receipt(n, R6), [pending(I2, PHASE.STAGED)])
+
+        async with trio.open_nursery() as nursery:
+            for n, rt in enumerate(names):
+                nursery.start_soon(churn, rt, n)
+        seen = await view(store, names)
+    assert seen["runtimes"] == [names[0], names[2], names[3], names[4]]
+    assert seen[names[3]]["inputs"] == [retired(finished(I5))]  # type: ignore[index]
+    assert seen[names[1]] == await never_written(names[1])
+    assert seen[names[2]]["ops"] is None  # type: ignore[index]
+    assert seen[names[2]]["inputs"] == [  # type: ignore[index]
+        retired(finished(I1)),
+        pending(I2, PHASE.STAGED),
+        retired(finished(I3, PHASE.ABANDONED)),
+        finished(I4, PHASE.SUPERSEDED),
+    ]
+    await backend.check_reopen(seen, names)
+
+
+async def test_sqlite_retire_racing_a_rewrite_by_another_handle(sqlite_path):
+    """Retire checks and rewrites in one transaction: if another handle made the
+    input pending again, either retire came first (and the pending state is
+    what is left) or it is refused; a retired copy of the old state never
+    overwrites the new one."""
+    for attempt in range(10):
+        rt = LRI(f"race-{attempt}")
+        async with (
+            ma.open_sqlite_store(sqlite_path) as one,
+            ma.open_sqlite_store(sqlite_path) as two,
+        ):
+            await one.persist_input_state(rt, finished(I1))
+            outcome: list[object] = []
+
+            async def retire() -> None:
+                try:
+                    await one.retire_input_payloads(rt, [I1])  # noqa: B023
+                    outcome.append("retired")  # noqa: B023
+                except ma.NotRetirable as error:
+                    outcome.append(error.phase)  # noqa: B023
+
+            async def rewrite() -> None:
+                await two.persist_input_state(rt, pending(I1, PHASE.QUEUED))  # noqa: B023
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(retire)
+                nursery.start_soon(rewrite)
+            assert outcome in (["retired"], [PHASE.QUEUED])
+            assert await one.load_input_state(rt, I1) == pending(I1, PHASE.QUEUED)
+
+
+async def test_sqlite_a_receipt_row_under_another_key_fails_the_listing(sqlite_path):
+    async with ma.open_sqlite_store(sqlite_path) as store:
+        await store.atomic_apply(RT, None, receipt(1, R1), [])
+    db = sqlite3.connect(sqlite_path, isolation_level=None)
+    # The row of (R2, 1) holds the receipt of (R1, 1).
+    db.execute(
+        "INSERT INTO runtime_boundary_receipts VALUES (?, ?, ?, ?)",
+        (RT.value, str(R2), 1, dumps_json(receipt(1, R1))),
+    )
+    db.close()
+    async with ma.open_sqlite_store(sqlite_path) as store:
+        with pytest.raises(ma.CorruptStore) as info:
+            await store.load_boundary_receipts(RT)
+        assert isinstance(info.value, ma.ReadFailed)
+        assert "runtime_boundary_receipts" in str(info.value)
+        assert await store.load_boundary_receipts(OTHER) == []
