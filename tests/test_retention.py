@@ -1607,3 +1607,53 @@ async def test_sqlite_a_receipt_row_under_another_key_fails_the_listing(sqlite_p
         assert isinstance(info.value, ma.ReadFailed)
         assert "runtime_boundary_receipts" in str(info.value)
         assert await store.load_boundary_receipts(OTHER) == []
+
+
+async def test_cancelled_purges_and_retires_leave_each_call_all_or_nothing(backend):
+    names = [LRI(f"gone-{n:02d}") for n in range(40)]
+    async with backend.open() as store:
+        for rt in names:
+            await fill(store, rt)
+            await store.commit_machine_lifecycle(rt, to(RS.DESTROYED), [])
+        whole = {rt: await runtime_view(store, rt) for rt in names}
+
+        purged: list[LRI] = []
+
+        async def retire_and_purge(rt: LRI) -> None:
+            await store.retire_input_payloads(rt, [I1, I3, I4])
+            await store.purge_runtime(rt)
+            purged.append(rt)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for rt in names:
+                    nursery.start_soon(retire_and_purge, rt)
+                # Cancel everyone once some purges were acknowledged: the rest are
+                # then unsent, waiting for a reply, or between their two calls.
+                while len(purged) < 3:
+                    await trio.lowlevel.checkpoint()
+                nursery.cancel_scope.cancel()
+        fates = []
+        for rt in names:
+            now = await runtime_view(store, rt)
+            if now == whole[rt]:
+                fates.append("untouched")
+            elif now == await never_written(rt):
+                fates.append("purged")
+            else:
+                expected = {**whole[rt]}
+                expected["inputs"] = [
+                    retired(finished(I1)),
+                    pending(I2),
+                    retired(finished(I3, PHASE.ABANDONED)),
+                    retired(finished(I4, PHASE.SUPERSEDED)),
+                ]
+                expected["each input"] = [*expected["inputs"], None, None, None]
+                assert now == expected, rt
+                fates.append("retired")
+            assert fates[-1] == "purged" or rt not in purged
+        assert [rt for rt in names if rt in await store.list_runtimes()] == [
+            rt for rt, fate in zip(names, fates, strict=True) if fate != "purged"
+        ]
+        seen = await view(store, names)
+    await backend.check_reopen(seen, names)
