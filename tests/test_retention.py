@@ -24,6 +24,7 @@ import dataclasses
 import json
 import pickle
 import sqlite3
+import tempfile
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -35,6 +36,8 @@ from typing import Any
 import pytest
 import trio
 from _values import T0, input_state, receipt, session, session_json
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_sqlite_interop import EXPECTED_COLUMNS, rows, table_info
 
 import meerkat_actor as ma
@@ -1657,3 +1660,96 @@ async def test_cancelled_purges_and_retires_leave_each_call_all_or_nothing(backe
         ]
         seen = await view(store, names)
     await backend.check_reopen(seen, names)
+
+
+# --- random sequences: the three stores agree, and agree again after reopening -------------
+
+POOL_RUNTIMES = (RT, OTHER, WILD)
+POOL_INPUTS = (I1, I2, I3)
+
+
+def _states() -> st.SearchStrategy[ma.StoredInputState]:
+    return st.one_of(
+        st.builds(finished, st.sampled_from(POOL_INPUTS), st.sampled_from(TERMINAL)),
+        st.builds(pending, st.sampled_from(POOL_INPUTS), st.sampled_from(NON_TERMINAL)),
+        st.builds(
+            lambda s: retired(finished(s)),
+            st.sampled_from(POOL_INPUTS),
+        ),
+    )
+
+
+_RT = st.sampled_from(POOL_RUNTIMES)
+_EXPECTED = st.sampled_from([ma.UNCHECKED, None, RS.IDLE, RS.RUNNING, RS.DESTROYED])
+OPERATIONS = st.one_of(
+    st.tuples(st.just("persist_input_state"), _RT, _states()),
+    st.tuples(
+        st.just("atomic_apply"),
+        _RT,
+        st.sampled_from([None, session(turn=1), session(turn=2)]),
+        st.builds(receipt, st.sampled_from([0, U63, U64_MAX]), st.sampled_from([R1, R5])),
+        st.lists(_states(), max_size=3),
+    ),
+    st.tuples(
+        st.just("commit_machine_lifecycle"),
+        _RT,
+        st.sampled_from([RS.IDLE, RS.RUNNING, RS.STOPPED, RS.DESTROYED]),
+        st.lists(_states(), max_size=2),
+        _EXPECTED,
+    ),
+    st.tuples(st.just("persist_ops_lifecycle"), _RT, st.sampled_from(["e1", "e2"])),
+    st.tuples(st.just("clear_session_snapshot"), _RT),
+    st.tuples(st.just("delete_ops_lifecycle"), _RT),
+    st.tuples(
+        st.just("retire_input_payloads"),
+        _RT,
+        st.lists(st.sampled_from((*POOL_INPUTS, UNKNOWN)), max_size=3),
+    ),
+    st.tuples(st.just("purge_runtime"), _RT),
+    # Destroy, then purge: common enough that purges do happen.
+    st.tuples(st.just("destroy_and_purge"), _RT),
+)
+
+
+async def _run(store: Any, op: tuple[Any, ...]) -> object:
+    """Apply `op`; return what a caller sees of it (the error and its attributes)."""
+    name, rt, *args = op
+    try:
+        if name == "persist_ops_lifecycle":
+            await store.persist_ops_lifecycle(rt, ops(args[0]))
+        elif name == "commit_machine_lifecycle":
+            state, inputs, expected = args
+            await store.commit_machine_lifecycle(rt, to(state), inputs, expected=expected)
+        elif name == "destroy_and_purge":
+            await store.commit_machine_lifecycle(rt, to(RS.DESTROYED), [])
+            await store.purge_runtime(rt)
+        else:
+            await getattr(store, name)(rt, *args)
+    except ma.RuntimeStoreError as error:
+        attrs = ("runtime_id", "input_id", "phase", "expected", "actual")
+        return (type(error), *(getattr(error, a, None) for a in attrs))
+    return "ok"
+
+
+@settings(max_examples=min(60, settings.default.max_examples))
+@given(st.lists(OPERATIONS, min_size=1, max_size=25))
+def test_random_operation_sequences_agree_across_the_three_stores(operations):
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            backends = [Backend(kind, Path(tmp)) for kind in ("memory", "durable", "sqlite")]
+            async with (
+                backends[0].open() as memory,
+                backends[1].open() as durable,
+                backends[2].open() as sqlite,
+            ):
+                for op in operations:
+                    outcomes = [await _run(s, op) for s in (memory, durable, sqlite)]
+                    assert outcomes[1] == outcomes[0], ("durable", op)
+                    assert outcomes[2] == outcomes[0], ("sqlite", op)
+                seen = await view(memory, POOL_RUNTIMES)
+                assert await view(durable, POOL_RUNTIMES) == seen
+                assert await view(sqlite, POOL_RUNTIMES) == seen
+            await backends[1].check_reopen(seen, POOL_RUNTIMES)
+            await backends[2].check_reopen(seen, POOL_RUNTIMES)
+
+    trio.run(main)
