@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ._peers import PEERS
-from ._results import WORKLOADS, Report, ThroughputRow
+from ._results import WORKLOADS, RemovalRow, Report, RetentionRow, ThroughputRow
 
 __all__ = ["PEER_TITLES", "describe_machine", "filesystem_of", "table", "write_plot"]
 
@@ -128,6 +128,164 @@ def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
                 )
             )
         lines += ["", title, *_columns(cells, [False] + [True] * 10)]
+    return lines
+
+
+def _ratio(after: float | None, before: float | None) -> str:
+    if after is None or before is None or before == 0:
+        return "-"
+    return f"{after / before:.2f}x"
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / MIB:,.1f}"
+
+
+def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> list[str]:
+    """The retention part: the opens before and after, then the removal itself."""
+    lines: list[str] = []
+    for size in sorted({r.input_states for r in removals}):
+        done = {r.peer: r for r in removals if r.input_states == size}
+        opens = {(r.peer, r.stage): r for r in rows if r.built == size}
+        cells: list[tuple[str, ...]] = [
+            (
+                "peer",
+                "stage",
+                "input states",
+                "runtimes",
+                "payloads",
+                "receipts",
+                "open s",
+                "read all s",
+                "RSS growth MiB",
+                "peak RSS MiB",
+                "snapshot MiB",
+                "on disk MiB",
+            )
+        ]
+        for peer, removal in done.items():
+            before, after = opens.get((peer, "before")), opens.get((peer, "after"))
+            if before is None or after is None:
+                continue
+            for r in (before, after):
+                cells.append(
+                    (
+                        peer,
+                        r.stage,
+                        f"{r.input_states:,}",
+                        f"{r.runtimes:,}",
+                        f"{r.payloads:,}",
+                        f"{r.receipts:,}",
+                        _seconds(r.open_s),
+                        _seconds(r.read_all_s),
+                        f"{r.rss_after_open_mib - r.rss_before_mib:,.1f}",
+                        f"{r.peak_rss_mib:,.0f}",
+                        _mib(r.snapshot_bytes),
+                        _mib(r.disk_bytes),
+                    )
+                )
+            cells.append(
+                (
+                    peer,
+                    "after/before",
+                    _ratio(after.input_states, before.input_states),
+                    _ratio(after.runtimes, before.runtimes),
+                    _ratio(after.payloads, before.payloads),
+                    _ratio(after.receipts, before.receipts),
+                    _ratio(after.open_s, before.open_s),
+                    _ratio(after.read_all_s, before.read_all_s),
+                    _ratio(
+                        after.rss_after_open_mib - after.rss_before_mib,
+                        before.rss_after_open_mib - before.rss_before_mib,
+                    ),
+                    _ratio(after.peak_rss_mib, before.peak_rss_mib),
+                    _ratio(after.snapshot_bytes, before.snapshot_bytes),
+                    _ratio(after.disk_bytes, before.disk_bytes),
+                )
+            )
+            if removal.vacuumed_bytes is not None:
+                cells.append((peer, "after VACUUM", *[""] * 9, _mib(removal.vacuumed_bytes)))
+                cells.append(
+                    (
+                        peer,
+                        "VACUUM/before",
+                        *[""] * 9,
+                        _ratio(removal.vacuumed_bytes, before.disk_bytes),
+                    )
+                )
+        first = next(iter(done.values()))
+        lines += [
+            "",
+            f"Retention: {size:,} input states over {first.runtimes:,} runtimes; the removal"
+            " retires the payload of every terminal input state, then destroys and purges"
+            f" {first.purged:,} runtimes. Each open in a new process, everything checked"
+            " after it. RSS growth = resident memory of the open store.",
+            *_columns(cells, [False, False, *[True] * 10]),
+        ]
+        cells = [
+            (
+                "peer",
+                "retire calls",
+                "retired",
+                "retire s",
+                "retired/s",
+                "destroy s",
+                "purged",
+                "purge s",
+                "purged/s",
+                "checkpoint s",
+                "VACUUM s",
+                "RSS after open MiB",
+                "after removal MiB",
+            )
+        ]
+        for m in done.values():
+            cells.append(
+                (
+                    m.peer,
+                    f"{m.retire_calls:,}",
+                    f"{m.retired:,}",
+                    _seconds(m.retire_s),
+                    f"{m.retired / m.retire_s:,.0f}" if m.retire_s else "-",
+                    _seconds(m.destroy_s),
+                    f"{m.purged:,}",
+                    _seconds(m.purge_s),
+                    f"{m.purged / m.purge_s:,.0f}" if m.purge_s else "-",
+                    "-" if m.checkpoint_s is None else _seconds(m.checkpoint_s),
+                    "-" if m.vacuum_s is None else _seconds(m.vacuum_s),
+                    f"{m.rss_after_open_mib:,.0f}",
+                    f"{m.rss_after_removal_mib:,.0f}",
+                )
+            )
+        lines += [
+            "",
+            "The removal, by one task in a new process: per runtime one load_input_states (to"
+            " pick the terminal states) and one retire_input_payloads call; then"
+            " commit_machine_lifecycle to destroyed and purge_runtime, one call each per runtime.",
+            *_columns(cells, [False, *[True] * 12]),
+        ]
+        actor, sqlite = done.get("actor"), done.get("sqlite")
+        actor_after, sqlite_after = opens.get(("actor", "after")), opens.get(("sqlite", "after"))
+        if actor and sqlite and actor_after and sqlite_after:
+            lines.append(
+                "actor vs SQLite: retire time "
+                + _ratio(actor.retire_s, sqlite.retire_s)
+                + ", purge time "
+                + _ratio(actor.purge_s, sqlite.purge_s)
+                + ", on disk after "
+                + _ratio(actor_after.disk_bytes, sqlite_after.disk_bytes)
+                + (
+                    f" ({_ratio(actor_after.disk_bytes, sqlite.vacuumed_bytes)} of the vacuumed"
+                    " file)"
+                    if sqlite.vacuumed_bytes
+                    else ""
+                )
+                + ", open then read all after "
+                + _ratio(
+                    actor_after.open_s + actor_after.read_all_s,
+                    sqlite_after.open_s + sqlite_after.read_all_s,
+                )
+            )
     return lines
 
 
@@ -253,6 +411,7 @@ def table(report: Report) -> str:
             "Memory per stored input state (with its share of receipts and session snapshots)",
             *_columns(cells, [False, True, True, True, False]),
         ]
+    lines += _retention_lines(report.retention, report.removals)
     lines += ["", f"total time: {report.elapsed_s:.1f} s"]
     return "\n".join(lines)
 
