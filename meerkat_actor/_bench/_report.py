@@ -65,6 +65,10 @@ def describe_machine(directory: str) -> dict[str, Any]:
     }
 
 
+def _load(averages: list[float] | None) -> str:
+    return "?" if not averages else " ".join(f"{a:.2f}" for a in averages)
+
+
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
@@ -296,18 +300,25 @@ def table(report: Report) -> str:
         "meerkat-actor bench" + (" --quick (tiny counts: the figures mean nothing)" * report.quick),
         f"machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}",
         f"stores in {machine['store_dir']} ({machine['filesystem']} on {machine['device']})",
+        "load average (1, 5, 15 min): at start "
+        + _load(machine.get("load_average_at_start"))
+        + ", at end "
+        + _load(machine.get("load_average_at_end")),
         "peers:",
         *(f"  {peer:<7} {PEER_TITLES[peer]}" for peer in report.peers),
-        "",
-        "Throughput: every row runs the same prepared operations on a new store"
-        f" ({report.settings['seconds']:g} s per row at most).",
-        "Latency per call; batch = most commands the actor applied in one go; loop lag = worst"
-        " overshoot of a 1 ms heartbeat sleep; gc = longest garbage collection;"
-        " vs SQLite = ops/s over SQLite's, same workload and tasks.",
-        "SQLite does not count fsyncs: in WAL mode with synchronous=FULL it syncs the WAL once"
-        " per COMMIT.",
-        *_throughput_lines(report.throughput),
     ]
+    if report.throughput:
+        lines += [
+            "",
+            "Throughput: every row runs the same prepared operations on a new store"
+            f" ({report.settings['seconds']:g} s per row at most).",
+            "Latency per call; batch = most commands the actor applied in one go; loop lag = worst"
+            " overshoot of a 1 ms heartbeat sleep; gc = longest garbage collection;"
+            " vs SQLite = ops/s over SQLite's, same workload and tasks.",
+            "SQLite does not count fsyncs: in WAL mode with synchronous=FULL it syncs the WAL once"
+            " per COMMIT.",
+            *_throughput_lines(report.throughput),
+        ]
     if report.recovery:
         cells: list[tuple[str, ...]] = [
             (
