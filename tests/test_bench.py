@@ -195,8 +195,14 @@ def check_retention(document) -> None:
         pending = sum(len(rt.plans[-1].input_ids) for rt in kept)
         rows = {(r["peer"], r["stage"]): r for r in document["retention"] if r["built"] == size}
         assert sorted(rows) == sorted(
-            (peer, stage) for peer in ("actor", "sqlite") for stage in ("before", "after")
+            [(peer, stage) for peer in ("actor", "sqlite") for stage in ("before", "after")]
+            + [("actor", "after_log")]
         )
+        log = rows[("actor", "after_log")]
+        for key in ("input_states", "runtimes", "payloads", "receipts"):
+            assert log[key] == rows[("actor", "after")][key], key
+        assert log["snapshot_bytes"] == rows[("actor", "before")]["snapshot_bytes"]
+        assert log["verified"] is True
         for peer in ("actor", "sqlite"):
             before, after = rows[(peer, "before")], rows[(peer, "after")]
             assert before["verified"] is after["verified"] is True
@@ -392,7 +398,7 @@ def test_quick_retention_part_alone(tmp_path):
     assert document["settings"]["parts"] == ["retention"]
     assert document["settings"]["retention_sizes"] == [150]
     assert document["throughput"] == document["recovery"] == document["memory"] == []
-    assert len(document["retention"]) == 4
+    assert len(document["retention"]) == 5
     check_retention(document)
     text = table(Report.from_json(document))
     assert "Retention: 150 input states over 40 runtimes" in text

@@ -145,6 +145,9 @@ def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value / MIB:,.1f}"
 
 
+_STAGES: Final = {"after_log": "after, not checkpointed"}
+
+
 def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> list[str]:
     """The retention part: the opens before and after, then the removal itself."""
     lines: list[str] = []
@@ -171,11 +174,12 @@ def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> li
             before, after = opens.get((peer, "before")), opens.get((peer, "after"))
             if before is None or after is None:
                 continue
-            for r in (before, after):
+            log = opens.get((peer, "after_log"))
+            for r in (before, *([log] if log else []), after):
                 cells.append(
                     (
                         peer,
-                        r.stage,
+                        _STAGES.get(r.stage, r.stage),
                         f"{r.input_states:,}",
                         f"{r.runtimes:,}",
                         f"{r.payloads:,}",
@@ -223,12 +227,15 @@ def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> li
             f"Retention: {size:,} input states over {first.runtimes:,} runtimes; the removal"
             " retires the payload of every terminal input state, then destroys and purges"
             f" {first.purged:,} runtimes. Each open in a new process, everything checked"
-            " after it. RSS growth = resident memory of the open store.",
+            " after it. RSS growth = resident memory of the open store. Not checkpointed ="
+            " the actor store as the removal left it before its checkpoint (the old snapshot,"
+            " the removal in the log).",
             *_columns(cells, [False, False, *[True] * 10]),
         ]
         cells = [
             (
                 "peer",
+                "pick s",
                 "retire calls",
                 "retired",
                 "retire s",
@@ -247,6 +254,7 @@ def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> li
             cells.append(
                 (
                     m.peer,
+                    _seconds(m.select_s),
                     f"{m.retire_calls:,}",
                     f"{m.retired:,}",
                     _seconds(m.retire_s),
@@ -263,10 +271,10 @@ def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> li
             )
         lines += [
             "",
-            "The removal, by one task in a new process: per runtime one load_input_states (to"
-            " pick the terminal states) and one retire_input_payloads call; then"
+            "The removal, by one task in a new process: per runtime one load_input_states (pick:"
+            " the terminal states) and one retire_input_payloads call; then"
             " commit_machine_lifecycle to destroyed and purge_runtime, one call each per runtime.",
-            *_columns(cells, [False, *[True] * 12]),
+            *_columns(cells, [False, *[True] * 13]),
         ]
         actor, sqlite = done.get("actor"), done.get("sqlite")
         actor_after, sqlite_after = opens.get(("actor", "after")), opens.get(("sqlite", "after"))

@@ -148,7 +148,9 @@ class BuildRow:
 @dataclass(frozen=True, slots=True)
 class RetentionRow:
     """One open of a retention store, in a fresh process, before or after the
-    removal (`stage`: `before` or `after`).
+    removal (`stage`: `before`; `after`, once the removal is checkpointed;
+    `after_log`, the actor store as the removal left it before that
+    checkpoint: its old snapshot and the removal in its log).
 
     The store was built with `built` input states; it held `input_states`
     input states over `runtimes` runtimes

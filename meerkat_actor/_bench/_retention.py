@@ -3,10 +3,12 @@
 Rule 1: the same removal on both durable peers, in the same run. The
 parent builds one actor store and one SQLite file with the same writes; each
 goes through the same three fresh processes: open and check (`before`),
-remove, open and check again (`after`).
+remove, open and check again (`after`). The actor store is also opened as
+the removal left it before its checkpoint (`after_log`: the old snapshot
+and the log of the removal).
 
 Rule 2: a figure counts only if the store holds exactly what it should.
-The `before` and `after` children rebuild the content from the seed and
+The `before` and `after` (and `after_log`) children rebuild the content from the seed and
 check `list_runtimes()`, every input state of every listed runtime field by
 field (the retired ones without their payload, the others with it), its
 receipts, session snapshot and runtime state; every purged runtime must
@@ -26,8 +28,10 @@ The removal runs in one task, as a host's periodic sweep would: for every
 runtime, `load_input_states` and one `retire_input_payloads` call with the
 terminal states that still carry a payload (the recipe of
 docs/operations.md); then every other runtime (even index) is committed to
-`destroyed` and, in a second pass, purged. The actor store then takes a
-`checkpoint()` (its directory shrinks only then); SQLite's file is vacuumed
+`destroyed` and, in a second pass, purged. The actor store is copied while
+open and idle (the copy holds the removal in its log only: `after_log`),
+then takes a `checkpoint()` (its directory shrinks only then); SQLite's
+file is vacuumed
 by the parent once the `after` child has read it, to show what `VACUUM`
 gives back.
 """
@@ -73,6 +77,8 @@ __all__ = ["MEASUREMENTS", "run_retention"]
 
 #: The durable peers, in table order.
 RETENTION_PEERS: Final = ("actor", "sqlite")
+#: The opens of each store, in table order (`after_log`: the actor store only).
+STAGES: Final = ("before", "after_log", "after")
 _START: Final = machine_transition(RuntimeState.INITIALIZING, RuntimeState.IDLE)
 _DESTROY: Final = machine_transition(RuntimeState.IDLE, RuntimeState.DESTROYED)
 
@@ -248,6 +254,7 @@ async def run_retention(
         await trio.to_thread.run_sync(partial(os.makedirs, directory, 0o700, exist_ok=True))
         paths = {
             "actor": os.path.join(directory, "actor"),
+            "after_log": os.path.join(directory, "actor-log-only"),
             "sqlite": os.path.join(directory, "peer.sqlite3"),
         }
         await _build(size, runtimes, paths, progress)
@@ -263,8 +270,11 @@ async def run_retention(
                 "path": paths[peer],
                 "size": size,
                 "runtimes": runtimes,
+                "log_copy": paths["after_log"] if peer == "actor" else None,
             }
             done[peer] = RemovalRow(**(await run_child(spec))["removal"])
+        progress(f"retention {size:,}: opening the actor store's log-only copy in a new process")
+        rows.append(await _open("actor", "after_log", paths["after_log"], size, runtimes))
         for peer in RETENTION_PEERS:
             progress(f"retention {size:,}: opening the {peer} store again in a new process")
             rows.append(await _open(peer, "after", paths[peer], size, runtimes))
@@ -348,7 +358,7 @@ class _Found:
 async def _verify(
     store: StoreFront, content: Sequence[_Runtime], after: bool
 ) -> tuple[_Found, list[LogicalRuntimeId]]:
-    """Check everything the store should hold `before` or `after` the removal;
+    """Check everything the store should hold before the removal or `after` it;
     return what was found and the runtimes listed."""
     listed = await store.list_runtimes()
     want = sorted((rt.runtime_id for rt in content if not (after and rt.purged)), key=str)
@@ -396,7 +406,7 @@ async def _open_child(spec: dict[str, Any]) -> dict[str, Any]:
         open_s = time.perf_counter() - started
         rss_after = await trio.to_thread.run_sync(current_rss)
         peak = peak_rss()
-        found, listed = await _verify(store, content, spec["stage"] == "after")
+        found, listed = await _verify(store, content, spec["stage"] != "before")
     row = RetentionRow(
         peer=peer,
         stage=spec["stage"],
@@ -461,6 +471,9 @@ async def _remove_child(spec: dict[str, Any]) -> dict[str, Any]:
         await trio.to_thread.run_sync(gc.collect)
         rss_after_removal = await trio.to_thread.run_sync(current_rss)
         if isinstance(store, ActorStore):
+            # Open and idle, every write acknowledged: the copy holds the
+            # removal in its log (after the snapshot the store opened from).
+            await trio.to_thread.run_sync(shutil.copytree, spec["path"], spec["log_copy"])
             started = time.perf_counter()
             await store.checkpoint()
             checkpoint_s = time.perf_counter() - started
