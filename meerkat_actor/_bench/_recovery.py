@@ -78,7 +78,7 @@ _MEASURED: Final = {
 # --- the stores' content ------------------------------------------------------------------
 
 
-def _counts(size: int, runtimes: int) -> list[int]:
+def counts(size: int, runtimes: int) -> list[int]:
     """Input states per runtime: `size` spread evenly over `runtimes`."""
     return [size // runtimes + (1 if r < size % runtimes else 0) for r in range(runtimes)]
 
@@ -86,7 +86,7 @@ def _counts(size: int, runtimes: int) -> list[int]:
 def _plans(size: int, runtimes: int) -> list[list[CommitPlan]]:
     return [
         plan_runtime(f"recovery/{size}/{r}", count)
-        for r, count in enumerate(_counts(size, runtimes))
+        for r, count in enumerate(counts(size, runtimes))
     ]
 
 

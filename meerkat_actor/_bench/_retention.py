@@ -69,7 +69,7 @@ from ._payloads import (
     sessions,
     write_for,
 )
-from ._recovery import BUILD_TASKS, KIB, MIB, NEVER
+from ._recovery import BUILD_TASKS, KIB, MIB, NEVER, counts
 from ._results import RemovalRow, RetentionRow
 from ._settings import Settings
 
@@ -109,17 +109,12 @@ class _Runtime:
         return sum(len(plan.input_ids) for plan in self.plans[:-1])
 
 
-def _counts(size: int, runtimes: int) -> list[int]:
-    """Input states per runtime: `size` spread evenly over `runtimes`."""
-    return [size // runtimes + (1 if r < size % runtimes else 0) for r in range(runtimes)]
-
-
 def _content(size: int, runtimes: int) -> list[_Runtime]:
     """The runtimes of the retention store of `size` input states."""
     made = sessions("retention", runtimes, 4 * KIB)
     return [
         _Runtime(session, plan_runtime(f"retention/{size}/{r}", count), purged=r % 2 == 0)
-        for r, (session, count) in enumerate(zip(made, _counts(size, runtimes), strict=True))
+        for r, (session, count) in enumerate(zip(made, counts(size, runtimes), strict=True))
     ]
 
 
