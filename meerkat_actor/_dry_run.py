@@ -51,6 +51,7 @@ __all__ = [
     "locked",
     "read_store",
     "recover",
+    "store_format_version",
 ]
 
 _logger: Final = logging.getLogger("meerkat_actor")
@@ -209,11 +210,19 @@ def check_store_directory(path: str, io: FileIO | None = None) -> str:
         raise NotAStore(
             f"{directory} is not a meerkat_actor store (it has no {fmt.FORMAT_FILE} file)"
         )
-    _format_version(io, directory)
+    store_format_version(io, directory)
     return directory
 
 
-def _format_version(io: FileIO, directory: str) -> int:
+def store_format_version(io: FileIO, directory: str) -> int:
+    """The format version the store's FORMAT file names (1 or 2: a version 1
+    store is read as it is; nothing here converts it).
+
+    Raises:
+        UnsupportedFormat: a newer version.
+        CorruptStore: the FORMAT file is damaged.
+        ReadFailed: it cannot be read.
+    """
     try:
         return _check_format_file(io, directory)
     except OSError as exc:
@@ -313,7 +322,7 @@ def recover(io: _DryRunIO, directory: str, max_record: int) -> StoreView:
     ]
     return StoreView(
         directory=directory,
-        format_version=_format_version(io, directory),
+        format_version=store_format_version(io, directory),
         state=recovered.state,
         last_lsn=recovered.last_lsn,
         snapshot_lsn=recovered.snapshot_lsn,

@@ -27,6 +27,18 @@ positions the writer at the end of the log. It judges bytes only through
 group of framed records and syncs it. `rotate()` starts a new segment at a given LSN,
 so that a checkpoint taken at LSN L can delete every segment before the one
 starting at L + 1. `write_snapshot()` runs the checkpoint protocol.
+
+Versions. Recovery reads every version `_format` reads (1 and 2) and writes
+nothing new: a version 1 store stays version 1 while it is only opened and
+read. Records are appended only to a segment of this build's version, never
+to an older one. Before this build writes its first record, segment or
+snapshot into a version 1 store, `_convert()` moves the store to version 2:
+FORMAT rewritten atomically (temp, fsync, rename, fsync of the directory),
+then a new version 2 segment at the next LSN. The next checkpoint writes a
+version 2 snapshot and deletes every older segment and snapshot, so after it
+the directory holds only version 2 files. No version 2 file exists while
+FORMAT says 1, so an older build meets either a version 1 store it reads or
+FORMAT 2, which it refuses (`UnsupportedFormat`) before reading anything.
 """
 
 from __future__ import annotations
@@ -101,6 +113,14 @@ class DurableLog:
         self._lock: LockHandle | None = lock
         self.max_record = max_record
         self._segment: Handle | None = None
+        #: The version the FORMAT file names: 1 until a version 1 store is converted.
+        self.format_version = fmt.FORMAT_VERSION
+        #: Set while the store is older than this build: the LSN where the
+        #: first segment of this build's version will start (`_convert`).
+        self._convert_at: int | None = None
+        #: A record-less segment of an older version where the next segment
+        #: must go: removed before that segment is created.
+        self._stale_empty: str | None = None
         self.segment_first_lsn = 0
         self._segment_size = 0  # where the next record goes: the end of the last durable one
         self._allocated = 0  # the segment file's size: records, then zeros
@@ -150,7 +170,8 @@ class DurableLog:
         try:
             names = io.list_dir(self.directory)
             if fmt.FORMAT_FILE in names:
-                self._check_format()  # a newer format is refused before any change
+                # A newer format is refused before any change.
+                self.format_version = self._check_format()
             for name in names:
                 if _is_own_temp(name):
                     io.remove(self._path(name))  # an atomic write that never finished
@@ -189,8 +210,8 @@ class DurableLog:
         # The store directory's own entry, in case make_dir just created it.
         self.io.sync_dir(os.path.dirname(self.directory))
 
-    def _check_format(self) -> None:
-        _check_format_file(self.io, self.directory)
+    def _check_format(self) -> int:
+        return _check_format_file(self.io, self.directory)
 
     def _load_snapshot(
         self, snapshots: list[tuple[int, str]], warnings: list[str]
@@ -201,7 +222,7 @@ class DurableLog:
             path = self._path(name)
             reader = self._reader(path)
             try:
-                state = fmt.read_snapshot(reader, lsn)
+                state = fmt.read_snapshot(reader, lsn, self.format_version)
             except fmt.FormatError as exc:
                 if bad is None:
                     bad = (lsn, path, exc.offset, str(exc))
@@ -230,7 +251,11 @@ class DurableLog:
             if not self._replay_segment(replay, self._path(name), first_lsn, is_last, warnings):
                 break  # a torn, empty last segment was removed
         if self._segment is None:
-            self._create_segment(replay.last_lsn + 1)
+            if self.format_version < fmt.FORMAT_VERSION:
+                # Writes nothing into an older store until it is written to.
+                self._convert_at = replay.last_lsn + 1
+            else:
+                self._start_segment(replay.last_lsn + 1)
         return replay.state, replay.last_lsn, replay.log_bytes
 
     def _replay_segment(
@@ -243,7 +268,7 @@ class DurableLog:
         """
         reader = self._reader(path)
         try:
-            header_lsn = fmt.segment_header(reader)
+            header = fmt.segment_header(reader, self.format_version)
         except fmt.FormatError as exc:
             if is_last and fmt.is_zero_from(reader, fmt.SEGMENT_HEADER):
                 # A crash interrupted the segment's creation (header and
@@ -262,9 +287,12 @@ class DurableLog:
             warnings.append(f"removed {path}: a record-less segment a failed rotation left")
             self._remove_durably(path)
             return True
-        _check_segment_start(path, header_lsn, first_lsn, replay)
+        _check_segment_start(path, header.first_lsn, first_lsn, replay)
         end = fmt.SEGMENT_HEADER
-        for event in fmt.scan_segment(reader, first_lsn, self.max_record, replay.snapshot_lsn):
+        events = fmt.scan_segment(
+            reader, first_lsn, self.max_record, replay.snapshot_lsn, version=header.version
+        )
+        for event in events:
             if isinstance(event, fmt.Record):
                 if event.effects is not None:
                     replay.state = _core.redo(replay.state, event.effects)
@@ -282,9 +310,7 @@ class DurableLog:
             end, replay.expected = event.offset, event.expected
         if is_last:
             assert replay.expected is not None
-            self._open_segment_for_append(
-                path, first_lsn, end, replay.expected - 1, replay.last_lsn
-            )
+            self._open_segment_for_append(path, header, end, replay.expected - 1, replay.last_lsn)
         return True
 
     def _reader(self, path: str) -> fmt.Reader:
@@ -320,18 +346,25 @@ class DurableLog:
             ) from error
 
     def _open_segment_for_append(
-        self, path: str, first_lsn: int, size: int, segment_last: int, last_lsn: int
+        self, path: str, header: fmt.SegmentHeader, size: int, segment_last: int, last_lsn: int
     ) -> None:
         if segment_last != last_lsn:
             # The snapshot is ahead of this segment's end (it was never
             # rotated after): new records must go to a segment of their own.
+            return
+        if header.version != fmt.FORMAT_VERSION:
+            # Never append to a segment of an older version: new records go
+            # to a segment of their own, at the next LSN. If this one holds
+            # no record, it is where that segment goes: remove it first.
+            if size <= fmt.SEGMENT_HEADER:
+                self._stale_empty = path
             return
         try:
             self._segment = self.io.open_write(path)
             allocated = self.io.size(path)
         except OSError as exc:
             raise ReadFailed(f"cannot open {path} for appending: {exc}") from exc
-        self.segment_first_lsn = first_lsn
+        self.segment_first_lsn = header.first_lsn
         self._segment_size = size
         self._allocated = allocated
 
@@ -392,7 +425,7 @@ class DurableLog:
         try:
             data = fmt.encode_snapshot(lsn, state)
             log._write_atomically(fmt.snapshot_name(lsn), data)
-            log._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())
+            log._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())  # this build's
             io.remove(marker)
             io.sync_dir(directory)
         finally:
@@ -430,6 +463,49 @@ class DurableLog:
             pass
         except OSError:
             logger.exception("cannot remove %s after a failed write", path)
+
+    @property
+    def outdated(self) -> bool:
+        """True while the store is of an older format than this build writes
+        (until the first write or checkpoint converts it)."""
+        return self._convert_at is not None
+
+    def _convert(self) -> None:
+        """Move an older store to this build's format before its first write:
+        FORMAT rewritten atomically, then a segment of this build's version
+        at the next LSN (docs/format.md section 9). Safe to retry after a
+        failure; every crash point leaves a store that opens with every
+        acknowledged record.
+
+        Raises:
+            WriteFailed: a step failed (the store still reads as before).
+        """
+        assert self._convert_at is not None
+        if self.format_version < fmt.FORMAT_VERSION:
+            try:
+                self._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())
+            except OSError as exc:
+                raise WriteFailed(
+                    f"cannot convert {self.directory} to format version {fmt.FORMAT_VERSION}:"
+                    f" writing {fmt.FORMAT_FILE} failed: {exc}"
+                ) from exc
+            logger.info(
+                "%s: converted from format version %d to %d",
+                self.directory,
+                self.format_version,
+                fmt.FORMAT_VERSION,
+            )
+            self.format_version = fmt.FORMAT_VERSION
+        self._start_segment(self._convert_at)
+        self._convert_at = None
+
+    def _start_segment(self, first_lsn: int) -> None:
+        """Create the segment new records go to, replacing a record-less
+        segment of an older version that has its name (`_stale_empty`)."""
+        if self._stale_empty is not None:
+            self._remove_durably(self._stale_empty)
+            self._stale_empty = None
+        self._create_segment(first_lsn)
 
     def _create_segment(self, first_lsn: int) -> None:
         """Create, fill and sync a new segment, then sync the directory.
@@ -488,8 +564,12 @@ class DurableLog:
 
         On failure the failed records are zeroed or cut off (best effort, so a
         reopen in this boot cannot see them) and `OSError` propagates: the
-        caller must poison the store. Never retried.
+        caller must poison the store. Never retried. The first append to an
+        older store converts it first (`_convert`; `WriteFailed` if that
+        fails, nothing appended).
         """
+        if self._convert_at is not None:
+            self._convert()
         segment = self._segment
         if segment is None:
             raise OSError("the log is closed")
@@ -529,8 +609,13 @@ class DurableLog:
 
         Does nothing if the current segment holds no record yet. Raises
         `WriteFailed` if the new segment cannot be created (the current one
-        stays in use).
+        stays in use). In an older store (nothing appended yet), converts it
+        instead (`_convert`): its new segment starts at `first_lsn`.
         """
+        if self._convert_at is not None:
+            assert first_lsn == self._convert_at, (first_lsn, self._convert_at)
+            self._convert()
+            return
         if self._segment is not None and self._segment_size <= fmt.SEGMENT_HEADER:
             return
         old = self._segment
@@ -546,7 +631,11 @@ class DurableLog:
 
         Writes `state` (as of `lsn`) as a snapshot, then deletes the segments
         that start before `keep_from_lsn` (the current segment's first LSN,
-        which must be `lsn + 1` or less) and every older snapshot.
+        which must be `lsn + 1` or less) and every older snapshot. The
+        snapshot is of this build's version; after a conversion, every older
+        segment starts before `keep_from_lsn` and every older snapshot is at
+        or below `lsn` (one at `lsn` is replaced by the rename), so afterwards
+        the directory holds only files of this build's version.
 
         Raises:
             OSError: a step failed; everything acknowledged is still in the

@@ -15,14 +15,23 @@ byte ranges inclusive):
 The FORMAT file (16 bytes), which makes a directory a store:
 
     0   8  magic  b"MKRTSTOR"
-    8   4  format version (1)
+    8   4  format version (this build writes 2, reads 1 and 2)
     12  4  CRC-32 of bytes 0..11
+
+Versions. Every file names its format version. This build writes version 2
+and reads 1 and 2: version 2 adds three effects (`remove_session`,
+`remove_ops`, `remove_runtime`, SPEC §3b); the frames, headers and the
+snapshot body are the same. A segment or snapshot may carry any version from
+1 up to the FORMAT file's (rules H2, S1), and a segment's records may hold
+only effects of the segment's version or older (rule 7): a version 1 segment
+holding a version 2 effect is damage. `_durable.py` converts a version 1
+store (docs/format.md section 9).
 
 A log segment, `log-<first LSN, 20 digits>.log`: a 32-byte header, then
 records back to back.
 
     0   8  magic  b"MKRTLOG\\0"
-    8   4  format version (1)
+    8   4  format version (1 or 2)
     12  4  reserved, 0
     16  8  first LSN: the LSN of the segment's first record
     24  4  reserved, 0
@@ -43,7 +52,7 @@ CRC-32 of twenty zero bytes is not 0 (and N = 0 is refused anyway).
 A snapshot, `snapshot-<LSN, 20 digits>.snap`: a 40-byte header, then the body.
 
     0   8  magic  b"MKRTSNAP"
-    8   4  format version (1)
+    8   4  format version (1 or 2)
     12  4  reserved, 0
     16  8  LSN: the snapshot holds the state after every record <= LSN
     24  8  body length B
@@ -60,19 +69,22 @@ test; `read_snapshot` checks a snapshot. Recovery (`_durable.py`) and
 nothing else, so they cannot disagree about what a valid record is. The
 numbered validity rules are those of docs/format.md, cited here by number:
 
-- H1-H4, a segment header (section 3): 32 bytes, magic, CRC, version, zero
-  reserved fields, first LSN >= 1 and equal to the number in the file name.
+- H1-H4, a segment header (section 3): 32 bytes, magic, CRC, version (1 up
+  to the store's), zero reserved fields, first LSN >= 1 and equal to the
+  number in the file name.
 - 1-7, a record (section 3): 1-4 make it *whole* (header bytes, 1 <= N and N
   payload bytes, CRC, 1 <= W <= LSN), 5 bounds N by the reader's maximum,
-  6 requires the LSN expected next, 7 requires the payload to decode.
+  6 requires the LSN expected next, 7 requires the payload to decode to
+  effects of the segment's version.
 - 8, the end of the records: at the first offset where a rule fails, the
   records end if every remaining byte is zero; otherwise the segment is
   damaged there.
 - 9, torn or damaged: damage in the newest segment followed by a whole record
   of a *later* write (W above the LSN expected at the damage) is damage;
   followed only by records of the same write (or nothing), a torn write.
-- S1-S3, a snapshot (section 4): header, length and CRCs; LSN equal to the
-  number in the file name; a body of the right shape.
+- S1-S3, a snapshot (section 4): header (version 1 up to the store's),
+  length and CRCs; LSN equal to the number in the file name; a body of the
+  right shape (the same in both versions).
 
 Theory of operation. The scanner reads through a `Reader` (a size and
 `read_at(offset, length)`), never through a whole `bytes` of its own, so a
@@ -107,6 +119,7 @@ __all__ = [
     "FORMAT_FILE",
     "FORMAT_VERSION",
     "FRAME_HEADER",
+    "OLDEST_VERSION",
     "SEGMENT_HEADER",
     "SEGMENT_NAME",
     "SNAPSHOT_HEADER",
@@ -119,6 +132,7 @@ __all__ = [
     "Reader",
     "Record",
     "RecordTooLarge",
+    "SegmentHeader",
     "check_segment_name",
     "decode_effects",
     "decode_format_file",
@@ -144,7 +158,9 @@ __all__ = [
     "snapshot_name",
 ]
 
-FORMAT_VERSION: Final = 1
+#: The version this build writes; it reads every version from OLDEST_VERSION on.
+FORMAT_VERSION: Final = 2
+OLDEST_VERSION: Final = 1
 FORMAT_FILE: Final = "FORMAT"
 LOCK_FILE: Final = "LOCK"
 
@@ -282,8 +298,9 @@ def _dumps(value: Any) -> bytes:
 # --- the FORMAT file ---------------------------------------------------------------------
 
 
-def encode_format_file() -> bytes:
-    head = _FORMAT_STRUCT.pack(_FORMAT_MAGIC, FORMAT_VERSION)
+def encode_format_file(version: int = FORMAT_VERSION) -> bytes:
+    """The FORMAT file naming `version` (this build's unless a test says otherwise)."""
+    head = _FORMAT_STRUCT.pack(_FORMAT_MAGIC, version)
     return head + _CRC.pack(zlib.crc32(head))
 
 
@@ -304,13 +321,34 @@ def decode_format_file(data: bytes) -> int:
 # --- segments and records -----------------------------------------------------------------
 
 
-def encode_segment_header(first_lsn: int) -> bytes:
-    head = _SEGMENT_STRUCT.pack(_SEGMENT_MAGIC, FORMAT_VERSION, 0, first_lsn, 0)
+def encode_segment_header(first_lsn: int, version: int = FORMAT_VERSION) -> bytes:
+    """A segment header (of this build's version unless a test says otherwise)."""
+    head = _SEGMENT_STRUCT.pack(_SEGMENT_MAGIC, version, 0, first_lsn, 0)
     return head + _CRC.pack(zlib.crc32(head))
 
 
-def decode_segment_header(data: bytes) -> int:
-    """Check a segment's first `SEGMENT_HEADER` bytes; return its first LSN."""
+@dataclass(frozen=True, slots=True)
+class SegmentHeader:
+    """A segment header that checked out (rules H1-H3, H4's first half)."""
+
+    first_lsn: int
+    version: int  # which effects its records may hold (rule 7)
+
+
+def _check_version(version: int, store_version: int, what: str, offset: int, rule: str) -> None:
+    """A file's version must be OLDEST_VERSION up to the store's (FORMAT's)."""
+    if not OLDEST_VERSION <= version <= store_version:
+        _fail(
+            f"{what} format version {version}, in a store of version {store_version}"
+            f" (this build reads {OLDEST_VERSION} to {FORMAT_VERSION})",
+            offset,
+            rule,
+        )
+
+
+def decode_segment_header(data: bytes, store_version: int = FORMAT_VERSION) -> SegmentHeader:
+    """Check a segment's first `SEGMENT_HEADER` bytes (rules H1-H3, first
+    LSN >= 1), in a store whose FORMAT file names `store_version`."""
     if len(data) < SEGMENT_HEADER:
         _fail(f"segment header is short ({len(data)} of {SEGMENT_HEADER} bytes)", 0, "H1")
     magic, version, reserved, first_lsn, reserved2 = _SEGMENT_STRUCT.unpack_from(data)
@@ -318,13 +356,12 @@ def decode_segment_header(data: bytes) -> int:
         _fail("segment has the wrong magic", 0, "H1")
     if zlib.crc32(data[:28]) != _CRC.unpack_from(data, 28)[0]:
         _fail("segment header checksum mismatch", 28, "H1")
-    if version != FORMAT_VERSION:
-        _fail(f"segment format version {version}, this build reads {FORMAT_VERSION}", 8, "H2")
+    _check_version(version, store_version, "segment", 8, "H2")
     if reserved or reserved2:
         _fail("segment header reserved fields are not zero", 12 if reserved else 24, "H3")
     if first_lsn < 1:
         _fail("segment first LSN is 0", 16, "H4")
-    return int(first_lsn)
+    return SegmentHeader(int(first_lsn), int(version))
 
 
 def check_segment_name(header_lsn: int, name_lsn: int) -> None:
@@ -432,8 +469,9 @@ def frame_at(reader: Reader, offset: int, max_record: int) -> Frame:
     return Frame(int(lsn), int(write_lsn), payload, offset, end)
 
 
-def decode_effects(frame: Frame) -> tuple[Effect, ...]:
-    """The effects in a checked record's payload (rule 7).
+def decode_effects(frame: Frame, *, version: int) -> tuple[Effect, ...]:
+    """The effects in a checked record's payload (rule 7), found in a segment
+    of format `version`: an effect of a later version is damage.
 
     Raises:
         FormatError: the payload breaks rule 7 (the offset is the payload's).
@@ -443,7 +481,7 @@ def decode_effects(frame: Frame) -> tuple[Effect, ...]:
     if not isinstance(data, list) or not data:
         _fail("record payload is not a non-empty array", at, "7")
     try:
-        return tuple(_effect_from_plain(item) for item in data)
+        return tuple(_effect_from_plain(item, version) for item in data)
     except (CodecError, TypeError, ValueError, KeyError) as exc:
         _fail(f"record payload: {exc}", at, "7")
 
@@ -534,17 +572,18 @@ def is_zero_from(reader: Reader, offset: int) -> bool:
     return True
 
 
-def segment_header(reader: Reader) -> int:
-    """Check rules H1-H3 and H4's first half (LSN >= 1); return the first LSN.
+def segment_header(reader: Reader, store_version: int = FORMAT_VERSION) -> SegmentHeader:
+    """Check rules H1-H3 and H4's first half (LSN >= 1) for a segment of a
+    store whose FORMAT file names `store_version`; return the header.
 
     Raises:
         FormatError: a rule fails.
     """
-    return decode_segment_header(reader.read_at(0, SEGMENT_HEADER))
+    return decode_segment_header(reader.read_at(0, SEGMENT_HEADER), store_version)
 
 
 def scan_segment(
-    reader: Reader, first_lsn: int, max_record: int, decode_above: int
+    reader: Reader, first_lsn: int, max_record: int, decode_above: int, *, version: int
 ) -> Iterator[Record | End | Damage]:
     """Walk a segment's records, after a header already checked (rules H1-H4).
 
@@ -554,6 +593,8 @@ def scan_segment(
         max_record: the reader's maximum record size (rule 5).
         decode_above: decode (rule 7) the payloads of records with a larger
             LSN; 0 decodes every one.
+        version: the segment header's format version: the effects its
+            records may hold (rule 7).
 
     Returns:
         An iterator of one `Record` per valid record, in order, then exactly
@@ -566,7 +607,7 @@ def scan_segment(
             frame = frame_at(reader, offset, max_record)
             if frame.lsn != expected:
                 _fail(f"record LSN {frame.lsn}, expected {expected}", offset, "6")
-            effects = decode_effects(frame) if frame.lsn > decode_above else None
+            effects = decode_effects(frame, version=version) if frame.lsn > decode_above else None
         except FormatError as exc:
             if is_zero_from(reader, offset):
                 break
@@ -655,6 +696,12 @@ def _effect_to_plain(effect: Effect) -> dict[str, Any]:
             }
         case _core.SetOpsSnapshot(runtime_id, snapshot):
             return {"op": "ops", "runtime": runtime_id.value, "snapshot": to_plain(snapshot)}
+        case _core.RemoveSessionSnapshot(runtime_id):
+            return {"op": "remove_session", "runtime": runtime_id.value}
+        case _core.RemoveOpsSnapshot(runtime_id):
+            return {"op": "remove_ops", "runtime": runtime_id.value}
+        case _core.RemoveRuntime(runtime_id):
+            return {"op": "remove_runtime", "runtime": runtime_id.value}
     raise TypeError(f"not an effect: {effect!r}")  # pragma: no cover
 
 
@@ -676,8 +723,30 @@ def _blob(value: Any) -> bytes:
     return value
 
 
-def _effect_from_plain(item: Any) -> Effect:
+#: The format version that introduced each effect op: a segment of version V
+#: may hold only the ops of version V or older (rule 7).
+_OP_VERSION: Final = {
+    "oauth": 1,
+    "session": 1,
+    "receipt": 1,
+    "inputs": 1,
+    "runtime_state": 1,
+    "ops": 1,
+    "remove_session": 2,
+    "remove_ops": 2,
+    "remove_runtime": 2,
+}
+
+
+def _effect_from_plain(item: Any, version: int) -> Effect:
     op = item.get("op") if isinstance(item, dict) else None
+    since = _OP_VERSION.get(op) if isinstance(op, str) else None
+    if since is None:
+        raise ValueError(f"unknown effect op {op!r:.40}")
+    if since > version:
+        raise ValueError(
+            f"effect op {op!r} is format version {since}, in a version {version} segment"
+        )
     if op == "oauth":
         (snapshot,) = _fields(item, "snapshot")
         return _core.SetOAuthFlowSnapshot(_blob(snapshot))
@@ -700,14 +769,22 @@ def _effect_from_plain(item: Any) -> Effect:
     if op == "ops":
         runtime, snapshot = _fields(item, "runtime", "snapshot")
         return _core.SetOpsSnapshot(_runtime(runtime), from_plain(PersistedOpsSnapshot, snapshot))
-    raise ValueError(f"unknown effect op {op!r:.40}")
+    (runtime,) = _fields(item, "runtime")
+    if op == "remove_session":
+        return _core.RemoveSessionSnapshot(_runtime(runtime))
+    if op == "remove_ops":
+        return _core.RemoveOpsSnapshot(_runtime(runtime))
+    assert op == "remove_runtime"
+    return _core.RemoveRuntime(_runtime(runtime))
 
 
 # --- snapshots ---------------------------------------------------------------------------
 
 
-def encode_snapshot(lsn: int, state: StoreState) -> bytes:
-    """A whole snapshot file: header and CBOR body of `state` as of `lsn`."""
+def encode_snapshot(lsn: int, state: StoreState, version: int = FORMAT_VERSION) -> bytes:
+    """A whole snapshot file: header and CBOR body of `state` as of `lsn`
+    (of this build's version unless a test says otherwise: the body is the
+    same in every version)."""
     runtimes = []
     for runtime_id, record in state.runtimes.items():
         runtimes.append(
@@ -723,14 +800,13 @@ def encode_snapshot(lsn: int, state: StoreState) -> bytes:
             }
         )
     body = _dumps({"oauth": state.oauth_flow_snapshot, "runtimes": runtimes})
-    head = _SNAPSHOT_STRUCT.pack(
-        _SNAPSHOT_MAGIC, FORMAT_VERSION, 0, lsn, len(body), zlib.crc32(body)
-    )
+    head = _SNAPSHOT_STRUCT.pack(_SNAPSHOT_MAGIC, version, 0, lsn, len(body), zlib.crc32(body))
     return head + _CRC.pack(zlib.crc32(head)) + body
 
 
-def decode_snapshot_header(data: bytes) -> tuple[int, int]:
-    """Check a snapshot's header against the file's bytes; return (LSN, body length)."""
+def decode_snapshot_header(data: bytes, store_version: int = FORMAT_VERSION) -> tuple[int, int]:
+    """Check a snapshot's header against the file's bytes (a snapshot of a
+    store whose FORMAT file names `store_version`); return (LSN, body length)."""
     if len(data) < SNAPSHOT_HEADER:
         _fail(f"snapshot header is short ({len(data)} of {SNAPSHOT_HEADER} bytes)", 0, "S1")
     magic, version, reserved, lsn, length, body_crc = _SNAPSHOT_STRUCT.unpack_from(data)
@@ -738,8 +814,7 @@ def decode_snapshot_header(data: bytes) -> tuple[int, int]:
         _fail("snapshot has the wrong magic", 0, "S1")
     if zlib.crc32(data[:36]) != _CRC.unpack_from(data, 36)[0]:
         _fail("snapshot header checksum mismatch", 36, "S1")
-    if version != FORMAT_VERSION:
-        _fail(f"snapshot format version {version}, this build reads {FORMAT_VERSION}", 8, "S1")
+    _check_version(version, store_version, "snapshot", 8, "S1")
     if reserved:
         _fail("snapshot header reserved field is not zero", 12, "S1")
     if len(data) != SNAPSHOT_HEADER + length:
@@ -750,13 +825,15 @@ def decode_snapshot_header(data: bytes) -> tuple[int, int]:
     return int(lsn), int(length)
 
 
-def decode_snapshot(data: bytes) -> tuple[int, StoreState]:
-    """Check and decode a whole snapshot file; return (LSN, state).
+def decode_snapshot(data: bytes, store_version: int = FORMAT_VERSION) -> tuple[int, StoreState]:
+    """Check and decode a whole snapshot file of a store whose FORMAT file
+    names `store_version`; return (LSN, state). One decoder for every
+    version: only the header's version differs.
 
     Raises:
         FormatError: rule S1 or S3 fails.
     """
-    lsn, _ = decode_snapshot_header(data)
+    lsn, _ = decode_snapshot_header(data, store_version)
     body = _loads(data[SNAPSHOT_HEADER:], SNAPSHOT_HEADER, "S3")
     try:
         return lsn, _state_from_plain(body)
@@ -764,12 +841,14 @@ def decode_snapshot(data: bytes) -> tuple[int, StoreState]:
         _fail(f"snapshot body: {exc}", SNAPSHOT_HEADER, "S3")
 
 
-def read_snapshot(reader: Reader, name_lsn: int) -> StoreState:
+def read_snapshot(reader: Reader, name_lsn: int, store_version: int = FORMAT_VERSION) -> StoreState:
     """Check a snapshot file whose name says LSN `name_lsn` (rules S1-S3).
 
     Args:
         reader: the snapshot file.
         name_lsn: the number in its file name.
+        store_version: the version the store's FORMAT file names (rule S1:
+            the snapshot's may not be newer).
 
     Returns:
         The state it holds.
@@ -777,7 +856,7 @@ def read_snapshot(reader: Reader, name_lsn: int) -> StoreState:
     Raises:
         FormatError: a rule fails.
     """
-    lsn, state = decode_snapshot(reader.read_at(0, reader.size()))
+    lsn, state = decode_snapshot(reader.read_at(0, reader.size()), store_version)
     if lsn != name_lsn:
         _fail(f"header LSN {lsn} differs from the name", 16, "S2")
     return state

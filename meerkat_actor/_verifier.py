@@ -37,6 +37,7 @@ from ._dry_run import (
     check_store_directory,
     locked,
     recover,
+    store_format_version,
 )
 from ._durable import DEFAULT_MAX_RECORD
 from ._errors import CorruptStore, ReadFailed
@@ -151,6 +152,7 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
     """Check every snapshot and segment file on its own, then the log's
     continuity; every problem is "damage" (the caller refines)."""
     found: list[_Finding] = []
+    version = store_format_version(io, directory)
     names = sorted(io.list_dir(directory))
     newest_snapshot = 0
     for name in names:
@@ -160,7 +162,7 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
         report.snapshots += 1
         path = os.path.join(directory, name)
         try:
-            fmt.read_snapshot(_reader(io, path), lsn)
+            fmt.read_snapshot(_reader(io, path), lsn, version)
         except fmt.FormatError as exc:
             found.append(_Finding(Problem("damage", path, exc.offset, f"snapshot: {exc}")))
             continue
@@ -171,7 +173,13 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
         report.segments += 1
         path = os.path.join(directory, name)
         last = _scan_segment(
-            _reader(io, path), path, first_lsn, max_record=max_record, report=report, found=found
+            _reader(io, path),
+            path,
+            first_lsn,
+            store_version=version,
+            max_record=max_record,
+            report=report,
+            found=found,
         )
         if last is None:
             continue  # no records (or a damaged header, already reported)
@@ -202,19 +210,22 @@ def _scan_segment(
     path: str,
     first_lsn: int,
     *,
+    store_version: int,
     max_record: int,
     report: VerifyReport,
     found: list[_Finding],
 ) -> int | None:
     """Check one segment's header (rules H1-H4) and records (rules 1-8, rule 7
-    for every record); return its last record's LSN, None if it has none."""
+    for every record, by the header's version); return its last record's LSN,
+    None if it has none."""
     try:
-        fmt.check_segment_name(fmt.segment_header(reader), first_lsn)
+        header = fmt.segment_header(reader, store_version)
+        fmt.check_segment_name(header.first_lsn, first_lsn)
     except fmt.FormatError as exc:
         found.append(_Finding(Problem("damage", path, exc.offset, f"segment header: {exc}")))
         return None
     last = None
-    for event in fmt.scan_segment(reader, first_lsn, max_record, 0):
+    for event in fmt.scan_segment(reader, first_lsn, max_record, 0, version=header.version):
         if isinstance(event, fmt.Record):
             report.records += 1
             last = event.frame.lsn

@@ -29,7 +29,10 @@ two appends, so nothing is in flight) rotates to a new segment starting at
 that LSN, as a snapshot in a worker thread while commits continue, and
 deletes the segments and snapshots it makes redundant. A failed checkpoint
 loses nothing (the log still holds every record) and does not poison the
-store; `checkpoint()` reports it as `WriteFailed`.
+store; `checkpoint()` reports it as `WriteFailed`. In a store of an older
+format (`DurableLog.outdated`), `checkpoint()` also runs when nothing is
+new since the snapshot: it converts the store (docs/format.md section 9),
+so that once it returns the directory holds only this build's files.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import trio
 
 from ._core import StoreState
 from ._durable import DurableLog, Recovered
-from ._errors import Poison, StoreClosed, WriteFailed
+from ._errors import Internal, Poison, StoreClosed, WriteFailed
 from ._format import FRAME_HEADER, frame_records
 from ._mailbox import Outcome, deliver
 
@@ -127,7 +130,8 @@ class Writer:
     # --- checkpoints requested by callers -------------------------------------------------
 
     async def checkpoint(self) -> None:
-        """Return once a snapshot covers every write acknowledged before the call.
+        """Return once a snapshot covers every write acknowledged before the call
+        (and the store is of this build's format).
 
         Raises:
             StorePoisoned: the store is poisoned (nothing is written any more).
@@ -136,7 +140,7 @@ class Writer:
         target = self.durable_lsn
         while True:
             self.poison.check("checkpoint")
-            if self.snapshot_lsn >= target:
+            if self.snapshot_lsn >= target and not self.log.outdated:
                 break
             if self._finished:
                 raise StoreClosed("the store closed before the checkpoint was taken")
@@ -146,7 +150,8 @@ class Writer:
             self._wake.set()
             await done.wait()
             error = self._checkpoint_error
-            if not was_running and error is not None and self.snapshot_lsn < target:
+            behind = self.snapshot_lsn < target or self.log.outdated
+            if not was_running and error is not None and behind:
                 raise WriteFailed(f"checkpoint of {self.log.directory} failed: {error}") from error
         await trio.lowlevel.checkpoint()
 
@@ -174,7 +179,9 @@ class Writer:
     def _checkpoint_due(self) -> bool:
         if self.poison or self._checkpointing:
             return False
-        if self.snapshot_lsn >= self.durable_lsn:
+        if self.snapshot_lsn >= self.durable_lsn and not (
+            self._want_checkpoint and self.log.outdated
+        ):
             self._want_checkpoint = False
             return False
         return self._want_checkpoint or self.log_bytes >= self._policy_threshold
@@ -212,6 +219,16 @@ class Writer:
                 # disk's state is unknown, so fail-stop all the same.
                 self._fail(groups, exc)
                 return
+            except BaseException as exc:
+                # Not an error of the append (a test's simulated crash, an
+                # interpreter shutting down): the writer dies with it, but
+                # first answers this write's callers, so that nobody hangs.
+                for group in groups:
+                    for reply, _ in group.outcomes:
+                        failure = Internal(f"the writer of {self.log.directory} died: {exc!r}")
+                        failure.__cause__ = exc
+                        reply.set(failure)
+                raise
             self.fsyncs += 1
             self.bytes_written += len(data)
             self.log_bytes += len(data)

@@ -95,8 +95,8 @@ def flip(path: Path, offset: int, bit: int = 0) -> None:
     path.write_bytes(bytes(data))
 
 
-def segment_header(first_lsn: int, reserved: tuple[int, int] = (0, 0)) -> bytes:
-    head = b"MKRTLOG\0" + struct.pack(">IIQI", 1, reserved[0], first_lsn, reserved[1])
+def segment_header(first_lsn: int, reserved: tuple[int, int] = (0, 0), version: int = 2) -> bytes:
+    head = b"MKRTLOG\0" + struct.pack(">IIQI", version, reserved[0], first_lsn, reserved[1])
     return head + struct.pack(">I", zlib.crc32(head))
 
 
@@ -1381,17 +1381,17 @@ def format_file(version: int) -> bytes:
 async def test_a_store_of_a_newer_format_version_is_refused_untouched(tmp_path):
     path = tmp_path / "store"
     await checkpointed(path)
-    assert (path / "FORMAT").read_bytes() == format_file(1)
-    (path / "FORMAT").write_bytes(format_file(2))
+    assert (path / "FORMAT").read_bytes() == format_file(2)
+    (path / "FORMAT").write_bytes(format_file(3))
     before = files(path)
     with pytest.raises(ma.UnsupportedFormat) as info:
         await reopened_reads(path)
     assert str(info.value) == (
-        f"{path} was written by format version 2; this build reads version 1 and older"
+        f"{path} was written by format version 3; this build reads version 2 and older"
     )
     assert isinstance(info.value, ma.ReadFailed)
     assert files(path) == before
-    (path / "FORMAT").write_bytes(format_file(1))
+    (path / "FORMAT").write_bytes(format_file(2))
     assert await reopened_reads(path) == await expected_after(every_kind_of_write)
 
 
@@ -1407,7 +1407,7 @@ async def test_a_store_of_a_newer_format_version_is_refused_untouched(tmp_path):
             "FORMAT file checksum mismatch",
         ),
         (
-            lambda data: format_file(1)[:11] + b"\x02" + format_file(1)[12:],
+            lambda data: format_file(2)[:11] + b"\x01" + format_file(2)[12:],
             12,
             "FORMAT file checksum mismatch",
         ),
@@ -1484,7 +1484,7 @@ async def test_an_empty_or_missing_directory_is_initialised(tmp_path, kind):
     async with ma.open_store(path) as store:
         assert await reads(store) == await expected_after()
         assert sorted(os.listdir(path)) == store_files(seg(1))
-        assert (path / "FORMAT").read_bytes() == format_file(1)
+        assert (path / "FORMAT").read_bytes() == format_file(2)
         segment = (path / seg(1)).read_bytes()
         assert segment[:SEGMENT_HEADER] == segment_header(1)
         assert all_zero(segment[SEGMENT_HEADER:])  # preallocated space, if any
@@ -1512,7 +1512,7 @@ async def test_a_store_whose_initialisation_crashed_opens(tmp_path, leftovers):
     async with ma.open_store(path) as store:
         assert sorted(os.listdir(path)) == store_files(seg(1))
         await store.persist_auth_oauth_flow_snapshot(b"ok")
-    assert (path / "FORMAT").read_bytes() == format_file(1)
+    assert (path / "FORMAT").read_bytes() == format_file(2)
     assert sorted(os.listdir(path)) == store_files(snap(1), seg(2))
     async with ma.open_store(path) as store:
         assert await store.load_auth_oauth_flow_snapshot() == b"ok"
@@ -1575,10 +1575,10 @@ async def test_the_lock_is_released_after_an_unclean_stop_and_a_failed_open(tmp_
     path = tmp_path / "store"
     async with crashed(path) as store:
         await store.persist_auth_oauth_flow_snapshot(b"x")
-    (path / "FORMAT").write_bytes(format_file(2))
+    (path / "FORMAT").write_bytes(format_file(3))
     with pytest.raises(ma.UnsupportedFormat):
         await reopened_reads(path)
-    (path / "FORMAT").write_bytes(format_file(1))
+    (path / "FORMAT").write_bytes(format_file(2))
     async with crashed(path) as store:
         assert await store.load_auth_oauth_flow_snapshot() == b"x"
 
@@ -1826,13 +1826,106 @@ async def test_a_failing_checkpoint_is_not_retried_after_every_commit(tmp_path):
 async def test_a_newer_format_store_is_refused_before_anything_changes(tmp_path):
     path = tmp_path / "store"
     path.mkdir(mode=0o700)
-    head = struct.pack(">8sI", b"MKRTSTOR", 2)
+    head = struct.pack(">8sI", b"MKRTSTOR", 3)
     (path / "FORMAT").write_bytes(head + struct.pack(">I", zlib.crc32(head)))
     in_progress = path / f"snapshot-{7:020d}.snap.tmp"
     in_progress.write_bytes(b"a newer writer's file")
     before = sorted(os.listdir(path))
-    with pytest.raises(ma.UnsupportedFormat, match="format version 2"):
+    with pytest.raises(ma.UnsupportedFormat, match="format version 3"):
         async with ma.open_store(path):
             pass  # pragma: no cover
     assert in_progress.exists()
     assert sorted(os.listdir(path)) == before
+
+
+# --- retention: removed bytes leave the disk (SPEC §3b) ------------------------------------
+
+MARK_SESSION = "marker-session-7f3a"
+MARK_INPUT = "marker-input-2c9d"
+MARK_OPS = "marker-ops-88e1"
+MARK_RETIRED = "marker-retired-51b0"
+MARKERS = (MARK_SESSION, MARK_INPUT, MARK_OPS, MARK_RETIRED)
+
+
+def consumed_with(input_id: ma.InputId, payload: str) -> ma.StoredInputState:
+    """A consumed input state (terminal, with its outcome) holding `payload`."""
+    shell = _values.input_state(input_id, persisted_input={"text": payload})
+    seed = ma.InputStateSeed(
+        phase=PHASE.CONSUMED, terminal_outcome=ma.InputTerminalOutcome.consumed()
+    )
+    return ma.StoredInputState(shell, seed)
+
+
+async def doomed_and_kept(store: Any) -> None:
+    """Runtime OTHER holds a marker in each of its parts, then is destroyed;
+    RT keeps a consumed input whose payload is a marker, and other things."""
+    await store.atomic_apply(
+        OTHER,
+        session(SID2, note=MARK_SESSION),
+        receipt(1),
+        [consumed_with(I3, MARK_INPUT)],
+        SID2,
+    )
+    await store.persist_ops_lifecycle(OTHER, ma.PersistedOpsSnapshot("e", {"m": MARK_OPS}))
+    await store.commit_machine_lifecycle(OTHER, ma.machine_transition(RS.INITIALIZING, RS.IDLE), [])
+    await store.commit_machine_lifecycle(OTHER, ma.machine_transition(RS.IDLE, RS.DESTROYED), [])
+    await store.atomic_apply(RT, session(), receipt(2), [consumed_with(I1, MARK_RETIRED)], SID)
+    await store.persist_input_state(RT, stored(I2, PHASE.QUEUED))
+
+
+async def purge_and_retire(store: Any) -> None:
+    await store.purge_runtime(OTHER)
+    await store.retire_input_payloads(RT, [I1])
+
+
+def holding(path: Path, marker: str) -> list[str]:
+    """The files of the directory whose bytes contain `marker`."""
+    return [name for name, data in files(path).items() if marker.encode() in data]
+
+
+async def test_purged_and_retired_bytes_leave_the_disk_at_the_checkpoint(tmp_path):
+    path = tmp_path / "store"
+    async with crashed(path) as store:
+        await doomed_and_kept(store)
+        await store.checkpoint()
+        await purge_and_retire(store)
+        assert await store.list_runtimes() == [RT]
+        # Until the next checkpoint the old snapshot and the log hold them.
+        assert all(holding(path, marker) for marker in MARKERS)
+        await store.checkpoint()
+        # 6 + 2 records: one snapshot, an empty segment after it; the covered
+        # segments and the older snapshot are gone, and every marker with them.
+        assert sorted(os.listdir(path)) == store_files(snap(8), seg(9))
+        assert [marker for marker in MARKERS if holding(path, marker)] == []
+    assert await reopened_reads(path) == await expected_after(doomed_and_kept, purge_and_retire)
+    async with crashed(path) as store:
+        assert await store.list_runtimes() == [RT]
+        retired = await store.load_input_state(RT, I1)
+        assert retired is not None
+        assert retired.state.persisted_input is None
+        assert retired.seed.phase is PHASE.CONSUMED
+        assert await store.load_boundary_receipts(OTHER) == []
+
+
+async def test_a_purge_recovers_from_the_log_alone(tmp_path):
+    path = tmp_path / "store"
+    async with crashed(path) as store:
+        await doomed_and_kept(store)
+        await purge_and_retire(store)
+    # No checkpoint ran: one segment holds everything, the purge included
+    # (so the markers are still on disk: only a checkpoint drops them).
+    assert sorted(os.listdir(path)) == store_files(seg(1))
+    assert holding(path, MARK_SESSION) == [seg(1)]
+    assert await reopened_reads(path) == await expected_after(doomed_and_kept, purge_and_retire)
+    async with crashed(path) as store:
+        assert await store.list_runtimes() == [RT]
+        assert await store.load_session_snapshot(OTHER) is None
+        assert await store.load_runtime_state(OTHER) is None
+        assert await store.load_ops_lifecycle(OTHER) is None
+        assert await store.load_input_states(OTHER) == []
+        assert await store.load_boundary_receipt(OTHER, RUN, 1) is None
+        # A purged runtime reads as never written: it can start over.
+        await store.commit_session_snapshot(OTHER, session(SID2))
+    async with crashed(path) as store:
+        assert await store.list_runtimes() == [RT, OTHER]
+        assert await store.load_runtime_state(OTHER) is None

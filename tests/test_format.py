@@ -53,14 +53,14 @@ def crc(data: bytes) -> bytes:
     return struct.pack(">I", zlib.crc32(data))
 
 
-def format_file(version: int = 1, magic: bytes = b"MKRTSTOR") -> bytes:
+def format_file(version: int = 2, magic: bytes = b"MKRTSTOR") -> bytes:
     head = magic + struct.pack(">I", version)
     return head + crc(head)
 
 
 def segment_header(
     first_lsn: int,
-    version: int = 1,
+    version: int = 2,
     magic: bytes = b"MKRTLOG\0",
     reserved: tuple[int, int] = (0, 0),
 ) -> bytes:
@@ -90,7 +90,7 @@ def snapshot_file(
     lsn: int,
     body: bytes,
     *,
-    version: int = 1,
+    version: int = 2,
     magic: bytes = b"MKRTSNAP",
     length: int | None = None,
     body_crc: int | None = None,
@@ -139,8 +139,9 @@ OPS = ma.PersistedOpsSnapshot(
     "epoch-1", {"a": [1, 2.5, None, True]}, ["spec"], {"done": {}}, {"cursor": "c"}
 )
 
-#: One of every effect, with edge values (u64 sequences, non-ASCII runtime id).
-EVERY_EFFECT: tuple[_core.Effect, ...] = (
+#: One of every effect of format version 1, with edge values (u64 sequences,
+#: non-ASCII runtime id).
+V1_EFFECTS: tuple[_core.Effect, ...] = (
     _core.SetOAuthFlowSnapshot(b"\x00pkce\xff"),
     _core.SetSessionSnapshot(RT, b'{"id": "x"}'),
     _core.InsertReceipt(RT, receipt(2**63)),
@@ -149,16 +150,23 @@ EVERY_EFFECT: tuple[_core.Effect, ...] = (
     _core.SetRuntimeState(OTHER, ma.RuntimeState.RETIRED),
     _core.SetOpsSnapshot(RT, OPS),
 )
+#: The effects format version 2 added (SPEC §3b).
+V2_EFFECTS: tuple[_core.Effect, ...] = (
+    _core.RemoveSessionSnapshot(RT),
+    _core.RemoveOpsSnapshot(OTHER),
+    _core.RemoveRuntime(OTHER),
+)
+EVERY_EFFECT = (*V1_EFFECTS, *V2_EFFECTS)
 
 
 def decode_payload(plain: Any) -> tuple[_core.Effect, ...]:
     """Decode a record whose payload is `cbor2.dumps(plain)`, at offset 0."""
-    return fmt.decode_effects(fmt.read_frame(effects_frame(1, plain), 0, BIG))
+    return fmt.decode_effects(fmt.read_frame(effects_frame(1, plain), 0, BIG), version=2)
 
 
 def decode_raw_payload(payload: bytes, offset: int = 0) -> tuple[_core.Effect, ...]:
     data = b"\xaa" * offset + frame(1, payload)
-    return fmt.decode_effects(fmt.read_frame(data, offset, BIG))
+    return fmt.decode_effects(fmt.read_frame(data, offset, BIG), version=2)
 
 
 # --- the FORMAT file -------------------------------------------------------------------
@@ -166,9 +174,10 @@ def decode_raw_payload(payload: bytes, offset: int = 0) -> tuple[_core.Effect, .
 
 def test_format_file_layout():
     data = fmt.encode_format_file()
-    assert data == b"MKRTSTOR\x00\x00\x00\x01" + crc(b"MKRTSTOR\x00\x00\x00\x01")
+    assert data == b"MKRTSTOR\x00\x00\x00\x02" + crc(b"MKRTSTOR\x00\x00\x00\x02")
     assert len(data) == 16
-    assert fmt.decode_format_file(data) == fmt.FORMAT_VERSION == 1
+    assert fmt.decode_format_file(data) == fmt.FORMAT_VERSION == 2
+    assert fmt.encode_format_file(1) == format_file(1)
 
 
 @pytest.mark.parametrize("version", [1, 2, 2**32 - 1])
@@ -282,12 +291,17 @@ def test_segment_header_layout(first_lsn):
     assert data == segment_header(first_lsn)
     assert len(data) == fmt.SEGMENT_HEADER == 32
     assert data[:8] == b"MKRTLOG\0"
-    assert data[8:12] == b"\0\0\0\1"
+    assert data[8:12] == b"\0\0\0\2"
     assert data[12:16] == data[24:28] == b"\0\0\0\0"
     assert int.from_bytes(data[16:24], "big") == first_lsn
-    assert fmt.decode_segment_header(data) == first_lsn
+    assert fmt.decode_segment_header(data) == fmt.SegmentHeader(first_lsn, 2)
     # Records may follow the header: only its 32 bytes are looked at.
-    assert fmt.decode_segment_header(data + b"\xff" * 100) == first_lsn
+    assert fmt.decode_segment_header(data + b"\xff" * 100) == fmt.SegmentHeader(first_lsn, 2)
+    # A version 1 header (a store written by the previous build) reads as one.
+    old = fmt.encode_segment_header(first_lsn, 1)
+    assert old == segment_header(first_lsn, version=1)
+    assert fmt.decode_segment_header(old) == fmt.SegmentHeader(first_lsn, 1)
+    assert fmt.decode_segment_header(old, store_version=1) == fmt.SegmentHeader(first_lsn, 1)
 
 
 @pytest.mark.parametrize(
@@ -297,7 +311,16 @@ def test_segment_header_layout(first_lsn):
         (segment_header(1)[:31], 0, "segment header is short (31 of 32 bytes)"),
         (segment_header(1, magic=b"MKRTLOGX"), 0, "segment has the wrong magic"),
         (segment_header(1)[:28] + b"\0\0\0\0", 28, "segment header checksum mismatch"),
-        (segment_header(1, version=2), 8, "segment format version 2, this build reads 1"),
+        (
+            segment_header(1, version=3),
+            8,
+            "segment format version 3, in a store of version 2 (this build reads 1 to 2)",
+        ),
+        (
+            segment_header(1, version=0),
+            8,
+            "segment format version 0, in a store of version 2 (this build reads 1 to 2)",
+        ),
         (segment_header(0), 16, "segment first LSN is 0"),
         (b"\0" * 32, 0, "segment has the wrong magic"),
         (segment_header(1, reserved=(1, 0)), 12, "segment header reserved fields are not zero"),
@@ -513,18 +536,18 @@ def test_every_bit_flip_of_a_record_is_detected():
 @pytest.mark.parametrize("effect", EVERY_EFFECT, ids=lambda e: type(e).__name__)
 def test_each_effect_round_trips(effect):
     data = fmt.encode_record(1, (effect,))
-    assert fmt.decode_effects(fmt.read_frame(data, 0, BIG)) == (effect,)
+    assert fmt.decode_effects(fmt.read_frame(data, 0, BIG), version=2) == (effect,)
 
 
 def test_a_record_keeps_its_effects_in_order():
     data = fmt.encode_record(2**64 - 1, EVERY_EFFECT)
     got = fmt.read_frame(data, 0, BIG)
     assert got.lsn == 2**64 - 1
-    assert fmt.decode_effects(got) == EVERY_EFFECT
+    assert fmt.decode_effects(got, version=2) == EVERY_EFFECT
     backwards = tuple(reversed(EVERY_EFFECT))
-    assert fmt.decode_effects(fmt.read_frame(fmt.encode_record(1, backwards), 0, BIG)) == (
-        backwards
-    )
+    assert fmt.decode_effects(
+        fmt.read_frame(fmt.encode_record(1, backwards), 0, BIG), version=2
+    ) == (backwards)
 
 
 def test_effects_are_plain_data_with_an_op_key():
@@ -537,6 +560,9 @@ def test_effects_are_plain_data_with_an_op_key():
         "inputs",
         "runtime_state",
         "ops",
+        "remove_session",
+        "remove_ops",
+        "remove_runtime",
     ]
     assert payload[0] == {"op": "oauth", "snapshot": b"\x00pkce\xff"}
     assert payload[1] == {"op": "session", "runtime": "runtime-a", "snapshot": b'{"id": "x"}'}
@@ -546,6 +572,56 @@ def test_effects_are_plain_data_with_an_op_key():
         "receipt": to_plain(receipt(2**63)),
     }
     assert payload[5] == {"op": "runtime_state", "runtime": "runtime-é", "state": "retired"}
+    assert payload[7:] == [
+        {"op": "remove_session", "runtime": "runtime-a"},
+        {"op": "remove_ops", "runtime": "runtime-é"},
+        {"op": "remove_runtime", "runtime": "runtime-é"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("effect", "encoded"),
+    [
+        (
+            _core.RemoveSessionSnapshot(ma.LogicalRuntimeId("rt")),
+            # map(2): "op": "remove_session", "runtime": "rt"
+            b"\xa2\x62op\x6eremove_session\x67runtime\x62rt",
+        ),
+        (
+            _core.RemoveOpsSnapshot(ma.LogicalRuntimeId("rt")),
+            b"\xa2\x62op\x6aremove_ops\x67runtime\x62rt",
+        ),
+        (
+            _core.RemoveRuntime(ma.LogicalRuntimeId("rt")),
+            b"\xa2\x62op\x6eremove_runtime\x67runtime\x62rt",
+        ),
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_the_version_2_effects_byte_for_byte(effect, encoded):
+    # docs/format.md section 7: a one-effect payload is array(1) + the map.
+    payload = b"\x81" + encoded
+    assert fmt.encode_payload((effect,)) == payload
+    assert decode_raw_payload(payload) == (effect,)
+
+
+@pytest.mark.parametrize("effect", V2_EFFECTS, ids=lambda e: type(e).__name__)
+def test_a_version_2_effect_in_a_version_1_segment_is_damage(effect):
+    data = b"P" * 3 + fmt.encode_record(1, (V1_EFFECTS[1], effect))
+    got = fmt.read_frame(data, 3, BIG)
+    assert fmt.decode_effects(got, version=2) == (V1_EFFECTS[1], effect)
+    op = cbor2.loads(fmt.encode_payload((effect,)))[0]["op"]
+    with pytest.raises(fmt.FormatError) as info:
+        fmt.decode_effects(got, version=1)
+    assert str(info.value) == (
+        f"record payload: effect op {op!r} is format version 2, in a version 1 segment"
+    )
+    assert (info.value.offset, info.value.rule) == (3 + FRAME, "7")
+
+
+def test_version_1_effects_read_in_a_version_1_segment():
+    got = fmt.read_frame(fmt.encode_record(1, V1_EFFECTS), 0, BIG)
+    assert fmt.decode_effects(got, version=1) == V1_EFFECTS
 
 
 def test_the_deepest_documents_the_types_allow_round_trip():
@@ -560,7 +636,7 @@ def test_the_deepest_documents_the_types_allow_round_trip():
         _core.PutInputStates(RT, (dataclasses.replace(base, state=state),)),
     )
     data = fmt.encode_record(1, effects)
-    assert fmt.decode_effects(fmt.read_frame(data, 0, BIG)) == effects
+    assert fmt.decode_effects(fmt.read_frame(data, 0, BIG), version=2) == effects
     store_state = _core.redo(_core.EMPTY, effects)
     assert fmt.decode_snapshot(fmt.encode_snapshot(1, store_state)) == (1, store_state)
 
@@ -577,6 +653,9 @@ def _effect_strategy() -> st.SearchStrategy[_core.Effect]:
         ),
         st.builds(_core.SetRuntimeState, ms.runtime_ids(), ms.runtime_states()),
         st.builds(_core.SetOpsSnapshot, ms.runtime_ids(), ms.ops_snapshots()),
+        st.builds(_core.RemoveSessionSnapshot, ms.runtime_ids()),
+        st.builds(_core.RemoveOpsSnapshot, ms.runtime_ids()),
+        st.builds(_core.RemoveRuntime, ms.runtime_ids()),
     )
 
 
@@ -595,7 +674,7 @@ def test_any_effects_round_trip(lsn, effects):
     got = fmt.read_frame(data, 0, len(data))
     assert got.lsn == got.write_lsn == lsn
     assert got.end == len(data)
-    assert fmt.decode_effects(got) == effects
+    assert fmt.decode_effects(got, version=2) == effects
 
 
 @FRAMING_EXAMPLES
@@ -610,7 +689,7 @@ def test_any_write_of_several_records_round_trips(first_lsn, writes):
     for n, effects in enumerate(writes):
         got = fmt.read_frame(data, offset, len(data))
         assert (got.lsn, got.write_lsn) == (first_lsn + n, first_lsn)
-        assert fmt.decode_effects(got) == effects
+        assert fmt.decode_effects(got, version=2) == effects
         offset = got.end
     assert offset == len(data)
 
@@ -649,6 +728,15 @@ SESSION = {"op": "session", "runtime": "rt", "snapshot": b"{}"}
         ([{"op": "oauth", "snapshot": cbor2.CBORSimpleValue(16)}], "record payload: "),
         ([{"op": "oauth", "snapshot": float("nan")}], "record payload: snapshot must be"),
         ([{"op": "oauth", "snapshot": b"s", 1: 2}], "record payload: effect must be a map"),
+        ([{"op": "remove_session"}], "record payload: effect must be a map with keys op, runtime"),
+        (
+            [{"op": "remove_ops", "runtime": "rt", "snapshot": None}],
+            "record payload: effect must be a map with keys op, runtime",
+        ),
+        ([{"op": "remove_runtime", "runtime": 7}], "record payload: runtime id must be a string"),
+        ([{"op": "remove_runtime", "runtime": b"rt"}], "record payload: runtime id must be a"),
+        ([{"op": "remove_runtime", "runtime": ""}], "record payload: "),
+        ([{"op": "Remove_Runtime", "runtime": "rt"}], "record payload: unknown effect op"),
     ],
 )
 def test_wrong_shapes_are_format_errors_at_the_payload(plain, message):
@@ -887,7 +975,7 @@ def test_bytes_after_the_cbor_item_are_rejected(extra):
 
 def rich_state() -> _core.StoreState:
     effects = (
-        *EVERY_EFFECT,
+        *V1_EFFECTS,
         _core.SetSessionSnapshot(OTHER, b"other-session"),
         _core.InsertReceipt(RT, receipt(0)),
         _core.SetRuntimeState(RT, ma.RuntimeState.IDLE),
@@ -902,7 +990,7 @@ def test_snapshot_layout():
     body = data[40:]
     assert fmt.SNAPSHOT_HEADER == 40
     assert data[:8] == b"MKRTSNAP"
-    assert data[8:12] == b"\0\0\0\1"
+    assert data[8:12] == b"\0\0\0\2"
     assert data[12:16] == b"\0\0\0\0"
     assert int.from_bytes(data[16:24], "big") == 42
     assert int.from_bytes(data[24:32], "big") == len(body)
@@ -919,6 +1007,20 @@ def test_snapshot_layout():
 def test_snapshot_round_trips(lsn):
     for state in (_core.EMPTY, rich_state()):
         assert fmt.decode_snapshot(fmt.encode_snapshot(lsn, state)) == (lsn, state)
+
+
+def test_a_version_1_snapshot_has_the_same_body_and_reads_with_the_one_decoder():
+    state = rich_state()
+    new, old = fmt.encode_snapshot(7, state), fmt.encode_snapshot(7, state, version=1)
+    assert old[8:12] == b"\0\0\0\1"
+    assert old[40:] == new[40:]
+    assert old == snapshot_file(7, new[40:], version=1)
+    assert fmt.decode_snapshot(old) == (7, state)
+    assert fmt.decode_snapshot(old, store_version=1) == (7, state)
+    # A version 2 snapshot in a store whose FORMAT says 1 breaks rule S1.
+    with pytest.raises(fmt.FormatError) as info:
+        fmt.decode_snapshot(new, store_version=1)
+    assert (info.value.offset, info.value.rule) == (8, "S1")
 
 
 @FRAMING_EXAMPLES
@@ -948,9 +1050,14 @@ GOOD_BODY = body_of(b"o")
             "snapshot header checksum mismatch",
         ),
         (
-            snapshot_file(1, GOOD_BODY, version=2),
+            snapshot_file(1, GOOD_BODY, version=3),
             8,
-            "snapshot format version 2, this build reads 1",
+            "snapshot format version 3, in a store of version 2 (this build reads 1 to 2)",
+        ),
+        (
+            snapshot_file(1, GOOD_BODY, version=0),
+            8,
+            "snapshot format version 0, in a store of version 2 (this build reads 1 to 2)",
         ),
         (
             snapshot_file(1, GOOD_BODY, reserved=1),
@@ -1131,7 +1238,9 @@ class CountingReader:
 def scan(
     data: bytes, first_lsn: int = 1, max_record: int = BIG, decode_above: int = 0
 ) -> tuple[list[fmt.Record], fmt.End | fmt.Damage]:
-    events = list(fmt.scan_segment(fmt.BytesReader(data), first_lsn, max_record, decode_above))
+    events = list(
+        fmt.scan_segment(fmt.BytesReader(data), first_lsn, max_record, decode_above, version=2)
+    )
     *found, last = events
     assert all(isinstance(e, fmt.Record) for e in found)
     assert isinstance(last, fmt.End | fmt.Damage)
@@ -1297,7 +1406,7 @@ def test_scan_reads_no_more_at_once_than_a_record():
     # (the zero fill is checked a MiB at a time).
     parts = [frame(n, oauth(bytes(100 * n))) for n in range(1, 6)]
     reader = CountingReader(segment(1, parts, zeros=3 << 20))
-    events = list(fmt.scan_segment(reader, 1, BIG, 0))
+    events = list(fmt.scan_segment(reader, 1, BIG, 0, version=2))
     assert isinstance(events[-1], fmt.End)
     largest = max(len(p) for p in parts) - FRAME
     assert max(r for r in reader.reads if r < 1 << 20) <= largest
@@ -1305,14 +1414,18 @@ def test_scan_reads_no_more_at_once_than_a_record():
 
 
 def test_segment_header_and_name_rules():
-    assert fmt.segment_header(fmt.BytesReader(segment_header(9) + bytes(10))) == 9
+    assert fmt.segment_header(fmt.BytesReader(segment_header(9) + bytes(10))).first_lsn == 9
     fmt.check_segment_name(9, 9)
     with pytest.raises(fmt.FormatError) as info:
         fmt.check_segment_name(9, 8)
     assert (info.value.offset, info.value.rule) == (16, "H4")
     with pytest.raises(fmt.FormatError) as info:
-        fmt.segment_header(fmt.BytesReader(segment_header(9, version=2)))
+        fmt.segment_header(fmt.BytesReader(segment_header(9, version=3)))
     assert info.value.rule == "H2"
+    # A store's files may not be newer than its FORMAT file.
+    with pytest.raises(fmt.FormatError) as info:
+        fmt.segment_header(fmt.BytesReader(segment_header(9, version=2)), store_version=1)
+    assert (info.value.offset, info.value.rule) == (8, "H2")
 
 
 def test_read_snapshot_checks_the_name():
