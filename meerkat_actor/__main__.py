@@ -3,8 +3,9 @@
 Commands: demo, inspect, verify, dump, checkpoint, export-sqlite,
 import-sqlite, bench. docs/cli.md is the reference; exit statuses:
 0 success, 1 a problem found (verify: damage; export/import: the copy
-differs), 2 usage (or the destination exists), 3 not found or not a store,
-4 locked, 5 corrupt, 6 newer format, 7 I/O error.
+differs), 2 usage (or the destination exists), 3 not found (not a store,
+or dump's --runtime is not a runtime the store holds), 4 locked, 5 corrupt,
+6 newer format, 7 I/O error.
 
 Rule: this module parses arguments and renders results (text, JSON lines,
 exit statuses, the kind of an error); it computes nothing about a store. The
@@ -34,7 +35,7 @@ from ._codec import to_json
 from ._contents import RuntimeSummary, StateCounts, count_state, runtime_summaries
 from ._core import StoreState
 from ._demo import count_input_states, read_everything, run_demo
-from ._dump import dump_documents, oauth_withheld
+from ._dump import UnknownRuntime, dump_documents, oauth_withheld
 from ._durable import DEFAULT_MAX_RECORD, MAX_RECORD_LIMIT
 from ._errors import (
     CorruptStore,
@@ -244,7 +245,16 @@ def _verify(args: argparse.Namespace) -> int:
 def _dump(args: argparse.Namespace) -> int:
     view = _dry_run.read_store(args.dir, args.max_record_bytes)
     secrets = args.include_secrets
-    for document in dump_documents(view.state, args.runtime, include_secrets=secrets):
+    try:
+        documents = dump_documents(view.state, args.runtime, include_secrets=secrets)
+    except UnknownRuntime as exc:
+        raise _Failed(
+            "not_found",
+            EXIT_NOT_FOUND,
+            f"{view.directory} holds no runtime {exc.runtime!r}"
+            " (inspect lists the runtimes it holds)",
+        ) from exc
+    for document in documents:
         sys.stdout.write(_json_line(document) + "\n")
     if oauth_withheld(view.state, args.runtime, include_secrets=secrets):
         print(
@@ -457,7 +467,13 @@ def _parser() -> argparse.ArgumentParser:
     add("inspect", _inspect, text, as_json, record).add_argument("dir", help="store directory")
     text = "check every snapshot and record of a closed store (changes nothing)"
     add("verify", _verify, text, as_json, record).add_argument("dir", help="store directory")
-    dump = add("dump", _dump, "print a closed store's content as Meerkat JSON lines", record)
+    text = "print a closed store's content as Meerkat JSON lines"
+    dump = add("dump", _dump, text, record)
+    dump.add_argument(
+        "--json",
+        action="store_true",
+        help="on an error, also print it as one JSON document (the output is JSON lines anyway)",
+    )
     dump.add_argument("dir", help="store directory")
     dump.add_argument("--runtime", metavar="ID", help="only this runtime's documents")
     dump.add_argument(

@@ -1,21 +1,21 @@
-"""What a store state holds, counted: the figures the operator tools report.
+"""What a store holds, counted: the figures the operator tools report.
 
-Rule 1: pure. Every function here is a function of a `StoreState` value: no
+Rule 1: pure. Every function here is a function of a `_core.ReadView` (a
+`StoreState` value, or any other view: the SQLite database is one): no
 file, no clock, no output. The command line (`__main__.py`) turns these
 values into text or JSON; it counts nothing itself.
 
-Rule 2: a runtime whose record holds nothing is not a runtime here. Every
-read answers for it as for a runtime never written, so it is neither counted
-nor listed (`_core.without_empty_records` decides what "holds nothing"
-means; this module does not restate it).
+Rule 2: the core's reads decide. Which runtimes a store holds, and in which
+order, is `_core.list_runtimes` (every runtime that holds anything, by its
+id as a string); what a runtime holds is the `_core.load_*` reads. This
+module restates none of their rules: a runtime that holds nothing (a purged
+one, one whose last value was cleared, an empty record an older snapshot
+kept) is not listed by `list_runtimes`, so it is neither counted nor shown.
 
-Theory of operation. `held_runtimes` is the one order the tools list
-runtimes in: by runtime id, code point by code point (`agent-1`,
-`agent-10`, `agent-2`), so `inspect` and `dump` agree. `count_state` sums
-over those records (`export-sqlite` and `import-sqlite` report it);
-`runtime_summaries` gives one `RuntimeSummary` per runtime (`inspect`).
-Counting walks the runtimes, not the input states: a record's maps know
-their sizes; only the per-phase tally reads each input state's seed.
+Theory of operation. `count_state` sums over the listed runtimes
+(`export-sqlite` and `import-sqlite` report it); `runtime_summaries` gives
+one `RuntimeSummary` per listed runtime, in `list_runtimes` order
+(`inspect`). Only the per-phase tally reads each input state's seed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,16 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import final
 
-from ._core import RuntimeRecord, StoreState, without_empty_records
+from ._core import (
+    ReadView,
+    list_runtimes,
+    load_auth_oauth_flow_snapshot,
+    load_boundary_receipts,
+    load_input_states,
+    load_ops_lifecycle,
+    load_runtime_state,
+    load_session_snapshot,
+)
 from ._ids import LogicalRuntimeId
 from ._types import RuntimeState
 
@@ -32,8 +41,8 @@ __all__ = [
     "RuntimeSummary",
     "StateCounts",
     "count_state",
-    "held_runtimes",
     "runtime_summaries",
+    "summarise_runtime",
 ]
 
 
@@ -72,65 +81,64 @@ class RuntimeSummary:
     ops_snapshot: bool
 
 
-def held_runtimes(state: StoreState) -> list[tuple[LogicalRuntimeId, RuntimeRecord]]:
-    """The runtimes that hold something, with their records.
+def count_state(view: ReadView) -> StateCounts:
+    """Count what the store holds.
 
     Args:
-        state: the store state.
+        view: the store's content (a `StoreState`, or any `ReadView`).
 
     Returns:
-        `(runtime id, record)` pairs sorted by runtime id as a string (code
-        point order); runtimes whose record is empty are left out.
-    """
-    runtimes = without_empty_records(state).runtimes
-    return [(runtime_id, runtimes[runtime_id]) for runtime_id in sorted(runtimes, key=str)]
-
-
-def count_state(state: StoreState) -> StateCounts:
-    """Count what `state` holds.
-
-    Args:
-        state: the store state.
-
-    Returns:
-        The number of runtimes that hold something, the input states and
+        The number of runtimes `list_runtimes` lists, the input states and
         receipts over all of them, how many have a session snapshot, a
         runtime state and an ops snapshot, and whether the store has an
         OAuth flow snapshot.
     """
-    records = without_empty_records(state).runtimes.values()
+    summaries = runtime_summaries(view)
     return StateCounts(
-        runtimes=len(records),
-        input_states=sum(len(r.input_states) for r in records),
-        receipts=sum(len(r.receipts) for r in records),
-        session_snapshots=sum(r.session_snapshot is not None for r in records),
-        runtime_states=sum(r.runtime_state is not None for r in records),
-        ops_snapshots=sum(r.ops_snapshot is not None for r in records),
-        oauth_flow_snapshot=state.oauth_flow_snapshot is not None,
+        runtimes=len(summaries),
+        input_states=sum(s.input_states for s in summaries),
+        receipts=sum(s.receipts for s in summaries),
+        session_snapshots=sum(s.session_snapshot_bytes is not None for s in summaries),
+        runtime_states=sum(s.runtime_state is not None for s in summaries),
+        ops_snapshots=sum(s.ops_snapshot for s in summaries),
+        oauth_flow_snapshot=load_auth_oauth_flow_snapshot(view) is not None,
     )
 
 
-def runtime_summaries(state: StoreState) -> list[RuntimeSummary]:
-    """Summarise each runtime that holds something, in `held_runtimes` order.
+def runtime_summaries(view: ReadView) -> list[RuntimeSummary]:
+    """Summarise each runtime the store holds, in `list_runtimes` order (by
+    runtime id as a string, code point by code point: `agent-1`, `agent-10`,
+    `agent-2`).
 
     Args:
-        state: the store state.
+        view: the store's content.
 
     Returns:
         One `RuntimeSummary` per runtime.
     """
-    return [_summary(runtime_id, record) for runtime_id, record in held_runtimes(state)]
+    return [summarise_runtime(view, runtime_id) for runtime_id in list_runtimes(view)]
 
 
-def _summary(runtime_id: LogicalRuntimeId, record: RuntimeRecord) -> RuntimeSummary:
-    phases = Counter(s.seed.phase.value for s in record.input_states.values())
-    session = record.session_snapshot
+def summarise_runtime(view: ReadView, runtime_id: LogicalRuntimeId) -> RuntimeSummary:
+    """What one runtime holds, through the core's reads (all zero and None
+    for a runtime the store does not hold).
+
+    Args:
+        view: the store's content.
+        runtime_id: the runtime.
+
+    Returns:
+        Its `RuntimeSummary`.
+    """
+    states = load_input_states(view, runtime_id)
+    phases = Counter(s.seed.phase.value for s in states)
+    session = load_session_snapshot(view, runtime_id)
     return RuntimeSummary(
         runtime_id=runtime_id,
-        input_states=len(record.input_states),
+        input_states=len(states),
         input_states_by_phase=dict(sorted(phases.items())),
-        receipts=len(record.receipts),
+        receipts=len(load_boundary_receipts(view, runtime_id)),
         session_snapshot_bytes=None if session is None else len(session),
-        runtime_state=record.runtime_state,
-        ops_snapshot=record.ops_snapshot is not None,
+        runtime_state=load_runtime_state(view, runtime_id),
+        ops_snapshot=load_ops_lifecycle(view, runtime_id) is not None,
     )

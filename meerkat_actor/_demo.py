@@ -5,7 +5,9 @@ starts up (lifecycle `initializing -> idle`), accepts inputs, and for every run
 commits a session snapshot, a run-boundary receipt and the consumed inputs in
 one `atomic_apply`; it persists its ops lifecycle snapshot; all of them share
 one OAuth flow snapshot, updated atomically as a counter. At the end it reads
-everything back through the public API and prints what the store holds.
+everything back through the public API and prints what the store holds (the
+receipts column counts every receipt a runtime holds, `load_boundary_receipts`:
+a second run of the demo on the same store shows those of both runs).
 """
 
 from __future__ import annotations
@@ -177,14 +179,15 @@ async def run_demo(
         rid = log.runtime_id
         states = await store.load_input_states(rid)
         phases = Counter(s.seed.phase.value for s in states)
-        receipts = [await store.load_boundary_receipt(rid, r, q) for r, q in log.receipts]
+        # Every receipt the runtime holds: this run's and earlier runs'.
+        receipts = await store.load_boundary_receipts(rid)
         snapshot = await store.load_session_snapshot(rid)
         runtime_state = await store.load_runtime_state(rid)
         ops = await store.load_ops_lifecycle(rid)
         out(
             f"{rid!s:<10} {runtime_state.value if runtime_state else '-':<8}"
             f" {', '.join(f'{n} {p}' for p, n in sorted(phases.items())):<28}"
-            f" {sum(r is not None for r in receipts):>8}"
+            f" {len(receipts):>8}"
             f" {len(snapshot or b''):>7} B"
             f" {'yes' if ops else 'no'}"
         )
@@ -205,14 +208,22 @@ async def run_demo(
 async def read_everything(
     store: ActorStore, receipts: list[tuple[LogicalRuntimeId, RunId, int]]
 ) -> dict[str, object]:
-    """Everything the demo's runtimes hold, through the public reads."""
-    runtime_ids = sorted({rid for rid, _, _ in receipts}, key=str)
-    seen: dict[str, object] = {"oauth": await store.load_auth_oauth_flow_snapshot()}
+    """Everything `store` holds, through the public reads: the runtimes
+    `list_runtimes` lists, for each of them all it holds (its receipts by
+    `load_boundary_receipts`, of every run of the demo), the OAuth flow
+    snapshot, and the `receipts` this run acknowledged, each looked up by
+    its key."""
+    runtime_ids = await store.list_runtimes()
+    seen: dict[str, object] = {
+        "oauth": await store.load_auth_oauth_flow_snapshot(),
+        "runtimes": runtime_ids,
+    }
     for rid in runtime_ids:
         seen[f"{rid}/inputs"] = await store.load_input_states(rid)
         seen[f"{rid}/session"] = await store.load_session_snapshot(rid)
         seen[f"{rid}/state"] = await store.load_runtime_state(rid)
         seen[f"{rid}/ops"] = await store.load_ops_lifecycle(rid)
+        seen[f"{rid}/receipts"] = await store.load_boundary_receipts(rid)
     for rid, run_id, sequence in receipts:
         seen[f"{rid}/receipt/{run_id}/{sequence}"] = await store.load_boundary_receipt(
             rid, run_id, sequence

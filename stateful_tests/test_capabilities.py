@@ -63,6 +63,61 @@ async def _open_forgetful(location: Path) -> AsyncIterator[ma.RuntimeStore]:
         yield store
 
 
+_RETENTION = {
+    "list_runtimes",
+    "load_boundary_receipts",
+    "clear_session_snapshot",
+    "delete_ops_lifecycle",
+    "retire_input_payloads",
+    "purge_runtime",
+}
+
+
+class _SeedOnly:
+    """The in-memory actor store, less discovery and retention (SPEC §3b), as
+    a backend written against the seed's interface: those methods, and a
+    lifecycle commit with `expected=`, raise `failure` (`Unsupported` for a
+    truthful backend); `commit_all` makes every lifecycle commit raise it."""
+
+    failure: type[Exception] = ma.Unsupported
+    commit_all = False
+
+    def __init__(self, store: ma.RuntimeStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        failure = self.failure
+        if name in _RETENTION:
+
+            async def unsupported(*args: object) -> None:
+                raise failure(name)
+
+            return unsupported
+        return getattr(self._store, name)
+
+    async def commit_machine_lifecycle(self, *args: Any, **kwargs: Any) -> None:
+        if "expected" in kwargs or self.commit_all:
+            raise self.failure("commit_machine_lifecycle(expected=...)")
+        await self._store.commit_machine_lifecycle(*args)
+
+
+class _SeedOnlyNotImplemented(_SeedOnly):
+    failure = NotImplementedError
+
+
+class _SeedOnlyNoCommits(_SeedOnly):
+    commit_all = True
+
+
+def _opener(wrapper: type[_SeedOnly]) -> Any:
+    @asynccontextmanager
+    async def open_wrapped() -> AsyncIterator[Any]:
+        async with ma.open_store() as store:
+            yield wrapper(store)
+
+    return open_wrapped
+
+
 def _budget() -> settings:
     ci = settings.get_profile("ci")
     return settings(
@@ -134,3 +189,64 @@ def test_a_durable_store_declared_in_memory_fails_on_its_authority_key() -> None
         AssertionError, match=r"auth_authority_key\(\): a store that is not durable"
     ):
         run_state_machine_as_test(Undeclared, settings=_budget())
+
+
+class SeedOnlyMachine(RuntimeStoreMachine):
+    open_store = staticmethod(_opener(_SeedOnly))
+    capabilities = Capabilities(retention=False)
+
+
+TestSeedOnlyBackendDeclaredTruthfully = SeedOnlyMachine.TestCase
+# A quarter of the budget, as for the partial backend above.
+TestSeedOnlyBackendDeclaredTruthfully.settings = settings(
+    max_examples=max(10, settings.default.max_examples // 4)
+)
+
+
+def test_retention_covers_the_lifecycle_commit_only_with_expected() -> None:
+    caps = Capabilities(retention=False)
+    assert not caps.supports("commit_machine_lifecycle", ["expected"])
+    assert caps.supports("commit_machine_lifecycle")
+    assert not any(caps.supports(name) for name in _RETENTION)
+    # Without ops snapshots there is nothing to delete: a no-op, not Unsupported.
+    assert Capabilities(ops_lifecycle=False).supports("delete_ops_lifecycle")
+    assert Capabilities().supports("commit_machine_lifecycle", ["expected"])
+
+
+def test_a_backend_that_claims_retention_it_lacks_is_caught() -> None:
+    class Claims(RuntimeStoreMachine):
+        open_store = staticmethod(_opener(_SeedOnly))
+
+    message = _failure(Claims)
+    assert "raised Unsupported" in message
+    assert any(name in message for name in (*_RETENTION, "commit_machine_lifecycle"))
+
+
+def test_a_backend_that_implements_retention_declared_unsupported_is_caught() -> None:
+    class Implements(RuntimeStoreMachine):
+        open_store = staticmethod(ma.open_store)
+        capabilities = Capabilities(retention=False)
+
+    message = _failure(Implements)
+    assert "the model raised Unsupported" in message
+
+
+def test_retention_declared_unsupported_must_raise_unsupported() -> None:
+    class RaisesOther(RuntimeStoreMachine):
+        open_store = staticmethod(_opener(_SeedOnlyNotImplemented))
+        capabilities = Capabilities(retention=False)
+
+    message = _failure(RaisesOther)
+    assert "raised NotImplementedError" in message
+    assert "the model raised Unsupported" in message
+
+
+def test_without_retention_a_lifecycle_commit_without_expected_must_work() -> None:
+    class NoCommits(RuntimeStoreMachine):
+        open_store = staticmethod(_opener(_SeedOnlyNoCommits))
+        capabilities = Capabilities(retention=False)
+
+    message = _failure(NoCommits)
+    assert message.startswith("commit_machine_lifecycle(")
+    assert "the store raised Unsupported" in message
+    assert "expected=" not in message.split(": the store ")[0]

@@ -41,12 +41,15 @@ from _cli_stores import (
     A2,
     A10,
     OAUTH_SECRET,
+    R1,
+    R2,
     R3,
     RECORDS_A,
     RECORDS_B,
     U63,
     U64_MAX,
     Content,
+    RuntimeContent,
     by_name,
     cli,
     cli_all,
@@ -542,7 +545,7 @@ def every_command(directory: Path, target: Path, *, as_json: bool) -> dict[str, 
     return {
         "inspect": ["inspect", directory, *flag],
         "verify": ["verify", directory, *flag],
-        "dump": ["dump", directory],
+        "dump": ["dump", directory, *flag],
         "checkpoint": ["checkpoint", directory, *flag],
         "export-sqlite": ["export-sqlite", directory, target, *flag],
     }
@@ -565,8 +568,7 @@ def test_missing_directory_is_not_found_and_not_created(tmp_path: Path):
     for command, done in results.items():
         assert done.returncode == 3, (command, done.stderr)
         assert str(missing) in error_message(done), command
-        if command != "dump":
-            json_error(done, "not_found")
+        json_error(done, "not_found")  # dump too, with --json
     assert sorted(os.listdir(tmp_path)) == []
 
 
@@ -599,8 +601,7 @@ def test_newer_format_is_refused_by_every_command(stores: Stores, copy_of, tmp_p
     for command, done in results.items():
         assert done.returncode == 6, (command, done.stderr)
         assert str(store) in error_message(done), command
-        if command != "dump":
-            json_error(done, "unsupported_format")
+        json_error(done, "unsupported_format")
     assert not target.exists()
 
 
@@ -704,8 +705,240 @@ def test_dump_one_runtime(stores: Stores):
     assert len(expected) == 8
     assert json_lines(done) == expected
     no_secrets(done.stdout)
-    assert unknown.returncode == 0, unknown.stderr
+    assert unknown.returncode == 3, unknown.stderr
     assert unknown.stdout == ""
+    message = error_message(unknown)
+    assert str(stores.clean) in message
+    assert "holds no runtime 'agent-3'" in message
+
+
+def test_dump_of_a_runtime_the_store_does_not_hold_is_not_found(stores: Stores):
+    with unchanged(stores.clean):
+        text, as_json, prefix = cli_all(
+            ["dump", stores.clean, "--runtime", "agent-3", "--include-secrets"],
+            ["dump", stores.clean, "--runtime", "agent-3", "--json"],
+            ["dump", stores.clean, "--runtime", "agent"],  # a prefix of held ids is no id
+        )
+    for done in (text, as_json, prefix):
+        assert done.returncode == 3, done.stderr
+        assert "(inspect lists the runtimes it holds)" in error_message(done)
+        no_secrets(done.stdout, done.stderr)
+    assert text.stdout == prefix.stdout == ""
+    assert "not shown" not in text.stderr
+    message = json_error(as_json, "not_found")
+    assert (
+        message
+        == f"{stores.clean} holds no runtime 'agent-3' (inspect lists the runtimes it holds)"
+    )
+    # With --json and no error, dump prints its JSON lines as without it.
+    whole, whole_json = cli_all(["dump", stores.clean], ["dump", stores.clean, "--json"])
+    assert whole.returncode == whole_json.returncode == 0
+    assert json_lines(whole) == json_lines(whole_json) == expected_dump(stores.content)
+
+
+# --- after retention (SPEC §3b): purged and cleared runtimes, receipt order -----------
+#
+# The store `retained` is `write_all` plus: receipts that sort differently by
+# UUID and number than by the signed 64-bit columns SQLite keeps them in;
+# `agent-9`, destroyed and purged; `agent-5` whose only value (a session
+# snapshot) was cleared; `agent-6` whose only value (an ops snapshot) was
+# deleted. Built through the public API on a SQLite store, then copied into a
+# store directory with `import-sqlite` (what the CLI reads); the durable
+# store's own log of these writes is checked below where its format holds them.
+
+A5, A6, A9 = (ma.LogicalRuntimeId(f"agent-{n}") for n in (5, 6, 9))
+R0 = ma.RunId(uuid.UUID("0190d7c2-0000-7000-8000-00000000aa00"))  # sorts before R1
+RS = ma.RuntimeState
+
+
+def retained_receipt(run_id: ma.RunId, sequence: int) -> ma.RunBoundaryReceipt:
+    return ma.RunBoundaryReceipt(run_id, ma.RunApplyBoundary.IMMEDIATE, (), None, 1, sequence)
+
+
+# The receipts of the listed runtimes, in the order dump lists them, by hand.
+RETAINED_RECEIPTS = {
+    "agent-1": [(R0, U63), (R1, 0), (R1, 1), (R1, 7), (R1, U63), (R1, U64_MAX)],
+    "agent-10": [(R2, 5), (R3, 7), (R3, U63), (R3, U64_MAX)],
+    "agent-2": [],
+}
+
+
+async def write_retention(store: Any) -> None:
+    """`write_all`, then the receipts, purge and clears described above."""
+    await write_all(store)
+    for run_id, sequence in ((R1, U64_MAX), (R1, U63), (R0, U63), (R1, 7)):
+        await store.atomic_apply(A1, None, retained_receipt(run_id, sequence), [])
+    await store.atomic_apply(A10, None, retained_receipt(R3, 7), [])
+    await store.commit_machine_lifecycle(
+        A9,
+        ma.machine_transition(RS.INITIALIZING, RS.IDLE),
+        [ma.StoredInputState.new_accepted(ma.InputId(uuid.UUID(int=99)))],
+    )
+    await store.atomic_apply(A9, None, retained_receipt(R0, U64_MAX), [])
+    await store.persist_ops_lifecycle(A9, ma.PersistedOpsSnapshot("epoch-9"))
+    await store.commit_machine_lifecycle(A9, ma.machine_transition(RS.IDLE, RS.DESTROYED), [])
+    await store.purge_runtime(A9)
+    await store.commit_session_snapshot(
+        A5, ma.SessionDelta(b'{"id": "5f0c2a4e-1b7d-4c8e-9a3f-2d6b8e1c4a75"}')
+    )
+    await store.clear_session_snapshot(A5)
+    await store.persist_ops_lifecycle(A6, ma.PersistedOpsSnapshot("epoch-6"))
+    await store.delete_ops_lifecycle(A6)
+
+
+async def listed_content(store: Any) -> Content:
+    """What the store holds, through the §3b reads: the runtimes
+    `list_runtimes` lists, their receipts by `load_boundary_receipts`."""
+    runtimes = [
+        RuntimeContent(
+            rt,
+            await store.load_session_snapshot(rt),
+            await store.load_runtime_state(rt),
+            await store.load_ops_lifecycle(rt),
+            await store.load_input_states(rt),
+            await store.load_boundary_receipts(rt),
+        )
+        for rt in await store.list_runtimes()
+    ]
+    return Content(runtimes, await store.load_auth_oauth_flow_snapshot())
+
+
+@dataclass(frozen=True)
+class Retained:
+    sqlite: Path
+    directory: Path  # import-sqlite of `sqlite`
+    content: Content
+
+
+@pytest.fixture(scope="module")
+def retained(tmp_path_factory: pytest.TempPathFactory) -> Retained:
+    base = tmp_path_factory.mktemp("retained")
+
+    async def build() -> Content:
+        async with ma.open_sqlite_store(base / "retained.sqlite3") as store:
+            await write_retention(store)
+            return await listed_content(store)
+
+    content = trio.run(build)
+    done = cli("import-sqlite", base / "retained.sqlite3", base / "retained")
+    assert done.returncode == 0, done.stderr
+    return Retained(base / "retained.sqlite3", base / "retained", content)
+
+
+def test_the_retained_store_lists_what_the_api_lists(retained: Retained):
+    # The expectations below come from the API; check them against the hand-written ones.
+    assert [str(rt.runtime_id) for rt in retained.content.runtimes] == list(RETAINED_RECEIPTS)
+    for rt in retained.content.runtimes:
+        keys = [(r.run_id, r.sequence) for r in rt.receipts]
+        assert keys == RETAINED_RECEIPTS[str(rt.runtime_id)]
+    # And the copy holds the same.
+    assert read_listed(retained.directory) == retained.content
+
+
+def read_listed(path: Path) -> Content:
+    """Open the durable store at `path` and read it with `listed_content`."""
+
+    async def read() -> Content:
+        async with ma.open_store(path) as store:
+            return await listed_content(store)
+
+    return trio.run(read)
+
+
+def test_inspect_and_dump_after_purge_and_clears(retained: Retained):
+    with unchanged(retained.directory):
+        inspected, text, dumped = cli_all(
+            ["inspect", retained.directory, "--json"],
+            ["inspect", retained.directory],
+            ["dump", retained.directory, "--include-secrets"],
+        )
+    for done in (inspected, text, dumped):
+        assert done.returncode == 0, done.stderr
+    runtimes = json_out(inspected)["runtimes"]
+    assert runtimes == expected_runtimes(retained.content)
+    assert [r["runtime_id"] for r in runtimes] == ["agent-1", "agent-10", "agent-2"]
+    assert [r["receipts"] for r in runtimes] == [6, 4, 0]
+    assert "runtimes: 3" in text.stdout.splitlines()
+    for gone in ("agent-5", "agent-6", "agent-9"):
+        assert gone not in text.stdout
+        assert gone not in dumped.stdout
+    lines = json_lines(dumped)
+    assert lines == expected_dump(retained.content, secrets=True)
+    receipts: dict[str, list[tuple[ma.RunId, int]]] = {name: [] for name in RETAINED_RECEIPTS}
+    for line in lines:
+        if line["kind"] == "boundary_receipt":
+            key = (ma.RunId(uuid.UUID(line["run_id"])), line["sequence"])
+            receipts[line["runtime_id"]].append(key)
+    assert receipts == RETAINED_RECEIPTS
+
+
+def test_dump_of_a_purged_or_cleared_runtime_is_not_found(retained: Retained):
+    with unchanged(retained.directory):
+        purged, cleared, deleted, held = cli_all(
+            ["dump", retained.directory, "--runtime", "agent-9", "--json"],
+            ["dump", retained.directory, "--runtime", "agent-5"],
+            ["dump", retained.directory, "--runtime", "agent-6"],
+            ["dump", retained.directory, "--runtime", "agent-10"],
+        )
+    assert json_error(purged, "not_found") == (
+        f"{retained.directory} holds no runtime 'agent-9' (inspect lists the runtimes it holds)"
+    )
+    for done in (purged, cleared, deleted):
+        assert done.returncode == 3, done.stderr
+    assert cleared.stdout == deleted.stdout == ""
+    assert "holds no runtime 'agent-5'" in error_message(cleared)
+    assert "holds no runtime 'agent-6'" in error_message(deleted)
+    assert held.returncode == 0, held.stderr
+    keys = [
+        (line["run_id"], line["sequence"])
+        for line in json_lines(held)
+        if line["kind"] == "boundary_receipt"
+    ]
+    assert keys == [(str(r), q) for r, q in RETAINED_RECEIPTS["agent-10"]]
+
+
+def test_a_durable_store_after_purge_and_clears(retained: Retained, tmp_path: Path):
+    # The same writes on a durable store, its log replayed by the CLI: the
+    # same runtimes, receipts and errors as the copy of the SQLite store.
+    directory = tmp_path / "durable"
+
+    async def build() -> Content:
+        with trio.CancelScope() as scope:
+            async with ma.open_store(directory) as store:
+                await write_retention(store)
+                content = await listed_content(store)
+                scope.cancel()  # no final checkpoint: the log holds every write
+                await trio.lowlevel.checkpoint()
+        return content
+
+    assert trio.run(build) == retained.content
+    with unchanged(directory):
+        inspected, dumped, purged = cli_all(
+            ["inspect", directory, "--json"],
+            ["dump", directory, "--include-secrets"],
+            ["dump", directory, "--runtime", "agent-9", "--json"],
+        )
+    assert inspected.returncode == 0, inspected.stderr
+    assert json_out(inspected)["runtimes"] == expected_runtimes(retained.content)
+    assert dumped.returncode == 0, dumped.stderr
+    assert json_lines(dumped) == expected_dump(retained.content, secrets=True)
+    assert purged.returncode == 3, purged.stderr
+    assert json_error(purged, "not_found") == (
+        f"{directory} holds no runtime 'agent-9' (inspect lists the runtimes it holds)"
+    )
+
+
+def test_export_of_the_retained_store_counts_what_it_lists(retained: Retained, tmp_path: Path):
+    done = cli("export-sqlite", retained.directory, tmp_path / "again.sqlite3", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json_out(done)["runtimes"] == 3
+    assert json_out(done)["receipts"] == 10
+    assert json_out(done) == {
+        "source": str(retained.directory),
+        "target": str(tmp_path / "again.sqlite3"),
+        **counts(retained.content),
+        "identical": True,
+    }
 
 
 def test_dump_a_session_snapshot_that_is_not_json_as_base64(stores: Stores):

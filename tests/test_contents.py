@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import meerkat_actor as ma
 from meerkat_actor import _core as core
@@ -16,8 +17,8 @@ from meerkat_actor._contents import (
     RuntimeSummary,
     StateCounts,
     count_state,
-    held_runtimes,
     runtime_summaries,
+    summarise_runtime,
 )
 
 PHASE = ma.InputLifecycleState
@@ -68,14 +69,12 @@ STATE = core.redo(
 
 def test_an_empty_state_counts_nothing():
     assert count_state(core.EMPTY) == StateCounts(0, 0, 0, 0, 0, 0, False)
-    assert held_runtimes(core.EMPTY) == []
     assert runtime_summaries(core.EMPTY) == []
 
 
 def test_records_that_hold_nothing_are_not_runtimes():
     state = with_empty_record(with_empty_record(core.EMPTY, A1), A2)
     assert count_state(state) == StateCounts(0, 0, 0, 0, 0, 0, False)
-    assert held_runtimes(state) == []
     assert runtime_summaries(state) == []
     # Beside runtimes that hold something, too.
     assert count_state(with_empty_record(STATE, IDLE)) == count_state(STATE)
@@ -113,12 +112,8 @@ def test_counts_keep_the_order_the_command_line_reports():
 
 def test_runtimes_in_code_point_order_of_their_ids():
     state = with_empty_record(STATE, IDLE)
-    assert [runtime_id for runtime_id, _ in held_runtimes(state)] == [A1, A10, A2]
-    assert [record for _, record in held_runtimes(state)] == [
-        state.record(A1),
-        state.record(A10),
-        state.record(A2),
-    ]
+    assert [s.runtime_id for s in runtime_summaries(state)] == [A1, A10, A2]
+    assert [s.runtime_id for s in runtime_summaries(state)] == core.list_runtimes(state)
 
 
 def test_runtime_summaries():
@@ -161,3 +156,47 @@ def test_an_input_state_written_twice_counts_once():
     )
     assert count_state(state).input_states == 1
     assert runtime_summaries(state)[0].input_states_by_phase == {"consumed": 1}
+
+
+def test_a_removed_value_leaves_no_trace_in_the_counts():
+    # A runtime whose only value was cleared, and one purged: as never written.
+    state = core.redo(
+        STATE,
+        (
+            core.SetSessionSnapshot(ma.LogicalRuntimeId("cleared"), b"{}"),
+            core.RemoveSessionSnapshot(ma.LogicalRuntimeId("cleared")),
+            core.RemoveRuntime(A10),
+        ),
+    )
+    assert [s.runtime_id for s in runtime_summaries(state)] == [A1, A2]
+    assert count_state(state) == dataclasses.replace(
+        count_state(STATE), runtimes=2, runtime_states=1
+    )
+
+
+def test_receipts_are_counted_with_the_cores_read():
+    assert runtime_summaries(STATE)[0].receipts == len(core.load_boundary_receipts(STATE, A1))
+
+
+def test_summarise_a_runtime_the_store_does_not_hold():
+    assert summarise_runtime(STATE, IDLE) == RuntimeSummary(IDLE, 0, {}, 0, None, None, False)
+
+
+class _ListingView:
+    """A `ReadView` that is not a `StoreState`: the counts come from the
+    view's lookups and the core's reads, whatever the view is."""
+
+    def __init__(self, state: core.StoreState) -> None:
+        self._state = state
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._state, name)
+
+    def runtime_ids(self) -> list[ma.LogicalRuntimeId]:
+        return list(reversed(list(self._state.runtime_ids())))
+
+
+def test_any_read_view_is_counted_alike():
+    view: Any = _ListingView(with_empty_record(STATE, IDLE))
+    assert runtime_summaries(view) == runtime_summaries(STATE)
+    assert count_state(view) == count_state(STATE)

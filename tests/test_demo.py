@@ -74,11 +74,45 @@ def test_main_runs_the_demo_on_a_durable_directory_and_recovers_it(tmp_path, cap
         "reopened: every acknowledged write is back (4 receipts of this run, 6 input states)"
         in first
     )
+    # The table counts every receipt a runtime holds: 2 runs of 2 here.
+    assert re.search(r"agent-1\s+idle\s+2 consumed, 1 queued\s+2\s+\d+ B yes", first)
     assert main(args) == 0
     second = capsys.readouterr().out
     assert "recovered from earlier runs: 6 input states" in second
     assert '"logins": 8' in second
     assert "12 input states" in second
+    # The second run's table: the receipts of both runs (4), not of this one.
+    for runtime in ("agent-1", "agent-2"):
+        assert re.search(rf"{runtime}\s+idle\s+4 consumed, 2 queued\s+4\s+\d+ B yes", second)
+    assert "(4 receipts of this run, 12 input states)" in second
+
+
+async def test_the_receipt_column_counts_every_run_on_the_store():
+    async with ma.open_store() as store:
+        await _demo.run_demo(store, runtimes=1, runs=2, inputs_per_run=1, out=lambda _: None)
+        lines: list[str] = []
+        receipts = await _demo.run_demo(
+            store, runtimes=1, runs=3, inputs_per_run=1, out=lines.append
+        )
+        assert len(receipts) == 3
+        assert re.search(r"agent-1\s+idle\s+5 consumed, 2 queued\s+5\s", "\n".join(lines))
+
+
+async def test_read_everything_reads_every_listed_runtime_and_all_its_receipts():
+    async with ma.open_store() as store:
+        await _demo.run_demo(store, runtimes=2, runs=1, inputs_per_run=1, out=lambda _: None)
+        receipts = await _demo.run_demo(
+            store, runtimes=2, runs=1, inputs_per_run=1, out=lambda _: None
+        )
+        other = ma.LogicalRuntimeId("not-a-demo-runtime")
+        await store.persist_input_state(other, ma.StoredInputState.new_accepted(ma.InputId.new()))
+        seen = await _demo.read_everything(store, receipts)
+        assert seen["runtimes"] == await store.list_runtimes()
+        assert seen["runtimes"] == [*_demo.demo_runtime_ids(2), other]
+        for rid in _demo.demo_runtime_ids(2):
+            assert seen[f"{rid}/receipts"] == await store.load_boundary_receipts(rid)
+            assert len(await store.load_boundary_receipts(rid)) == 2  # both runs
+        assert seen[f"{other}/receipts"] == []
 
 
 def test_python_dash_m_demo_as_the_readme_runs_it(tmp_path):

@@ -161,8 +161,9 @@ def _quickstart_blocks() -> list[str]:
 
 def test_the_quickstart_has_its_programs():
     blocks = _quickstart_blocks()
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     assert any("open_store(" in b and "atomic_apply" in b for b in blocks)
+    assert any("purge_runtime" in b and "list_runtimes" in b for b in blocks)
     assert any("open_sqlite_store(" in b for b in blocks)
     assert any("RuntimeStoreMachine" in b for b in blocks)
 

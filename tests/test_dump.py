@@ -19,7 +19,7 @@ import pytest
 import meerkat_actor as ma
 from meerkat_actor import _core as core
 from meerkat_actor._codec import to_json
-from meerkat_actor._dump import dump_documents, oauth_withheld, session_document
+from meerkat_actor._dump import UnknownRuntime, dump_documents, oauth_withheld, session_document
 
 A1 = ma.LogicalRuntimeId("agent-1")
 A10 = ma.LogicalRuntimeId("agent-10")
@@ -130,13 +130,69 @@ def test_a_record_that_holds_nothing_gives_no_document():
     empty = core.RuntimeRecord()
     state = core.StoreState(STATE.runtimes.set(ma.LogicalRuntimeId("agent-0"), empty))
     assert "agent-0" not in {d.get("runtime_id") for d in dump_documents(state)}
-    assert list(dump_documents(state, "agent-0")) == []
+    with pytest.raises(UnknownRuntime):
+        dump_documents(state, "agent-0")
     assert list(dump_documents(core.EMPTY, include_secrets=True)) == []
 
 
-def test_an_unknown_runtime_gives_no_document():
-    assert list(dump_documents(STATE, "agent-3", include_secrets=True)) == []
+def test_an_unknown_runtime_is_an_error_before_any_document():
+    # Raised by the call itself, not on iteration: a caller writes nothing.
+    with pytest.raises(UnknownRuntime) as raised:
+        dump_documents(STATE, "agent-3", include_secrets=True)
+    assert raised.value.runtime == "agent-3"
+    assert "agent-3" in str(raised.value)
     assert not oauth_withheld(STATE, "agent-3", include_secrets=False)
+    with pytest.raises(UnknownRuntime):
+        dump_documents(core.EMPTY, "agent-1")
+
+
+def test_purged_and_cleared_runtimes_are_not_dumped():
+    cleared = ma.LogicalRuntimeId("agent-cleared")
+    state = core.redo(
+        STATE,
+        (
+            core.SetOpsSnapshot(cleared, OPS),
+            core.RemoveOpsSnapshot(cleared),
+            core.RemoveRuntime(A10),
+        ),
+    )
+    runtimes = {d.get("runtime_id") for d in dump_documents(state)}
+    assert runtimes == {"agent-1", "agent-2"}
+    for gone in ("agent-10", "agent-cleared"):
+        with pytest.raises(UnknownRuntime):
+            dump_documents(state, gone)
+
+
+def test_receipts_follow_the_cores_read_order():
+    dumped = [
+        d["receipt"] for d in dump_documents(STATE, "agent-1") if d["kind"] == "boundary_receipt"
+    ]
+    assert dumped == [to_json(r) for r in core.load_boundary_receipts(STATE, A1)]
+
+
+class _ListingView:
+    """A `ReadView` that is not a `StoreState` and lists its runtimes and
+    receipts in another order: the dump is the core's reads of any view."""
+
+    def __init__(self, state: core.StoreState) -> None:
+        self._state = state
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._state, name)
+
+    def runtime_ids(self) -> list[ma.LogicalRuntimeId]:
+        return list(reversed(list(self._state.runtime_ids())))
+
+    def boundary_receipts(self, runtime_id: ma.LogicalRuntimeId) -> list[ma.RunBoundaryReceipt]:
+        return list(reversed(list(self._state.boundary_receipts(runtime_id))))
+
+
+def test_any_read_view_dumps_alike():
+    view: Any = _ListingView(STATE)
+    assert list(dump_documents(view, include_secrets=True)) == list(
+        dump_documents(STATE, include_secrets=True)
+    )
+    assert oauth_withheld(view, None, include_secrets=False)
 
 
 # --- session snapshots ---------------------------------------------------------------

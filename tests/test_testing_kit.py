@@ -1309,3 +1309,90 @@ def test_the_updaters_are_public_and_hash_by_value() -> None:
     assert hash(kit.Append(b"x")) == hash(kit.Append(b"x"))
     assert kit.Increment() == kit.Increment()
     assert kit.Increment() != kit.RaiseError()
+
+
+# --- the model: discovery and retention (SPEC §3b) ----------------------------------
+
+
+def _finished(input_id: InputId) -> StoredInputState:
+    """A consumed state with a payload and a history entry."""
+    shell = stored(input_id, persisted_input={"text": "hi"}).state
+    shell = dataclasses.replace(
+        shell,
+        history=(
+            ma.InputStateHistoryEntry(
+                EPOCH, InputLifecycleState.ACCEPTED, InputLifecycleState.CONSUMED, None
+            ),
+        ),
+    )
+    seed = InputStateSeed(
+        InputLifecycleState.CONSUMED, terminal_outcome=ma.InputTerminalOutcome.consumed()
+    )
+    return StoredInputState(shell, seed)
+
+
+def test_model_retire_drops_only_the_payload_and_checks_in_list_order() -> None:
+    model = ReferenceModel()
+    done_low, done_high = _finished(ID_LOW), _finished(ID_HIGH)
+    model.persist_input_state(RT_A, done_low)
+    model.persist_input_state(RT_A, done_high)
+    model.persist_input_state(RT_A, stored(ID_MID, InputLifecycleState.CONSUMED))  # no outcome
+    before = observe(model)
+    # The first bad id decides: unknown before not-terminal is NotFound ...
+    with pytest.raises(ma.NotFound):
+        model.retire_input_payloads(RT_A, [ID_LOW, ID_LOWER_MID, ID_MID])
+    # ... and not-terminal before unknown is NotRetirable; nothing retired.
+    with pytest.raises(ma.NotRetirable) as info:
+        model.retire_input_payloads(RT_A, [ID_LOW, ID_MID, ID_LOWER_MID])
+    assert (info.value.input_id, info.value.phase) == (ID_MID, InputLifecycleState.CONSUMED)
+    assert observe(model) == before
+    model.retire_input_payloads(RT_A, [ID_LOW, ID_LOW, ID_HIGH])
+    after = model.load_input_state(RT_A, ID_LOW)
+    assert after is not None
+    assert after.state.persisted_input is None
+    assert dataclasses.replace(after.state, persisted_input=done_low.state.persisted_input) == (
+        done_low.state
+    )
+    assert after.seed == done_low.seed
+    snapshot = observe(model)
+    model.retire_input_payloads(RT_A, [ID_HIGH])  # already retired
+    model.retire_input_payloads(RT_B, [])
+    assert observe(model) == snapshot
+
+
+def test_model_purge_lists_and_cas() -> None:
+    model = ReferenceModel()
+    assert model.list_runtimes() == []
+    model.persist_auth_oauth_flow_snapshot(b"oauth")
+    model.commit_session_snapshot(RT_B, delta())
+    model.atomic_apply(RT_A, None, receipt(RUN_1, 2**63), [])
+    model.atomic_apply(RT_A, None, receipt(RUN_1, 1), [])
+    model.atomic_apply(RT_A, None, receipt(RUN_2, 9), [])
+    assert model.list_runtimes() == [RT_A, RT_B]
+    assert [(r.run_id, r.sequence) for r in model.load_boundary_receipts(RT_A)] == [
+        (RUN_2, 9),
+        (RUN_1, 1),
+        (RUN_1, 2**63),
+    ]
+    model.clear_session_snapshot(RT_B)
+    model.delete_ops_lifecycle(RT_B)
+    assert model.list_runtimes() == [RT_A]  # RT_B holds nothing any more
+    with pytest.raises(ma.RuntimeNotDestroyed) as refused:
+        model.purge_runtime(RT_A)
+    assert refused.value.actual is None
+    idle = machine_transition(RuntimeState.INITIALIZING, RuntimeState.IDLE)
+    destroy = machine_transition(RuntimeState.IDLE, RuntimeState.DESTROYED)
+    with pytest.raises(ma.LifecycleConflict) as conflict:
+        model.commit_machine_lifecycle(RT_A, idle, [], expected=RuntimeState.IDLE)
+    assert (conflict.value.expected, conflict.value.actual) == (RuntimeState.IDLE, None)
+    model.commit_machine_lifecycle(RT_A, idle, [], expected=None)
+    with pytest.raises(ma.LifecycleConflict):
+        model.commit_machine_lifecycle(RT_A, destroy, [], expected=None)
+    model.commit_machine_lifecycle(RT_A, destroy, [], expected=RuntimeState.IDLE)
+    model.purge_runtime(RT_A)
+    assert model.list_runtimes() == []
+    assert model.load_boundary_receipts(RT_A) == []
+    assert model.load_runtime_state(RT_A) is None
+    assert model.load_auth_oauth_flow_snapshot() == b"oauth"
+    model.atomic_apply(RT_A, None, receipt(RUN_1, 2**63), [])  # the key is free again
+    assert model.list_runtimes() == [RT_A]

@@ -7,7 +7,8 @@ message naming the operation, the store's answer and the model's.
 
 Rule 2: after every step the whole observable state must agree (the
 invariant): for every runtime, input id and receipt key the machine can
-reach, each load answers the same on both sides, as does the OAuth snapshot.
+reach, each load answers the same on both sides, as do the OAuth snapshot,
+`list_runtimes()` and each runtime's `load_boundary_receipts()`.
 
 Rule 3: ids come from small fixed pools, so steps collide: the same input is
 updated twice, a receipt key is reused, a session key matches or not, a
@@ -66,20 +67,34 @@ import trio
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
-from .._errors import ReceiptConflict, SessionKeyMismatch, Unsupported
+from .._errors import (
+    LifecycleConflict,
+    NotRetirable,
+    ReceiptConflict,
+    RuntimeNotDestroyed,
+    SessionKeyMismatch,
+    Unsupported,
+)
 from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from .._protocol import RuntimeStore
 from .._session_codec import SessionCodec
 from .._types import (
+    LIFECYCLE_TRANSITIONS,
+    UNCHECKED,
+    InputAbandonReason,
     InputLifecycleState,
     InputState,
+    InputStateHistoryEntry,
     InputStateSeed,
+    InputTerminalOutcome,
+    MachineLifecycleCommit,
     PersistedOpsSnapshot,
     RunApplyBoundary,
     RunBoundaryReceipt,
     RuntimeState,
     SessionDelta,
     StoredInputState,
+    Unchecked,
     machine_transition,
 )
 from . import _strategies as mst
@@ -136,6 +151,9 @@ def _mostly(pool: tuple[T, ...], fresh: st.SearchStrategy[T]) -> st.SearchStrate
 
 
 runtime_ids = _mostly(RUNTIME_IDS, mst.runtime_ids())
+# The rules of SPEC §3b stay in the pool: each runtime the machine has seen
+# costs the invariant a read of everything it could hold, after every step.
+pool_runtime_ids = st.sampled_from(RUNTIME_IDS)
 input_ids = _mostly(INPUT_IDS, mst.input_ids())
 run_ids = _mostly(RUN_IDS, mst.run_ids())
 sequences = st.sampled_from(SEQUENCES)
@@ -157,8 +175,73 @@ _simple_states = st.builds(
         InputStateSeed, phase=st.sampled_from(InputLifecycleState), attempt_count=st.integers(0, 3)
     ),
 )
-stored_states = st.one_of(_simple_states, mst.stored_input_states(input_id=input_ids))
+# Finished states with a terminal outcome and a payload, so that
+# `retire_input_payloads` succeeds (and changes something) often.
+_TERMINAL_SEEDS = (
+    InputStateSeed(InputLifecycleState.CONSUMED, terminal_outcome=InputTerminalOutcome.consumed()),
+    InputStateSeed(
+        InputLifecycleState.SUPERSEDED,
+        terminal_outcome=InputTerminalOutcome.superseded(INPUT_IDS[1]),
+    ),
+    InputStateSeed(
+        InputLifecycleState.COALESCED, terminal_outcome=InputTerminalOutcome.coalesced(INPUT_IDS[0])
+    ),
+    InputStateSeed(
+        InputLifecycleState.ABANDONED,
+        terminal_outcome=InputTerminalOutcome.abandoned(InputAbandonReason.destroyed()),
+    ),
+)
+_HISTORY = (
+    InputStateHistoryEntry(
+        _EPOCH, InputLifecycleState.ACCEPTED, InputLifecycleState.CONSUMED, None
+    ),
+)
+_terminal_states = st.builds(
+    StoredInputState,
+    state=st.builds(
+        InputState,
+        input_id=input_ids,
+        created_at=st.just(_EPOCH),
+        updated_at=st.just(_EPOCH),
+        history=st.sampled_from([(), _HISTORY]),
+        persisted_input=st.just({"text": "hello"}),
+    ),
+    seed=st.sampled_from(_TERMINAL_SEEDS),
+)
+stored_states = st.one_of(
+    _simple_states, _terminal_states, mst.stored_input_states(input_id=input_ids)
+)
 state_lists = st.lists(stored_states, max_size=4)
+input_id_lists = st.lists(input_ids, min_size=1, max_size=4)
+# Legal transitions, over half of them to `destroyed`, so that purges succeed often.
+transitions = st.one_of(
+    mst.lifecycle_transitions(),
+    st.sampled_from(
+        [(s, RuntimeState.DESTROYED) for s in RuntimeState if s is not RuntimeState.DESTROYED]
+    ),
+)
+# Transitions that end a runtime's life, half of them to `destroyed`.
+endings = st.one_of(
+    st.sampled_from(
+        [(s, RuntimeState.DESTROYED) for s in RuntimeState if s is not RuntimeState.DESTROYED]
+    ),
+    st.sampled_from(
+        [
+            (a, b)
+            for a, targets in LIFECYCLE_TRANSITIONS.items()
+            for b in sorted(targets, key=list(RuntimeState).index)
+            if b in (RuntimeState.STOPPED, RuntimeState.RETIRED)
+        ]
+    ),
+)
+# Targets of the transition table (`initializing` is none): a commit to each.
+_TARGETS = sorted(
+    {b for targets in LIFECYCLE_TRANSITIONS.values() for b in targets}, key=list(RuntimeState).index
+)
+targets = st.sampled_from(_TARGETS)
+expectations: st.SearchStrategy[RuntimeState | Unchecked | None] = st.one_of(
+    st.just(UNCHECKED), st.none(), st.sampled_from(RuntimeState)
+)
 receipts = mst.receipts(run_id=run_ids, sequence=sequences)
 ops_snapshots = mst.ops_snapshots()
 
@@ -268,44 +351,79 @@ class Capabilities:
         oauth_flow_snapshot: `persist_auth_oauth_flow_snapshot`,
             `load_auth_oauth_flow_snapshot` and
             `update_auth_oauth_flow_snapshot`.
+        retention: discovery and retention (SPEC §3b): `list_runtimes`,
+            `load_boundary_receipts`, `clear_session_snapshot`,
+            `delete_ops_lifecycle`, `retire_input_payloads`, `purge_runtime`,
+            and `commit_machine_lifecycle` called with `expected=` (without
+            it, the commit is core and always checked). Without
+            `ops_lifecycle`, `delete_ops_lifecycle` has nothing to delete:
+            it is a no-op.
     """
 
     durable: bool = False
     crash_safe: bool = False
     ops_lifecycle: bool = True
     oauth_flow_snapshot: bool = True
+    retention: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("durable", "crash_safe", "ops_lifecycle", "oauth_flow_snapshot"):
+        for name in ("durable", "crash_safe", "ops_lifecycle", "oauth_flow_snapshot", "retention"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"Capabilities.{name} must be a bool")
         if self.crash_safe and not self.durable:
             raise ValueError("Capabilities.crash_safe implies durable=True")
 
-    def supports(self, operation: str) -> bool:
-        """Whether the backend declares `operation` (a `RuntimeStore` method name)."""
-        family = _FAMILIES.get(operation)
-        return family is None or bool(getattr(self, family))
+    def supports(self, operation: str, keywords: Iterable[str] = ()) -> bool:
+        """Whether the backend declares `operation` (a `RuntimeStore` method
+        name) called with the keyword arguments named in `keywords`."""
+        families = list(_FAMILIES.get(operation, ()))
+        families += [
+            _KEYWORD_FAMILIES[(operation, k)]
+            for k in keywords
+            if (operation, k) in _KEYWORD_FAMILIES
+        ]
+        return all(getattr(self, family) for family in families)
 
 
 FULL_CAPABILITIES = Capabilities()
 """Every operation; not durable (an in-memory store)."""
 
-_FAMILIES = {
-    "persist_ops_lifecycle": "ops_lifecycle",
-    "load_ops_lifecycle": "ops_lifecycle",
-    "persist_auth_oauth_flow_snapshot": "oauth_flow_snapshot",
-    "load_auth_oauth_flow_snapshot": "oauth_flow_snapshot",
-    "update_auth_oauth_flow_snapshot": "oauth_flow_snapshot",
+_FAMILIES: dict[str, tuple[str, ...]] = {
+    "persist_ops_lifecycle": ("ops_lifecycle",),
+    "load_ops_lifecycle": ("ops_lifecycle",),
+    "persist_auth_oauth_flow_snapshot": ("oauth_flow_snapshot",),
+    "load_auth_oauth_flow_snapshot": ("oauth_flow_snapshot",),
+    "update_auth_oauth_flow_snapshot": ("oauth_flow_snapshot",),
+    "list_runtimes": ("retention",),
+    "load_boundary_receipts": ("retention",),
+    "clear_session_snapshot": ("retention",),
+    "delete_ops_lifecycle": ("retention",),
+    "retire_input_payloads": ("retention",),
+    "purge_runtime": ("retention",),
 }
-"""The operations a backend may declare unsupported, by capability flag."""
+"""The operations a backend may declare unsupported, by capability flag
+(unsupported if any flag it needs is off)."""
+_KEYWORD_FAMILIES = {("commit_machine_lifecycle", "expected"): "retention"}
+"""Operations that belong to a family only when called with a keyword."""
 
 
 # --- outcomes -------------------------------------------------------------------------
 
-_DISTINCT_ERRORS: tuple[type[Exception], ...] = (ReceiptConflict, SessionKeyMismatch)
+_DISTINCT_ERRORS: tuple[type[Exception], ...] = (
+    ReceiptConflict,
+    SessionKeyMismatch,
+    NotRetirable,
+    RuntimeNotDestroyed,
+    LifecycleConflict,
+)
 """Error classes the model raises for a reason of their own: a store may raise
 a refinement of the class the model raised, but not one of these in its place."""
+_ERROR_FIELDS: dict[type[BaseException], tuple[str, ...]] = {
+    NotRetirable: ("input_id", "phase"),
+    RuntimeNotDestroyed: ("actual",),
+    LifecycleConflict: ("expected", "actual"),
+}
+"""Attributes an error must carry as the model's does (SPEC §3b)."""
 
 
 class _Outcome:
@@ -330,6 +448,9 @@ class _Outcome:
         wanted = type(expected.error)
         if not isinstance(self.error, wanted):
             return False
+        fields = _ERROR_FIELDS.get(wanted, ())
+        if any(getattr(self.error, f, None) != getattr(expected.error, f) for f in fields):
+            return False
         return not any(
             isinstance(self.error, other) and other is not wanted and issubclass(other, wanted)
             for other in _DISTINCT_ERRORS
@@ -341,30 +462,37 @@ class _Outcome:
 
     def __repr__(self) -> str:
         if self.error is not None:
-            return f"raised {type(self.error).__name__}: {self.error}"
+            fields = _ERROR_FIELDS.get(type(self.error), ())
+            carried = "".join(f", .{f}={getattr(self.error, f, None)!r}" for f in fields)
+            return f"raised {type(self.error).__name__}: {self.error}{carried}"
         return f"returned {self.value!r}"
 
 
-def _model_outcome(fn: Callable[..., Any], *args: Any) -> _Outcome:
+def _model_outcome(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> _Outcome:
     try:
-        return _Outcome(fn(*args))
+        return _Outcome(fn(*args, **kwargs))
     except Exception as exc:
         return _Outcome(error=exc)
 
 
 def _expected(
-    model: ReferenceModel, capabilities: Capabilities, name: str, args: tuple[Any, ...]
+    model: ReferenceModel,
+    capabilities: Capabilities,
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None = None,
 ) -> _Outcome:
-    """What the store must answer to `name(*args)`; runs it on the model
-    unless the backend declared the operation unsupported."""
-    if not capabilities.supports(name):
+    """What the store must answer to `name(*args, **kwargs)`; runs it on the
+    model unless the backend declared the operation unsupported."""
+    kwargs = kwargs or {}
+    if not capabilities.supports(name, kwargs):
         return _Outcome(error=Unsupported(f"{name} is declared unsupported"))
-    return _model_outcome(getattr(model, name), *args)
+    return _model_outcome(getattr(model, name), *args, **kwargs)
 
 
-async def _store_outcome(fn: Callable[..., Any], *args: Any) -> _Outcome:
+async def _store_outcome(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> _Outcome:
     try:
-        return _Outcome(await fn(*args))
+        return _Outcome(await fn(*args, **kwargs))
     except Exception as exc:
         return _Outcome(error=exc)
 
@@ -397,6 +525,9 @@ def _observations(
             ("load_boundary_receipt", (runtime_id, run_id, sequence))
             for run_id, sequence in sorted(keys, key=lambda k: (k[0].value, k[1]))
         ]
+        reads.append(("load_boundary_receipts", (runtime_id,)))
+    # Last: a difference in what a runtime holds is reported by the read of it.
+    reads.append(("list_runtimes", ()))
     return reads
 
 
@@ -413,6 +544,9 @@ async def assert_store_matches_model(
     everything the model holds, and the extra `runtime_ids` and
     `(runtime_id, run_id, sequence)` `receipt_keys` given (reads of a family
     declared unsupported in `capabilities` must raise `Unsupported`).
+    `list_runtimes()` is compared last, after the reads per runtime (which
+    name what differs more precisely), so the runtimes it lists are the
+    model's: every runtime the store lists has been read in full.
 
     The machine's invariant; tests of crash recovery use it too, with a model
     that holds what was acknowledged.
@@ -437,8 +571,10 @@ class _Checkpointable(Protocol):
 def _bad_calls(
     runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
 ) -> Sequence[tuple[str, tuple[Any, ...], type[Exception]]]:
-    """Calls every backend must refuse before doing anything."""
+    """Calls every backend must refuse before doing anything. (A keyword
+    argument is given as a last argument of type `_Keywords`.)"""
     state = StoredInputState.new_accepted(INPUT_IDS[0], now=_EPOCH)
+    idle = machine_transition(RuntimeState.INITIALIZING, RuntimeState.IDLE)
     return (
         ("persist_input_state", (str(runtime_id), state), TypeError),
         ("persist_input_state", (runtime_id, {"input_id": str(INPUT_IDS[0])}), TypeError),
@@ -456,7 +592,30 @@ def _bad_calls(
         ("load_runtime_state", (None,), TypeError),
         ("load_ops_lifecycle", (str(runtime_id),), TypeError),
         ("persist_ops_lifecycle", (runtime_id, {"epoch_id": "e"}), TypeError),
+        ("load_boundary_receipts", (str(runtime_id),), TypeError),
+        ("clear_session_snapshot", (str(runtime_id),), TypeError),
+        ("delete_ops_lifecycle", (None,), TypeError),
+        ("retire_input_payloads", (runtime_id, INPUT_IDS[0]), TypeError),
+        ("retire_input_payloads", (runtime_id, [str(INPUT_IDS[0])]), TypeError),
+        ("purge_runtime", (str(runtime_id),), TypeError),
+        ("commit_machine_lifecycle", (runtime_id, idle, [], _Keywords(expected="idle")), TypeError),
     )
+
+
+class _Keywords(dict[str, Any]):
+    """Keyword arguments of a call in `_bad_calls`."""
+
+
+def _split(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if args and isinstance(args[-1], _Keywords):
+        return args[:-1], dict(args[-1])
+    return args, {}
+
+
+def _commit_to(to_state: RuntimeState) -> MachineLifecycleCommit:
+    """A commit to `to_state` (a target of the transition table)."""
+    source = next(a for a, targets in LIFECYCLE_TRANSITIONS.items() if to_state in targets)
+    return machine_transition(source, to_state)
 
 
 _CANCEL_POINTS = 12
@@ -562,15 +721,16 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     # --- plumbing ------------------------------------------------------------------
 
-    def _same(self, name: str, *args: Any) -> None:
-        """Run `name(*args)` on both sides; their outcomes must agree."""
+    def _same(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Run `name(*args, **kwargs)` on both sides; their outcomes must agree."""
         self._note_sent(args)
-        expected = _expected(self.model, self.capabilities, name, args)
+        expected = _expected(self.model, self.capabilities, name, args, kwargs)
         store = self.bridge.resource
-        actual = self.bridge.call(_store_outcome, getattr(store, name), *args)
+        call = partial(_store_outcome, getattr(store, name), *args, **kwargs)
+        actual = self.bridge.call(call)
         if not actual.same_as(expected):
             raise AssertionError(
-                f"{name}{_args_repr(args)}: the store {actual!r}, the model {expected!r}"
+                f"{name}{_args_repr(args, kwargs)}: the store {actual!r}, the model {expected!r}"
             )
 
     def _note_sent(self, args: tuple[Any, ...]) -> None:
@@ -631,6 +791,20 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         runtime_id, receipt = earlier
         again = replace(receipt, message_count=message_count)
         self._same("atomic_apply", runtime_id, delta, again, input_updates, None)
+
+    @rule(earlier=applied, sequence=sequences, message_count=st.integers(0, 3))
+    def atomic_apply_same_run(
+        self,
+        earlier: tuple[LogicalRuntimeId, RunBoundaryReceipt],
+        sequence: int,
+        message_count: int,
+    ) -> None:
+        """`atomic_apply` of another receipt of an earlier call's run (same
+        runtime and run id, `sequence` drawn anew), so that runs hold several
+        receipts and `load_boundary_receipts` has sequences to order."""
+        runtime_id, receipt = earlier
+        again = replace(receipt, sequence=sequence, message_count=message_count)
+        self._same("atomic_apply", runtime_id, None, again, [], None)
 
     @rule(
         runtime_id=runtime_ids,
@@ -739,15 +913,177 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def persist_input_state(self, runtime_id: LogicalRuntimeId, state: StoredInputState) -> None:
         self._same("persist_input_state", runtime_id, state)
 
-    @rule(runtime_id=runtime_ids, transition=mst.lifecycle_transitions(), input_states=state_lists)
+    @rule(
+        runtime_id=runtime_ids,
+        transition=transitions,
+        input_states=state_lists,
+        expected=expectations,
+    )
     def commit_machine_lifecycle(
         self,
         runtime_id: LogicalRuntimeId,
         transition: tuple[RuntimeState, RuntimeState],
         input_states: list[StoredInputState],
+        expected: RuntimeState | Unchecked | None,
     ) -> None:
+        """`commit_machine_lifecycle(runtime_id, machine_transition(*transition),
+        input_states)`, with `expected=expected` unless that is `UNCHECKED`
+        (then the keyword is left out, as a caller of SPEC §4 would)."""
         commit = machine_transition(*transition)
-        self._same("commit_machine_lifecycle", runtime_id, commit, input_states)
+        kwargs = {} if expected is UNCHECKED else {"expected": expected}
+        self._same("commit_machine_lifecycle", runtime_id, commit, input_states, **kwargs)
+
+    @rule(runtime_id=pool_runtime_ids, to_state=targets, input_states=state_lists)
+    def compare_and_set_lifecycle(
+        self,
+        runtime_id: LogicalRuntimeId,
+        to_state: RuntimeState,
+        input_states: list[StoredInputState],
+    ) -> None:
+        """`commit_machine_lifecycle` to `to_state` with `expected=` the
+        runtime state the runtime holds now (`None` if it has none): the
+        compare-and-set succeeds."""
+        expected = self.model.load_runtime_state(runtime_id)
+        self._same(
+            "commit_machine_lifecycle",
+            runtime_id,
+            _commit_to(to_state),
+            input_states,
+            expected=expected,
+        )
+
+    @rule(
+        runtime_id=pool_runtime_ids,
+        to_state=targets,
+        shell=stored_states,
+        tasks=st.integers(min_value=2, max_value=8),
+    )
+    def concurrent_compare_and_set(
+        self,
+        runtime_id: LogicalRuntimeId,
+        to_state: RuntimeState,
+        shell: StoredInputState,
+        tasks: int,
+    ) -> None:
+        """`tasks` trio tasks race `commit_machine_lifecycle` to `to_state`,
+        all with `expected=` the runtime state held now, task i with one input
+        state of `shell`'s id and `attempt_count=i`: exactly one wins, the
+        others raise `LifecycleConflict` (unless `to_state` is the state held
+        now: then all succeed, with the same input state) and wrote nothing.
+        The winner's input state is the one stored."""
+        expected = self.model.load_runtime_state(runtime_id)
+        commit = _commit_to(to_state)
+        distinct = to_state != expected
+
+        def version(i: int) -> StoredInputState:
+            seed = replace(shell.seed, attempt_count=i if distinct else 0)
+            return StoredInputState(shell.state, seed)
+
+        kwargs = {"expected": expected}
+        name = "commit_machine_lifecycle"
+        self._note_sent((runtime_id,))
+        # The model: the first call wins, a second with the same expected
+        # comes after it.
+        first = _expected(
+            self.model, self.capabilities, name, (runtime_id, commit, [version(0)]), kwargs
+        )
+        later = _expected(
+            self.model, self.capabilities, name, (runtime_id, commit, [version(1)]), kwargs
+        )
+        outcomes: dict[int, _Outcome] = {}
+
+        async def one(store: RuntimeStore, i: int) -> None:
+            outcomes[i] = await _store_outcome(
+                store.commit_machine_lifecycle, runtime_id, commit, [version(i)], **kwargs
+            )
+
+        async def run(store: RuntimeStore) -> None:
+            async with trio.open_nursery() as nursery:
+                for i in range(tasks):
+                    nursery.start_soon(one, store, i)
+
+        self.bridge.call(run, self.bridge.resource)
+        done = [outcomes[i] for i in range(tasks)]
+        winners = [i for i, o in enumerate(done) if o.error is None]
+        if first.error is not None or later.error is None:  # all alike
+            agree = all(o.same_as(first) for o in done)
+        else:  # one wins, the rest lose
+            agree = len(winners) == 1 and all(
+                o.same_as(later) for i, o in enumerate(done) if i != winners[0]
+            )
+        if not agree:
+            raise AssertionError(
+                f"{name}({runtime_id!r}, <a commit to {to_state.value}>, [<its input state>],"
+                f" expected={expected!r}) from {tasks} concurrent tasks: the store"
+                f" {done!r}; expected one call that {first!r} and the rest {later!r}"
+            )
+        if first.error is None and later.error is not None:
+            # The model let task 0 win; the store's winner wrote its own state.
+            self.model.persist_input_state(runtime_id, version(winners[0]))
+
+    # --- discovery and retention (SPEC §3b) ------------------------------------------
+
+    @rule(runtime_id=pool_runtime_ids)
+    def clear_session_snapshot(self, runtime_id: LogicalRuntimeId) -> None:
+        self._same("clear_session_snapshot", runtime_id)
+
+    @rule(runtime_id=pool_runtime_ids)
+    def delete_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> None:
+        self._same("delete_ops_lifecycle", runtime_id)
+
+    @rule(runtime_id=pool_runtime_ids, input_ids=input_id_lists)
+    def retire_input_payloads(self, runtime_id: LogicalRuntimeId, input_ids: list[InputId]) -> None:
+        """Ids from the pool: some terminal, some not, some unknown; the first
+        bad one in the list decides the error, and a refused call retired none."""
+        self._same("retire_input_payloads", runtime_id, input_ids)
+
+    @rule(
+        runtime_id=pool_runtime_ids,
+        finished=st.lists(_terminal_states, min_size=1, max_size=3),
+        unfinished=st.lists(_simple_states, max_size=1),
+        input_ids=st.lists(input_ids, max_size=2),
+    )
+    def finish_then_retire(
+        self,
+        runtime_id: LogicalRuntimeId,
+        finished: list[StoredInputState],
+        unfinished: list[StoredInputState],
+        input_ids: list[InputId],
+    ) -> None:
+        """`persist_input_state` of each `finished` state (terminal, with a
+        payload) and then of each `unfinished` one (no terminal outcome), then
+        `retire_input_payloads` of all their ids followed by `input_ids`. The
+        call succeeds only if every id names a terminal state; when refused,
+        the finished states listed first keep their payloads."""
+        for stored in finished + unfinished:
+            self._same("persist_input_state", runtime_id, stored)
+        ids = [stored.state.input_id for stored in finished + unfinished] + input_ids
+        self._same("retire_input_payloads", runtime_id, ids)
+
+    @rule(runtime_id=pool_runtime_ids)
+    def purge_runtime(self, runtime_id: LogicalRuntimeId) -> None:
+        self._same("purge_runtime", runtime_id)
+
+    @rule(runtime_id=pool_runtime_ids, transition=endings, receipt=receipts, state=stored_states)
+    def end_purge_and_reuse(
+        self,
+        runtime_id: LogicalRuntimeId,
+        transition: tuple[RuntimeState, RuntimeState],
+        receipt: RunBoundaryReceipt,
+        state: StoredInputState,
+    ) -> None:
+        """Commit `transition` (to `destroyed` half of the time, else to
+        `stopped` or `retired`), `purge_runtime` (refused unless destroyed),
+        then write the runtime again (`atomic_apply` with `receipt` and
+        `state`) and read it back (`load_boundary_receipts`,
+        `load_input_states`, `list_runtimes`): a purged runtime starts from
+        scratch."""
+        self._same("commit_machine_lifecycle", runtime_id, machine_transition(*transition), [])
+        self._same("purge_runtime", runtime_id)
+        self._same("atomic_apply", runtime_id, None, receipt, [state], None)
+        self._same("load_boundary_receipts", runtime_id)
+        self._same("load_input_states", runtime_id)
+        self._same("list_runtimes")
 
     @rule(runtime_id=runtime_ids, snapshot=ops_snapshots)
     def persist_ops_lifecycle(
@@ -785,15 +1121,17 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
         (A bad call of an unsupported operation may raise `Unsupported` instead.)
         """
-        name, args, error = _bad_calls(runtime_id, receipt)[call]
+        name, call_args, error = _bad_calls(runtime_id, receipt)[call]
+        args, kwargs = _split(call_args)
         errors: tuple[type[Exception], ...] = (error,)
-        if not self.capabilities.supports(name):
+        if not self.capabilities.supports(name, kwargs):
             errors = (error, Unsupported)
         store = self.bridge.resource
-        outcome = self.bridge.call(_store_outcome, getattr(store, name), *args)
+        outcome = self.bridge.call(partial(_store_outcome, getattr(store, name), *args, **kwargs))
         if not isinstance(outcome.error, errors):
             raise AssertionError(
-                f"{name}{_args_repr(args)}: expected {error.__name__}, the store {outcome!r}"
+                f"{name}{_args_repr(args, kwargs)}: expected {error.__name__},"
+                f" the store {outcome!r}"
             )
 
     # --- reads ------------------------------------------------------------------------
@@ -873,5 +1211,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         )
 
 
-def _args_repr(args: tuple[Any, ...]) -> str:
-    return "(" + ", ".join(repr(a) for a in args) + ")"
+def _args_repr(args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> str:
+    parts = [repr(a) for a in args]
+    parts += [f"{k}={v!r}" for k, v in (kwargs or {}).items()]
+    return "(" + ", ".join(parts) + ")"

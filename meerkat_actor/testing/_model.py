@@ -14,27 +14,46 @@ stores do that before anything reaches them, and the conformance machine
 only sends well-typed calls to the model).
 
 Each method has the name and arguments of the `RuntimeStore` method it
-models, but is synchronous.
+models, but is synchronous. The discovery and retention methods of SPEC §3b
+come last.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .._errors import ReceiptConflict, SessionKeyMismatch, WriteFailed
+from .._errors import (
+    LifecycleConflict,
+    NotFound,
+    NotRetirable,
+    ReceiptConflict,
+    RuntimeNotDestroyed,
+    SessionKeyMismatch,
+    WriteFailed,
+)
 from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from .._session_codec import MeerkatSessionCodec, SessionCodec
 from .._types import (
+    UNCHECKED,
+    InputLifecycleState,
     MachineLifecycleCommit,
     PersistedOpsSnapshot,
     RunBoundaryReceipt,
     RuntimeState,
     SessionDelta,
     StoredInputState,
+    Unchecked,
 )
 
 __all__ = ["ReferenceModel"]
+
+_TERMINAL_PHASES = {
+    InputLifecycleState.CONSUMED,
+    InputLifecycleState.SUPERSEDED,
+    InputLifecycleState.COALESCED,
+    InputLifecycleState.ABANDONED,
+}
 
 
 @dataclass
@@ -44,6 +63,15 @@ class _Runtime:
     receipts: dict[tuple[RunId, int], RunBoundaryReceipt] = field(default_factory=dict)
     runtime_state: RuntimeState | None = None
     ops_snapshot: PersistedOpsSnapshot | None = None
+
+    def holds_anything(self) -> bool:
+        return bool(
+            self.session_snapshot is not None
+            or self.input_states
+            or self.receipts
+            or self.runtime_state is not None
+            or self.ops_snapshot is not None
+        )
 
 
 class ReferenceModel:
@@ -124,7 +152,12 @@ class ReferenceModel:
         runtime_id: LogicalRuntimeId,
         commit: MachineLifecycleCommit,
         input_states: Sequence[StoredInputState],
+        *,
+        expected: RuntimeState | Unchecked | None = UNCHECKED,
     ) -> None:
+        actual = self._peek(runtime_id).runtime_state
+        if expected is not UNCHECKED and expected != actual:
+            raise LifecycleConflict(expected, actual, runtime_id=str(runtime_id))
         runtime = self._runtime(runtime_id)
         runtime.runtime_state = commit.runtime_state
         for stored in input_states:
@@ -159,3 +192,44 @@ class ReferenceModel:
 
     def load_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
         return self._peek(runtime_id).ops_snapshot
+
+    # --- discovery and retention (SPEC §3b) ----------------------------------------
+
+    def list_runtimes(self) -> list[LogicalRuntimeId]:
+        held = [rid for rid, runtime in self.runtimes.items() if runtime.holds_anything()]
+        return sorted(held, key=str)
+
+    def load_boundary_receipts(self, runtime_id: LogicalRuntimeId) -> list[RunBoundaryReceipt]:
+        receipts = self._peek(runtime_id).receipts
+        return [receipts[key] for key in sorted(receipts, key=lambda k: (k[0].value, k[1]))]
+
+    def clear_session_snapshot(self, runtime_id: LogicalRuntimeId) -> None:
+        if runtime_id in self.runtimes:
+            self.runtimes[runtime_id].session_snapshot = None
+
+    def delete_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> None:
+        if runtime_id in self.runtimes:
+            self.runtimes[runtime_id].ops_snapshot = None
+
+    def retire_input_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> None:
+        states = self._peek(runtime_id).input_states
+        # Check every id, in the order given: the first bad one decides ...
+        for input_id in input_ids:
+            stored = states.get(input_id)
+            if stored is None:
+                raise NotFound(f"runtime {runtime_id}: no input state {input_id}")
+            phase = stored.seed.phase
+            if phase not in _TERMINAL_PHASES or stored.seed.terminal_outcome is None:
+                raise NotRetirable(str(runtime_id), input_id, phase)
+        # ... then drop the payloads, and nothing else.
+        for input_id in input_ids:
+            stored = states[input_id]
+            states[input_id] = replace(stored, state=replace(stored.state, persisted_input=None))
+
+    def purge_runtime(self, runtime_id: LogicalRuntimeId) -> None:
+        actual = self._peek(runtime_id).runtime_state
+        if actual is not RuntimeState.DESTROYED:
+            raise RuntimeNotDestroyed(str(runtime_id), actual)
+        del self.runtimes[runtime_id]
