@@ -2,9 +2,14 @@
 
 `plan(seed, generation, task)` yields the operations of one task: atomic
 applies (a unique receipt, 1-3 input states, a session snapshot), input state
-upserts, OAuth counter increments, lifecycle commits, and now and then an
-explicit checkpoint (a no-op on a store without `checkpoint()`, such as the
-SQLite store). `Operation.perform` runs one on a store;
+upserts, OAuth counter increments, lifecycle commits (a compare-and-set
+against the state the task last committed), ops snapshots, and the SPEC §3b
+removals: retiring the payloads of terminal states, clearing the session
+snapshot, deleting the ops snapshot and purging the runtime once it is
+destroyed (after which the task writes it again from nothing); now and then
+an explicit checkpoint (a no-op on a store without `checkpoint()`, such as
+the SQLite store). Every operation is one the store must accept: the plan
+tracks what its task wrote. `Operation.perform` runs one on a store;
 `Operation.apply` runs it on a `ReferenceModel`.
 
 Each task writes only under its own runtime (`runtime_id(generation, task)`)
@@ -40,8 +45,19 @@ _TRANSITIONS = sorted(
     ),
     key=lambda pair: (pair[0].value, pair[1].value),
 )
-_KINDS = ("atomic_apply", "persist_input_state", "oauth_increment", "lifecycle", "checkpoint")
-_WEIGHTS = (40, 25, 15, 15, 2)
+_KINDS = (
+    "atomic_apply",
+    "persist_input_state",
+    "oauth_increment",
+    "lifecycle",
+    "checkpoint",
+    "persist_ops_lifecycle",
+    "retire_input_payloads",
+    "clear_session_snapshot",
+    "delete_ops_lifecycle",
+    "purge_runtime",
+)
+_WEIGHTS = (40, 25, 15, 15, 2, 5, 8, 3, 3, 6)
 
 
 def runtime_id(generation: int, task: int) -> ma.LogicalRuntimeId:
@@ -69,7 +85,8 @@ class Operation:
             if checkpoint is not None:
                 await checkpoint()
         elif self.kind == "lifecycle":
-            await store.commit_machine_lifecycle(self.runtime_id, *self.args)
+            commit, states, expected = self.args
+            await store.commit_machine_lifecycle(self.runtime_id, commit, states, expected=expected)
         else:
             await getattr(store, self.kind)(self.runtime_id, *self.args)
 
@@ -78,7 +95,8 @@ class Operation:
         if self.kind == "oauth_increment":
             model.update_auth_oauth_flow_snapshot(increment)
         elif self.kind == "lifecycle":
-            model.commit_machine_lifecycle(self.runtime_id, *self.args)
+            commit, states, expected = self.args
+            model.commit_machine_lifecycle(self.runtime_id, commit, states, expected=expected)
         elif self.kind != "checkpoint":
             getattr(model, self.kind)(self.runtime_id, *self.args)
 
@@ -88,9 +106,23 @@ def plan(seed: int, generation: int, task: int) -> Iterator[Operation]:
     rng = random.Random(f"{seed}/{generation}/{task}")
     rt = runtime_id(generation, task)
     known: list[ma.InputId] = []  # input ids this task has written, for updates
+    retirable: set[ma.InputId] = set()  # of those, the terminal ones (with an outcome)
+    runtime_state: ma.RuntimeState | None = None  # what this task last committed
 
     def fresh_uuid() -> uuid.UUID:
         return uuid.UUID(int=rng.getrandbits(128))
+
+    def outcome(phase: ma.InputLifecycleState) -> ma.InputTerminalOutcome | None:
+        """Mostly the outcome a terminal phase has; now and then none."""
+        if not phase.is_terminal or rng.random() < 0.2:
+            return None
+        if phase is ma.InputLifecycleState.CONSUMED:
+            return ma.InputTerminalOutcome.consumed()
+        if phase is ma.InputLifecycleState.SUPERSEDED:
+            return ma.InputTerminalOutcome.superseded(ma.InputId(fresh_uuid()))
+        if phase is ma.InputLifecycleState.COALESCED:
+            return ma.InputTerminalOutcome.coalesced(ma.InputId(fresh_uuid()))
+        return ma.InputTerminalOutcome.abandoned(ma.InputAbandonReason.cancelled())
 
     def input_state(index: int) -> ma.StoredInputState:
         if known and rng.random() < 0.4:
@@ -100,6 +132,12 @@ def plan(seed: int, generation: int, task: int) -> Iterator[Operation]:
             known.append(input_id)
         shell = ma.StoredInputState.new_accepted(input_id, now=_EPOCH).state
         padding = "x" * rng.choice((0, 0, 10, 200, 2000))
+        phase = rng.choice(list(ma.InputLifecycleState))
+        terminal_outcome = outcome(phase)
+        if terminal_outcome is None:
+            retirable.discard(input_id)
+        else:
+            retirable.add(input_id)
         return ma.StoredInputState(
             ma.InputState(
                 input_id=input_id,
@@ -108,8 +146,9 @@ def plan(seed: int, generation: int, task: int) -> Iterator[Operation]:
                 persisted_input={"op": index, "padding": padding},
             ),
             ma.InputStateSeed(
-                phase=rng.choice(list(ma.InputLifecycleState)),
+                phase=phase,
                 attempt_count=rng.randrange(5),
+                terminal_outcome=terminal_outcome,
             ),
         )
 
@@ -134,6 +173,20 @@ def plan(seed: int, generation: int, task: int) -> Iterator[Operation]:
         elif kind == "lifecycle":
             commit = ma.machine_transition(*rng.choice(_TRANSITIONS))
             states = [input_state(index) for _ in range(rng.randint(0, 2))]
-            yield Operation(kind, rt, (commit, states))
+            yield Operation(kind, rt, (commit, states, runtime_state))
+            runtime_state = commit.runtime_state
+        elif kind == "persist_ops_lifecycle":
+            ops = ma.PersistedOpsSnapshot(f"epoch-{index}", {"op": index})
+            yield Operation(kind, rt, (ops,))
+        elif kind == "retire_input_payloads":
+            if retirable:
+                chosen = rng.sample(sorted(retirable, key=str), min(len(retirable), 3))
+                yield Operation(kind, rt, (chosen,))
+        elif kind == "purge_runtime":
+            if runtime_state is ma.RuntimeState.DESTROYED:
+                yield Operation(kind, rt)
+                known.clear()
+                retirable.clear()
+                runtime_state = None
         else:
             yield Operation(kind, rt)

@@ -117,6 +117,7 @@ def reads_for(rt: ma.LogicalRuntimeId, operations: list[Operation]) -> list[Read
     """The reads that show all of a runtime the operations can have touched."""
     reads: list[Read] = [
         ("load_input_states", (rt,)),
+        ("load_boundary_receipts", (rt,)),
         ("load_session_snapshot", (rt,)),
         ("load_runtime_state", (rt,)),
         ("load_ops_lifecycle", (rt,)),
