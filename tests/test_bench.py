@@ -24,7 +24,7 @@ import trio
 
 import meerkat_actor as ma
 from meerkat_actor import _bench
-from meerkat_actor._bench import _payloads, _recovery, _throughput
+from meerkat_actor._bench import _payloads, _recovery, _retention, _throughput
 from meerkat_actor._bench._measure import BenchFailure
 from meerkat_actor._bench._peers import DURABLE, PEERS, DictStore
 from meerkat_actor._bench._report import table, write_plot
@@ -184,6 +184,67 @@ def test_memory_rows_cover_every_peer(document):
             assert row["disk_bytes_per_state"] is None
 
 
+def check_retention(document) -> None:
+    """The retention rows of a run: both peers, before and after each size,
+    exactly the expected counts, positive figures, and a removal row each."""
+    runtimes = document["settings"]["recovery_runtimes"]
+    for size in document["settings"]["retention_sizes"]:
+        runtimes = min(runtimes, size)
+        content = _retention._content(size, runtimes)
+        kept = [rt for rt in content if not rt.purged]
+        pending = sum(len(rt.plans[-1].input_ids) for rt in kept)
+        rows = {(r["peer"], r["stage"]): r for r in document["retention"] if r["built"] == size}
+        assert sorted(rows) == sorted(
+            [(peer, stage) for peer in ("actor", "sqlite") for stage in ("before", "after")]
+            + [("actor", "after_log")]
+        )
+        log = rows[("actor", "after_log")]
+        for key in ("input_states", "runtimes", "payloads", "receipts"):
+            assert log[key] == rows[("actor", "after")][key], key
+        assert log["snapshot_bytes"] == rows[("actor", "before")]["snapshot_bytes"]
+        assert log["verified"] is True
+        for peer in ("actor", "sqlite"):
+            before, after = rows[(peer, "before")], rows[(peer, "after")]
+            assert before["verified"] is after["verified"] is True
+            assert (before["input_states"], before["payloads"]) == (size, size)
+            assert before["runtimes"] == runtimes
+            assert before["receipts"] == sum(len(rt.plans) for rt in content)
+            assert after["input_states"] == sum(rt.input_states for rt in kept)
+            assert after["runtimes"] == len(kept) == runtimes - runtimes // 2 - runtimes % 2
+            assert after["payloads"] == pending  # only the runs in flight keep theirs
+            assert after["receipts"] == sum(len(rt.plans) for rt in kept)
+            for row in (before, after):
+                for key in ("open_s", "read_all_s", "rss_before_mib", "disk_bytes"):
+                    assert positive(row[key]), (peer, row["stage"], key)
+                assert row["peak_rss_mib"] >= row["rss_after_open_mib"]
+                assert (row["snapshot_bytes"] is None) is (peer == "sqlite")
+            if peer == "actor":
+                assert after["snapshot_bytes"] < before["snapshot_bytes"]
+        removals = {r["peer"]: r for r in document["removals"] if r["input_states"] == size}
+        assert sorted(removals) == ["actor", "sqlite"]
+        for peer, removal in removals.items():
+            assert removal["retired"] == sum(rt.terminal for rt in content)
+            assert removal["retire_calls"] == sum(1 for rt in content if rt.terminal)
+            assert removal["purged"] == runtimes - len(kept)
+            assert removal["purged_input_states"] == size - rows[(peer, "after")]["input_states"]
+            for key in ("retire_s", "destroy_s", "purge_s", "select_s"):
+                assert positive(removal[key]), (peer, key)
+            vacuumed = removal["vacuumed_bytes"]
+            if peer == "actor":
+                assert positive(removal["checkpoint_s"])
+                assert removal["vacuum_s"] is vacuumed is None
+            else:
+                assert removal["checkpoint_s"] is None
+                assert positive(removal["vacuum_s"])
+                assert 0 < vacuumed < rows[("sqlite", "after")]["disk_bytes"]
+
+
+@pytest.mark.slow
+def test_retention_rows_hold_what_the_removal_left(document):
+    assert document["settings"]["parts"] == ["throughput", "recovery", "retention"]
+    check_retention(document)
+
+
 @pytest.mark.slow
 def test_human_table_names_every_peer_workload_and_section(document):
     text = table(Report.from_json(document))
@@ -192,7 +253,14 @@ def test_human_table_names_every_peer_workload_and_section(document):
         assert f"\n{peer} " in text  # a row of the throughput tables
     for title in WORKLOADS.values():
         assert title in text
-    for heading in ("Recovery:", "Checkpoint of the log-only actor store", "Memory per stored"):
+    for heading in (
+        "Recovery:",
+        "Checkpoint of the log-only actor store",
+        "Memory per stored",
+        "Retention:",
+        "The removal, by one task",
+        "actor vs SQLite:",
+    ):
         assert heading in text
     assert "(all)" in text
     assert "MISSING" not in text
@@ -210,6 +278,10 @@ def test_from_json_presents_a_saved_run_without_measuring(document, tmp_path, ca
     missing = ["--from-json", str(tmp_path / "none.json"), "--json"]
     assert _bench.run(parser().parse_args(missing)) == 3
     assert json.loads(capsys.readouterr().out)["error"]["kind"] == "not_found"  # with --json
+    older = {k: v for k, v in document.items() if k not in ("retention", "removals")}
+    saved.write_text(json.dumps(older))  # a run from before the retention part
+    assert _bench.run(parser().parse_args(["--from-json", str(saved)])) == 0
+    assert "Retention:" not in capsys.readouterr().out
     saved.write_text("{}")
     assert _bench.run(parser().parse_args(["--from-json", str(saved), "--json"])) == 2
     out, err = capsys.readouterr()
@@ -235,7 +307,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def test_options_parse():
-    args = parser().parse_args(["--quick", "--seconds", "0.5", "--recovery-sizes", "1_000,20"])
+    args = parser().parse_args(
+        [
+            "--quick",
+            "--seconds",
+            "0.5",
+            "--recovery-sizes",
+            "1_000,20",
+            "--retention-sizes",
+            "300",
+            "--parts",
+            "retention,throughput",
+        ]
+    )
+    assert args.retention_sizes == (300,)
+    assert args.parts == ("retention", "throughput")
     assert args.quick
     assert not args.json
     assert args.seconds == 0.5
@@ -245,7 +331,15 @@ def test_options_parse():
 
 
 @pytest.mark.parametrize(
-    "bad", [["--seconds", "0"], ["--seconds", "x"], ["--recovery-sizes", "10,0"], ["--nope"]]
+    "bad",
+    [
+        ["--seconds", "0"],
+        ["--seconds", "x"],
+        ["--recovery-sizes", "10,0"],
+        ["--retention-sizes", "0"],
+        ["--parts", "recovery,nope"],
+        ["--nope"],
+    ],
 )
 def test_bad_options_are_usage_errors(bad, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -267,6 +361,49 @@ def test_settings_overrides():
     changed = _bench.QUICK.with_overrides(1.5, (50, 70))
     assert (changed.seconds, changed.recovery_sizes, changed.memory_states) == (1.5, (50, 70), 50)
     assert _bench.QUICK.with_overrides(None, None) == _bench.QUICK
+    parts = _bench.QUICK.with_overrides(None, None, retention_sizes=(9,), parts=("retention",))
+    assert (parts.retention_sizes, parts.parts) == ((9,), ("retention",))
+    # the parts run in their own order, whatever the order asked
+    assert _bench.QUICK.with_overrides(None, None, parts=("retention", "throughput")).parts == (
+        "throughput",
+        "retention",
+    )
+
+
+def test_plot_needs_the_throughput_part(tmp_path, capsys):
+    args = parser().parse_args(["--parts", "retention", "--plot", str(tmp_path / "p.png")])
+    assert _bench.run(args) == 2
+    assert "--plot draws the throughput part" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the retention part alone, quick ---------------------------------------------------------
+
+
+def test_quick_retention_part_alone(tmp_path):
+    """`bench --quick --parts retention`: only the retention rows, every one
+    verified with exact counts (a few seconds: fresh processes)."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "meerkat_actor", "bench", "--quick", "--json"),
+            *("--parts", "retention", "--retention-sizes", "150", "--dir", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["settings"]["parts"] == ["retention"]
+    assert document["settings"]["retention_sizes"] == [150]
+    assert document["throughput"] == document["recovery"] == document["memory"] == []
+    assert len(document["retention"]) == 5
+    check_retention(document)
+    text = table(Report.from_json(document))
+    assert "Retention: 150 input states over 40 runtimes" in text
+    assert "Throughput:" not in text
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- the naive baseline keeps the contract's semantics ------------------------------------------
@@ -432,3 +569,72 @@ def test_is_consumed_input_compares_every_field():
     for history in ((), (entry, entry), (replace(entry, timestamp=later),)):
         changed = ma.StoredInputState(replace(stored.state, history=history), stored.seed)
         assert not check(changed, input_id, run_id, 7), history
+
+
+class HidesFromListing:
+    """A store whose `list_runtimes` leaves out one runtime it still holds."""
+
+    def __init__(self, store, hidden):
+        self._store = store
+        self._hidden = hidden
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def list_runtimes(self):
+        return [rid for rid in await self._store.list_runtimes() if rid != self._hidden]
+
+
+async def test_retention_check_catches_what_the_removal_should_have_changed():
+    content = _retention._content(60, 6)
+    writes = _retention._writes(content)
+    async with ma.open_store() as store:
+        await _retention._write_all(store, content, writes)
+        found, listed = await _retention._verify(store, content, after=False)
+        assert (found.input_states, found.payloads, len(listed)) == (60, 60, 6)
+        with pytest.raises(BenchFailure, match="list_runtimes"):  # nothing purged yet
+            await _retention._verify(store, content, after=True)
+        purged = [rt for rt in content if rt.purged]
+        for rt in purged:
+            await store.commit_machine_lifecycle(rt.runtime_id, _retention._DESTROY, [])
+            await store.purge_runtime(rt.runtime_id)
+        with pytest.raises(BenchFailure, match="differs"):  # payloads not retired
+            await _retention._verify(store, content, after=True)
+        for rt in content:
+            if not rt.purged:
+                ids = [ma.InputId(i) for plan in rt.plans[:-1] for i in plan.input_ids]
+                await store.retire_input_payloads(rt.runtime_id, ids)
+        found, listed = await _retention._verify(store, content, after=True)
+        kept = [rt for rt in content if not rt.purged]
+        assert found.input_states == sum(rt.input_states for rt in kept)
+        assert found.payloads == sum(len(rt.plans[-1].input_ids) for rt in kept)
+        assert listed == [rt.runtime_id for rt in kept]
+        # A purged runtime that still holds something is caught, even unlisted.
+        again = purged[0]
+        await store.commit_machine_lifecycle(again.runtime_id, _retention._START, [])
+        with pytest.raises(BenchFailure, match="list_runtimes"):
+            await _retention._verify(store, content, after=True)
+        hiding = HidesFromListing(store, again.runtime_id)
+        with pytest.raises(BenchFailure, match="still has its runtime state"):
+            await _retention._verify(hiding, content, after=True)
+
+
+def test_retention_content_has_terminal_and_pending_inputs():
+    content = _retention._content(400, 40)
+    assert sum(rt.input_states for rt in content) == 400
+    assert [rt.purged for rt in content[:4]] == [True, False, True, False]
+    states = [s for write in _retention._writes(content)[0] for s in write.states]
+    terminal = [s for s in states if s.seed.phase.is_terminal]
+    assert len(terminal) == content[0].terminal
+    assert len(states) - len(terminal) == len(content[0].plans[-1].input_ids) > 0
+    assert all(s.state.persisted_input is not None for s in states)
+    plan = content[0].plans[-1]
+    stored = _payloads.pending_input(plan.input_ids[0], plan.run_id, plan.first_index)
+    assert _payloads.is_pending_input(stored, plan.input_ids[0], plan.run_id, plan.first_index)
+    assert not _payloads.is_consumed_input(stored, plan.input_ids[0], plan.run_id, plan.first_index)
+    consumed = _payloads.consumed_input(plan.input_ids[0], plan.run_id, plan.first_index)
+    retired = ma.StoredInputState(replace(consumed.state, persisted_input=None), consumed.seed)
+    args = (plan.input_ids[0], plan.run_id, plan.first_index)
+    assert _payloads.is_consumed_input(retired, *args, retired=True)
+    assert not _payloads.is_consumed_input(retired, *args)
+    assert not _payloads.is_consumed_input(consumed, *args, retired=True)

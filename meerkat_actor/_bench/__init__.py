@@ -18,8 +18,10 @@ the command (exit 1) instead of printing figures of a broken store.
 
 Modules: `_payloads` (realistic values), `_peers` (the stores and the
 baseline), `_measure` (driver, heartbeat, memory), `_throughput` (the four
-workloads at each concurrency), `_recovery` (recovery, checkpoint, memory;
-the child process), `_results` (the rows), `_report` (table, JSON, plot).
+workloads at each concurrency), `_recovery` (recovery, checkpoint, memory),
+`_retention` (retiring payloads and purging runtimes: memory, snapshot,
+disk and open time before and after), `_children` (running a measurement
+in a fresh process), `_results` (the rows), `_report` (table, JSON, plot).
 See docs/benchmarks.md.
 
 The command line (`meerkat_actor/__main__.py`) calls `add_arguments(parser)`
@@ -47,7 +49,8 @@ from ._peers import PEERS
 from ._recovery import run_recovery
 from ._report import describe_machine, filesystem_of, table, write_plot
 from ._results import WORKLOADS, Report
-from ._settings import FULL, QUICK, Settings
+from ._retention import run_retention
+from ._settings import FULL, PARTS, QUICK, Settings
 from ._throughput import run_throughput
 
 __all__ = ["add_arguments", "run"]
@@ -76,6 +79,16 @@ def _sizes(text: str) -> tuple[int, ...]:
     if any(size < 1 for size in sizes):
         raise argparse.ArgumentTypeError(f"every size must be at least 1, got {text}")
     return sizes
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(","))
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown part {unknown[0]!r}; the parts are {', '.join(PARTS)}"
+        )
+    return parts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +131,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f" {','.join(str(n) for n in FULL.recovery_sizes)}; --quick"
         f" {','.join(str(n) for n in QUICK.recovery_sizes)})",
     )
+    parser.add_argument(
+        "--retention-sizes",
+        type=_sizes,
+        metavar="N,N",
+        help="input states of the retention stores (default"
+        f" {','.join(str(n) for n in FULL.retention_sizes)}; --quick"
+        f" {','.join(str(n) for n in QUICK.retention_sizes)})",
+    )
+    parser.add_argument(
+        "--parts",
+        type=_parts,
+        metavar="PART,PART",
+        help=f"run only these parts (of {', '.join(PARTS)}; default: all)",
+    )
 
 
 def _error(args: argparse.Namespace, kind: str, message: str, status: int) -> int:
@@ -158,13 +185,17 @@ async def _main(
         peers=list(PEERS),
         workloads=dict(WORKLOADS),
     )
-    report.throughput = await run_throughput(settings, workdir, progress)
-    (
-        report.recovery,
-        report.checkpoint,
-        report.memory,
-        report.builds,
-    ) = await run_recovery(settings, workdir, progress)
+    if "throughput" in settings.parts:
+        report.throughput = await run_throughput(settings, workdir, progress)
+    if "recovery" in settings.parts:
+        (
+            report.recovery,
+            report.checkpoint,
+            report.memory,
+            report.builds,
+        ) = await run_recovery(settings, workdir, progress)
+    if "retention" in settings.parts:
+        report.retention, report.removals = await run_retention(settings, workdir, progress)
     report.elapsed_s = time.perf_counter() - started
     if hasattr(os, "getloadavg"):
         report.machine["load_average_at_end"] = list(os.getloadavg())
@@ -173,7 +204,12 @@ async def _main(
 
 def _benchmark(args: argparse.Namespace) -> Report | int:
     """Run the benchmark in a new temporary directory; the report, or an exit status."""
-    settings = (QUICK if args.quick else FULL).with_overrides(args.seconds, args.recovery_sizes)
+    settings = (QUICK if args.quick else FULL).with_overrides(
+        args.seconds,
+        args.recovery_sizes,
+        retention_sizes=args.retention_sizes,
+        parts=args.parts,
+    )
     parent = os.path.abspath(args.dir if args.dir is not None else os.getcwd())
     try:
         os.makedirs(parent, exist_ok=True)
@@ -220,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
     missing; 7: an I/O error.
     """
     plot = None if args.plot is None else os.path.abspath(args.plot)
+    if plot is not None and args.parts is not None and "throughput" not in args.parts:
+        return _usage_error("--plot draws the throughput part: add it to --parts")
     if plot is not None:
         if importlib.util.find_spec("matplotlib") is None:
             return _usage_error(f"--plot needs matplotlib: {PLOT_EXTRA}")

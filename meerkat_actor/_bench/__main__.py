@@ -8,6 +8,8 @@ the child's own. Prints one JSON line. Not a user command: run
 
 import sys
 
-from ._recovery import child_main
+from ._children import child_main
+from ._recovery import MEASUREMENTS as RECOVERY
+from ._retention import MEASUREMENTS as RETENTION
 
-sys.exit(child_main(sys.argv[1:]))
+sys.exit(child_main(sys.argv[1:], {**RECOVERY, **RETENTION}))

@@ -15,7 +15,9 @@ snapshot (`{"id": <uuid>, "messages": [...]}`, which the default
 `MeerkatSessionCodec` reads) of about 4 KiB or 64 KiB, a `RunBoundaryReceipt`
 whose contributing input ids are the run's inputs, and 1-8 input states that
 the run consumed (one history entry, a terminal outcome, a small persisted
-input document).
+input document). The retention part also writes inputs of a run still in
+flight (`pending_input`: applied, pending consumption, not terminal), whose
+payload cannot be retired.
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ __all__ = [
     "Write",
     "consumed_input",
     "is_consumed_input",
+    "is_pending_input",
     "oauth_counter",
     "oauth_increment",
     "oauth_initial",
+    "pending_input",
     "plan_runtime",
     "session_snapshot",
     "sessions",
@@ -90,8 +94,10 @@ def session_snapshot(session_id: SessionId, size: int) -> bytes:
 
 _ACCEPTED: Final = InputLifecycleState.ACCEPTED
 _CONSUMED: Final = InputLifecycleState.CONSUMED
+_PENDING: Final = InputLifecycleState.APPLIED_PENDING_CONSUMPTION
 _CONSUMED_OUTCOME: Final = InputTerminalOutcome.consumed()
 _REASON: Final = "run complete"
+_PENDING_REASON: Final = "run started"
 _INPUT_TYPE: Final = "user_message"
 
 
@@ -99,36 +105,63 @@ def _input_text(index: int) -> str:
     return f"input {index}: {_LOREM[:120]}"
 
 
-def consumed_input(input_id: uuid.UUID, run_id: uuid.UUID, index: int) -> StoredInputState:
-    """The `index`-th input of a runtime, consumed by run `run_id`."""
+def _input(
+    input_id: uuid.UUID, run_id: uuid.UUID, index: int, *, pending: bool
+) -> StoredInputState:
     at = EPOCH + timedelta(seconds=index)
+    phase, reason = (_PENDING, _PENDING_REASON) if pending else (_CONSUMED, _REASON)
     state = InputState(
         input_id=InputId(input_id),
         created_at=at,
         updated_at=at,
-        history=(InputStateHistoryEntry(at, _ACCEPTED, _CONSUMED, _REASON),),
+        history=(InputStateHistoryEntry(at, _ACCEPTED, phase, reason),),
         durability=InputDurability.DURABLE,
         persisted_input={"type": _INPUT_TYPE, "text": _input_text(index)},
     )
     seed = InputStateSeed(
-        phase=_CONSUMED,
+        phase=phase,
         last_run_id=RunId(run_id),
         last_boundary_sequence=0,
-        terminal_outcome=_CONSUMED_OUTCOME,
+        terminal_outcome=None if pending else _CONSUMED_OUTCOME,
         attempt_count=1,
     )
     return StoredInputState(state, seed)
 
 
-def is_consumed_input(
-    stored: StoredInputState, input_id: uuid.UUID, run_id: uuid.UUID, index: int
+def consumed_input(input_id: uuid.UUID, run_id: uuid.UUID, index: int) -> StoredInputState:
+    """The `index`-th input of a runtime, consumed by run `run_id` (terminal)."""
+    return _input(input_id, run_id, index, pending=False)
+
+
+def pending_input(input_id: uuid.UUID, run_id: uuid.UUID, index: int) -> StoredInputState:
+    """The `index`-th input of a runtime, applied by run `run_id`, which has
+    not finished: phase applied-pending-consumption, no terminal outcome (not
+    terminal, so its payload cannot be retired)."""
+    return _input(input_id, run_id, index, pending=True)
+
+
+def _matches(
+    stored: StoredInputState,
+    input_id: uuid.UUID,
+    run_id: uuid.UUID,
+    index: int,
+    *,
+    pending: bool,
+    retired: bool,
 ) -> bool:
-    """Whether `stored == consumed_input(input_id, run_id, index)`, compared
-    field by field without building the expected value (constructors validate,
-    and a recovery check compares a million of these)."""
     at = EPOCH + timedelta(seconds=index)
+    phase, reason = (_PENDING, _PENDING_REASON) if pending else (_CONSUMED, _REASON)
     state, seed = stored.state, stored.seed
     history, document = state.history, state.persisted_input
+    if retired:
+        payload = document is None
+    else:
+        payload = (
+            document is not None
+            and len(document) == 2
+            and document.get("type") == _INPUT_TYPE
+            and document.get("text") == _input_text(index)
+        )
     return (
         state.input_id.value == input_id
         and state.created_at == at
@@ -136,25 +169,44 @@ def is_consumed_input(
         and len(history) == 1
         and history[0].timestamp == at
         and history[0].from_state is _ACCEPTED
-        and history[0].to_state is _CONSUMED
-        and history[0].reason == _REASON
+        and history[0].to_state is phase
+        and history[0].reason == reason
         and state.policy is None
         and state.runtime_semantics is None
         and state.durability is InputDurability.DURABLE
         and state.idempotency_key is None
         and state.recovery_count == 0
         and state.reconstruction_source is None
-        and document is not None
-        and len(document) == 2
-        and document.get("type") == _INPUT_TYPE
-        and document.get("text") == _input_text(index)
-        and seed.phase is _CONSUMED
+        and payload
+        and seed.phase is phase
         and seed.last_run_id is not None
         and seed.last_run_id.value == run_id
         and seed.last_boundary_sequence == 0
-        and seed.terminal_outcome == _CONSUMED_OUTCOME
+        and seed.terminal_outcome == (None if pending else _CONSUMED_OUTCOME)
         and seed.attempt_count == 1
     )
+
+
+def is_consumed_input(
+    stored: StoredInputState,
+    input_id: uuid.UUID,
+    run_id: uuid.UUID,
+    index: int,
+    *,
+    retired: bool = False,
+) -> bool:
+    """Whether `stored == consumed_input(input_id, run_id, index)`, compared
+    field by field without building the expected value (constructors validate,
+    and a recovery check compares a million of these). With `retired`, the
+    payload must be gone (`persisted_input` is `None`) and all else the same."""
+    return _matches(stored, input_id, run_id, index, pending=False, retired=retired)
+
+
+def is_pending_input(
+    stored: StoredInputState, input_id: uuid.UUID, run_id: uuid.UUID, index: int
+) -> bool:
+    """Whether `stored == pending_input(input_id, run_id, index)`, field by field."""
+    return _matches(stored, input_id, run_id, index, pending=True, retired=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +241,11 @@ class Write:
     states: tuple[StoredInputState, ...]
 
 
-def write_for(plan: CommitPlan) -> Write:
-    """The receipt and input states `plan` describes."""
+def write_for(plan: CommitPlan, *, pending: bool = False) -> Write:
+    """The receipt and input states `plan` describes: consumed inputs, or with
+    `pending` inputs of a run still in flight (`pending_input`)."""
     states = tuple(
-        consumed_input(input_id, plan.run_id, plan.first_index + n)
+        _input(input_id, plan.run_id, plan.first_index + n, pending=pending)
         for n, input_id in enumerate(plan.input_ids)
     )
     receipt = RunBoundaryReceipt(

@@ -27,10 +27,8 @@ measures their latency against the same load without a checkpoint.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -41,12 +39,11 @@ from typing import Any, Final
 
 import trio
 
-import meerkat_actor
-
 from .._actor import ActorStore, open_store
 from .._ids import LogicalRuntimeId, RunId
 from .._sqlite import open_sqlite_store
 from .._types import RunApplyBoundary, RunBoundaryReceipt, StoredInputState
+from ._children import Measurement, run_child
 from ._measure import BenchFailure, current_rss, heartbeat, peak_rss, percentile
 from ._payloads import (
     CommitPlan,
@@ -62,15 +59,13 @@ from ._peers import BenchStore, open_peer
 from ._results import BuildRow, CheckpointRow, MemoryRow, RecoveryRow
 from ._settings import Settings
 
-__all__ = ["child_main", "run_recovery"]
+__all__ = ["MEASUREMENTS", "run_recovery"]
 
 KIB: Final = 1024
 MIB: Final = 1024 * 1024
 NEVER: Final = 1 << 50  # checkpoint_bytes: no checkpoint by size
 BUILD_TASKS: Final = 64
 CHECKPOINT_STATE_LISTS: Final = 256
-#: Where this `meerkat_actor` is imported from: the child must import the same.
-_PACKAGE_ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(meerkat_actor.__file__)))
 
 
 _MEASURED: Final = {
@@ -83,7 +78,7 @@ _MEASURED: Final = {
 # --- the stores' content ------------------------------------------------------------------
 
 
-def _counts(size: int, runtimes: int) -> list[int]:
+def counts(size: int, runtimes: int) -> list[int]:
     """Input states per runtime: `size` spread evenly over `runtimes`."""
     return [size // runtimes + (1 if r < size % runtimes else 0) for r in range(runtimes)]
 
@@ -91,7 +86,7 @@ def _counts(size: int, runtimes: int) -> list[int]:
 def _plans(size: int, runtimes: int) -> list[list[CommitPlan]]:
     return [
         plan_runtime(f"recovery/{size}/{r}", count)
-        for r, count in enumerate(_counts(size, runtimes))
+        for r, count in enumerate(counts(size, runtimes))
     ]
 
 
@@ -135,27 +130,6 @@ def _disk_bytes(path: str) -> int:
 
 
 # --- the parent -----------------------------------------------------------------------------
-
-
-async def _child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter; return its JSON result."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "meerkat_actor._bench", "child", json.dumps(spec)]
-    done = await trio.run_process(
-        command, capture_stdout=True, capture_stderr=True, check=False, env=env
-    )
-    lines = done.stdout.decode().strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-8:]
-        raise BenchFailure(
-            f"the {spec['kind']} child for {spec.get('path', spec.get('peer'))} failed"
-            f" (exit {done.returncode}): " + " | ".join(tail)
-        )
-    result: dict[str, Any] = json.loads(lines[-1])
-    if "failure" in result:
-        raise BenchFailure(result["failure"])
-    return result
 
 
 async def _build(
@@ -234,7 +208,7 @@ async def run_recovery(
                     "pause": settings.checkpoint_pause,
                     "baseline_max": settings.checkpoint_baseline_max,
                 }
-            result = await _child(spec)
+            result = await run_child(spec)
             row = RecoveryRow(**result["recovery"])
             recovery.append(row)
             if result.get("checkpoint") is not None:
@@ -253,7 +227,9 @@ async def run_recovery(
     for peer in ("memory", "dict"):
         progress(f"memory: {size:,} input states in the {peer} peer")
         runtimes = min(settings.recovery_runtimes, size)
-        result = await _child({"kind": "memory", "peer": peer, "size": size, "runtimes": runtimes})
+        result = await run_child(
+            {"kind": "memory", "peer": peer, "size": size, "runtimes": runtimes}
+        )
         memory.append(MemoryRow(**result["memory"]))
     return recovery, checkpoints, memory, builds
 
@@ -529,20 +505,6 @@ async def _memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     return {"memory": asdict(row), "found": found}
 
 
-# --- the child's entry point -------------------------------------------------------------------
+# --- the measurements this module's children run -------------------------------------------
 
-
-def child_main(argv: Sequence[str]) -> int:
-    """`python -m meerkat_actor._bench child SPEC`: run one measurement and
-    print its result as one JSON line (or `{"failure": ...}`)."""
-    if len(argv) != 2 or argv[0] != "child":
-        print("usage: python -m meerkat_actor._bench child SPEC", file=sys.stderr)
-        return 2
-    spec: dict[str, Any] = json.loads(argv[1])
-    measure = _recover_child if spec["kind"] == "recover" else _memory_child
-    try:
-        result = trio.run(measure, spec)
-    except BenchFailure as failure:
-        result = {"failure": f"{spec['kind']} of {spec.get('path', spec['peer'])}: {failure}"}
-    print(json.dumps(result), flush=True)
-    return 0
+MEASUREMENTS: Final[dict[str, Measurement]] = {"recover": _recover_child, "memory": _memory_child}

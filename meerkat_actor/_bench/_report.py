@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ._peers import PEERS
-from ._results import WORKLOADS, Report, ThroughputRow
+from ._results import WORKLOADS, RemovalRow, Report, RetentionRow, ThroughputRow
 
 __all__ = ["PEER_TITLES", "describe_machine", "filesystem_of", "table", "write_plot"]
 
@@ -63,6 +63,10 @@ def describe_machine(directory: str) -> dict[str, Any]:
         "disk_free_gib": round(usage.free / 2**30, 1),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+def _load(averages: list[float] | None) -> str:
+    return "?" if not averages else " ".join(f"{a:.2f}" for a in averages)
 
 
 def _ms(value: float | None) -> str:
@@ -131,6 +135,172 @@ def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
     return lines
 
 
+def _ratio(after: float | None, before: float | None) -> str:
+    if after is None or before is None or before == 0:
+        return "-"
+    return f"{after / before:.2f}x"
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / MIB:,.1f}"
+
+
+_STAGES: Final = {"after_log": "after, not checkpointed"}
+
+
+def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> list[str]:
+    """The retention part: the opens before and after, then the removal itself."""
+    lines: list[str] = []
+    for size in sorted({r.input_states for r in removals}):
+        done = {r.peer: r for r in removals if r.input_states == size}
+        opens = {(r.peer, r.stage): r for r in rows if r.built == size}
+        cells: list[tuple[str, ...]] = [
+            (
+                "peer",
+                "stage",
+                "input states",
+                "runtimes",
+                "payloads",
+                "receipts",
+                "open s",
+                "read all s",
+                "RSS growth MiB",
+                "peak RSS MiB",
+                "snapshot MiB",
+                "on disk MiB",
+            )
+        ]
+        for peer, removal in done.items():
+            before, after = opens.get((peer, "before")), opens.get((peer, "after"))
+            if before is None or after is None:
+                continue
+            log = opens.get((peer, "after_log"))
+            for r in (before, *([log] if log else []), after):
+                cells.append(
+                    (
+                        peer,
+                        _STAGES.get(r.stage, r.stage),
+                        f"{r.input_states:,}",
+                        f"{r.runtimes:,}",
+                        f"{r.payloads:,}",
+                        f"{r.receipts:,}",
+                        _seconds(r.open_s),
+                        _seconds(r.read_all_s),
+                        f"{r.rss_after_open_mib - r.rss_before_mib:,.1f}",
+                        f"{r.peak_rss_mib:,.0f}",
+                        _mib(r.snapshot_bytes),
+                        _mib(r.disk_bytes),
+                    )
+                )
+            cells.append(
+                (
+                    peer,
+                    "after/before",
+                    _ratio(after.input_states, before.input_states),
+                    _ratio(after.runtimes, before.runtimes),
+                    _ratio(after.payloads, before.payloads),
+                    _ratio(after.receipts, before.receipts),
+                    _ratio(after.open_s, before.open_s),
+                    _ratio(after.read_all_s, before.read_all_s),
+                    _ratio(
+                        after.rss_after_open_mib - after.rss_before_mib,
+                        before.rss_after_open_mib - before.rss_before_mib,
+                    ),
+                    _ratio(after.peak_rss_mib, before.peak_rss_mib),
+                    _ratio(after.snapshot_bytes, before.snapshot_bytes),
+                    _ratio(after.disk_bytes, before.disk_bytes),
+                )
+            )
+            if removal.vacuumed_bytes is not None:
+                cells.append((peer, "after VACUUM", *[""] * 9, _mib(removal.vacuumed_bytes)))
+                cells.append(
+                    (
+                        peer,
+                        "VACUUM/before",
+                        *[""] * 9,
+                        _ratio(removal.vacuumed_bytes, before.disk_bytes),
+                    )
+                )
+        first = next(iter(done.values()))
+        lines += [
+            "",
+            f"Retention: {size:,} input states over {first.runtimes:,} runtimes; the removal"
+            " retires the payload of every terminal input state, then destroys and purges"
+            f" {first.purged:,} runtimes. Each open in a new process, everything checked"
+            " after it. RSS growth = resident memory of the open store. Not checkpointed ="
+            " the actor store as the removal left it before its checkpoint (the old snapshot,"
+            " the removal in the log).",
+            *_columns(cells, [False, False, *[True] * 10]),
+        ]
+        cells = [
+            (
+                "peer",
+                "pick s",
+                "retire calls",
+                "retired",
+                "retire s",
+                "retired/s",
+                "destroy s",
+                "purged",
+                "purge s",
+                "purged/s",
+                "checkpoint s",
+                "VACUUM s",
+                "RSS after open MiB",
+                "after removal MiB",
+            )
+        ]
+        for m in done.values():
+            cells.append(
+                (
+                    m.peer,
+                    _seconds(m.select_s),
+                    f"{m.retire_calls:,}",
+                    f"{m.retired:,}",
+                    _seconds(m.retire_s),
+                    f"{m.retired / m.retire_s:,.0f}" if m.retire_s else "-",
+                    _seconds(m.destroy_s),
+                    f"{m.purged:,}",
+                    _seconds(m.purge_s),
+                    f"{m.purged / m.purge_s:,.0f}" if m.purge_s else "-",
+                    "-" if m.checkpoint_s is None else _seconds(m.checkpoint_s),
+                    "-" if m.vacuum_s is None else _seconds(m.vacuum_s),
+                    f"{m.rss_after_open_mib:,.0f}",
+                    f"{m.rss_after_removal_mib:,.0f}",
+                )
+            )
+        lines += [
+            "",
+            "The removal, by one task in a new process: per runtime one load_input_states (pick:"
+            " the terminal states) and one retire_input_payloads call; then"
+            " commit_machine_lifecycle to destroyed and purge_runtime, one call each per runtime.",
+            *_columns(cells, [False, *[True] * 13]),
+        ]
+        actor, sqlite = done.get("actor"), done.get("sqlite")
+        actor_after, sqlite_after = opens.get(("actor", "after")), opens.get(("sqlite", "after"))
+        if actor and sqlite and actor_after and sqlite_after:
+            lines.append(
+                "actor vs SQLite: retire time "
+                + _ratio(actor.retire_s, sqlite.retire_s)
+                + ", purge time "
+                + _ratio(actor.purge_s, sqlite.purge_s)
+                + ", on disk after "
+                + _ratio(actor_after.disk_bytes, sqlite_after.disk_bytes)
+                + (
+                    f" ({_ratio(actor_after.disk_bytes, sqlite.vacuumed_bytes)} of the vacuumed"
+                    " file)"
+                    if sqlite.vacuumed_bytes
+                    else ""
+                )
+                + ", open then read all after "
+                + _ratio(
+                    actor_after.open_s + actor_after.read_all_s,
+                    sqlite_after.open_s + sqlite_after.read_all_s,
+                )
+            )
+    return lines
+
+
 def table(report: Report) -> str:
     """The human-readable report."""
     machine = report.machine
@@ -138,18 +308,25 @@ def table(report: Report) -> str:
         "meerkat-actor bench" + (" --quick (tiny counts: the figures mean nothing)" * report.quick),
         f"machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}",
         f"stores in {machine['store_dir']} ({machine['filesystem']} on {machine['device']})",
+        "load average (1, 5, 15 min): at start "
+        + _load(machine.get("load_average_at_start"))
+        + ", at end "
+        + _load(machine.get("load_average_at_end")),
         "peers:",
         *(f"  {peer:<7} {PEER_TITLES[peer]}" for peer in report.peers),
-        "",
-        "Throughput: every row runs the same prepared operations on a new store"
-        f" ({report.settings['seconds']:g} s per row at most).",
-        "Latency per call; batch = most commands the actor applied in one go; loop lag = worst"
-        " overshoot of a 1 ms heartbeat sleep; gc = longest garbage collection;"
-        " vs SQLite = ops/s over SQLite's, same workload and tasks.",
-        "SQLite does not count fsyncs: in WAL mode with synchronous=FULL it syncs the WAL once"
-        " per COMMIT.",
-        *_throughput_lines(report.throughput),
     ]
+    if report.throughput:
+        lines += [
+            "",
+            "Throughput: every row runs the same prepared operations on a new store"
+            f" ({report.settings['seconds']:g} s per row at most).",
+            "Latency per call; batch = most commands the actor applied in one go; loop lag = worst"
+            " overshoot of a 1 ms heartbeat sleep; gc = longest garbage collection;"
+            " vs SQLite = ops/s over SQLite's, same workload and tasks.",
+            "SQLite does not count fsyncs: in WAL mode with synchronous=FULL it syncs the WAL once"
+            " per COMMIT.",
+            *_throughput_lines(report.throughput),
+        ]
     if report.recovery:
         cells: list[tuple[str, ...]] = [
             (
@@ -253,6 +430,7 @@ def table(report: Report) -> str:
             "Memory per stored input state (with its share of receipts and session snapshots)",
             *_columns(cells, [False, True, True, True, False]),
         ]
+    lines += _retention_lines(report.retention, report.removals)
     lines += ["", f"total time: {report.elapsed_s:.1f} s"]
     return "\n".join(lines)
 

@@ -11,7 +11,9 @@ __all__ = [
     "CheckpointRow",
     "MemoryRow",
     "RecoveryRow",
+    "RemovalRow",
     "Report",
+    "RetentionRow",
     "ThroughputRow",
 ]
 
@@ -143,6 +145,80 @@ class BuildRow:
     sqlite_commit_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class RetentionRow:
+    """One open of a retention store, in a fresh process, before or after the
+    removal (`stage`: `before`; `after`, once the removal is checkpointed;
+    `after_log`, the actor store as the removal left it before that
+    checkpoint: its old snapshot and the removal in its log).
+
+    The store was built with `built` input states; it held `input_states`
+    input states over `runtimes` runtimes
+    (listed by `list_runtimes`), of which `payloads` still carry their
+    `persisted_input`. `open_s` is the open call, `read_all_s` the time of
+    `load_input_states` for every listed runtime afterwards. `rss_*` are the
+    child's resident memory before the open and right after it (their
+    difference is the open store's resident memory), `peak_rss_mib` its
+    high-water mark. `snapshot_bytes` is the actor store's snapshot file
+    (`None` for SQLite); `disk_bytes` every file of the store (SQLite: the
+    database with its WAL, if any). `verified`: the child found exactly what
+    the store should hold (else the run fails).
+    """
+
+    peer: str
+    stage: str
+    built: int
+    input_states: int
+    runtimes: int
+    payloads: int
+    receipts: int
+    open_s: float
+    read_all_s: float
+    rss_before_mib: float
+    rss_after_open_mib: float
+    peak_rss_mib: float
+    snapshot_bytes: int | None
+    disk_bytes: int
+    verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RemovalRow:
+    """The removal of a retention store, by one task in a fresh process.
+
+    For every runtime, `load_input_states` picks the terminal states that
+    still carry a payload (`select_s` in all) and one `retire_input_payloads`
+    call retires them (`retire_calls` calls, `retired` payloads, `retire_s`).
+    Then half of the runtimes are committed to `destroyed`
+    (`commit_machine_lifecycle`, `destroy_s`) and purged (`purge_runtime`,
+    `purged` calls, `purge_s`), which removes `purged_input_states` input
+    states and `purged_receipts` receipts. `rss_after_open_mib` and
+    `rss_after_removal_mib` are the process's resident memory before the
+    calls and after them (and a `gc.collect()`). The actor store then takes a
+    `checkpoint()` (`checkpoint_s`; `None` for SQLite). SQLite's file is
+    then vacuumed by the parent (`vacuum_s`, `vacuumed_bytes`: its size
+    afterwards; `None` for the actor store).
+    """
+
+    peer: str
+    input_states: int
+    runtimes: int
+    select_s: float
+    retire_calls: int
+    retired: int
+    retire_s: float
+    destroy_s: float
+    purged: int
+    purged_input_states: int
+    purged_receipts: int
+    purge_s: float
+    rss_after_open_mib: float
+    rss_after_removal_mib: float
+    checkpoint_s: float | None
+    vacuum_s: float | None = None
+    vacuumed_bytes: int | None = None
+
+
 @dataclass(slots=True)
 class Report:
     """Everything one run measured."""
@@ -158,6 +234,8 @@ class Report:
     checkpoint: list[CheckpointRow] = field(default_factory=list)
     memory: list[MemoryRow] = field(default_factory=list)
     builds: list[BuildRow] = field(default_factory=list)
+    retention: list[RetentionRow] = field(default_factory=list)
+    removals: list[RemovalRow] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -182,5 +260,8 @@ class Report:
             checkpoint=[CheckpointRow(**row) for row in document["checkpoint"]],
             memory=[MemoryRow(**row) for row in document["memory"]],
             builds=[BuildRow(**row) for row in document["builds"]],
+            # Documents of runs before the retention part have neither.
+            retention=[RetentionRow(**row) for row in document.get("retention", [])],
+            removals=[RemovalRow(**row) for row in document.get("removals", [])],
             elapsed_s=document["elapsed_s"],
         )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["FULL", "QUICK", "Settings"]
+__all__ = ["FULL", "PARTS", "QUICK", "Settings"]
+
+#: The parts of a run, in the order they run (`--parts` picks some).
+PARTS: Final = ("throughput", "recovery", "retention")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,9 @@ class Settings:
         checkpoint_pause: each of those tasks' pause between two commits (s).
         checkpoint_baseline_max: longest stretch of the same load measured
             without a checkpoint, for comparison (s).
+        retention_sizes: input states of the retention stores (spread over
+            `recovery_runtimes` runtimes).
+        parts: the parts that run (of `PARTS`, in that order).
     """
 
     quick: bool
@@ -45,12 +51,23 @@ class Settings:
     checkpoint_tasks: int
     checkpoint_pause: float
     checkpoint_baseline_max: float
+    retention_sizes: tuple[int, ...]
+    parts: tuple[str, ...] = PARTS
 
     def with_overrides(
-        self, seconds: float | None, recovery_sizes: tuple[int, ...] | None
+        self,
+        seconds: float | None,
+        recovery_sizes: tuple[int, ...] | None,
+        *,
+        retention_sizes: tuple[int, ...] | None = None,
+        parts: tuple[str, ...] | None = None,
     ) -> Settings:
         """These settings with the command line's explicit choices applied."""
         changed = self
+        if retention_sizes is not None:
+            changed = replace(changed, retention_sizes=retention_sizes)
+        if parts is not None:
+            changed = replace(changed, parts=tuple(p for p in PARTS if p in parts))
         if seconds is not None:
             changed = replace(changed, seconds=seconds)
         if recovery_sizes is not None:
@@ -63,6 +80,8 @@ class Settings:
         document = asdict(self)
         document["tasks"] = list(self.tasks)
         document["recovery_sizes"] = list(self.recovery_sizes)
+        document["retention_sizes"] = list(self.retention_sizes)
+        document["parts"] = list(self.parts)
         return document
 
 
@@ -80,6 +99,7 @@ FULL = Settings(
     checkpoint_tasks=8,
     checkpoint_pause=0.01,
     checkpoint_baseline_max=10.0,
+    retention_sizes=(100_000,),
 )
 
 QUICK = Settings(
@@ -96,4 +116,5 @@ QUICK = Settings(
     checkpoint_tasks=8,
     checkpoint_pause=0.01,
     checkpoint_baseline_max=0.2,
+    retention_sizes=(400,),
 )
