@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -94,15 +94,21 @@ def _sessions(runtimes: int) -> list[Session]:
     return sessions("recovery", runtimes, 4 * KIB)
 
 
-async def _commit_all(
-    store: BenchStore, writes: Sequence[Sequence[Write]], runtimes: Sequence[Session]
+async def commit_all(
+    store: BenchStore,
+    writes: Sequence[Sequence[Write]],
+    runtimes: Sequence[Session],
+    *,
+    before: Callable[[Session], Awaitable[None]] | None = None,
 ) -> None:
     """Every runtime's writes in order (its last with its session snapshot),
-    runtimes spread over `BUILD_TASKS` tasks."""
+    after `before(session)` if given; runtimes spread over `BUILD_TASKS` tasks."""
 
     async def task(first: int) -> None:
         for r in range(first, len(writes), BUILD_TASKS):
             session = runtimes[r]
+            if before is not None:
+                await before(session)
             for n, write in enumerate(writes[r]):
                 last = n == len(writes[r]) - 1
                 await store.atomic_apply(
@@ -156,7 +162,7 @@ async def _build(
         progress(f"recovery {size:,}: writing the actor store")
         started = time.perf_counter()
         async with open_store(paths["checkpoint"], checkpoint_bytes=NEVER) as store:
-            await _commit_all(store, writes, runtime_sessions)
+            await commit_all(store, writes, runtime_sessions)
             commit_s = time.perf_counter() - started
             progress(f"recovery {size:,}: copying it while open (the log-only store)")
             await trio.to_thread.run_sync(shutil.copytree, paths["checkpoint"], paths["log"])
@@ -166,7 +172,7 @@ async def _build(
         started = time.perf_counter()
         await trio.to_thread.run_sync(partial(os.makedirs, directory, exist_ok=True))
         async with open_sqlite_store(paths["file"], synchronous="OFF") as sqlite:
-            await _commit_all(sqlite, writes, runtime_sessions)
+            await commit_all(sqlite, writes, runtime_sessions)
         sqlite_s = time.perf_counter() - started
     finally:
         del writes
@@ -490,7 +496,7 @@ async def _memory_child(spec: dict[str, Any]) -> dict[str, Any]:
 
     writes, runtime_sessions = await trio.to_thread.run_sync(prepare)
     async with open_peer(peer, "") as store:
-        await _commit_all(store, writes, runtime_sessions)
+        await commit_all(store, writes, runtime_sessions)
         del writes
         await trio.to_thread.run_sync(gc.collect)
         rss_after = await trio.to_thread.run_sync(current_rss)

@@ -69,7 +69,7 @@ from ._payloads import (
     sessions,
     write_for,
 )
-from ._recovery import BUILD_TASKS, KIB, MIB, NEVER, counts
+from ._recovery import KIB, MIB, NEVER, commit_all, counts
 from ._results import RemovalRow, RetentionRow
 from ._settings import Settings
 
@@ -132,23 +132,10 @@ async def _write_all(
     """Each runtime's runtime state, then its writes in order (the last with its
     session snapshot); runtimes spread over `BUILD_TASKS` tasks."""
 
-    async def task(first: int) -> None:
-        for r in range(first, len(content), BUILD_TASKS):
-            session = content[r].session
-            await store.commit_machine_lifecycle(session.runtime_id, _START, [])
-            for n, write in enumerate(writes[r]):
-                last = n == len(writes[r]) - 1
-                await store.atomic_apply(
-                    session.runtime_id,
-                    session.delta if last else None,
-                    write.receipt,
-                    write.states,
-                    session.session_id if last else None,
-                )
+    async def start(session: Session) -> None:
+        await store.commit_machine_lifecycle(session.runtime_id, _START, [])
 
-    async with trio.open_nursery() as nursery:
-        for first in range(min(BUILD_TASKS, len(content))):
-            nursery.start_soon(task, first)
+    await commit_all(store, writes, [rt.session for rt in content], before=start)
 
 
 # --- sizes on disk ------------------------------------------------------------------------------
