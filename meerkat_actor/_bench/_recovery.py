@@ -124,10 +124,16 @@ async def commit_all(
             nursery.start_soon(task, first)
 
 
-def _disk_bytes(path: str) -> int:
-    """The apparent size of a file, or of every file under a directory."""
+def disk_bytes(path: str) -> int:
+    """The apparent size of every file under a directory (an actor store), or
+    of a file with its `-wal` and `-shm` files where they exist (a SQLite
+    store)."""
     if os.path.isfile(path):
-        return os.path.getsize(path)
+        return sum(
+            os.path.getsize(path + suffix)
+            for suffix in ("", "-wal", "-shm")
+            if os.path.exists(path + suffix)
+        )
     return sum(
         os.path.getsize(os.path.join(root, name))
         for root, _, names in os.walk(path)
@@ -196,7 +202,7 @@ async def run_recovery(
         builds.append(build)
         for source, peer in (("checkpoint", "actor"), ("log", "actor"), ("file", "sqlite")):
             progress(f"recovery {size:,}: opening the {peer} store ({source}) in a new process")
-            disk = await trio.to_thread.run_sync(_disk_bytes, paths[source])
+            disk = await trio.to_thread.run_sync(disk_bytes, paths[source])
             spec: dict[str, Any] = {
                 "kind": "recover",
                 "peer": peer,

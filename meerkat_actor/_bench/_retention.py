@@ -69,7 +69,7 @@ from ._payloads import (
     sessions,
     write_for,
 )
-from ._recovery import KIB, MIB, NEVER, commit_all, counts
+from ._recovery import KIB, MIB, NEVER, commit_all, counts, disk_bytes
 from ._results import RemovalRow, RetentionRow
 from ._settings import Settings
 
@@ -149,22 +149,6 @@ def _snapshot_bytes(directory: str) -> int:
     return os.path.getsize(os.path.join(directory, names[-1]))
 
 
-def _disk_bytes(peer: str, path: str) -> int:
-    """Every file of a store: the actor's directory, or the SQLite database
-    with its WAL and shared-memory files if they exist."""
-    if peer == "actor":
-        return sum(
-            os.path.getsize(os.path.join(root, name))
-            for root, _, names in os.walk(path)
-            for name in names
-        )
-    return sum(
-        os.path.getsize(path + suffix)
-        for suffix in ("", "-wal", "-shm")
-        if os.path.exists(path + suffix)
-    )
-
-
 def _vacuum(path: str) -> float:
     """`VACUUM` the closed SQLite file; return the seconds it took."""
     started = time.perf_counter()
@@ -218,7 +202,7 @@ async def _open(peer: str, stage: str, path: str, size: int, runtimes: int) -> R
         "size": size,
         "runtimes": runtimes,
         "snapshot_bytes": snapshot,
-        "disk_bytes": await trio.to_thread.run_sync(_disk_bytes, peer, path),
+        "disk_bytes": await trio.to_thread.run_sync(disk_bytes, path),
     }
     result = await run_child(spec)
     return RetentionRow(**result["retention"])
@@ -262,7 +246,7 @@ async def run_retention(
             rows.append(await _open(peer, "after", paths[peer], size, runtimes))
         progress(f"retention {size:,}: VACUUM of the SQLite file")
         vacuum_s = await trio.to_thread.run_sync(_vacuum, paths["sqlite"])
-        vacuumed = await trio.to_thread.run_sync(_disk_bytes, "sqlite", paths["sqlite"])
+        vacuumed = await trio.to_thread.run_sync(disk_bytes, paths["sqlite"])
         done["sqlite"] = replace(done["sqlite"], vacuum_s=vacuum_s, vacuumed_bytes=vacuumed)
         removals += [done[peer] for peer in RETENTION_PEERS]
         await trio.to_thread.run_sync(partial(shutil.rmtree, directory, ignore_errors=True))
