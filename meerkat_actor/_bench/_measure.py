@@ -91,11 +91,13 @@ async def heartbeat() -> AsyncIterator[Heartbeat]:
 @dataclass(frozen=True, slots=True)
 class Timed:
     """What `drive` measured: each call's latency and start time (seconds),
-    and the wall time from the first start to the last return."""
+    the wall time from the first start to the last return, and each call's
+    prepared item (`items[n]` is the item of `latencies[n]`)."""
 
     latencies: list[float]
     starts: list[float]
     elapsed: float
+    items: list[int]
 
 
 async def drive(
@@ -112,6 +114,7 @@ async def drive(
     """
     latencies: list[float] = []
     starts: list[float] = []
+    done: list[int] = []
     next_item = 0
     started = time.perf_counter()
     deadline = started + seconds
@@ -127,11 +130,12 @@ async def drive(
             await call(number, item)
             latencies.append(time.perf_counter() - begin)
             starts.append(begin)
+            done.append(item)
 
     async with trio.open_nursery() as nursery:
         for number in range(tasks):
             nursery.start_soon(task, number)
-    return Timed(latencies, starts, time.perf_counter() - started)
+    return Timed(latencies, starts, time.perf_counter() - started, done)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

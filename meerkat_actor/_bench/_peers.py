@@ -13,8 +13,11 @@ order, a failed call changes nothing, and the OAuth updater runs atomically
 (an updater that raises or returns non-bytes changes nothing).
 
 The peers: `actor` (`open_store(dir)`, durable, default settings), `sqlite`
-(`open_sqlite_store(file, synchronous="FULL")`, the durable peer), `memory`
-(`open_store()`, the same actor without a disk) and `dict` (`DictStore`).
+(`open_sqlite_store(file, synchronous="FULL")`, the durable peer),
+`sqlite3-loop` (SQLite's best case: a plain `sqlite3` loop in a worker
+thread, `_sqlite_loop`; it is no `BenchStore`, and runs the durable-commit
+workloads at one task only), `memory` (`open_store()`, the same actor
+without a disk) and `dict` (`DictStore`).
 """
 
 from __future__ import annotations
@@ -33,11 +36,12 @@ from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from .._session_codec import MeerkatSessionCodec
 from .._sqlite import open_sqlite_store
 from .._types import RunBoundaryReceipt, SessionDelta, StoredInputState
+from ._sqlite_loop import LOOP
 
 __all__ = ["PEERS", "BenchStore", "DictStore", "open_peer", "statistics"]
 
 #: Every peer, in the order tables list them.
-PEERS: Final = ("actor", "sqlite", "memory", "dict")
+PEERS: Final = ("actor", "sqlite", LOOP, "memory", "dict")
 #: The durable peers (the ones a recovery can reopen).
 DURABLE: Final = ("actor", "sqlite")
 
@@ -171,6 +175,8 @@ async def open_peer(peer: str, directory: str) -> AsyncIterator[BenchStore]:
     elif peer == "dict":
         await trio.lowlevel.checkpoint()
         yield DictStore()
+    elif peer == LOOP:
+        raise ValueError(f"{LOOP} is not a store: it runs its own loop (_sqlite_loop)")
     else:
         raise ValueError(f"unknown peer {peer!r}; peers are {', '.join(PEERS)}")
 

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ._peers import PEERS
-from ._results import WORKLOADS, RemovalRow, Report, RetentionRow, ThroughputRow
+from ._results import WORKLOADS, CheckpointRow, RemovalRow, Report, RetentionRow, ThroughputRow
+from ._sqlite_loop import LOOP, LOOP_TASKS
 
 __all__ = ["PEER_TITLES", "describe_machine", "filesystem_of", "table", "write_plot"]
 
@@ -25,6 +26,9 @@ MIB: Final = 1024 * 1024
 PEER_TITLES: Final = {
     "actor": "open_store(dir): the actor store, durable (default settings)",
     "sqlite": 'open_sqlite_store(file, synchronous="FULL"): the SQLite backend, durable',
+    LOOP: "a plain sqlite3 loop in one worker thread (WAL, synchronous=FULL, the backend's"
+    " rows, one transaction per commit; no trio): SQLite's best case, durable commits at"
+    " 1 task only",
     "memory": "open_store(): the actor store in memory",
     "dict": "dicts behind a trio.Lock, in memory: the naive baseline",
 }
@@ -93,6 +97,31 @@ def _columns(rows: Iterable[tuple[str, ...]], right: Iterable[bool]) -> list[str
     ]
 
 
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _durable_ratios(rows: list[ThroughputRow]) -> str | None:
+    """One line: the durable actor's ops/s over the `sqlite3-loop` peer's (at
+    one task) and over the in-memory actor's (at each concurrency)."""
+    actor = sorted((r for r in rows if r.peer == "actor"), key=lambda r: r.tasks)
+    parts: list[str] = []
+    loop = [r for r in actor if r.ratio_vs_sqlite3_loop is not None]
+    if loop:
+        parts += [
+            f"{_times(r.ratio_vs_sqlite3_loop)} the sqlite3-loop's ({r.tasks} task)" for r in loop
+        ]
+    memory = [r for r in actor if r.ratio_vs_memory is not None]
+    if memory:
+        parts.append(
+            " / ".join(_times(r.ratio_vs_memory) for r in memory)
+            + " the in-memory actor's ("
+            + " / ".join(str(r.tasks) for r in memory)
+            + " tasks)"
+        )
+    return "durable actor ops/s: " + "; ".join(parts) if parts else None
+
+
 def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
     lines: list[str] = []
     for workload, title in WORKLOADS.items():
@@ -100,21 +129,23 @@ def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
         if not mine:
             continue
         mine.sort(key=lambda r: (r.tasks, PEERS.index(r.peer)))
-        cells: list[tuple[str, ...]] = [
-            (
-                "peer",
-                "tasks",
-                "ops/s",
-                "p50 ms",
-                "p99 ms",
-                "max ms",
-                "fsync/commit",
-                "batch",
-                "loop lag ms",
-                "gc ms",
-                "vs SQLite",
-            )
+        loop = any(r.ratio_vs_sqlite3_loop is not None for r in mine)
+        header = [
+            "peer",
+            "tasks",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "fsync/commit",
+            "batch",
+            "loop lag ms",
+            "gc ms",
+            "vs SQLite",
+            *(["vs sqlite3-loop"] if loop else []),
+            "vs memory",
         ]
+        cells: list[tuple[str, ...]] = [tuple(header)]
         for r in mine:
             cells.append(
                 (
@@ -129,10 +160,62 @@ def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
                     _ms(r.worst_loop_lag_ms),
                     _ms(r.worst_gc_pause_ms),
                     f"{r.ratio_vs_sqlite:.2f}x",
+                    *([_times(r.ratio_vs_sqlite3_loop)] if loop else []),
+                    _times(r.ratio_vs_memory),
                 )
             )
-        lines += ["", title, *_columns(cells, [False] + [True] * 10)]
+        lines += ["", title, *_columns(cells, [False] + [True] * (len(header) - 1))]
+        summary = _durable_ratios(mine)
+        if summary is not None:
+            lines.append(summary)
+        lines += _split_lines(mine)
     return lines
+
+
+def _split_lines(rows: list[ThroughputRow]) -> list[str]:
+    """The mixed workload's latency by kind of call (nothing for the others)."""
+    split = [r for r in rows if r.read_us_by_call is not None]
+    if not split:
+        return []
+    calls = list(next(r.read_us_by_call for r in split if r.read_us_by_call is not None))
+    cells: list[tuple[str, ...]] = [
+        (
+            "peer",
+            "tasks",
+            "reads",
+            "read p50 us",
+            "read p99 us",
+            *(f"{call} p50/p99 us" for call in calls),
+            "writes",
+            "write p50 ms",
+            "write p99 ms",
+        )
+    ]
+
+    def both(figures: dict[str, float]) -> str:
+        return f"{_ms(figures.get('p50'))} / {_ms(figures.get('p99'))}"
+
+    for r in split:
+        by_call = r.read_us_by_call or {}
+        cells.append(
+            (
+                r.peer,
+                str(r.tasks),
+                f"{r.ops - r.writes:,}",
+                _ms(r.read_p50_us),
+                _ms(r.read_p99_us),
+                *(both(by_call.get(call, {})) for call in calls),
+                f"{r.writes:,}",
+                _ms(r.write_p50_ms),
+                _ms(r.write_p99_ms),
+            )
+        )
+    return [
+        "",
+        "mixed, by kind of call: its point reads alone (microseconds; and each read method),"
+        " its atomic_apply calls alone (milliseconds)",
+        *_columns(cells, [False] + [True] * (len(cells[0]) - 1)),
+    ]
 
 
 def _ratio(after: float | None, before: float | None) -> str:
@@ -301,9 +384,90 @@ def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> li
     return lines
 
 
+def _checkpoint_lines(rows: list[CheckpointRow]) -> list[str]:
+    """Commits during the checkpoint, during the backup, and with neither."""
+    cells: list[tuple[str, ...]] = [
+        (
+            "input states",
+            "",
+            "seconds",
+            "commits",
+            "p50 ms",
+            "p99 ms",
+            "p99 vs none",
+            "worst ms",
+            "worst delay ms",
+            "loop lag ms",
+            "gc ms",
+            "snapshot MiB",
+        )
+    ]
+    for c in rows:
+        cells.append(
+            (
+                f"{c.input_states:,}",
+                "checkpoint",
+                f"{c.seconds:.2f}",
+                f"{c.commits_during:,}",
+                _ms(c.p50_commit_ms_during),
+                _ms(c.p99_commit_ms_during),
+                _ratio(c.p99_commit_ms_during, c.p99_commit_ms_without),
+                _ms(c.worst_commit_ms_during),
+                _ms(c.worst_delay_ms_during),
+                _ms(c.worst_loop_lag_ms_during),
+                _ms(c.worst_gc_pause_ms_during),
+                f"{c.snapshot_bytes / MIB:,.1f}",
+            )
+        )
+        if c.backup_s is not None and c.commits_backup is not None:
+            cells.append(
+                (
+                    "",
+                    "backup",
+                    f"{c.backup_s:.2f}",
+                    f"{c.commits_backup:,}",
+                    _ms(c.p50_commit_ms_backup),
+                    _ms(c.p99_commit_ms_backup),
+                    _ratio(c.p99_commit_ms_backup, c.p99_commit_ms_without),
+                    _ms(c.worst_commit_ms_backup),
+                    _ms(c.worst_delay_ms_backup),
+                    _ms(c.worst_loop_lag_ms_backup),
+                    _ms(c.worst_gc_pause_ms_backup),
+                    _mib(c.backup_bytes),
+                )
+            )
+        cells.append(
+            (
+                "",
+                "neither",
+                f"{c.baseline_s:.2f}",
+                f"{c.commits_without:,}",
+                _ms(c.p50_commit_ms_without),
+                _ms(c.p99_commit_ms_without),
+                "",
+                _ms(c.worst_commit_ms_without),
+                _ms(c.worst_delay_ms_without),
+                _ms(c.worst_loop_lag_ms_without),
+                _ms(c.worst_gc_pause_ms_without),
+                "",
+            )
+        )
+    first = rows[0]
+    return [
+        "",
+        f"Checkpoint, then backup(), of the log-only actor store while {first.tasks} tasks"
+        f" commit (4 KiB session, 1-8 input states, {first.pause_ms:g} ms pause each); then"
+        " the same load with neither. p99 vs none = the commit p99 over the p99 with neither."
+        " Delay = from when a task meant to commit (its pause over) to the return: it also"
+        " counts a stall between two calls.",
+        *_columns(cells, [True, False, *[True] * 10]),
+    ]
+
+
 def table(report: Report) -> str:
     """The human-readable report."""
     machine = report.machine
+    width = max((len(peer) for peer in report.peers), default=0)
     lines = [
         "meerkat-actor bench" + (" --quick (tiny counts: the figures mean nothing)" * report.quick),
         f"machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}",
@@ -313,7 +477,7 @@ def table(report: Report) -> str:
         + ", at end "
         + _load(machine.get("load_average_at_end")),
         "peers:",
-        *(f"  {peer:<7} {PEER_TITLES[peer]}" for peer in report.peers),
+        *(f"  {peer:<{width}} {PEER_TITLES[peer]}" for peer in report.peers),
     ]
     if report.throughput:
         lines += [
@@ -322,7 +486,10 @@ def table(report: Report) -> str:
             f" ({report.settings['seconds']:g} s per row at most).",
             "Latency per call; batch = most commands the actor applied in one go; loop lag = worst"
             " overshoot of a 1 ms heartbeat sleep; gc = longest garbage collection;"
-            " vs SQLite = ops/s over SQLite's, same workload and tasks.",
+            " vs SQLite, vs sqlite3-loop, vs memory = ops/s over that peer's (the SQLite"
+            " backend's, the plain sqlite3 loop's, the in-memory actor's), same workload and"
+            f" tasks (- where it has no row: the loop runs the commits at {LOOP_TASKS} task"
+            " only).",
             "SQLite does not count fsyncs: in WAL mode with synchronous=FULL it syncs the WAL once"
             " per COMMIT.",
             *_throughput_lines(report.throughput),
@@ -337,6 +504,7 @@ def table(report: Report) -> str:
                 "read all s",
                 "peak RSS MiB",
                 "RSS after MiB",
+                "peak/after",
                 "on disk MiB",
                 "found",
             )
@@ -351,6 +519,7 @@ def table(report: Report) -> str:
                     _seconds(r.read_all_s),
                     f"{r.peak_rss_mib:,.0f}",
                     f"{r.rss_after_open_mib:,.0f}",
+                    _ratio(r.peak_rss_mib, r.rss_after_open_mib),
                     f"{r.disk_bytes / MIB:,.1f}",
                     f"{r.found_input_states:,}" + (" (all)" if r.verified else " (MISSING)"),
                 )
@@ -359,65 +528,12 @@ def table(report: Report) -> str:
         lines += [
             "",
             f"Recovery: opening a store in a new process ({runtimes:,} runtimes;"
-            " every input state checked afterwards)",
-            *_columns(cells, [True, False, False, True, True, True, True, True, False]),
+            " every input state checked afterwards). peak/after = the open's peak RSS over"
+            " the RSS right after it.",
+            *_columns(cells, [True, False, False, True, True, True, True, True, True, False]),
         ]
     if report.checkpoint:
-        first = report.checkpoint[0]
-        cells = [
-            (
-                "input states",
-                "",
-                "seconds",
-                "commits",
-                "p50 ms",
-                "p99 ms",
-                "worst ms",
-                "worst delay ms",
-                "loop lag ms",
-                "gc ms",
-                "snapshot MiB",
-            )
-        ]
-        for c in report.checkpoint:
-            cells.append(
-                (
-                    f"{c.input_states:,}",
-                    "checkpoint",
-                    f"{c.seconds:.2f}",
-                    f"{c.commits_during:,}",
-                    _ms(c.p50_commit_ms_during),
-                    _ms(c.p99_commit_ms_during),
-                    _ms(c.worst_commit_ms_during),
-                    _ms(c.worst_delay_ms_during),
-                    _ms(c.worst_loop_lag_ms_during),
-                    _ms(c.worst_gc_pause_ms_during),
-                    f"{c.snapshot_bytes / MIB:,.1f}",
-                )
-            )
-            cells.append(
-                (
-                    "",
-                    "no checkpoint",
-                    f"{c.baseline_s:.2f}",
-                    f"{c.commits_without:,}",
-                    _ms(c.p50_commit_ms_without),
-                    _ms(c.p99_commit_ms_without),
-                    _ms(c.worst_commit_ms_without),
-                    _ms(c.worst_delay_ms_without),
-                    _ms(c.worst_loop_lag_ms_without),
-                    _ms(c.worst_gc_pause_ms_without),
-                    "",
-                )
-            )
-        lines += [
-            "",
-            f"Checkpoint of the log-only actor store while {first.tasks} tasks commit"
-            f" (4 KiB session, 1-8 input states, {first.pause_ms:g} ms pause each);"
-            " then the same load without one. Delay = from when a task meant to commit (its pause"
-            " over) to the return: it also counts a stall between two calls.",
-            *_columns(cells, [True, False, *[True] * 9]),
-        ]
+        lines += _checkpoint_lines(report.checkpoint)
     if report.memory:
         cells = [("peer", "input states", "bytes/state", "disk bytes/state", "measured")]
         for m in report.memory:
@@ -447,6 +563,7 @@ def write_plot(report: Report, path: str) -> None:
         "sqlite": {"marker": "s", "color": "tab:orange"},
         "memory": {"marker": "^", "color": "tab:green", "linestyle": "--"},
         "dict": {"marker": "v", "color": "tab:gray", "linestyle": ":"},
+        LOOP: {"marker": "D", "color": "tab:red", "linestyle": "none"},
     }
     tasks = sorted({r.tasks for r in report.throughput})
     for axis, (workload, title) in zip(axes.flat, WORKLOADS.items(), strict=True):

@@ -36,7 +36,16 @@ class ThroughputRow:
     snapshots taken during the row and `largest_batch` is the most commands
     the actor applied in one go (both `None` for SQLite and the dict).
     `ratio_vs_sqlite` is `ops_per_s` over SQLite's `ops_per_s` in the same
-    workload at the same concurrency.
+    workload at the same concurrency; `ratio_vs_sqlite3_loop` and
+    `ratio_vs_memory` the same over the `sqlite3-loop` peer's and the
+    in-memory actor's (`None` where that peer has no row: the loop runs the
+    durable-commit workloads at one task only).
+
+    The mixed workload's rows also split the latency by kind of call:
+    `read_p50_us`/`read_p99_us` over its point reads (microseconds),
+    `write_p50_ms`/`write_p99_ms` over its `atomic_apply` calls, and
+    `read_us_by_call` each point-read method's `reads`, `p50` and `p99`
+    (microseconds). `None` in the other workloads.
     """
 
     workload: str
@@ -56,6 +65,13 @@ class ThroughputRow:
     worst_gc_pause_ms: float
     verified: bool
     ratio_vs_sqlite: float = 0.0
+    ratio_vs_sqlite3_loop: float | None = None
+    ratio_vs_memory: float | None = None
+    read_p50_us: float | None = None
+    read_p99_us: float | None = None
+    write_p50_ms: float | None = None
+    write_p99_ms: float | None = None
+    read_us_by_call: dict[str, dict[str, float]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +83,8 @@ class RecoveryRow:
     (the SQLite file). `open_s` is the open call; `read_all_s` the time of
     `load_input_states` for every runtime afterwards; `found_input_states`
     the input states the reopened store holds that match what was written.
+    `peak_rss_over_after_open` is `peak_rss_mib` over `rss_after_open_mib`
+    (the peak is read right after the open: the open's own peak).
     """
 
     peer: str
@@ -82,17 +100,26 @@ class RecoveryRow:
     rss_after_open_mib: float
     peak_rss_mib: float
     disk_bytes: int
+    peak_rss_over_after_open: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CheckpointRow:
     """An explicit `checkpoint()` of the log-only actor store with `input_states`
     input states, while `tasks` tasks commit (each pausing `pause_ms` between
-    commits); then the same load for as long (at most a cap) without one.
+    commits: the `*_during` figures); then a `backup()` of it to a new
+    directory under the same load (`*_backup`; `backup_bytes` is the size
+    `backup()` returned, its snapshot's); then the same load for as long as
+    the longer of the two took (at least 1 s, at most a cap) with neither
+    (`*_without`).
 
     `*_commit_ms_*` are call latencies of `atomic_apply`; `worst_delay_ms_*`
     counts from when a task meant to call (its pause over) to the return, so
     it also holds a stall of the event loop that struck between two calls.
+    `p99_during_over_without` and `p99_backup_over_without` are the commit
+    p99 during the checkpoint and during the backup over the p99 without
+    either. The backup fields are `None` in documents of runs before they
+    were measured.
     """
 
     input_states: int
@@ -116,6 +143,17 @@ class CheckpointRow:
     worst_loop_lag_ms_without: float
     worst_gc_pause_ms_without: float
     peak_rss_mib: float
+    p99_during_over_without: float | None = None
+    backup_s: float | None = None
+    backup_bytes: int | None = None
+    commits_backup: int | None = None
+    p50_commit_ms_backup: float | None = None
+    p99_commit_ms_backup: float | None = None
+    worst_commit_ms_backup: float | None = None
+    worst_delay_ms_backup: float | None = None
+    worst_loop_lag_ms_backup: float | None = None
+    worst_gc_pause_ms_backup: float | None = None
+    p99_backup_over_without: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

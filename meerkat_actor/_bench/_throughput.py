@@ -16,7 +16,12 @@ thread (`_payloads`). Task n of a row is runtime `bench-n` with its own
 session; the tasks share the prepared items and take the next one until the
 items or the row's time run out (`_measure.drive`). Each row runs beside a
 heartbeat, and reads the actor's counters before and after for fsyncs per
-commit.
+commit. The `sqlite3-loop` peer is no store and has no tasks: its row runs
+the same prepared writes as one plain loop in one worker thread
+(`_sqlite_loop`), beside the same heartbeat, and its file is then read back
+through `open_sqlite_store` by the same check as every other row. The mixed
+workload's rows also report the latency of its point reads and of its writes
+apart (and of each read method), from the item each call ran.
 """
 
 from __future__ import annotations
@@ -27,15 +32,18 @@ import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any, Final
 
 import trio
 
 from .._ids import InputId, RunId
+from .._sqlite import open_sqlite_store
 from ._measure import BenchFailure, Timed, drive, heartbeat, percentile
 from ._payloads import Session, Write, oauth_counter, oauth_increment, sessions, write_pool
 from ._peers import PEERS, BenchStore, open_peer, statistics
 from ._results import WORKLOADS, ThroughputRow
 from ._settings import Settings
+from ._sqlite_loop import FILE_NAME, LOOP, LOOP_TASKS, LOOP_WORKLOADS, SqliteLoop
 
 __all__ = ["run_throughput"]
 
@@ -61,15 +69,24 @@ class ReadReceipt:
 
 MixedOperation = Write | ReadSession | ReadInput | ReadReceipt
 
+#: The store method each kind of point read calls.
+READ_CALLS: Final[dict[type[MixedOperation], str]] = {
+    ReadSession: "load_session_snapshot",
+    ReadInput: "load_input_state",
+    ReadReceipt: "load_boundary_receipt",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A workload's prepared operations: the runtimes' sessions, the items,
-    and what each runtime holds before the clock starts."""
+    what each runtime holds before the clock starts, and whether any item
+    is a point read."""
 
     sessions: list[Session]
     items: list[MixedOperation]
     preload: list[Write]
+    reads: bool = False
 
 
 class _Row:
@@ -100,7 +117,7 @@ def _prepare_mixed(operations: int, tasks: int) -> Prepared:
             items.append(ReadInput(input_ids[n % len(input_ids)]))
         else:
             items.append(ReadReceipt(run_ids[n % len(run_ids)]))
-    return Prepared(sessions("bench", tasks, 4 * KIB), items, preload)
+    return Prepared(sessions("bench", tasks, 4 * KIB), items, preload, reads=True)
 
 
 async def _apply(store: BenchStore, session: Session, write: Write) -> None:
@@ -164,6 +181,19 @@ async def _check_writes(
             raise BenchFailure(f"{name} on {peer}: {session.runtime_id} has the wrong session")
 
 
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    """What one row's run measured, before it becomes a `ThroughputRow`."""
+
+    timed: Timed
+    writes: int
+    worst_lag: float
+    worst_gc: float
+    fsyncs: float | None
+    checkpoints: int | None
+    largest_batch: int | None
+
+
 async def _row(
     name: str,
     peer: str,
@@ -174,6 +204,108 @@ async def _row(
     prepared: Prepared | None,
     items: int,
 ) -> ThroughputRow:
+    if peer == LOOP:
+        if prepared is None or tasks != LOOP_TASKS:
+            raise ValueError(f"{LOOP} runs the commit workloads at {LOOP_TASKS} task only")
+        measured = await _loop_row(name, directory, seconds, prepared, items)
+    else:
+        measured = await _store_row(
+            name, peer, tasks, directory=directory, seconds=seconds, prepared=prepared, items=items
+        )
+    timed = measured.timed
+    ops = len(timed.latencies)
+    return ThroughputRow(
+        workload=name,
+        peer=peer,
+        tasks=tasks,
+        ops=ops,
+        writes=measured.writes,
+        seconds=timed.elapsed,
+        ops_per_s=ops / timed.elapsed,
+        p50_ms=percentile(timed.latencies, 0.50) * 1000,
+        p99_ms=percentile(timed.latencies, 0.99) * 1000,
+        max_ms=max(timed.latencies) * 1000,
+        fsyncs_per_commit=measured.fsyncs,
+        checkpoints=measured.checkpoints,
+        largest_batch=measured.largest_batch,
+        worst_loop_lag_ms=measured.worst_lag * 1000,
+        worst_gc_pause_ms=measured.worst_gc * 1000,
+        verified=True,
+        **_split_latencies(prepared, timed),
+    )
+
+
+def _split_latencies(prepared: Prepared | None, timed: Timed) -> dict[str, Any]:
+    """The mixed workload's latencies by kind of call: the point reads (µs),
+    the writes (ms), and each read method (µs); nothing for the workloads
+    without reads."""
+    if prepared is None or not prepared.reads:
+        return {}
+    writes: list[float] = []
+    reads: list[float] = []
+    by_call: dict[str, list[float]] = {call: [] for call in READ_CALLS.values()}
+    for latency, item in zip(timed.latencies, timed.items, strict=True):
+        operation = prepared.items[item]
+        if isinstance(operation, Write):
+            writes.append(latency)
+        else:
+            reads.append(latency)
+            by_call[READ_CALLS[type(operation)]].append(latency)
+
+    def at(values: list[float], fraction: float, unit: float) -> float | None:
+        return percentile(values, fraction) * unit if values else None
+
+    read_us_by_call: dict[str, dict[str, float]] = {}
+    for call, latencies in by_call.items():
+        read_us_by_call[call] = {"reads": len(latencies)}
+        if latencies:
+            read_us_by_call[call]["p50"] = percentile(latencies, 0.50) * 1e6
+            read_us_by_call[call]["p99"] = percentile(latencies, 0.99) * 1e6
+    return {
+        "read_p50_us": at(reads, 0.50, 1e6),
+        "read_p99_us": at(reads, 0.99, 1e6),
+        "write_p50_ms": at(writes, 0.50, 1e3),
+        "write_p99_ms": at(writes, 0.99, 1e3),
+        "read_us_by_call": read_us_by_call,
+    }
+
+
+async def _loop_row(
+    name: str, directory: str, seconds: float, prepared: Prepared, items: int
+) -> _Measured:
+    """The `sqlite3-loop` peer: the prepared writes as one plain loop in one
+    worker thread, then its file read back through `open_sqlite_store`."""
+    writes = [op for op in prepared.items[:items] if isinstance(op, Write)]
+    if len(writes) != items:
+        raise ValueError(f"{LOOP} runs only writes; {name} has other operations")
+    path = os.path.join(directory, FILE_NAME)
+    loop = await trio.to_thread.run_sync(SqliteLoop, path)
+    try:
+        async with heartbeat() as beat:
+            beat.reset()
+            timed = await trio.to_thread.run_sync(loop.run, prepared.sessions[0], writes, seconds)
+            worst_lag = await beat.settle()
+            worst_gc = beat.worst_gc
+    finally:
+        await trio.to_thread.run_sync(loop.close)
+    row = _Row(LOOP_TASKS)
+    row.items[0] = list(timed.items)
+    row.writes = len(timed.items)
+    async with open_sqlite_store(path, synchronous="FULL") as store:
+        await _check_writes(store, prepared, row, LOOP, name)
+    return _Measured(timed, row.writes, worst_lag, worst_gc, None, None, None)
+
+
+async def _store_row(
+    name: str,
+    peer: str,
+    tasks: int,
+    *,
+    directory: str,
+    seconds: float,
+    prepared: Prepared | None,
+    items: int,
+) -> _Measured:
     row = _Row(tasks)
     async with open_peer(peer, directory) as store:
         call: Callable[[int, int], Awaitable[None]]
@@ -216,31 +348,33 @@ async def _row(
         largest_batch = after.largest_batch
     elif peer != "sqlite":
         fsyncs = 0.0
-    return ThroughputRow(
-        workload=name,
-        peer=peer,
-        tasks=tasks,
-        ops=ops,
-        writes=writes,
-        seconds=timed.elapsed,
-        ops_per_s=ops / timed.elapsed,
-        p50_ms=percentile(timed.latencies, 0.50) * 1000,
-        p99_ms=percentile(timed.latencies, 0.99) * 1000,
-        max_ms=max(timed.latencies) * 1000,
-        fsyncs_per_commit=fsyncs,
-        checkpoints=checkpoints,
-        largest_batch=largest_batch,
-        worst_loop_lag_ms=worst_lag * 1000,
-        worst_gc_pause_ms=worst_gc * 1000,
-        verified=True,
-    )
+    return _Measured(timed, writes, worst_lag, worst_gc, fsyncs, checkpoints, largest_batch)
 
 
 def with_ratios(rows: list[ThroughputRow]) -> list[ThroughputRow]:
-    """Each row with `ratio_vs_sqlite` set from SQLite's row of the same
-    workload and concurrency."""
-    sqlite = {(r.workload, r.tasks): r.ops_per_s for r in rows if r.peer == "sqlite"}
-    return [replace(r, ratio_vs_sqlite=r.ops_per_s / sqlite[(r.workload, r.tasks)]) for r in rows]
+    """Each row with its ratios set from the rows of the same workload and
+    concurrency: `ratio_vs_sqlite` from SQLite's, `ratio_vs_sqlite3_loop` from
+    the `sqlite3-loop` peer's and `ratio_vs_memory` from the in-memory
+    actor's (`None` where that peer has no row)."""
+
+    def ops_per_s(peer: str) -> dict[tuple[str, int], float]:
+        return {(r.workload, r.tasks): r.ops_per_s for r in rows if r.peer == peer}
+
+    sqlite, loop, memory = ops_per_s("sqlite"), ops_per_s(LOOP), ops_per_s("memory")
+
+    def over(row: ThroughputRow, peer: dict[tuple[str, int], float]) -> float | None:
+        theirs = peer.get((row.workload, row.tasks))
+        return None if theirs is None else row.ops_per_s / theirs
+
+    return [
+        replace(
+            r,
+            ratio_vs_sqlite=r.ops_per_s / sqlite[(r.workload, r.tasks)],
+            ratio_vs_sqlite3_loop=over(r, loop),
+            ratio_vs_memory=over(r, memory),
+        )
+        for r in rows
+    ]
 
 
 async def run_throughput(
@@ -275,6 +409,8 @@ async def run_throughput(
         try:
             for tasks in settings.tasks:
                 for peer in PEERS:
+                    if peer == LOOP and (name not in LOOP_WORKLOADS or tasks != LOOP_TASKS):
+                        continue  # a loop is sequential; it runs the commits only
                     progress(f"{name}: {peer}, {tasks} task{'s' if tasks > 1 else ''}")
                     directory = os.path.join(workdir, f"{name}-{peer}-{tasks}")
                     row = await _row(
