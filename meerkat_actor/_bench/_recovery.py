@@ -20,8 +20,10 @@ that store is open and idle, `shutil.copytree` copies it: the copy holds
 everything in its log only. Closing the original takes a final checkpoint:
 it becomes the store that recovers from a snapshot. The same writes go to a
 SQLite file. Then three children open the three stores; the child of the
-log-only copy afterwards runs `checkpoint()` on it while tasks commit, and
-measures their latency against the same load without a checkpoint.
+log-only copy afterwards runs `checkpoint()` on it while tasks commit, then
+`backup()` to a new directory under the same load, and measures their
+latency against the same load with neither. Each child also reports its
+peak resident memory right after the open over its resident memory then.
 """
 
 from __future__ import annotations
@@ -331,6 +333,7 @@ async def _recover_child(spec: dict[str, Any]) -> dict[str, Any]:
         rss_after_open_mib=rss_after / MIB,
         peak_rss_mib=peak / MIB,
         disk_bytes=spec["disk_bytes"],
+        peak_rss_over_after_open=peak / rss_after,
     )
     return {"recovery": asdict(recovery), "checkpoint": checkpoint}
 
@@ -416,46 +419,78 @@ def _delays(commits: list[_Commit], start: float, end: float) -> list[float]:
     return [c.end - c.due for c in commits if c.due < end and c.end > start]
 
 
-async def _checkpoint_bench(
-    store: ActorStore, path: str, size: int, spec: dict[str, Any]
-) -> dict[str, Any]:
-    tasks, pause, baseline_max = spec["tasks"], spec["pause"], spec["baseline_max"]
-    # Enough prepared commits for a checkpoint of ~0.2 ms per input state
-    # (several times what this machine takes) and the baseline after it.
-    commits = int(tasks / pause * (2e-4 * size + baseline_max + 1))
-    committers = await trio.to_thread.run_sync(_Committers, store, tasks, pause, commits)
+@dataclass(frozen=True, slots=True)
+class _Stretch:
+    """The load's figures over one stretch: commit latencies (s), the worst
+    delay, loop lag and garbage collection (s), and how long it lasted."""
+
+    seconds: float
+    latencies: list[float]
+    worst_delay: float
+    worst_lag: float
+    worst_gc: float
+
+    def figures(self, suffix: str) -> dict[str, Any]:
+        """The `CheckpointRow` fields of this stretch, named with `suffix`."""
+        return {
+            f"commits_{suffix}": len(self.latencies),
+            f"p50_commit_ms_{suffix}": percentile(self.latencies, 0.5) * 1000,
+            f"p99_commit_ms_{suffix}": percentile(self.latencies, 0.99) * 1000,
+            f"worst_commit_ms_{suffix}": max(self.latencies) * 1000,
+            f"worst_delay_ms_{suffix}": self.worst_delay * 1000,
+            f"worst_loop_lag_ms_{suffix}": self.worst_lag * 1000,
+            f"worst_gc_pause_ms_{suffix}": self.worst_gc * 1000,
+        }
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies, 0.99)
+
+
+async def _under_load(
+    committers: _Committers, pause: float, work: Callable[[], Awaitable[object]]
+) -> tuple[_Stretch, object]:
+    """Start the committers, let them settle, run `work` while they commit;
+    the stretch's figures and what `work` returned."""
+    committers.commits.clear()
     async with heartbeat() as beat, trio.open_nursery() as nursery:
         stop = trio.Event()
         nursery.start_soon(committers.run, stop)
         await trio.sleep(max(0.1, 10 * pause))
         beat.reset()
         start = time.perf_counter()
-        await store.checkpoint()
+        result = await work()
         end = time.perf_counter()
-        lag_during = await beat.settle()
-        gc_during = beat.worst_gc
+        lag = await beat.settle()
+        worst_gc = beat.worst_gc
         stop.set()
-    during = _latencies(committers.commits, start, end)
-    delay_during = max(_delays(committers.commits, start, end), default=0.0)
-    committers.commits.clear()
-    baseline_s = min(max(end - start, 1.0), baseline_max)
-    async with heartbeat() as beat, trio.open_nursery() as nursery:
-        stop = trio.Event()
-        nursery.start_soon(committers.run, stop)
-        await trio.sleep(max(0.1, 10 * pause))
-        beat.reset()
-        base_start = time.perf_counter()
-        await trio.sleep(baseline_s)
-        base_end = time.perf_counter()
-        lag_without = await beat.settle()
-        gc_without = beat.worst_gc
-        stop.set()
-    without = _latencies(committers.commits, base_start, base_end)
-    delay_without = max(_delays(committers.commits, base_start, base_end), default=0.0)
+    latencies = _latencies(committers.commits, start, end)
+    if not latencies:
+        raise BenchFailure("no commit ran during a stretch of the checkpoint load")
+    delay = max(_delays(committers.commits, start, end), default=0.0)
+    return _Stretch(end - start, latencies, delay, lag, worst_gc), result
+
+
+async def _checkpoint_bench(
+    store: ActorStore, path: str, size: int, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """`checkpoint()`, then `backup()`, under the load; then the load alone."""
+    tasks, pause, baseline_max = spec["tasks"], spec["pause"], spec["baseline_max"]
+    # Enough prepared commits for a checkpoint and a backup of ~0.2 ms per
+    # input state each (several times what this machine takes) and the
+    # baseline after them.
+    commits = int(tasks / pause * (4e-4 * size + baseline_max + 2))
+    committers = await trio.to_thread.run_sync(_Committers, store, tasks, pause, commits)
+    during, _ = await _under_load(committers, pause, store.checkpoint)
+    target = os.path.join(os.path.dirname(path), "backup-under-load")
+    backup, backup_bytes = await _under_load(committers, pause, partial(store.backup, target))
+    await trio.to_thread.run_sync(partial(shutil.rmtree, target, ignore_errors=True))
+    baseline_s = min(max(during.seconds, backup.seconds, 1.0), baseline_max)
+    without, _ = await _under_load(committers, pause, partial(trio.sleep, baseline_s))
     if committers.exhausted:
         raise BenchFailure(f"the checkpoint load ran out of its {commits} prepared commits")
-    if not during or not without:
-        raise BenchFailure("no commit ran during the checkpoint or the baseline")
+    if not isinstance(backup_bytes, int):
+        raise BenchFailure(f"backup() returned {backup_bytes!r}, not its size")
 
     def snapshot_bytes() -> int:
         names = [n for n in os.listdir(path) if n.startswith("snapshot-")]
@@ -463,26 +498,19 @@ async def _checkpoint_bench(
 
     row = CheckpointRow(
         input_states=size,
-        seconds=end - start,
+        seconds=during.seconds,
         snapshot_bytes=await trio.to_thread.run_sync(snapshot_bytes),
         tasks=tasks,
         pause_ms=pause * 1000,
-        commits_during=len(during),
-        p50_commit_ms_during=percentile(during, 0.5) * 1000,
-        p99_commit_ms_during=percentile(during, 0.99) * 1000,
-        worst_commit_ms_during=max(during) * 1000,
-        worst_delay_ms_during=delay_during * 1000,
-        worst_loop_lag_ms_during=lag_during * 1000,
-        worst_gc_pause_ms_during=gc_during * 1000,
-        baseline_s=base_end - base_start,
-        commits_without=len(without),
-        p50_commit_ms_without=percentile(without, 0.5) * 1000,
-        p99_commit_ms_without=percentile(without, 0.99) * 1000,
-        worst_commit_ms_without=max(without) * 1000,
-        worst_delay_ms_without=delay_without * 1000,
-        worst_loop_lag_ms_without=lag_without * 1000,
-        worst_gc_pause_ms_without=gc_without * 1000,
+        **during.figures("during"),
+        baseline_s=without.seconds,
+        **without.figures("without"),
         peak_rss_mib=peak_rss() / MIB,
+        p99_during_over_without=during.p99 / without.p99,
+        backup_s=backup.seconds,
+        backup_bytes=backup_bytes,
+        **backup.figures("backup"),
+        p99_backup_over_without=backup.p99 / without.p99,
     )
     return asdict(row)
 
