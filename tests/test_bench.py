@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -24,11 +25,19 @@ import trio
 
 import meerkat_actor as ma
 from meerkat_actor import _bench
-from meerkat_actor._bench import _payloads, _recovery, _retention, _throughput
+from meerkat_actor._bench import (
+    _measure,
+    _payloads,
+    _recovery,
+    _retention,
+    _sqlite_loop,
+    _throughput,
+)
 from meerkat_actor._bench._measure import BenchFailure
 from meerkat_actor._bench._peers import DURABLE, PEERS, DictStore
 from meerkat_actor._bench._report import table, write_plot
 from meerkat_actor._bench._results import WORKLOADS, Report
+from meerkat_actor._bench._sqlite_loop import LOOP, LOOP_TASKS, LOOP_WORKLOADS
 
 SOURCES = {("actor", "checkpoint"), ("actor", "log"), ("sqlite", "file")}
 
@@ -79,8 +88,15 @@ def test_every_workload_peer_and_concurrency_has_exactly_one_row(document):
     assert tasks == [1, 8, 64]
     keys = [(r["workload"], r["peer"], r["tasks"]) for r in document["throughput"]]
     assert sorted(keys) == sorted(
-        (workload, peer, n) for workload in WORKLOADS for peer in PEERS for n in tasks
+        (workload, peer, n)
+        for workload in WORKLOADS
+        for peer in PEERS
+        for n in tasks
+        # the loop is sequential: the durable commits at one task only
+        if peer != LOOP or (workload in LOOP_WORKLOADS and n == LOOP_TASKS)
     )
+    assert LOOP_WORKLOADS == ("commit_4k", "commit_64k")
+    assert LOOP_TASKS == 1
 
 
 @pytest.mark.slow
@@ -116,7 +132,7 @@ def test_fsyncs_per_commit_by_peer(document):
             assert row["checkpoints"] is None, where
             assert row["largest_batch"] is None, where
             # SQLite does not count them (one per COMMIT); the dict has no disk.
-            assert fsyncs == (None if row["peer"] == "sqlite" else 0), where
+            assert fsyncs == (None if row["peer"] in ("sqlite", LOOP) else 0), where
         if row["peer"] in ("actor", "memory"):
             assert 1 <= row["largest_batch"] <= row["tasks"], where
 
@@ -136,6 +152,65 @@ def test_ratios_are_ops_per_second_over_sqlites_for_the_same_row(document):
 
 
 @pytest.mark.slow
+def test_ratios_over_the_sqlite3_loop_and_the_in_memory_actor(document):
+    rows = document["throughput"]
+    loop = {(r["workload"], r["tasks"]): r["ops_per_s"] for r in rows if r["peer"] == LOOP}
+    memory = {(r["workload"], r["tasks"]): r["ops_per_s"] for r in rows if r["peer"] == "memory"}
+    assert sorted(loop) == [("commit_4k", 1), ("commit_64k", 1)]
+    for row in rows:
+        key, where = (row["workload"], row["tasks"]), (row["workload"], row["peer"], row["tasks"])
+        if key in loop:
+            assert row["ratio_vs_sqlite3_loop"] == pytest.approx(row["ops_per_s"] / loop[key])
+        else:
+            assert row["ratio_vs_sqlite3_loop"] is None, where
+        assert row["ratio_vs_memory"] == pytest.approx(row["ops_per_s"] / memory[key]), where
+    # the ratios the issue asks for: the durable actor over the loop at one
+    # task, and over the in-memory actor at each concurrency
+    actor = [r for r in rows if r["peer"] == "actor"]
+    assert all(positive(r["ratio_vs_memory"]) for r in actor)
+    assert all(
+        positive(r["ratio_vs_sqlite3_loop"])
+        for r in actor
+        if r["tasks"] == 1 and r["workload"] in LOOP_WORKLOADS
+    )
+
+
+@pytest.mark.slow
+def test_the_sqlite3_loop_rows_are_sequential_durable_commits(document):
+    rows = [r for r in document["throughput"] if r["peer"] == LOOP]
+    for row in rows:
+        assert row["verified"] is True  # its file read back through open_sqlite_store
+        assert row["writes"] == row["ops"] > 0
+        assert row["tasks"] == 1
+        assert row["fsyncs_per_commit"] is row["largest_batch"] is row["checkpoints"] is None
+        # one transaction at a time: the row's wall time holds every latency,
+        # and half of them are at least the median
+        assert row["ops"] * row["p50_ms"] / 2 <= row["seconds"] * 1000
+
+
+@pytest.mark.slow
+def test_mixed_rows_report_reads_and_writes_apart(document):
+    calls = {"load_session_snapshot", "load_input_state", "load_boundary_receipt"}
+    for row in document["throughput"]:
+        where = (row["workload"], row["peer"], row["tasks"])
+        split = ("read_p50_us", "read_p99_us", "write_p50_ms", "write_p99_ms")
+        if row["workload"] != "mixed":
+            assert all(row[key] is None for key in (*split, "read_us_by_call")), where
+            continue
+        for key in split:
+            assert positive(row[key]), (where, key)
+        assert row["read_p50_us"] <= row["read_p99_us"], where
+        assert row["write_p50_ms"] <= row["write_p99_ms"] <= row["max_ms"], where
+        assert row["read_p99_us"] / 1000 <= row["max_ms"], where
+        by_call = row["read_us_by_call"]
+        assert set(by_call) == calls, where
+        assert sum(c["reads"] for c in by_call.values()) == row["ops"] - row["writes"], where
+        for call, figures in by_call.items():
+            if figures["reads"]:
+                assert 0 < figures["p50"] <= figures["p99"] <= row["max_ms"] * 1000, (where, call)
+
+
+@pytest.mark.slow
 def test_recovery_rows_found_every_input_state_they_wrote(document):
     sizes = document["settings"]["recovery_sizes"]
     rows = document["recovery"]
@@ -150,6 +225,10 @@ def test_recovery_rows_found_every_input_state_they_wrote(document):
         for key in ("open_s", "read_all_s", "rss_before_mib", "rss_after_open_mib"):
             assert positive(row[key]), (row["input_states"], row["source"], key)
         assert row["peak_rss_mib"] >= row["rss_after_open_mib"]
+        assert row["peak_rss_over_after_open"] == pytest.approx(
+            row["peak_rss_mib"] / row["rss_after_open_mib"]
+        )
+        assert row["peak_rss_over_after_open"] >= 1
         assert positive(row["disk_bytes"])
 
 
@@ -163,8 +242,19 @@ def test_checkpoint_rows_measure_commits_during_and_without_a_checkpoint(documen
                 assert 0 <= value < math.inf, key
             else:
                 assert positive(value), (row["input_states"], key, value)
-        assert row["p50_commit_ms_during"] <= row["worst_commit_ms_during"]
-        assert row["p50_commit_ms_without"] <= row["worst_commit_ms_without"]
+        for stretch in ("during", "backup", "without"):
+            assert row[f"p50_commit_ms_{stretch}"] <= row[f"p99_commit_ms_{stretch}"]
+            assert row[f"p99_commit_ms_{stretch}"] <= row[f"worst_commit_ms_{stretch}"]
+            assert isinstance(row[f"commits_{stretch}"], int)
+        assert isinstance(row["backup_bytes"], int)
+        for stretch in ("during", "backup"):
+            assert row[f"p99_{stretch}_over_without"] == pytest.approx(
+                row[f"p99_commit_ms_{stretch}"] / row["p99_commit_ms_without"]
+            )
+        # the baseline lasts as long as the longer of the two (1 s at least, capped)
+        cap = document["settings"]["checkpoint_baseline_max"]
+        longer = min(max(row["seconds"], row["backup_s"], 1.0), cap)
+        assert row["baseline_s"] == pytest.approx(longer, rel=0.2, abs=0.05)
 
 
 @pytest.mark.slow
@@ -255,13 +345,25 @@ def test_human_table_names_every_peer_workload_and_section(document):
         assert title in text
     for heading in (
         "Recovery:",
-        "Checkpoint of the log-only actor store",
+        "peak/after",
+        "Checkpoint, then backup(), of the log-only actor store",
+        "p99 vs none",
         "Memory per stored",
         "Retention:",
         "The removal, by one task",
         "actor vs SQLite:",
+        "vs sqlite3-loop",
+        "vs memory",
+        "durable actor ops/s: ",
+        " the sqlite3-loop's (1 task); ",
+        " the in-memory actor's (1 / 8 / 64 tasks)",
+        "mixed, by kind of call",
+        "read p50 us",
+        "load_input_state p50/p99 us",
+        "write p99 ms",
     ):
         assert heading in text
+    assert "\n              backup  " in text
     assert "(all)" in text
     assert "MISSING" not in text
 
@@ -282,6 +384,14 @@ def test_from_json_presents_a_saved_run_without_measuring(document, tmp_path, ca
     saved.write_text(json.dumps(older))  # a run from before the retention part
     assert _bench.run(parser().parse_args(["--from-json", str(saved)])) == 0
     assert "Retention:" not in capsys.readouterr().out
+    saved.write_text(json.dumps(before_issue_12(document)))
+    assert _bench.run(parser().parse_args(["--from-json", str(saved)])) == 0
+    text = capsys.readouterr().out
+    assert "backup  " not in text  # not measured then: no row
+    assert f"\n{LOOP} " not in text  # no loop rows
+    assert "the sqlite3-loop's" not in text
+    assert "mixed, by kind of call" not in text
+    assert "peak/after" in text  # computed from the figures the rows have
     saved.write_text("{}")
     assert _bench.run(parser().parse_args(["--from-json", str(saved), "--json"])) == 2
     out, err = capsys.readouterr()
@@ -295,6 +405,33 @@ def test_plot_is_a_png(document, tmp_path):
     path = tmp_path / "plot.png"
     write_plot(Report.from_json(document), str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def before_issue_12(document):
+    """`document` as a run from before the fields of issue 12: no loop rows,
+    no ratios but SQLite's, no split latency, no backup, no peak ratio."""
+    new_fields = (
+        "ratio_vs_sqlite3_loop",
+        "ratio_vs_memory",
+        "read_p50_us",
+        "read_p99_us",
+        "write_p50_ms",
+        "write_p99_ms",
+        "read_us_by_call",
+        "peak_rss_over_after_open",
+        "p99_during_over_without",
+        "p99_backup_over_without",
+    )
+
+    def strip(row):
+        return {k: v for k, v in row.items() if k not in new_fields and "backup" not in k}
+
+    older = dict(document)
+    older["peers"] = [p for p in document["peers"] if p != LOOP]
+    older["throughput"] = [strip(r) for r in document["throughput"] if r["peer"] != LOOP]
+    older["recovery"] = [strip(r) for r in document["recovery"]]
+    older["checkpoint"] = [strip(r) for r in document["checkpoint"]]
+    return older
 
 
 # --- options -------------------------------------------------------------------------------
@@ -508,6 +645,129 @@ async def test_a_store_that_loses_oauth_updates_fails_the_row(monkeypatch, tmp_p
         await _throughput._row(
             "oauth", "dict", 8, directory=str(tmp_path), seconds=1, prepared=None, items=80
         )
+
+
+# --- the sqlite3-loop peer ----------------------------------------------------------------------
+
+
+async def test_the_sqlite3_loop_writes_the_rows_the_sqlite_backend_reads(tmp_path):
+    """What the loop wrote, read back through `open_sqlite_store`, is every
+    value of every write: the same rows as the backend's `atomic_apply`."""
+    prepared = _throughput._prepare_commits(4096, 30, 1)
+    session = prepared.sessions[0]
+    writes = [op for op in prepared.items if isinstance(op, _payloads.Write)]
+    path = str(tmp_path / "loop" / "loop.sqlite3")
+    loop = _sqlite_loop.SqliteLoop(path)
+    try:
+        assert loop.synchronous() == 2  # FULL
+        mode = loop.connection.execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode.lower() == "wal"
+        timed = loop.run(session, writes, 60)
+    finally:
+        loop.close()
+    assert timed.items == list(range(30))
+    assert len(timed.latencies) == len(timed.starts) == 30
+    assert timed.starts == sorted(timed.starts)
+    assert sum(timed.latencies) <= timed.elapsed  # one after another
+    async with ma.open_sqlite_store(path) as store:
+        rid = session.runtime_id
+        assert await store.list_runtimes() == [rid]
+        expected = {s.input_id: s for write in writes for s in write.states}
+        held = await store.load_input_states(rid)
+        assert {s.input_id: s for s in held} == expected
+        assert len(held) == len(expected)
+        receipts = await store.load_boundary_receipts(rid)
+        assert sorted(receipts, key=lambda r: str(r.run_id)) == sorted(
+            (w.receipt for w in writes), key=lambda r: str(r.run_id)
+        )
+        assert await store.load_session_snapshot(rid) == session.delta.session_snapshot
+        first = writes[0]
+        assert await store.load_input_state(rid, first.states[0].input_id) == first.states[0]
+        # the backend keeps using the file: a duplicate receipt is refused
+        with pytest.raises(ma.ReceiptConflict):
+            await store.atomic_apply(rid, None, first.receipt, first.states)
+
+
+async def test_the_sqlite3_loop_stops_at_its_time_and_refuses_a_duplicate(tmp_path):
+    prepared = _throughput._prepare_commits(4096, 5, 1)
+    writes = [op for op in prepared.items if isinstance(op, _payloads.Write)]
+    loop = _sqlite_loop.SqliteLoop(str(tmp_path / "loop.sqlite3"))
+    try:
+        assert loop.run(prepared.sessions[0], writes, 1e-9).items in ([], [0])
+        assert loop.run(prepared.sessions[0], writes[1:], 60).items == [0, 1, 2, 3]
+        with pytest.raises(sqlite3.IntegrityError):  # the receipt's primary key
+            loop.run(prepared.sessions[0], writes[1:], 60)
+        assert not loop.connection.in_transaction  # rolled back
+    finally:
+        loop.close()
+
+
+async def test_a_sqlite3_loop_row_is_read_back_and_checked(tmp_path):
+    prepared = _throughput._prepare_commits(4096, 40, 1)
+    row = await _throughput._row(
+        "commit_4k",
+        LOOP,
+        1,
+        directory=str(tmp_path / "row"),
+        seconds=5,
+        prepared=prepared,
+        items=40,
+    )
+    assert (row.peer, row.tasks, row.ops, row.writes, row.verified) == (LOOP, 1, 40, 40, True)
+    assert row.fsyncs_per_commit is row.largest_batch is row.checkpoints is None
+    assert row.read_p50_us is None
+    assert row.read_us_by_call is None
+    with pytest.raises(ValueError, match="1 task"):
+        await _throughput._row(
+            "commit_4k",
+            LOOP,
+            8,
+            directory=str(tmp_path / "r8"),
+            seconds=1,
+            prepared=prepared,
+            items=40,
+        )
+    with pytest.raises(ValueError, match="only writes"):
+        await _throughput._row(
+            "mixed",
+            LOOP,
+            1,
+            directory=str(tmp_path / "rm"),
+            seconds=1,
+            prepared=_throughput._prepare_mixed(20, 1),
+            items=20,
+        )
+
+
+async def test_a_sqlite3_loop_that_writes_other_rows_fails_the_row(monkeypatch, tmp_path):
+    # Input states go nowhere: the read back through the backend finds none.
+    nothing = (
+        "INSERT INTO runtime_input_states (runtime_id, input_id, state_json) SELECT ?, ?, ? WHERE 0"
+    )
+    monkeypatch.setattr(_sqlite_loop, "_UPSERT_INPUT", nothing)
+    prepared = _throughput._prepare_commits(4096, 10, 1)
+    with pytest.raises(BenchFailure, match="holds 0 input states"):
+        await _throughput._row(
+            "commit_4k", LOOP, 1, directory=str(tmp_path), seconds=5, prepared=prepared, items=10
+        )
+
+
+def test_the_mixed_workload_splits_its_latencies_by_call():
+    prepared = _throughput._prepare_mixed(10, 1)
+    kinds = [type(op).__name__ for op in prepared.items]
+    assert kinds[0] == kinds[5] == "Write"
+    latencies = [0.001 * (n + 1) for n in range(10)]
+    timed = _measure.Timed(latencies, [0.0] * 10, 1.0, list(range(10)))
+    split = _throughput._split_latencies(prepared, timed)
+    assert split["write_p50_ms"] == pytest.approx(1.0)  # items 0 and 5: 1 and 6 ms
+    assert split["write_p99_ms"] == pytest.approx(6.0)
+    reads = sorted(latencies[n] for n in range(10) if n not in (0, 5))
+    assert split["read_p50_us"] == pytest.approx(reads[3] * 1e6)
+    assert split["read_p99_us"] == pytest.approx(reads[-1] * 1e6)
+    by_call = split["read_us_by_call"]
+    assert sum(c["reads"] for c in by_call.values()) == 8
+    assert _throughput._split_latencies(_throughput._prepare_commits(4096, 3, 1), timed) == {}
+    assert _throughput._split_latencies(None, timed) == {}
 
 
 def test_recovery_check_catches_a_missing_extra_or_changed_input_state():
