@@ -26,9 +26,8 @@ MIB: Final = 1024 * 1024
 PEER_TITLES: Final = {
     "actor": "open_store(dir): the actor store, durable (default settings)",
     "sqlite": 'open_sqlite_store(file, synchronous="FULL"): the SQLite backend, durable',
-    LOOP: "a plain sqlite3 loop in one worker thread (WAL, synchronous=FULL, the backend's"
-    " rows, one transaction per commit; no trio): SQLite's best case, durable commits at"
-    " 1 task only",
+    LOOP: "a plain sqlite3 loop in one worker thread, no trio (WAL, synchronous=FULL, the"
+    " backend's rows): SQLite's best case; the commits at 1 task only",
     "memory": "open_store(): the actor store in memory",
     "dict": "dicts behind a trio.Lock, in memory: the naive baseline",
 }
