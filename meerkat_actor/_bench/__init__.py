@@ -3,8 +3,10 @@
 Rule 1: same run, same disk, same operations. Every figure of a store comes
 with its peers' figures for the same workload and concurrency, measured in the
 same run, in the same directory: the durable actor store, the SQLite backend
-(the durable peer), the in-memory actor store and a naive baseline (dicts
-behind a `trio.Lock`). Ratios are against SQLite, pair by pair.
+(the durable peer), SQLite's best case (`sqlite3-loop`: a plain `sqlite3`
+loop writing the backend's rows, the durable commits at one task), the
+in-memory actor store and a naive baseline (dicts behind a `trio.Lock`).
+Ratios are against SQLite, the loop and the in-memory actor, pair by pair.
 
 Rule 2: measure the store, not the benchmark. Payloads are built before the
 clock starts, in worker threads; nothing of the benchmark blocks the trio
@@ -17,8 +19,9 @@ every recovery checks every input state it should hold; a difference fails
 the command (exit 1) instead of printing figures of a broken store.
 
 Modules: `_payloads` (realistic values), `_peers` (the stores and the
-baseline), `_measure` (driver, heartbeat, memory), `_throughput` (the four
-workloads at each concurrency), `_recovery` (recovery, checkpoint, memory),
+baseline), `_sqlite_loop` (the plain sqlite3 loop), `_measure` (driver,
+heartbeat, memory), `_throughput` (the four workloads at each
+concurrency), `_recovery` (recovery, checkpoint and backup, memory),
 `_retention` (retiring payloads and purging runtimes: memory, snapshot,
 disk and open time before and after), `_children` (running a measurement
 in a fresh process), `_results` (the rows), `_report` (table, JSON, plot).
