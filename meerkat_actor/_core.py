@@ -45,6 +45,7 @@ from pyrsistent import PMap, pmap
 
 from ._check import check_bytes, check_instance, check_optional_instance, check_tuple, check_u64
 from ._errors import (
+    CorruptStore,
     LifecycleConflict,
     NotFound,
     NotRetirable,
@@ -54,6 +55,15 @@ from ._errors import (
     WriteFailed,
 )
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from ._packed import (
+    CorruptValue,
+    PackedInput,
+    PackedReceipt,
+    input_key,
+    receipt_key,
+    unpack_input,
+    unpack_receipt,
+)
 from ._session_codec import SessionCodec
 from ._types import (
     UNCHECKED,
@@ -124,17 +134,21 @@ __all__ = [
 # --- state --------------------------------------------------------------------
 
 
-ReceiptKey: TypeAlias = tuple[RunId, int]
-
-
 @final
 @dataclass(frozen=True, slots=True)
 class RuntimeRecord:
-    """Everything one runtime holds. Runtimes never share anything."""
+    """Everything one runtime holds. Runtimes never share anything.
+
+    Input states and receipts, the bulk of a store, are held packed
+    (`_packed.py`): a byte string each, keyed by a byte string that sorts
+    like the value's id. A read unpacks the values it returns.
+    """
 
     session_snapshot: bytes | None = None
-    input_states: PMap[InputId, StoredInputState] = field(default_factory=pmap)
-    receipts: PMap[ReceiptKey, RunBoundaryReceipt] = field(default_factory=pmap)
+    #: input key (`_packed.input_key`) -> packed input state
+    input_states: PMap[bytes, bytes] = field(default_factory=pmap)
+    #: receipt key (`_packed.receipt_key`) -> packed receipt
+    receipts: PMap[bytes, bytes] = field(default_factory=pmap)
     runtime_state: RuntimeState | None = None
     ops_snapshot: PersistedOpsSnapshot | None = None
 
@@ -220,15 +234,19 @@ class StoreState:
     def input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
     ) -> StoredInputState | None:
-        return self.record(runtime_id).input_states.get(input_id)
+        blob = self.record(runtime_id).input_states.get(input_key(input_id))
+        return None if blob is None else _unpack_input(runtime_id, blob)
 
     def input_states(self, runtime_id: LogicalRuntimeId) -> Iterable[StoredInputState]:
-        return self.record(runtime_id).input_states.values()
+        # In key order, which is UUID order: the caller's sort has little to do.
+        states = self.record(runtime_id).input_states
+        return [_unpack_input(runtime_id, states[key]) for key in sorted(states)]
 
     def boundary_receipt(
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
     ) -> RunBoundaryReceipt | None:
-        return self.record(runtime_id).receipts.get((run_id, sequence))
+        blob = self.record(runtime_id).receipts.get(receipt_key(run_id, sequence))
+        return None if blob is None else _unpack_receipt(runtime_id, blob)
 
     def runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
         return self.record(runtime_id).runtime_state
@@ -237,7 +255,8 @@ class StoreState:
         return self.record(runtime_id).ops_snapshot
 
     def boundary_receipts(self, runtime_id: LogicalRuntimeId) -> Iterable[RunBoundaryReceipt]:
-        return self.record(runtime_id).receipts.values()
+        receipts = self.record(runtime_id).receipts
+        return [_unpack_receipt(runtime_id, receipts[key]) for key in sorted(receipts)]
 
     def runtime_ids(self) -> Iterable[LogicalRuntimeId]:
         # `redo` drops a record that becomes empty, but a state decoded from
@@ -246,6 +265,20 @@ class StoreState:
 
 
 EMPTY: Final = StoreState()
+
+
+def _unpack_input(runtime_id: LogicalRuntimeId, blob: bytes) -> StoredInputState:
+    try:
+        return unpack_input(blob)
+    except CorruptValue as exc:
+        raise CorruptStore(f"runtime {str(runtime_id)!r}: a stored input state: {exc}") from None
+
+
+def _unpack_receipt(runtime_id: LogicalRuntimeId, blob: bytes) -> RunBoundaryReceipt:
+    try:
+        return unpack_receipt(blob)
+    except CorruptValue as exc:
+        raise CorruptStore(f"runtime {str(runtime_id)!r}: a stored receipt: {exc}") from None
 
 
 # --- commands (writes) -------------------------------------------------------------
@@ -589,19 +622,44 @@ class SetSessionSnapshot:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class InsertReceipt:
+    """Insert a receipt; built from a receipt or its packed form (held packed)."""
+
     runtime_id: LogicalRuntimeId
-    receipt: RunBoundaryReceipt
+    receipt: PackedReceipt
+
+    def __init__(
+        self, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt | PackedReceipt
+    ) -> None:
+        _set(self, "runtime_id", runtime_id)
+        _set(
+            self,
+            "receipt",
+            receipt if isinstance(receipt, PackedReceipt) else PackedReceipt.of(receipt),
+        )
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class PutInputStates:
-    """Upsert by input id, in order: a later entry wins over an earlier one."""
+    """Upsert by input id, in order: a later entry wins over an earlier one.
+    Built from input states or their packed forms (held packed)."""
 
     runtime_id: LogicalRuntimeId
-    states: tuple[StoredInputState, ...]
+    states: tuple[PackedInput, ...]
+
+    def __init__(
+        self,
+        runtime_id: LogicalRuntimeId,
+        states: Iterable[StoredInputState | PackedInput],
+    ) -> None:
+        _set(self, "runtime_id", runtime_id)
+        _set(
+            self,
+            "states",
+            tuple(s if isinstance(s, PackedInput) else PackedInput.of(s) for s in states),
+        )
 
 
 @final
@@ -818,12 +876,16 @@ def _redo_one(record: RuntimeRecord, effect: Effect) -> RuntimeRecord:
         case SetSessionSnapshot(_, snapshot):
             return replace(record, session_snapshot=snapshot)
         case InsertReceipt(_, receipt):
-            key = (receipt.run_id, receipt.sequence)
-            return replace(record, receipts=record.receipts.set(key, receipt))
+            return replace(record, receipts=record.receipts.set(receipt.key, receipt.blob))
         case PutInputStates(_, states):
+            if len(states) == 1:
+                (packed,) = states
+                return replace(
+                    record, input_states=record.input_states.set(packed.key, packed.blob)
+                )
             evolver = record.input_states.evolver()
-            for stored in states:
-                evolver[stored.state.input_id] = stored
+            for packed in states:
+                evolver[packed.key] = packed.blob
             return replace(record, input_states=evolver.persistent())
         case SetRuntimeState(_, runtime_state):
             return replace(record, runtime_state=runtime_state)
@@ -881,8 +943,14 @@ def state_effects(state: StoreState) -> tuple[Effect, ...]:
         if record.session_snapshot is not None:
             effects.append(SetSessionSnapshot(runtime_id, record.session_snapshot))
         if record.input_states:
-            effects.append(PutInputStates(runtime_id, tuple(record.input_states.values())))
-        effects.extend(InsertReceipt(runtime_id, r) for r in record.receipts.values())
+            effects.append(
+                PutInputStates(
+                    runtime_id, [PackedInput(k, v) for k, v in record.input_states.items()]
+                )
+            )
+        effects.extend(
+            InsertReceipt(runtime_id, PackedReceipt(k, v)) for k, v in record.receipts.items()
+        )
         if record.runtime_state is not None:
             effects.append(SetRuntimeState(runtime_id, record.runtime_state))
         if record.ops_snapshot is not None:

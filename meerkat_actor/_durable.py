@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -220,9 +222,11 @@ class DurableLog:
         bad: tuple[int, str, int, str] | None = None
         for lsn, name in snapshots:
             path = self._path(name)
-            reader = self._reader(path)
             try:
-                state = fmt.read_snapshot(reader, lsn, self.format_version)
+                with _FileReader(self.io, path) as reader:
+                    state = fmt.read_snapshot(reader, lsn, self.format_version)
+            except OSError as exc:
+                raise ReadFailed(f"cannot read {path}: {exc}") from exc
             except fmt.FormatError as exc:
                 if bad is None:
                     bad = (lsn, path, exc.offset, str(exc))
@@ -423,14 +427,13 @@ class DurableLog:
         lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
         log = cls(io, directory, lock, MAX_RECORD_LIMIT)
         try:
-            data = fmt.encode_snapshot(lsn, state)
-            log._write_atomically(fmt.snapshot_name(lsn), data)
+            size = log._write_snapshot_file(lsn, state)
             log._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())  # this build's
             io.remove(marker)
             io.sync_dir(directory)
         finally:
             log.close()
-        return len(data)
+        return size
 
     # --- writing ---------------------------------------------------------------------
 
@@ -440,12 +443,16 @@ class DurableLog:
         If a step before the rename fails, the temp file is removed (best
         effort), so a retry can create it again.
         """
+        self._write_file_atomically(name, lambda handle: self.io.write(handle, data))
+
+    def _write_file_atomically(self, name: str, fill: Callable[[Handle], object]) -> None:
+        """`_write_atomically` with the temp file's content written by `fill`."""
         io = self.io
         temp = self._path(name + _TMP)
         handle = io.create(temp)
         try:
             try:
-                io.write(handle, data)
+                fill(handle)
                 io.sync(handle)
             finally:
                 io.close(handle)
@@ -454,6 +461,27 @@ class DurableLog:
             self._discard(temp)
             raise
         io.sync_dir(self.directory)
+
+    def _write_snapshot_file(self, lsn: int, state: StoreState) -> int:
+        """Write the snapshot of `state` at `lsn` atomically, its body chunk by
+        chunk (the header, which holds the body's length and CRC, last, at
+        offset 0); return the file's size. Raises OSError."""
+        io = self.io
+        size = 0
+
+        def fill(handle: Handle) -> None:
+            nonlocal size
+            io.write(handle, bytes(fmt.SNAPSHOT_HEADER))
+            length = crc = 0
+            for chunk in fmt.snapshot_chunks(state):
+                io.write(handle, chunk)
+                crc = zlib.crc32(chunk, crc)
+                length += len(chunk)
+            io.write_at(handle, 0, fmt.snapshot_header(lsn, length, crc, fmt.FORMAT_VERSION))
+            size = fmt.SNAPSHOT_HEADER + length
+
+        self._write_file_atomically(fmt.snapshot_name(lsn), fill)
+        return size
 
     def _discard(self, path: str) -> None:
         """Remove a file a failed step left behind; failures are only logged."""
@@ -641,8 +669,7 @@ class DurableLog:
             OSError: a step failed; everything acknowledged is still in the
                 log, and the store remains usable.
         """
-        data = fmt.encode_snapshot(lsn, state)
-        self._write_atomically(fmt.snapshot_name(lsn), data)
+        size = self._write_snapshot_file(lsn, state)
         removed = False
         for name in self.io.list_dir(self.directory):
             seg = fmt.parse_name(name, *fmt.SEGMENT_NAME)
@@ -652,7 +679,7 @@ class DurableLog:
                 removed = True
         if removed:
             self.io.sync_dir(self.directory)
-        return len(data)
+        return size
 
     def close(self) -> None:
         """Close the segment and release the lock. Errors are logged, not raised."""
@@ -668,6 +695,32 @@ class DurableLog:
             except OSError:
                 logger.exception("cannot release the lock of %s", self.directory)
             self._lock = None
+
+
+class _FileReader:
+    """A `_format.Reader` of one file, read piece by piece (`FileIO.read_at`),
+    so what reading holds is the piece asked for, not the file."""
+
+    def __init__(self, io: FileIO, path: str) -> None:
+        self._io = io
+        self._handle = io.open_read(path)
+        try:
+            self._size = io.size(path)
+        except BaseException:
+            io.close(self._handle)
+            raise
+
+    def size(self) -> int:
+        return self._size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return self._io.read_at(self._handle, offset, length)
+
+    def __enter__(self) -> _FileReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._io.close(self._handle)
 
 
 def _make_dirs(io: FileIO, directory: str) -> None:

@@ -101,6 +101,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -112,7 +113,8 @@ from pyrsistent import pmap
 from . import _core
 from ._codec import CodecError, from_plain, to_plain
 from ._core import Effect, RuntimeRecord, StoreState
-from ._ids import LogicalRuntimeId
+from ._ids import InputId, LogicalRuntimeId
+from ._packed import PackedInput, PackedReceipt
 from ._types import PersistedOpsSnapshot, RunBoundaryReceipt, RuntimeState, StoredInputState
 
 __all__ = [
@@ -155,11 +157,13 @@ __all__ = [
     "scan_segment",
     "segment_header",
     "segment_name",
+    "snapshot_chunks",
+    "snapshot_header",
     "snapshot_name",
 ]
 
 #: The version this build writes; it reads every version from OLDEST_VERSION on.
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 OLDEST_VERSION: Final = 1
 FORMAT_FILE: Final = "FORMAT"
 LOCK_FILE: Final = "LOCK"
@@ -681,12 +685,18 @@ def _effect_to_plain(effect: Effect) -> dict[str, Any]:
         case _core.SetSessionSnapshot(runtime_id, snapshot):
             return {"op": "session", "runtime": runtime_id.value, "snapshot": snapshot}
         case _core.InsertReceipt(runtime_id, receipt):
-            return {"op": "receipt", "runtime": runtime_id.value, "receipt": to_plain(receipt)}
+            return {
+                "op": "receipt",
+                "runtime": runtime_id.value,
+                "key": receipt.key,
+                "receipt": receipt.blob,
+            }
         case _core.PutInputStates(runtime_id, states):
             return {
                 "op": "inputs",
                 "runtime": runtime_id.value,
-                "states": [to_plain(state) for state in states],
+                "ids": [packed.key for packed in states],
+                "states": [packed.blob for packed in states],
             }
         case _core.SetRuntimeState(runtime_id, runtime_state):
             return {
@@ -723,6 +733,31 @@ def _blob(value: Any) -> bytes:
     return value
 
 
+def _packed(value: Any) -> bytes:
+    if type(value) is not bytes or not value:
+        raise ValueError(f"a packed value must be non-empty bytes, got {type(value).__name__}")
+    return value
+
+
+def _keys(keys: Any, size: int, what: str) -> list[bytes]:
+    if type(keys) is not list:
+        raise ValueError(f"{what} must be an array, got {type(keys).__name__}")
+    for key in keys:
+        if type(key) is not bytes or len(key) != size:
+            raise ValueError(f"each of {what} must be {size} bytes, got {key!r:.40}")
+    return keys
+
+
+def _entries(keys: Any, values: Any, size: int) -> list[tuple[bytes, bytes]]:
+    """The (key, packed value) pairs of two parallel arrays (version 3)."""
+    _keys(keys, size, "the keys")
+    if type(values) is not list or len(values) != len(keys) or not values:
+        raise ValueError("keys and values must be non-empty arrays of the same length")
+    for value in values:
+        _packed(value)
+    return list(zip(keys, values, strict=True))
+
+
 #: The format version that introduced each effect op: a segment of version V
 #: may hold only the ops of version V or older (rule 7).
 _OP_VERSION: Final = {
@@ -753,15 +788,25 @@ def _effect_from_plain(item: Any, version: int) -> Effect:
     if op == "session":
         runtime, snapshot = _fields(item, "runtime", "snapshot")
         return _core.SetSessionSnapshot(_runtime(runtime), _blob(snapshot))
-    if op == "receipt":
+    if op == "receipt" and version < 3:
         runtime, receipt = _fields(item, "runtime", "receipt")
         return _core.InsertReceipt(_runtime(runtime), from_plain(RunBoundaryReceipt, receipt))
-    if op == "inputs":
+    if op == "receipt":
+        runtime, key, receipt = _fields(item, "runtime", "key", "receipt")
+        return _core.InsertReceipt(
+            _runtime(runtime), PackedReceipt(_keys([key], 24, "key")[0], _packed(receipt))
+        )
+    if op == "inputs" and version < 3:
         runtime, states = _fields(item, "runtime", "states")
         if not isinstance(states, list) or not states:
             raise ValueError("inputs effect needs a non-empty array of states")
         return _core.PutInputStates(
             _runtime(runtime), tuple(from_plain(StoredInputState, s) for s in states)
+        )
+    if op == "inputs":
+        runtime, ids, states = _fields(item, "runtime", "ids", "states")
+        return _core.PutInputStates(
+            _runtime(runtime), [PackedInput(k, v) for k, v in _entries(ids, states, 16)]
         )
     if op == "runtime_state":
         runtime, state = _fields(item, "runtime", "state")
@@ -781,10 +826,69 @@ def _effect_from_plain(item: Any, version: int) -> Effect:
 # --- snapshots ---------------------------------------------------------------------------
 
 
+#: A version 3 snapshot body is chunks of about this size (a value larger
+#: than this makes a larger chunk).
+CHUNK_BYTES: Final = 1 << 20
+_CHUNK_LENGTH: Final = struct.Struct(">I")
+
+
+def snapshot_chunks(state: StoreState) -> Iterator[bytes]:
+    """The body of a version 3 snapshot of `state`, as framed chunks (a
+    4-byte length, then a CBOR array). Runtimes come in the order of their
+    ids and each one's values in key order, so one state always gives the
+    same bytes. Each chunk is encoded when asked for: a writer holds one at a
+    time."""
+    if state.oauth_flow_snapshot is not None:
+        yield _chunk(["oauth", state.oauth_flow_snapshot])
+    for runtime_id in sorted(state.runtimes, key=str):
+        record = state.runtimes[runtime_id]
+        yield _chunk(
+            [
+                "runtime",
+                runtime_id.value,
+                record.session_snapshot,
+                None if record.runtime_state is None else record.runtime_state.value,
+                None if record.ops_snapshot is None else to_plain(record.ops_snapshot),
+            ]
+        )
+        for kind, values in (("inputs", record.input_states), ("receipts", record.receipts)):
+            keys: list[bytes] = []
+            blobs: list[bytes] = []
+            size = 0
+            for key in sorted(values):
+                blob = values[key]
+                keys.append(key)
+                blobs.append(blob)
+                size += len(blob) + 32
+                if size >= CHUNK_BYTES:
+                    yield _chunk([kind, runtime_id.value, keys, blobs])
+                    keys, blobs, size = [], [], 0
+            if keys:
+                yield _chunk([kind, runtime_id.value, keys, blobs])
+
+
+def _chunk(item: list[Any]) -> bytes:
+    data = _dumps(item)
+    return _CHUNK_LENGTH.pack(len(data)) + data
+
+
+def snapshot_header(lsn: int, body_length: int, body_crc: int, version: int) -> bytes:
+    """The 40-byte header of a snapshot whose body has this length and CRC."""
+    head = _SNAPSHOT_STRUCT.pack(_SNAPSHOT_MAGIC, version, 0, lsn, body_length, body_crc)
+    return head + _CRC.pack(zlib.crc32(head))
+
+
 def encode_snapshot(lsn: int, state: StoreState, version: int = FORMAT_VERSION) -> bytes:
-    """A whole snapshot file: header and CBOR body of `state` as of `lsn`
-    (of this build's version unless a test says otherwise: the body is the
-    same in every version)."""
+    """A whole snapshot file: header and body of `state` as of `lsn`, of this
+    build's version unless a test asks for an older one (versions 1 and 2
+    have one CBOR map as the body). A durable store streams the chunks
+    instead (`snapshot_chunks`)."""
+    body = b"".join(snapshot_chunks(state)) if version >= 3 else _dumps(_plain_body(state))
+    return snapshot_header(lsn, len(body), zlib.crc32(body), version) + body
+
+
+def _plain_body(state: StoreState) -> dict[str, Any]:
+    """The body of a version 1 or 2 snapshot (for tests of older stores)."""
     runtimes = []
     for runtime_id, record in state.runtimes.items():
         runtimes.append(
@@ -795,54 +899,68 @@ def encode_snapshot(lsn: int, state: StoreState, version: int = FORMAT_VERSION) 
                 if record.runtime_state is None
                 else record.runtime_state.value,
                 "ops": None if record.ops_snapshot is None else to_plain(record.ops_snapshot),
-                "inputs": [to_plain(s) for s in record.input_states.values()],
-                "receipts": [to_plain(r) for r in record.receipts.values()],
+                "inputs": [
+                    to_plain(state.input_state(runtime_id, _input_id(k)))
+                    for k in sorted(record.input_states)
+                ],
+                "receipts": [to_plain(r) for r in state.boundary_receipts(runtime_id)],
             }
         )
-    body = _dumps({"oauth": state.oauth_flow_snapshot, "runtimes": runtimes})
-    head = _SNAPSHOT_STRUCT.pack(_SNAPSHOT_MAGIC, version, 0, lsn, len(body), zlib.crc32(body))
-    return head + _CRC.pack(zlib.crc32(head)) + body
+    return {"oauth": state.oauth_flow_snapshot, "runtimes": runtimes}
+
+
+def _input_id(key: bytes) -> InputId:
+    return InputId(uuid.UUID(bytes=key))
+
+
+def _check_snapshot_header(
+    head: bytes, file_size: int, store_version: int
+) -> tuple[int, int, int, int]:
+    """Rule S1 but the body CRC: return (version, LSN, body length, body CRC)."""
+    if len(head) < SNAPSHOT_HEADER:
+        _fail(f"snapshot header is short ({len(head)} of {SNAPSHOT_HEADER} bytes)", 0, "S1")
+    magic, version, reserved, lsn, length, body_crc = _SNAPSHOT_STRUCT.unpack_from(head)
+    if magic != _SNAPSHOT_MAGIC:
+        _fail("snapshot has the wrong magic", 0, "S1")
+    if zlib.crc32(head[:36]) != _CRC.unpack_from(head, 36)[0]:
+        _fail("snapshot header checksum mismatch", 36, "S1")
+    _check_version(version, store_version, "snapshot", 8, "S1")
+    if reserved:
+        _fail("snapshot header reserved field is not zero", 12, "S1")
+    if file_size != SNAPSHOT_HEADER + length:
+        message = f"snapshot body is {file_size - SNAPSHOT_HEADER} bytes, header says {length}"
+        _fail(message, 24, "S1")
+    return int(version), int(lsn), int(length), int(body_crc)
 
 
 def decode_snapshot_header(data: bytes, store_version: int = FORMAT_VERSION) -> tuple[int, int]:
     """Check a snapshot's header against the file's bytes (a snapshot of a
     store whose FORMAT file names `store_version`); return (LSN, body length)."""
-    if len(data) < SNAPSHOT_HEADER:
-        _fail(f"snapshot header is short ({len(data)} of {SNAPSHOT_HEADER} bytes)", 0, "S1")
-    magic, version, reserved, lsn, length, body_crc = _SNAPSHOT_STRUCT.unpack_from(data)
-    if magic != _SNAPSHOT_MAGIC:
-        _fail("snapshot has the wrong magic", 0, "S1")
-    if zlib.crc32(data[:36]) != _CRC.unpack_from(data, 36)[0]:
-        _fail("snapshot header checksum mismatch", 36, "S1")
-    _check_version(version, store_version, "snapshot", 8, "S1")
-    if reserved:
-        _fail("snapshot header reserved field is not zero", 12, "S1")
-    if len(data) != SNAPSHOT_HEADER + length:
-        message = f"snapshot body is {len(data) - SNAPSHOT_HEADER} bytes, header says {length}"
-        _fail(message, 24, "S1")
+    _, lsn, length, body_crc = _check_snapshot_header(
+        data[:SNAPSHOT_HEADER], len(data), store_version
+    )
     if zlib.crc32(memoryview(data)[SNAPSHOT_HEADER:]) != body_crc:
         _fail("snapshot body checksum mismatch", SNAPSHOT_HEADER, "S1")
-    return int(lsn), int(length)
+    return lsn, length
 
 
 def decode_snapshot(data: bytes, store_version: int = FORMAT_VERSION) -> tuple[int, StoreState]:
     """Check and decode a whole snapshot file of a store whose FORMAT file
-    names `store_version`; return (LSN, state). One decoder for every
-    version: only the header's version differs.
+    names `store_version`; return (LSN, state).
 
     Raises:
         FormatError: rule S1 or S3 fails.
     """
-    lsn, _ = decode_snapshot_header(data, store_version)
-    body = _loads(data[SNAPSHOT_HEADER:], SNAPSHOT_HEADER, "S3")
-    try:
-        return lsn, _state_from_plain(body)
-    except (CodecError, TypeError, ValueError, KeyError) as exc:
-        _fail(f"snapshot body: {exc}", SNAPSHOT_HEADER, "S3")
+    reader = BytesReader(data)
+    lsn = _check_snapshot_header(data[:SNAPSHOT_HEADER], len(data), store_version)[1]
+    return lsn, read_snapshot(reader, lsn, store_version)
 
 
 def read_snapshot(reader: Reader, name_lsn: int, store_version: int = FORMAT_VERSION) -> StoreState:
     """Check a snapshot file whose name says LSN `name_lsn` (rules S1-S3).
+
+    A version 3 body is read chunk by chunk: what this holds in memory
+    besides the state is one chunk.
 
     Args:
         reader: the snapshot file.
@@ -856,10 +974,133 @@ def read_snapshot(reader: Reader, name_lsn: int, store_version: int = FORMAT_VER
     Raises:
         FormatError: a rule fails.
     """
-    lsn, state = decode_snapshot(reader.read_at(0, reader.size()), store_version)
+    size = reader.size()
+    head = reader.read_at(0, min(size, SNAPSHOT_HEADER))
+    version, lsn, length, body_crc = _check_snapshot_header(head, size, store_version)
+    if version < 3:
+        body = reader.read_at(SNAPSHOT_HEADER, length)
+        if zlib.crc32(body) != body_crc:
+            _fail("snapshot body checksum mismatch", SNAPSHOT_HEADER, "S1")
+        plain = _loads(body, SNAPSHOT_HEADER, "S3")
+        try:
+            state = _state_from_plain(plain)
+        except (CodecError, TypeError, ValueError, KeyError) as exc:
+            _fail(f"snapshot body: {exc}", SNAPSHOT_HEADER, "S3")
+    else:
+        state = _read_chunks(reader, length, body_crc)
     if lsn != name_lsn:
         _fail(f"header LSN {lsn} differs from the name", 16, "S2")
     return state
+
+
+def _read_chunks(reader: Reader, length: int, body_crc: int) -> StoreState:
+    loader = _ChunkLoader()
+    crc = 0
+    offset = SNAPSHOT_HEADER
+    end = SNAPSHOT_HEADER + length
+    problem: tuple[str, int] | None = None
+    while offset < end:
+        if end - offset < _CHUNK_LENGTH.size:
+            problem = ("snapshot body ends inside a chunk length", offset)
+            break
+        prefix = reader.read_at(offset, _CHUNK_LENGTH.size)
+        (size,) = _CHUNK_LENGTH.unpack(prefix)
+        if size == 0 or size > end - offset - _CHUNK_LENGTH.size:
+            problem = (f"snapshot chunk of {size} bytes does not fit the body", offset)
+            break
+        data = reader.read_at(offset + _CHUNK_LENGTH.size, size)
+        crc = zlib.crc32(data, zlib.crc32(prefix, crc))
+        try:
+            loader.chunk(_loads(data, offset + _CHUNK_LENGTH.size, "S3"))
+        except FormatError as exc:
+            problem = (str(exc), exc.offset)
+            break
+        except (CodecError, TypeError, ValueError, KeyError) as exc:
+            problem = (f"snapshot chunk: {exc}", offset)
+            break
+        offset += _CHUNK_LENGTH.size + size
+    if problem is None:
+        # The CRC covers the whole body: when it does not check, that is the
+        # damage to report, whatever a chunk looked like.
+        if crc != body_crc:
+            _fail("snapshot body checksum mismatch", SNAPSHOT_HEADER, "S1")
+        return loader.finish()
+    rest = reader.read_at(offset, end - offset) if offset < end else b""
+    if zlib.crc32(rest, crc) != body_crc:
+        _fail("snapshot body checksum mismatch", SNAPSHOT_HEADER, "S1")
+    _fail(problem[0], problem[1], "S3")
+
+
+class _ChunkLoader:
+    """Builds the state from version 3 chunks (docs/format.md section 4)."""
+
+    def __init__(self) -> None:
+        self.runtimes = _core.EMPTY.runtimes.evolver()
+        self.oauth: bytes | None = None
+        self.seen_oauth = False
+        self.current: LogicalRuntimeId | None = None
+        self.seen: set[LogicalRuntimeId] = set()
+        self.record = RuntimeRecord()
+        self.inputs: dict[bytes, bytes] = {}
+        self.receipts: dict[bytes, bytes] = {}
+
+    def chunk(self, item: Any) -> None:
+        if type(item) is not list or not item:
+            raise ValueError("a chunk must be a non-empty array")
+        kind = item[0]
+        if kind == "oauth":
+            if len(item) != 2 or self.seen_oauth or self.current is not None:
+                raise ValueError('the oauth chunk must come once, first, as ["oauth", bytes]')
+            self.seen_oauth = True
+            self.oauth = _blob(item[1])
+        elif kind == "runtime":
+            if len(item) != 5:
+                raise ValueError("a runtime chunk has 5 items")
+            self._end_runtime()
+            runtime_id = _runtime(item[1])
+            if runtime_id in self.seen:
+                raise ValueError(f"runtime {runtime_id} appears twice")
+            self.seen.add(runtime_id)
+            self.current = runtime_id
+            session, runtime_state, ops = item[2:]
+            self.record = RuntimeRecord(
+                session_snapshot=None if session is None else _blob(session),
+                runtime_state=None
+                if runtime_state is None
+                else from_plain(RuntimeState, runtime_state),
+                ops_snapshot=None if ops is None else from_plain(PersistedOpsSnapshot, ops),
+            )
+        elif kind in ("inputs", "receipts"):
+            if len(item) != 4:
+                raise ValueError(f"an {kind} chunk has 4 items")
+            if self.current is None or item[1] != self.current.value:
+                raise ValueError(
+                    f"an {kind} chunk names {item[1]!r:.40}, not the runtime before it"
+                )
+            target = self.inputs if kind == "inputs" else self.receipts
+            entries = _entries(item[2], item[3], 16 if kind == "inputs" else 24)
+            before = len(target)
+            target.update(entries)
+            if len(target) != before + len(entries):
+                raise ValueError(f"runtime {self.current} holds a key twice in its {kind}")
+        else:
+            raise ValueError(f"unknown chunk kind {kind!r:.40}")
+
+    def _end_runtime(self) -> None:
+        if self.current is not None:
+            self.runtimes[self.current] = RuntimeRecord(
+                session_snapshot=self.record.session_snapshot,
+                input_states=pmap(self.inputs),
+                receipts=pmap(self.receipts),
+                runtime_state=self.record.runtime_state,
+                ops_snapshot=self.record.ops_snapshot,
+            )
+        self.inputs = {}
+        self.receipts = {}
+
+    def finish(self) -> StoreState:
+        self._end_runtime()
+        return StoreState(self.runtimes.persistent(), self.oauth)
 
 
 def _state_from_plain(body: Any) -> StoreState:
@@ -890,10 +1131,10 @@ def _state_from_plain(body: Any) -> StoreState:
         ops = None if item["ops"] is None else from_plain(PersistedOpsSnapshot, item["ops"])
         if not isinstance(item["inputs"], list) or not isinstance(item["receipts"], list):
             raise ValueError("inputs and receipts must be arrays")
-        inputs = [from_plain(StoredInputState, s) for s in item["inputs"]]
-        receipts = [from_plain(RunBoundaryReceipt, r) for r in item["receipts"]]
-        input_map = {s.state.input_id: s for s in inputs}
-        receipt_map = {(r.run_id, r.sequence): r for r in receipts}
+        inputs = [PackedInput.of(from_plain(StoredInputState, s)) for s in item["inputs"]]
+        receipts = [PackedReceipt.of(from_plain(RunBoundaryReceipt, r)) for r in item["receipts"]]
+        input_map = {p.key: p.blob for p in inputs}
+        receipt_map = {p.key: p.blob for p in receipts}
         if len(input_map) != len(inputs) or len(receipt_map) != len(receipts):
             raise ValueError(f"runtime {runtime_id} holds a duplicate input id or receipt key")
         runtimes[runtime_id] = RuntimeRecord(

@@ -71,9 +71,11 @@ def freeze(value: Any, name: str, _depth: int = 0) -> Any:
 
 
 def thaw(value: Any) -> Any:
-    """Return plain dicts and lists for a frozen document."""
+    """Return plain dicts and lists for a frozen document. Object keys come
+    in sorted order (a `PMap` keeps no order of its own, and its iteration
+    order varies with the string hash seed): one value, one encoding."""
     if isinstance(value, PMap):
-        return {key: thaw(item) for key, item in value.items()}
+        return {key: thaw(value[key]) for key in sorted(value)}
     if isinstance(value, tuple):
         return [thaw(item) for item in value]
     return value

@@ -173,6 +173,23 @@ class FileIO:
     def close(self, handle: Handle) -> None:
         os.close(handle.fd)
 
+    def open_read(self, path: str) -> Handle:
+        """Open an existing file for reading at given offsets (`read_at`)."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return Handle(fd, path)
+
+    def read_at(self, handle: Handle, offset: int, length: int) -> bytes:
+        """Up to `length` bytes at byte `offset` (fewer only at the end of the file)."""
+        parts = []
+        while length > 0:
+            part = os.pread(handle.fd, min(length, 1 << 24), offset)
+            if not part:
+                break
+            parts.append(part)
+            offset += len(part)
+            length -= len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def read(self, path: str) -> bytes:
         """The whole content of the file `path`."""
         with open(path, "rb") as file:

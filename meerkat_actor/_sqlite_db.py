@@ -56,6 +56,7 @@ from ._core import Command, Query, StoreState
 from ._errors import CorruptStore, NotAStore, Poison, ReadFailed, WriteFailed
 from ._fs import FileIO
 from ._ids import InputId, LogicalRuntimeId, RunId
+from ._packed import input_key, pack_input, pack_receipt, receipt_key
 from ._session_codec import SessionCodec
 from ._sqlite_rows import (
     COLUMNS,
@@ -384,7 +385,8 @@ class Database:
         match effect:
             case _core.SetSessionSnapshot(runtime_id, snapshot):
                 execute(_UPSERT_SESSION, (str(runtime_id), snapshot))
-            case _core.InsertReceipt(runtime_id, receipt):
+            case _core.InsertReceipt(runtime_id, packed):
+                receipt = packed.unpack()
                 slot = sequence_to_i64(receipt.sequence)
                 if slot == I64_MAX:
                     self._unclamp(runtime_id, receipt.run_id)
@@ -404,7 +406,10 @@ class Database:
             case _core.PutInputStates(runtime_id, states):
                 self.connection.executemany(
                     _UPSERT_INPUT,
-                    [(str(runtime_id), str(s.state.input_id), dumps_json(s)) for s in states],
+                    [
+                        (str(runtime_id), str(s.state.input_id), dumps_json(s))
+                        for s in (packed.unpack() for packed in states)
+                    ],
                 )
             case _core.SetRuntimeState(runtime_id, runtime_state):
                 execute(_UPSERT_RUNTIME_STATE, (str(runtime_id), dumps_json(runtime_state)))
@@ -500,8 +505,13 @@ class Database:
             states = self.input_states(runtime_id)
             runtimes[runtime_id] = _core.RuntimeRecord(
                 session_snapshot=self.session_snapshot(runtime_id),
-                input_states=pmap({s.state.input_id: s for s in states}),
-                receipts=pmap(self._receipts(runtime_id)),
+                input_states=pmap({input_key(s.state.input_id): pack_input(s) for s in states}),
+                receipts=pmap(
+                    {
+                        receipt_key(*key): pack_receipt(receipt)
+                        for key, receipt in self._receipts(runtime_id).items()
+                    }
+                ),
                 runtime_state=self.runtime_state(runtime_id),
                 ops_snapshot=self.ops_lifecycle(runtime_id),
             )

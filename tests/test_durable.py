@@ -95,7 +95,7 @@ def flip(path: Path, offset: int, bit: int = 0) -> None:
     path.write_bytes(bytes(data))
 
 
-def segment_header(first_lsn: int, reserved: tuple[int, int] = (0, 0), version: int = 2) -> bytes:
+def segment_header(first_lsn: int, reserved: tuple[int, int] = (0, 0), version: int = 3) -> bytes:
     head = b"MKRTLOG\0" + struct.pack(">IIQI", version, reserved[0], first_lsn, reserved[1])
     return head + struct.pack(">I", zlib.crc32(head))
 

@@ -24,6 +24,7 @@ from test_durable import walk
 import meerkat_actor as ma
 from meerkat_actor import _core, _dry_run, _format, _sqlite_copy, _verifier
 from meerkat_actor._core import RuntimeRecord, StoreState
+from meerkat_actor._packed import PackedInput, PackedReceipt
 from meerkat_actor._durable import DurableLog
 from meerkat_actor._errors import NotAStore
 from meerkat_actor._fs import FileIO
@@ -37,8 +38,8 @@ def records(draw: st.DrawFn) -> RuntimeRecord:
     receipts = draw(st.lists(s.receipts(), max_size=3))
     return RuntimeRecord(
         session_snapshot=draw(st.none() | st.binary(max_size=32)),
-        input_states=pmap({x.state.input_id: x for x in inputs}),
-        receipts=pmap({(r.run_id, r.sequence): r for r in receipts}),
+        input_states=pmap({p.key: p.blob for p in map(PackedInput.of, inputs)}),
+        receipts=pmap({p.key: p.blob for p in map(PackedReceipt.of, receipts)}),
         runtime_state=draw(st.none() | s.runtime_states()),
         ops_snapshot=draw(st.none() | s.ops_snapshots()),
     )
@@ -87,7 +88,8 @@ def test_sqlite_read_keeps_receipts_above_2_63_and_legacy_clamped_rows(tmp_path:
         message_count=1,
         sequence=2**64 - 1,
     )
-    record = RuntimeRecord(receipts=pmap({(run, high.sequence): high}))
+    packed = PackedReceipt.of(high)
+    record = RuntimeRecord(receipts=pmap({packed.key: packed.blob}))
     state = StoreState(pmap({ma.LogicalRuntimeId("r"): record}))
     path = tmp_path / "s.db"
     _sqlite_copy.export_sqlite(state, str(path))

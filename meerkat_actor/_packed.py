@@ -1,0 +1,644 @@
+"""Values held in their encoded form: how the store state keeps input states
+and receipts (the bulk of a store) as bytes, not as Python objects.
+
+Rule 1: a *packed* value is the CBOR encoding of the value's plain form
+(`_codec.to_plain`, docs/format.md section 5), keyed by a small byte string:
+an input state by its input id's 16 bytes, a receipt by its run id's 16
+bytes followed by its sequence as 8 big-endian bytes. Both keys sort like
+the values they name (UUID order, then sequence), so a listing is sorted
+by sorting keys.
+
+Rule 2: unpacking trusts nothing. `unpack_input` and `unpack_receipt` are
+a fast path, not a lenient one: the CBOR is decoded under the format's
+restrictions (no tags, no indefinite lengths, no duplicate keys, bounded
+depth) and every field is checked exactly as `_codec.from_plain` checks it
+(a differential test holds them equal); a failure is `CorruptValue`. What
+is skipped is the second check the value constructors would make of fields
+this function has just checked, and the generic codec's machinery.
+
+Theory of operation. A stored input state costs a Python object per field
+when decoded (about 2.6 KB for the bench's, against 480 bytes packed); held
+packed, it costs one `bytes` object and its key. A read decodes the one
+value it returns. Bytes a durable store recovers were checksummed when they
+were read; they are unpacked (and so checked) when first read, and
+`meerkat-actor verify` unpacks every one.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, NoReturn, final
+
+import cbor2
+from pyrsistent import pmap
+
+from ._check import U32_MAX, U64_MAX
+from ._codec import to_plain
+from ._frozen import freeze
+from ._ids import InputId, RunId
+from ._types import (
+    InputAbandonReason,
+    InputDurability,
+    InputLifecycleState,
+    InputState,
+    InputStateHistoryEntry,
+    InputStateSeed,
+    InputTerminalOutcome,
+    RunApplyBoundary,
+    RunBoundaryReceipt,
+    StoredInputState,
+)
+
+__all__ = [
+    "MAX_DEPTH",
+    "CorruptValue",
+    "PackedInput",
+    "PackedReceipt",
+    "input_key",
+    "pack_input",
+    "pack_receipt",
+    "receipt_key",
+    "unpack_input",
+    "unpack_receipt",
+]
+
+#: CBOR nesting limit of every decode (docs/format.md section 6).
+MAX_DEPTH: Final = 160
+
+
+class CorruptValue(ValueError):
+    """A packed value does not decode to a valid value; the message says
+    which field and why."""
+
+
+def _bad(message: str) -> NoReturn:
+    raise CorruptValue(message)
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+def input_key(input_id: InputId) -> bytes:
+    """The key of an input state: its input id's 16 bytes (big-endian)."""
+    return input_id.value.bytes
+
+
+def receipt_key(run_id: RunId, sequence: int) -> bytes:
+    """The key of a receipt: the run id's 16 bytes, then the sequence as 8
+    big-endian bytes (so keys sort by run id in UUID order, then sequence)."""
+    return run_id.value.bytes + sequence.to_bytes(8, "big")
+
+
+# --- packing ---------------------------------------------------------------------------
+
+
+@final
+class PackedInput:
+    """An input state in its packed form: `key` (`input_key`) and `blob`."""
+
+    __slots__ = ("blob", "key")
+    key: bytes
+    blob: bytes
+
+    def __init__(self, key: bytes, blob: bytes) -> None:
+        self.key = key
+        self.blob = blob
+
+    @classmethod
+    def of(cls, stored: StoredInputState) -> PackedInput:
+        return cls(input_key(stored.state.input_id), pack_input(stored))
+
+    def unpack(self) -> StoredInputState:
+        return unpack_input(self.blob)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PackedInput):
+            return NotImplemented
+        return self.key == other.key and self.blob == other.blob
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.blob))
+
+    def __repr__(self) -> str:
+        return f"PackedInput({uuid.UUID(bytes=self.key)}, {len(self.blob)} bytes)"
+
+
+@final
+class PackedReceipt:
+    """A receipt in its packed form: `key` (`receipt_key`) and `blob`."""
+
+    __slots__ = ("blob", "key")
+    key: bytes
+    blob: bytes
+
+    def __init__(self, key: bytes, blob: bytes) -> None:
+        self.key = key
+        self.blob = blob
+
+    @classmethod
+    def of(cls, receipt: RunBoundaryReceipt) -> PackedReceipt:
+        return cls(receipt_key(receipt.run_id, receipt.sequence), pack_receipt(receipt))
+
+    def unpack(self) -> RunBoundaryReceipt:
+        return unpack_receipt(self.blob)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PackedReceipt):
+            return NotImplemented
+        return self.key == other.key and self.blob == other.blob
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.blob))
+
+    def __repr__(self) -> str:
+        run = uuid.UUID(bytes=self.key[:16])
+        return (
+            f"PackedReceipt({run}/{int.from_bytes(self.key[16:], 'big')}, {len(self.blob)} bytes)"
+        )
+
+
+def pack_input(stored: StoredInputState) -> bytes:
+    """The packed form of an input state (CBOR of its plain form)."""
+    return cbor2.dumps(to_plain(stored))
+
+
+def pack_receipt(receipt: RunBoundaryReceipt) -> bytes:
+    """The packed form of a receipt (CBOR of its plain form)."""
+    return cbor2.dumps(to_plain(receipt))
+
+
+# --- unpacking ------------------------------------------------------------------------------
+
+
+def _reject_tag(*args: object) -> NoReturn:
+    raise ValueError("CBOR tags are not part of this format")
+
+
+# cbor2 decodes these tags itself unless overridden: map each to a rejection.
+_NO_SEMANTIC_TAGS: Final[dict[int, Any]] = dict.fromkeys(
+    (*range(0, 1024), 1004, 1040, 43000, 55799), _reject_tag
+)
+
+
+def loads_strict(data: bytes) -> Any:
+    """Decode one CBOR item filling `data` under docs/format.md section 6.
+
+    Raises:
+        CorruptValue: not one valid CBOR item, or a forbidden construct.
+    """
+    try:
+        value = cbor2.loads(
+            data,
+            tag_hook=_reject_tag,
+            semantic_decoders=_NO_SEMANTIC_TAGS,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            max_depth=MAX_DEPTH,
+        )
+    except Exception as exc:  # cbor2 raises several kinds; all mean "not valid"
+        _bad(f"invalid CBOR: {exc}")
+    return value
+
+
+_new = object.__new__
+_set = object.__setattr__
+_MISSING: Final = object()
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown
+
+_PHASES: Final = {member.value: member for member in InputLifecycleState}
+_DURABILITIES: Final = {member.value: member for member in InputDurability}
+_BOUNDARIES: Final = {member.value: member for member in RunApplyBoundary}
+_ABANDON_UNITS: Final = {
+    kind: InputAbandonReason(kind)
+    for kind in ("retired", "reset", "stopped", "destroyed", "cancelled")
+}
+_CONSUMED: Final = InputTerminalOutcome.consumed()
+_CONSUMED_PLAIN: Final = {"outcome_type": "consumed"}
+_OPAQUE_FIELDS: Final = ("policy", "runtime_semantics", "reconstruction_source", "persisted_input")
+_INT_MIN: Final = -(2**63)
+_FREEZE_DEPTH: Final = 128
+
+_INPUT_KEYS: Final = frozenset(
+    {
+        "input_id",
+        "current_state",
+        "policy",
+        "runtime_semantics",
+        "terminal_outcome",
+        "durability",
+        "idempotency_key",
+        "attempt_count",
+        "recovery_count",
+        "history",
+        "reconstruction_source",
+        "persisted_input",
+        "last_run_id",
+        "last_boundary_sequence",
+        "created_at",
+        "updated_at",
+    }
+)
+_HISTORY_KEYS: Final = frozenset({"timestamp", "from", "to", "reason"})
+_RECEIPT_KEYS: Final = frozenset(
+    {
+        "run_id",
+        "boundary",
+        "contributing_input_ids",
+        "conversation_digest",
+        "message_count",
+        "sequence",
+    }
+)
+_OUTCOME_FIELD: Final = {
+    "consumed": None,
+    "superseded": "superseded_by",
+    "coalesced": "aggregate_id",
+    "abandoned": "reason",
+}
+
+
+def _type(data: object) -> str:
+    return "null" if data is None else type(data).__name__
+
+
+def _uuid(data: Any, where: str) -> uuid.UUID:
+    if type(data) is not bytes or len(data) != 16:
+        _bad(f"{where}: expected 16-byte UUID bytes, got {_type(data)}")
+    value = _new(uuid.UUID)
+    _set(value, "int", int.from_bytes(data, "big"))
+    _set(value, "is_safe", _UNKNOWN_SAFETY)
+    return value
+
+
+def _id(cls: type[Any], data: Any, where: str) -> Any:
+    value = _uuid(data, where)
+    result = _new(cls)
+    _set(result, "value", value)
+    _set(result, "_hash", hash(value.int))
+    return result
+
+
+def _time(data: Any, where: str) -> datetime:
+    if type(data) is not int:
+        _bad(f"{where}: expected integer microseconds since the Unix epoch, got {_type(data)}")
+    try:
+        return _EPOCH + timedelta(microseconds=data)
+    except OverflowError:
+        _bad(f"{where}: timestamp {data} microseconds is out of range")
+
+
+def _u64(data: Any, where: str, maximum: int = U64_MAX) -> int:
+    if type(data) is not int or not 0 <= data <= maximum:
+        bound = "2**32-1" if maximum == U32_MAX else "2**64-1"
+        _bad(f"{where}: expected integer in [0, {bound}], got {_type(data)} {data!r:.40}")
+    return data
+
+
+def _text(data: Any, where: str) -> str:
+    if type(data) is not str:
+        _bad(f"{where}: expected string, got {_type(data)}")
+    return data
+
+
+def _member(members: dict[str, Any], data: Any, where: str) -> Any:
+    member = members.get(data) if type(data) is str else None
+    if member is None:
+        _bad(f"{where}: expected one of {', '.join(members)}, got {data!r:.40}")
+    return member
+
+
+def _opaque(data: Any, where: str) -> Any:
+    if data is None:
+        return None
+    try:
+        return freeze(data, where)
+    except (TypeError, ValueError) as exc:
+        _bad(str(exc))
+
+
+def _dict(data: Any, keys: frozenset[str], where: str) -> dict[str, Any]:
+    if type(data) is not dict:
+        _bad(f"{where}: expected map, got {_type(data)}")
+    if not keys.issuperset(data):
+        unknown = next(key for key in data if key not in keys)
+        _bad(f"{where}: unknown key {unknown!r:.40}")
+    return data
+
+
+def _required(data: dict[str, Any], key: str, where: str) -> Any:
+    value = data.get(key, _MISSING)
+    if value is _MISSING:
+        _bad(f"{where}.{key}: missing required key")
+    return value
+
+
+def _abandon_reason(data: Any, where: str) -> InputAbandonReason:
+    if type(data) is str:
+        unit = _ABANDON_UNITS.get(data)
+        if unit is None:
+            _bad(f"{where}: unknown InputAbandonReason {data!r:.40}")
+        return unit
+    if type(data) is not dict or len(data) != 1:
+        _bad(f"{where}: expected string or one-key map, got {_type(data)}")
+    ((kind, body),) = data.items()
+    if kind in _ABANDON_UNITS and body is None:
+        return _ABANDON_UNITS[kind]
+    if kind != "max_attempts_exhausted":
+        _bad(f"{where}: unknown InputAbandonReason {kind!r:.40}")
+    body = _dict(body, frozenset({"attempts"}), f"{where}.{kind}")
+    attempts = _u64(_required(body, "attempts", f"{where}.{kind}"), f"{where}.attempts", U32_MAX)
+    return InputAbandonReason("max_attempts_exhausted", attempts)
+
+
+def _outcome(data: Any, where: str) -> InputTerminalOutcome:
+    if type(data) is not dict:
+        _bad(f"{where}: expected map, got {_type(data)}")
+    kind = data.get("outcome_type")
+    if type(kind) is not str or kind not in _OUTCOME_FIELD:
+        _bad(f"{where}.outcome_type: unknown or missing variant {kind!r:.40}")
+    field = _OUTCOME_FIELD[kind]
+    if len(data) != (1 if field is None else 2) or (field is not None and field not in data):
+        _bad(f"{where}: a {kind!r} outcome holds exactly the keys outcome_type, {field}")
+    if field is None:
+        return _CONSUMED
+    value = data[field]
+    if field == "reason":
+        return InputTerminalOutcome("abandoned", reason=_abandon_reason(value, f"{where}.reason"))
+    input_id = _id(InputId, value, f"{where}.{field}")
+    if field == "superseded_by":
+        return InputTerminalOutcome("superseded", superseded_by=input_id)
+    return InputTerminalOutcome("coalesced", aggregate_id=input_id)
+
+
+def _history(data: Any, where: str) -> tuple[InputStateHistoryEntry, ...]:
+    if type(data) is not list:
+        _bad(f"{where}: expected array, got {_type(data)}")
+    entries = []
+    for index, raw in enumerate(data):
+        at = f"{where}[{index}]"
+        item = _dict(raw, _HISTORY_KEYS, at)
+        reason = item.get("reason")
+        entry = _new(InputStateHistoryEntry)
+        _set(entry, "timestamp", _time(_required(item, "timestamp", at), f"{at}.timestamp"))
+        _set(entry, "from_state", _member(_PHASES, _required(item, "from", at), f"{at}.from"))
+        _set(entry, "to_state", _member(_PHASES, _required(item, "to", at), f"{at}.to"))
+        _set(entry, "reason", None if reason is None else _text(reason, f"{at}.reason"))
+        entries.append(entry)
+    return tuple(entries)
+
+
+def _optional(data: dict[str, Any], key: str) -> Any:
+    # An "opt" key: missing or null is None.
+    return data.get(key)
+
+
+def _checked_input(data: Any) -> StoredInputState:
+    where = "StoredInputState"
+    data = _dict(data, _INPUT_KEYS, where)
+    get = data.get
+    state = _new(InputState)
+    _set(state, "input_id", _id(InputId, _required(data, "input_id", where), f"{where}.input_id"))
+    _set(state, "created_at", _time(_required(data, "created_at", where), f"{where}.created_at"))
+    _set(state, "updated_at", _time(_required(data, "updated_at", where), f"{where}.updated_at"))
+    history = get("history", _MISSING)
+    _set(state, "history", () if history is _MISSING else _history(history, f"{where}.history"))
+    for name in ("policy", "runtime_semantics", "reconstruction_source", "persisted_input"):
+        _set(state, name, _opaque(get(name), f"{where}.{name}"))
+    durability = get("durability")
+    _set(
+        state,
+        "durability",
+        None if durability is None else _member(_DURABILITIES, durability, f"{where}.durability"),
+    )
+    key = get("idempotency_key")
+    _set(state, "idempotency_key", None if key is None else _text(key, f"{where}.idempotency_key"))
+    _set(
+        state,
+        "recovery_count",
+        _u64(get("recovery_count", 0), f"{where}.recovery_count", U32_MAX),
+    )
+    seed = _new(InputStateSeed)
+    _set(
+        seed,
+        "phase",
+        _member(_PHASES, _required(data, "current_state", where), f"{where}.current_state"),
+    )
+    run_id = get("last_run_id")
+    _set(
+        seed, "last_run_id", None if run_id is None else _id(RunId, run_id, f"{where}.last_run_id")
+    )
+    sequence = get("last_boundary_sequence")
+    _set(
+        seed,
+        "last_boundary_sequence",
+        None if sequence is None else _u64(sequence, f"{where}.last_boundary_sequence"),
+    )
+    outcome = get("terminal_outcome")
+    _set(
+        seed,
+        "terminal_outcome",
+        None if outcome is None else _outcome(outcome, f"{where}.terminal_outcome"),
+    )
+    _set(seed, "attempt_count", _u64(get("attempt_count", 0), f"{where}.attempt_count", U32_MAX))
+    stored = _new(StoredInputState)
+    _set(stored, "state", state)
+    _set(stored, "seed", seed)
+    return stored
+
+
+def _checked_receipt(data: Any) -> RunBoundaryReceipt:
+    where = "RunBoundaryReceipt"
+    data = _dict(data, _RECEIPT_KEYS, where)
+    ids = _required(data, "contributing_input_ids", where)
+    if type(ids) is not list:
+        _bad(f"{where}.contributing_input_ids: expected array, got {_type(ids)}")
+    digest = data.get("conversation_digest")
+    receipt = _new(RunBoundaryReceipt)
+    _set(receipt, "run_id", _id(RunId, _required(data, "run_id", where), f"{where}.run_id"))
+    _set(
+        receipt,
+        "boundary",
+        _member(_BOUNDARIES, _required(data, "boundary", where), f"{where}.boundary"),
+    )
+    _set(
+        receipt,
+        "contributing_input_ids",
+        tuple(
+            _id(InputId, item, f"{where}.contributing_input_ids[{index}]")
+            for index, item in enumerate(ids)
+        ),
+    )
+    _set(
+        receipt,
+        "conversation_digest",
+        None if digest is None else _text(digest, f"{where}.conversation_digest"),
+    )
+    _set(
+        receipt,
+        "message_count",
+        _u64(_required(data, "message_count", where), f"{where}.message_count"),
+    )
+    _set(receipt, "sequence", _u64(_required(data, "sequence", where), f"{where}.sequence"))
+    return receipt
+
+
+# The fast path: the same checks as `_checked_input`/`_checked_receipt`, inline
+# and with no message built; on the first failure the checked version runs
+# again to name it.
+
+
+class _Slow(Exception):
+    pass
+
+
+def _fast_id(cls: type[Any], data: Any) -> Any:
+    if type(data) is not bytes or len(data) != 16:
+        raise _Slow
+    value = _new(uuid.UUID)
+    number = int.from_bytes(data, "big")
+    _set(value, "int", number)
+    _set(value, "is_safe", _UNKNOWN_SAFETY)
+    result = _new(cls)
+    _set(result, "value", value)
+    _set(result, "_hash", hash(number))
+    return result
+
+
+def _fast_time(data: Any) -> datetime:
+    # Timestamps repeat (created_at, updated_at and the history's are often
+    # one instant): keep the last few, immutable, datetimes.
+    if type(data) is not int:
+        raise _Slow
+    value = _TIMES.get(data)
+    if value is None:
+        if len(_TIMES) >= 64:
+            _TIMES.clear()
+        value = _TIMES[data] = _EPOCH + timedelta(microseconds=data)
+    return value
+
+
+_TIMES: dict[int, datetime] = {}
+
+
+def _fast_freeze(data: Any, depth: int) -> Any:
+    # `freeze` for data fresh from CBOR: text is valid Unicode already.
+    kind = type(data)
+    if kind is str or kind is bool or data is None:
+        return data
+    if kind is int:
+        if not _INT_MIN <= data <= U64_MAX:
+            raise _Slow
+        return data
+    if depth >= _FREEZE_DEPTH:
+        raise _Slow
+    if kind is dict:
+        for key in data:
+            if type(key) is not str:
+                raise _Slow
+        return pmap({key: _fast_freeze(item, depth + 1) for key, item in data.items()})
+    if kind is list:
+        return tuple([_fast_freeze(item, depth + 1) for item in data])
+    if kind is float and math.isfinite(data):
+        return data
+    raise _Slow
+
+
+def _fast_input(data: Any) -> StoredInputState:  # noqa: PLR0915 - one inline pass, for speed
+    if type(data) is not dict or not _INPUT_KEYS.issuperset(data):
+        raise _Slow
+    get = data.get
+    state = _new(InputState)
+    _set(state, "input_id", _fast_id(InputId, data["input_id"]))
+    _set(state, "created_at", _fast_time(data["created_at"]))
+    _set(state, "updated_at", _fast_time(data["updated_at"]))
+    history = get("history", ())
+    if history:
+        if type(history) is not list:
+            raise _Slow
+        entries = []
+        for item in history:
+            if type(item) is not dict or not _HISTORY_KEYS.issuperset(item):
+                raise _Slow
+            reason = item.get("reason")
+            if reason is not None and type(reason) is not str:
+                raise _Slow
+            entry = _new(InputStateHistoryEntry)
+            _set(entry, "timestamp", _fast_time(item["timestamp"]))
+            _set(entry, "from_state", _PHASES[item["from"]])
+            _set(entry, "to_state", _PHASES[item["to"]])
+            _set(entry, "reason", reason)
+            entries.append(entry)
+        history = tuple(entries)
+    elif type(history) is not list and history != ():
+        raise _Slow
+    else:
+        history = ()
+    _set(state, "history", history)
+    for name in _OPAQUE_FIELDS:
+        value = get(name)
+        _set(state, name, None if value is None else _fast_freeze(value, 0))
+    durability = get("durability")
+    _set(state, "durability", None if durability is None else _DURABILITIES[durability])
+    key = get("idempotency_key")
+    if key is not None and type(key) is not str:
+        raise _Slow
+    _set(state, "idempotency_key", key)
+    recovery = get("recovery_count", 0)
+    if type(recovery) is not int or not 0 <= recovery <= U32_MAX:
+        raise _Slow
+    _set(state, "recovery_count", recovery)
+    seed = _new(InputStateSeed)
+    _set(seed, "phase", _PHASES[data["current_state"]])
+    run_id = get("last_run_id")
+    _set(seed, "last_run_id", None if run_id is None else _fast_id(RunId, run_id))
+    sequence = get("last_boundary_sequence")
+    if sequence is not None and (type(sequence) is not int or not 0 <= sequence <= U64_MAX):
+        raise _Slow
+    _set(seed, "last_boundary_sequence", sequence)
+    outcome = get("terminal_outcome")
+    if outcome is None:
+        _set(seed, "terminal_outcome", None)
+    elif outcome == _CONSUMED_PLAIN:
+        _set(seed, "terminal_outcome", _CONSUMED)
+    else:
+        raise _Slow  # the other outcomes are rarer: the checked path builds them
+    attempts = get("attempt_count", 0)
+    if type(attempts) is not int or not 0 <= attempts <= U32_MAX:
+        raise _Slow
+    _set(seed, "attempt_count", attempts)
+    stored = _new(StoredInputState)
+    _set(stored, "state", state)
+    _set(stored, "seed", seed)
+    return stored
+
+
+def _build_input(data: Any) -> StoredInputState:
+    try:
+        return _fast_input(data)
+    except (_Slow, KeyError, TypeError, OverflowError):
+        return _checked_input(data)
+
+
+def _build_receipt(data: Any) -> RunBoundaryReceipt:
+    return _checked_receipt(data)
+
+
+def unpack_input(blob: bytes) -> StoredInputState:
+    """The input state `blob` holds.
+
+    Raises:
+        CorruptValue: `blob` is not the packed form of a valid input state.
+    """
+    return _build_input(loads_strict(blob))
+
+
+def unpack_receipt(blob: bytes) -> RunBoundaryReceipt:
+    """The receipt `blob` holds.
+
+    Raises:
+        CorruptValue: `blob` is not the packed form of a valid receipt.
+    """
+    return _build_receipt(loads_strict(blob))
