@@ -85,7 +85,7 @@ class Recovered:
 class _Replay:
     """Where replay stands: the state so far and the next LSN it needs."""
 
-    state: StoreState
+    rebuild: _core.Rebuild
     snapshot_lsn: int
     last_lsn: int = 0
     log_bytes: int = 0
@@ -249,7 +249,7 @@ class DurableLog:
             if segments[i + 1][0] <= snapshot_lsn + 1:
                 start = i + 1
         relevant = segments[start:]
-        replay = _Replay(state, snapshot_lsn)
+        replay = _Replay(_core.Rebuild(state), snapshot_lsn)
         for index, (first_lsn, name) in enumerate(relevant):
             is_last = index == len(relevant) - 1
             if not self._replay_segment(replay, self._path(name), first_lsn, is_last, warnings):
@@ -260,7 +260,7 @@ class DurableLog:
                 self._convert_at = replay.last_lsn + 1
             else:
                 self._start_segment(replay.last_lsn + 1)
-        return replay.state, replay.last_lsn, replay.log_bytes
+        return replay.rebuild.state(), replay.last_lsn, replay.log_bytes
 
     def _replay_segment(
         self, replay: _Replay, path: str, first_lsn: int, is_last: bool, warnings: list[str]
@@ -299,7 +299,7 @@ class DurableLog:
         for event in events:
             if isinstance(event, fmt.Record):
                 if event.effects is not None:
-                    replay.state = _core.redo(replay.state, event.effects)
+                    replay.rebuild.apply(event.effects)
                     replay.log_bytes += event.frame.end - event.frame.offset
                 replay.last_lsn = max(replay.last_lsn, event.frame.lsn)
                 continue
@@ -470,13 +470,21 @@ class DurableLog:
         size = 0
 
         def fill(handle: Handle) -> None:
+            # Chunks go out in writes of about CHUNK_BYTES; the first one
+            # starts with room for the header.
             nonlocal size
-            io.write(handle, bytes(fmt.SNAPSHOT_HEADER))
-            length = crc = 0
+            pending = [bytes(fmt.SNAPSHOT_HEADER)]
+            buffered = length = crc = 0
             for chunk in fmt.snapshot_chunks(state):
-                io.write(handle, chunk)
                 crc = zlib.crc32(chunk, crc)
                 length += len(chunk)
+                pending.append(chunk)
+                buffered += len(chunk)
+                if buffered >= fmt.CHUNK_BYTES:
+                    io.write(handle, b"".join(pending))
+                    pending, buffered = [], 0
+            if pending:
+                io.write(handle, b"".join(pending))
             io.write_at(handle, 0, fmt.snapshot_header(lsn, length, crc, fmt.FORMAT_VERSION))
             size = fmt.SNAPSHOT_HEADER + length
 

@@ -98,6 +98,7 @@ same rules 5-9.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import struct
@@ -724,6 +725,12 @@ def _fields(item: Any, *names: str) -> list[Any]:
 def _runtime(value: Any) -> LogicalRuntimeId:
     if not isinstance(value, str):
         raise ValueError(f"runtime id must be a string, got {type(value).__name__}")
+    return _runtime_id(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _runtime_id(value: str) -> LogicalRuntimeId:
+    # A log names the same few runtimes over and over: one id object each.
     return LogicalRuntimeId(value)
 
 

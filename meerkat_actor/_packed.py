@@ -26,6 +26,7 @@ were read; they are unpacked (and so checked) when first read, and
 
 from __future__ import annotations
 
+import io
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -188,17 +189,20 @@ def loads_strict(data: bytes) -> Any:
     Raises:
         CorruptValue: not one valid CBOR item, or a forbidden construct.
     """
+    stream = io.BytesIO(data)
     try:
-        value = cbor2.loads(
-            data,
+        value = cbor2.CBORDecoder(
+            stream,
             tag_hook=_reject_tag,
             semantic_decoders=_NO_SEMANTIC_TAGS,
             allow_indefinite=False,
             allow_duplicate_keys=False,
             max_depth=MAX_DEPTH,
-        )
+        ).decode()
     except Exception as exc:  # cbor2 raises several kinds; all mean "not valid"
         _bad(f"invalid CBOR: {exc}")
+    if stream.tell() != len(data):
+        _bad(f"{len(data) - stream.tell()} bytes follow the CBOR item")
     return value
 
 

@@ -122,6 +122,7 @@ CHECKPOINT_STEPS = (
     Step("rotate: close the old segment", "close", "segment", reported=False),
     Step("snapshot: create the temp file", "create", "tmp"),
     Step("snapshot: write", "write", "tmp"),
+    Step("snapshot: write its header", "write_at", "tmp"),
     Step("snapshot: sync", "sync", "tmp"),
     Step("snapshot: close", "close", "tmp"),
     Step("snapshot: rename", "rename", "tmp"),
