@@ -37,7 +37,7 @@ from pyrsistent import pmap
 
 from ._check import U32_MAX, U64_MAX
 from ._codec import to_plain
-from ._frozen import freeze
+from ._frozen import freeze, thaw
 from ._ids import InputId, RunId
 from ._types import (
     InputAbandonReason,
@@ -161,8 +161,54 @@ class PackedReceipt:
 
 
 def pack_input(stored: StoredInputState) -> bytes:
-    """The packed form of an input state (CBOR of its plain form)."""
-    return cbor2.dumps(to_plain(stored))
+    """The packed form of an input state: CBOR of its plain form, exactly
+    `cbor2.dumps(to_plain(stored))` (a test holds them equal), built here
+    without the codec's generic machinery."""
+    state, seed = stored.state, stored.seed
+    plain: dict[str, Any] = {
+        "input_id": state.input_id.value.bytes,
+        "current_state": seed.phase.value,
+    }
+    if state.policy is not None:
+        plain["policy"] = thaw(state.policy)
+    if state.runtime_semantics is not None:
+        plain["runtime_semantics"] = thaw(state.runtime_semantics)
+    if seed.terminal_outcome is not None:
+        outcome = seed.terminal_outcome
+        plain["terminal_outcome"] = _CONSUMED_PLAIN if outcome == _CONSUMED else to_plain(outcome)
+    if state.durability is not None:
+        plain["durability"] = state.durability.value
+    if state.idempotency_key is not None:
+        plain["idempotency_key"] = state.idempotency_key
+    plain["attempt_count"] = seed.attempt_count
+    plain["recovery_count"] = state.recovery_count
+    if state.history:
+        plain["history"] = [
+            {
+                "timestamp": (entry.timestamp - _EPOCH) // _ONE_US,
+                "from": entry.from_state.value,
+                "to": entry.to_state.value,
+            }
+            if entry.reason is None
+            else {
+                "timestamp": (entry.timestamp - _EPOCH) // _ONE_US,
+                "from": entry.from_state.value,
+                "to": entry.to_state.value,
+                "reason": entry.reason,
+            }
+            for entry in state.history
+        ]
+    if state.reconstruction_source is not None:
+        plain["reconstruction_source"] = thaw(state.reconstruction_source)
+    if state.persisted_input is not None:
+        plain["persisted_input"] = thaw(state.persisted_input)
+    if seed.last_run_id is not None:
+        plain["last_run_id"] = seed.last_run_id.value.bytes
+    if seed.last_boundary_sequence is not None:
+        plain["last_boundary_sequence"] = seed.last_boundary_sequence
+    plain["created_at"] = (state.created_at - _EPOCH) // _ONE_US
+    plain["updated_at"] = (state.updated_at - _EPOCH) // _ONE_US
+    return cbor2.dumps(plain)
 
 
 def pack_receipt(receipt: RunBoundaryReceipt) -> bytes:
@@ -210,6 +256,7 @@ _new = object.__new__
 _set = object.__setattr__
 _MISSING: Final = object()
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
 _UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown
 
 _PHASES: Final = {member.value: member for member in InputLifecycleState}
