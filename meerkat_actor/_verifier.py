@@ -27,10 +27,14 @@ damage, not a torn write (opening still cuts it; the snapshot has it).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from . import _core
 from . import _format as fmt
+from ._codec import CodecError, from_plain
+from ._core import Effect
 from ._dry_run import (
     Problem,
     _DryRunIO,
@@ -42,6 +46,8 @@ from ._dry_run import (
 from ._durable import DEFAULT_MAX_RECORD
 from ._errors import CorruptStore, ReadFailed
 from ._fs import FileIO
+from ._packed import CorruptValue, input_key, loads_strict, receipt_key
+from ._types import RunBoundaryReceipt, StoredInputState
 
 __all__ = ["VerifyReport", "verify_store"]
 
@@ -162,10 +168,12 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
         report.snapshots += 1
         path = os.path.join(directory, name)
         try:
-            fmt.read_snapshot(_reader(io, path), lsn, version)
+            state = fmt.read_snapshot(_reader(io, path), lsn, version)
         except fmt.FormatError as exc:
             found.append(_Finding(Problem("damage", path, exc.offset, f"snapshot: {exc}")))
             continue
+        for problem in _packed_problems(_core.state_effects(state)):
+            found.append(_Finding(Problem("damage", path, fmt.SNAPSHOT_HEADER, problem)))
         newest_snapshot = max(newest_snapshot, lsn)
     segments = fmt.numbered(names, fmt.SEGMENT_NAME)
     previous_end: int | None = None
@@ -205,6 +213,36 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
     return found
 
 
+def _packed_problems(effects: Iterable[Effect]) -> Iterator[str]:
+    """Decode every packed value of `effects` with the codec (not the fast
+    path reads use) and check its key: docs/format.md section 5."""
+    for effect in effects:
+        if isinstance(effect, _core.PutInputStates):
+            for packed in effect.states:
+                where = f"runtime {str(effect.runtime_id)!r}: input state {_hex(packed.key)}"
+                try:
+                    stored = from_plain(StoredInputState, loads_strict(packed.blob))
+                except (CodecError, CorruptValue) as exc:
+                    yield f"{where} does not decode: {exc}"
+                    continue
+                if input_key(stored.state.input_id) != packed.key:
+                    yield f"{where} holds input id {stored.state.input_id}"
+        elif isinstance(effect, _core.InsertReceipt):
+            blob, key = effect.receipt.blob, effect.receipt.key
+            where = f"runtime {str(effect.runtime_id)!r}: receipt {_hex(key)}"
+            try:
+                receipt = from_plain(RunBoundaryReceipt, loads_strict(blob))
+            except (CodecError, CorruptValue) as exc:
+                yield f"{where} does not decode: {exc}"
+                continue
+            if receipt_key(receipt.run_id, receipt.sequence) != key:
+                yield f"{where} holds run {receipt.run_id} sequence {receipt.sequence}"
+
+
+def _hex(key: bytes) -> str:
+    return key.hex()
+
+
 def _scan_segment(
     reader: fmt.Reader,
     path: str,
@@ -229,6 +267,8 @@ def _scan_segment(
         if isinstance(event, fmt.Record):
             report.records += 1
             last = event.frame.lsn
+            for problem in _packed_problems(event.effects or ()):
+                found.append(_Finding(Problem("damage", path, event.frame.offset, problem)))
         elif isinstance(event, fmt.Damage):
             unchecked = reader.size() - event.offset
             message = (
