@@ -270,7 +270,25 @@ class DurableLog:
         The segment is judged by `_format`'s scanner and docs/format.md's
         rules: H1-H4 (header), 1-8 (records), 9 (torn write or damage).
         """
-        reader = self._reader(path)
+        try:
+            reader = _FileReader(self.io, path)
+        except OSError as exc:
+            raise ReadFailed(f"cannot read {path}: {exc}") from exc
+        with reader:
+            return self._replay_from(
+                reader, replay, path, first_lsn, is_last=is_last, warnings=warnings
+            )
+
+    def _replay_from(
+        self,
+        reader: fmt.Reader,
+        replay: _Replay,
+        path: str,
+        first_lsn: int,
+        *,
+        is_last: bool,
+        warnings: list[str],
+    ) -> bool:
         try:
             header = fmt.segment_header(reader, self.format_version)
         except fmt.FormatError as exc:
@@ -316,13 +334,6 @@ class DurableLog:
             assert replay.expected is not None
             self._open_segment_for_append(path, header, end, replay.expected - 1, replay.last_lsn)
         return True
-
-    def _reader(self, path: str) -> fmt.Reader:
-        """A reader of the file `path` for the scanner. Raises ReadFailed."""
-        try:
-            return fmt.BytesReader(self.io.read(path))
-        except OSError as exc:
-            raise ReadFailed(f"cannot read {path}: {exc}") from exc
 
     @staticmethod
     def _torn_write(path: str, reader: fmt.Reader, damage: fmt.Damage, is_last: bool) -> None:
@@ -706,23 +717,41 @@ class DurableLog:
 
 
 class _FileReader:
-    """A `_format.Reader` of one file, read piece by piece (`FileIO.read_at`),
-    so what reading holds is the piece asked for, not the file."""
+    """A `_format.Reader` of one file, read a window at a time
+    (`FileIO.read_at`, `WINDOW` bytes or the piece asked for if larger), so
+    what reading holds is one window, not the file, and a scan of small
+    records makes one read per window. A read that fails raises
+    `ReadFailed` naming the file."""
+
+    WINDOW: Final = 4 << 20
 
     def __init__(self, io: FileIO, path: str) -> None:
         self._io = io
+        self._path = path
         self._handle = io.open_read(path)
         try:
             self._size = io.size(path)
         except BaseException:
             io.close(self._handle)
             raise
+        self._start = 0
+        self._window = b""
 
     def size(self) -> int:
         return self._size
 
     def read_at(self, offset: int, length: int) -> bytes:
-        return self._io.read_at(self._handle, offset, length)
+        start = offset - self._start
+        if start >= 0 and start + length <= len(self._window):
+            return self._window[start : start + length]
+        try:
+            if length >= self.WINDOW:
+                return self._io.read_at(self._handle, offset, length)
+            self._window = self._io.read_at(self._handle, offset, self.WINDOW)
+        except OSError as exc:
+            raise ReadFailed(f"cannot read {self._path}: {exc}") from exc
+        self._start = offset
+        return self._window[:length]
 
     def __enter__(self) -> _FileReader:
         return self
