@@ -212,7 +212,7 @@ def test_inspect_json_of_a_cleanly_closed_store(stores: Stores):
     assert by_name(document.pop("files")) == file_entries(stores.clean)
     assert document == {
         "store": str(stores.clean),
-        "format_version": 2,
+        "format_version": 3,
         "last_lsn": LAST,
         "snapshot_lsn": LAST,
         "log_first_lsn": None,
@@ -250,7 +250,7 @@ def test_inspect_human_output(stores: Stores):
     assert done.returncode == 0, done.stderr
     lines = [line.strip() for line in done.stdout.splitlines()]
     assert f"store: {stores.logged}" in lines
-    assert "format version: 2" in lines
+    assert "format version: 3" in lines
     oldest = f"the oldest log segment starts at {RECORDS_A + 1}"
     assert f"LSN: last {LAST}; snapshot at {RECORDS_A}; {oldest}" in lines
     assert "runtimes: 3" in lines
@@ -590,7 +590,7 @@ def test_a_directory_that_is_not_a_store_is_not_found_and_left_alone(kind: str, 
 
 def test_newer_format_is_refused_by_every_command(stores: Stores, copy_of, tmp_path: Path):
     store = copy_of(stores.logged)
-    (store / "FORMAT").write_bytes(format_file(3))
+    (store / "FORMAT").write_bytes(format_file(4))  # a version this build does not read
     target = tmp_path / "out.sqlite3"
     with unchanged(store):
         commands = every_command(store, target, as_json=True)

@@ -590,8 +590,9 @@ def input_number(n: int) -> ma.InputId:
 def numbered_input(record: Record, data: bytes) -> int:
     """Which `input_number` a record's payload persists (decoded here, with cbor2)."""
     [effect] = cbor2.loads(data[record.start + FRAME_HEADER : record.end])
-    [state] = effect["states"]
-    return uuid.UUID(bytes=state["input_id"]).int - 0x1000
+    # Version 3: the input ids ride beside the packed states.
+    [key] = effect["ids"]
+    return uuid.UUID(bytes=key).int - 0x1000
 
 
 @dataclasses.dataclass
@@ -1381,17 +1382,17 @@ def format_file(version: int) -> bytes:
 async def test_a_store_of_a_newer_format_version_is_refused_untouched(tmp_path):
     path = tmp_path / "store"
     await checkpointed(path)
-    assert (path / "FORMAT").read_bytes() == format_file(2)
-    (path / "FORMAT").write_bytes(format_file(3))
+    assert (path / "FORMAT").read_bytes() == format_file(3)
+    (path / "FORMAT").write_bytes(format_file(4))
     before = files(path)
     with pytest.raises(ma.UnsupportedFormat) as info:
         await reopened_reads(path)
     assert str(info.value) == (
-        f"{path} was written by format version 3; this build reads version 2 and older"
+        f"{path} was written by format version 4; this build reads version 3 and older"
     )
     assert isinstance(info.value, ma.ReadFailed)
     assert files(path) == before
-    (path / "FORMAT").write_bytes(format_file(2))
+    (path / "FORMAT").write_bytes(format_file(3))
     assert await reopened_reads(path) == await expected_after(every_kind_of_write)
 
 
@@ -1407,7 +1408,7 @@ async def test_a_store_of_a_newer_format_version_is_refused_untouched(tmp_path):
             "FORMAT file checksum mismatch",
         ),
         (
-            lambda data: format_file(2)[:11] + b"\x01" + format_file(2)[12:],
+            lambda data: format_file(3)[:11] + b"\x01" + format_file(3)[12:],
             12,
             "FORMAT file checksum mismatch",
         ),
@@ -1484,7 +1485,7 @@ async def test_an_empty_or_missing_directory_is_initialised(tmp_path, kind):
     async with ma.open_store(path) as store:
         assert await reads(store) == await expected_after()
         assert sorted(os.listdir(path)) == store_files(seg(1))
-        assert (path / "FORMAT").read_bytes() == format_file(2)
+        assert (path / "FORMAT").read_bytes() == format_file(3)
         segment = (path / seg(1)).read_bytes()
         assert segment[:SEGMENT_HEADER] == segment_header(1)
         assert all_zero(segment[SEGMENT_HEADER:])  # preallocated space, if any
@@ -1512,7 +1513,7 @@ async def test_a_store_whose_initialisation_crashed_opens(tmp_path, leftovers):
     async with ma.open_store(path) as store:
         assert sorted(os.listdir(path)) == store_files(seg(1))
         await store.persist_auth_oauth_flow_snapshot(b"ok")
-    assert (path / "FORMAT").read_bytes() == format_file(2)
+    assert (path / "FORMAT").read_bytes() == format_file(3)
     assert sorted(os.listdir(path)) == store_files(snap(1), seg(2))
     async with ma.open_store(path) as store:
         assert await store.load_auth_oauth_flow_snapshot() == b"ok"
@@ -1575,10 +1576,10 @@ async def test_the_lock_is_released_after_an_unclean_stop_and_a_failed_open(tmp_
     path = tmp_path / "store"
     async with crashed(path) as store:
         await store.persist_auth_oauth_flow_snapshot(b"x")
-    (path / "FORMAT").write_bytes(format_file(3))
+    (path / "FORMAT").write_bytes(format_file(4))
     with pytest.raises(ma.UnsupportedFormat):
         await reopened_reads(path)
-    (path / "FORMAT").write_bytes(format_file(2))
+    (path / "FORMAT").write_bytes(format_file(3))
     async with crashed(path) as store:
         assert await store.load_auth_oauth_flow_snapshot() == b"x"
 
@@ -1826,12 +1827,12 @@ async def test_a_failing_checkpoint_is_not_retried_after_every_commit(tmp_path):
 async def test_a_newer_format_store_is_refused_before_anything_changes(tmp_path):
     path = tmp_path / "store"
     path.mkdir(mode=0o700)
-    head = struct.pack(">8sI", b"MKRTSTOR", 3)
+    head = struct.pack(">8sI", b"MKRTSTOR", 4)
     (path / "FORMAT").write_bytes(head + struct.pack(">I", zlib.crc32(head)))
     in_progress = path / f"snapshot-{7:020d}.snap.tmp"
     in_progress.write_bytes(b"a newer writer's file")
     before = sorted(os.listdir(path))
-    with pytest.raises(ma.UnsupportedFormat, match="format version 3"):
+    with pytest.raises(ma.UnsupportedFormat, match="format version 4"):
         async with ma.open_store(path):
             pass  # pragma: no cover
     assert in_progress.exists()
