@@ -235,19 +235,21 @@ class StoreState:
     def input_state(
         self, runtime_id: LogicalRuntimeId, input_id: InputId
     ) -> StoredInputState | None:
-        blob = self.record(runtime_id).input_states.get(input_key(input_id))
-        return None if blob is None else _unpack_input(runtime_id, blob)
+        key = input_key(input_id)
+        blob = self.record(runtime_id).input_states.get(key)
+        return None if blob is None else _unpack_input(runtime_id, key, blob)
 
     def input_states(self, runtime_id: LogicalRuntimeId) -> Iterable[StoredInputState]:
         # In key order, which is UUID order: the caller's sort has little to do.
         states = self.record(runtime_id).input_states
-        return [_unpack_input(runtime_id, states[key]) for key in sorted(states)]
+        return [_unpack_input(runtime_id, key, states[key]) for key in sorted(states)]
 
     def boundary_receipt(
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
     ) -> RunBoundaryReceipt | None:
-        blob = self.record(runtime_id).receipts.get(receipt_key(run_id, sequence))
-        return None if blob is None else _unpack_receipt(runtime_id, blob)
+        key = receipt_key(run_id, sequence)
+        blob = self.record(runtime_id).receipts.get(key)
+        return None if blob is None else _unpack_receipt(runtime_id, key, blob)
 
     def runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
         return self.record(runtime_id).runtime_state
@@ -257,7 +259,7 @@ class StoreState:
 
     def boundary_receipts(self, runtime_id: LogicalRuntimeId) -> Iterable[RunBoundaryReceipt]:
         receipts = self.record(runtime_id).receipts
-        return [_unpack_receipt(runtime_id, receipts[key]) for key in sorted(receipts)]
+        return [_unpack_receipt(runtime_id, key, receipts[key]) for key in sorted(receipts)]
 
     def runtime_ids(self) -> Iterable[LogicalRuntimeId]:
         # `redo` drops a record that becomes empty, but a state decoded from
@@ -268,18 +270,33 @@ class StoreState:
 EMPTY: Final = StoreState()
 
 
-def _unpack_input(runtime_id: LogicalRuntimeId, blob: bytes) -> StoredInputState:
+def _unpack_input(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> StoredInputState:
+    """The input state stored under `key`: decoded, and its id checked
+    against the key (a value under another's key is damage too)."""
     try:
-        return unpack_input(blob)
+        stored = unpack_input(blob)
     except CorruptValue as exc:
         raise CorruptStore(f"runtime {str(runtime_id)!r}: a stored input state: {exc}") from None
+    if stored.state.input_id.value.bytes != key:
+        raise CorruptStore(
+            f"runtime {str(runtime_id)!r}: the input state stored under {key.hex()}"
+            f" holds input id {stored.state.input_id}"
+        )
+    return stored
 
 
-def _unpack_receipt(runtime_id: LogicalRuntimeId, blob: bytes) -> RunBoundaryReceipt:
+def _unpack_receipt(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> RunBoundaryReceipt:
+    """The receipt stored under `key`: decoded, and its key checked."""
     try:
-        return unpack_receipt(blob)
+        receipt = unpack_receipt(blob)
     except CorruptValue as exc:
         raise CorruptStore(f"runtime {str(runtime_id)!r}: a stored receipt: {exc}") from None
+    if receipt_key(receipt.run_id, receipt.sequence) != key:
+        raise CorruptStore(
+            f"runtime {str(runtime_id)!r}: the receipt stored under {key.hex()}"
+            f" holds run {receipt.run_id} sequence {receipt.sequence}"
+        )
+    return receipt
 
 
 # --- commands (writes) -------------------------------------------------------------

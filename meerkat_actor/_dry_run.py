@@ -144,7 +144,10 @@ class _DryRunIO(FileIO):
         pass
 
     def close(self, handle: Handle) -> None:
-        pass
+        # Handles of files opened for writing are pretend (fd -1); files
+        # opened for reading (`open_read`) are real and are closed.
+        if handle.fd >= 0:
+            super().close(handle)
 
     def truncate(self, path: str, size: int) -> None:
         self.truncated.append((path, size))

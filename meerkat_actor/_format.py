@@ -15,17 +15,19 @@ byte ranges inclusive):
 The FORMAT file (16 bytes), which makes a directory a store:
 
     0   8  magic  b"MKRTSTOR"
-    8   4  format version (this build writes 2, reads 1 and 2)
+    8   4  format version (this build writes 3, reads 1 to 3)
     12  4  CRC-32 of bytes 0..11
 
-Versions. Every file names its format version. This build writes version 2
-and reads 1 and 2: version 2 adds three effects (`remove_session`,
-`remove_ops`, `remove_runtime`, SPEC §3b); the frames, headers and the
-snapshot body are the same. A segment or snapshot may carry any version from
-1 up to the FORMAT file's (rules H2, S1), and a segment's records may hold
-only effects of the segment's version or older (rule 7): a version 1 segment
-holding a version 2 effect is damage. `_durable.py` converts a version 1
-store (docs/format.md section 9).
+Versions. Every file names its format version. This build writes version 3
+and reads 1 to 3: version 2 added three effects (`remove_session`,
+`remove_ops`, `remove_runtime`, SPEC §3b); version 3 holds input states and
+receipts packed (`_packed.py`: the CBOR of the value as a byte string,
+beside its key) in records and in a snapshot body of chunks. Frames and
+headers are the same in all three. A segment or snapshot may carry any
+version from 1 up to the FORMAT file's (rules H2, S1), and a segment's
+records may hold only effects of the segment's version or older, in that
+version's shape (rule 7): a version 1 segment holding a version 2 effect is
+damage. `_durable.py` converts an older store (docs/format.md section 9).
 
 A log segment, `log-<first LSN, 20 digits>.log`: a 32-byte header, then
 records back to back.
@@ -52,13 +54,14 @@ CRC-32 of twenty zero bytes is not 0 (and N = 0 is refused anyway).
 A snapshot, `snapshot-<LSN, 20 digits>.snap`: a 40-byte header, then the body.
 
     0   8  magic  b"MKRTSNAP"
-    8   4  format version (1 or 2)
+    8   4  format version (1, 2 or 3)
     12  4  reserved, 0
     16  8  LSN: the snapshot holds the state after every record <= LSN
     24  8  body length B
     32  4  CRC-32 of the B body bytes
     36  4  CRC-32 of bytes 0..35
-    40  B  body: CBOR map, the whole store state
+    40  B  body: version 3, chunks (a 4-byte length, then a CBOR array);
+           versions 1 and 2, one CBOR map: the whole store state
 
 Values inside payloads and bodies use the plain form of `_codec.to_plain`.
 
@@ -1016,7 +1019,6 @@ def _read_chunks(reader: Reader, length: int, body_crc: int) -> StoreState:
             problem = (f"snapshot chunk of {size} bytes does not fit the body", offset)
             break
         data = reader.read_at(offset + _CHUNK_LENGTH.size, size)
-        crc = zlib.crc32(data, zlib.crc32(prefix, crc))
         try:
             loader.chunk(_loads(data, offset + _CHUNK_LENGTH.size, "S3"))
         except FormatError as exc:
@@ -1025,6 +1027,9 @@ def _read_chunks(reader: Reader, length: int, body_crc: int) -> StoreState:
         except (CodecError, TypeError, ValueError, KeyError) as exc:
             problem = (f"snapshot chunk: {exc}", offset)
             break
+        # Counted once it decoded: on a problem the rest, this chunk
+        # included, is counted below.
+        crc = zlib.crc32(data, zlib.crc32(prefix, crc))
         offset += _CHUNK_LENGTH.size + size
     if problem is None:
         # The CRC covers the whole body: when it does not check, that is the

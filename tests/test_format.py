@@ -1131,18 +1131,6 @@ def test_bytes_after_the_cbor_item_are_rejected(extra):
     assert info.value.offset == 40 + len(body)
 
 
-#: `_format._read_chunks` adds a chunk's bytes to the body CRC before it
-#: decodes the chunk; when the chunk fails, it adds them again (the rest of
-#: the body is read from the failed chunk's start), so the CRC never checks
-#: and every S3 failure of a version 3 body reads as "snapshot body checksum
-#: mismatch" (S1, offset 40). Expected to pass once that is fixed.
-CHUNK_CRC_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="_read_chunks CRCs a failed chunk twice: an S3 error reads as a checksum mismatch",
-)
-
-
-@CHUNK_CRC_BUG
 @pytest.mark.parametrize(
     "extra",
     [b"\x00", b"\x00garbage", cbor2.dumps([_oauth()]), b"\xff"],
@@ -1500,7 +1488,6 @@ RECEIPTS_CHUNK = ["receipts", "rt", [bytes(24)], [b"receipt"]]
         ),
     ],
 )
-@CHUNK_CRC_BUG
 def test_version_3_snapshot_chunks_of_the_wrong_shape(items, message):
     parts = [chunk(item) for item in items]
     with pytest.raises(fmt.FormatError) as info:
@@ -1569,7 +1556,6 @@ def test_hostile_snapshot_bodies_are_rejected(body):
     assert peak < 50 * 1024 * 1024
 
 
-@CHUNK_CRC_BUG
 @pytest.mark.parametrize(
     "body",
     [

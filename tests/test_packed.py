@@ -255,7 +255,9 @@ _RUNS = st.sampled_from([ma.RunId(uuid.UUID(int=n)) for n in (1, 2)])
 _EFFECTS = st.one_of(
     st.builds(core.SetOAuthFlowSnapshot, st.binary(max_size=8)),
     st.builds(core.SetSessionSnapshot, _RUNTIMES, st.binary(max_size=8)),
-    st.builds(core.InsertReceipt, _RUNTIMES, mst.receipts(run_id=_RUNS, sequence=st.integers(0, 3))),
+    st.builds(
+        core.InsertReceipt, _RUNTIMES, mst.receipts(run_id=_RUNS, sequence=st.integers(0, 3))
+    ),
     st.builds(
         core.PutInputStates,
         _RUNTIMES,
