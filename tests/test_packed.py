@@ -153,7 +153,9 @@ def test_a_damaged_input_state_is_refused_exactly_when_the_codec_refuses_it(
     kind, got = _outcome(unpack_input, blob)
     if expected is None:
         assert kind == "error", got
-        assert got.startswith("StoredInputState")
+        # Named by its field, or (an integer beyond 64 bits, which CBOR
+        # writes as a tag) refused by the decoder.
+        assert got.startswith(("StoredInputState", "invalid CBOR")), got
     else:
         assert kind == "ok", got
         assert got == expected
