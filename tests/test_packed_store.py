@@ -5,6 +5,9 @@ the record (docs/format.md section 5)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,3 +109,36 @@ def test_a_checkpoint_carries_the_damage_into_the_snapshot_where_verify_finds_it
     (problem,) = [p for p in report.problems if p.severity == "damage"]
     assert problem.file.endswith(".snap")
     assert "does not decode" in problem.message
+
+
+def test_one_state_gives_the_same_snapshot_bytes_under_any_hash_seed(tmp_path: Path) -> None:
+    """Opaque documents' object keys are written sorted and runtimes in id
+    order, so the bytes do not depend on the string hash seed."""
+    program = """
+import sys, uuid
+from datetime import UTC, datetime
+import meerkat_actor as ma
+from meerkat_actor import _core, _format
+now = datetime(2026, 1, 1, tzinfo=UTC)
+doc = {f"key{n}": {"nested": n, "z": [n, "x"], "a": None} for n in range(20)}
+effects = []
+for r in range(20):
+    iid = ma.InputId(uuid.UUID(int=r + 1))
+    state = ma.InputState(iid, now, now, persisted_input=doc, policy=doc)
+    rt = ma.LogicalRuntimeId(f"rt-{r}")
+    effects.append(_core.PutInputStates(rt, [ma.StoredInputState(state)]))
+state = _core.redo(_core.EMPTY, tuple(effects))
+sys.stdout.buffer.write(_format.encode_snapshot(7, state))
+"""
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
+    (data,) = outputs
+    assert fmt.decode_snapshot(data)[0] == 7
