@@ -58,6 +58,7 @@ from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._packed import (
     CorruptValue,
     PackedInput,
+    PackedMap,
     PackedReceipt,
     input_key,
     receipt_key,
@@ -116,6 +117,8 @@ __all__ = [
     "StoreState",
     "UpdateOAuthFlowSnapshot",
     "apply",
+    "decode_input",
+    "decode_receipt",
     "list_runtimes",
     "load_auth_oauth_flow_snapshot",
     "load_boundary_receipt",
@@ -147,11 +150,18 @@ class RuntimeRecord:
 
     session_snapshot: bytes | None = None
     #: input key (`_packed.input_key`) -> packed input state
-    input_states: PMap[bytes, bytes] = field(default_factory=pmap)
+    input_states: PackedMap = field(default_factory=PackedMap)
     #: receipt key (`_packed.receipt_key`) -> packed receipt
-    receipts: PMap[bytes, bytes] = field(default_factory=pmap)
+    receipts: PackedMap = field(default_factory=PackedMap)
     runtime_state: RuntimeState | None = None
     ops_snapshot: PersistedOpsSnapshot | None = None
+
+    def __post_init__(self) -> None:
+        # A mapping of keys to packed values is taken as such (tests, tools).
+        for name in ("input_states", "receipts"):
+            value = getattr(self, name)
+            if not isinstance(value, PackedMap):
+                object.__setattr__(self, name, PackedMap(value))
 
 
 _EMPTY_RECORD: Final = RuntimeRecord()
@@ -237,19 +247,19 @@ class StoreState:
     ) -> StoredInputState | None:
         key = input_key(input_id)
         blob = self.record(runtime_id).input_states.get(key)
-        return None if blob is None else _unpack_input(runtime_id, key, blob)
+        return None if blob is None else decode_input(runtime_id, key, blob)
 
     def input_states(self, runtime_id: LogicalRuntimeId) -> Iterable[StoredInputState]:
         # In key order, which is UUID order: the caller's sort has little to do.
-        states = self.record(runtime_id).input_states
-        return [_unpack_input(runtime_id, key, states[key]) for key in sorted(states)]
+        states = self.record(runtime_id).input_states.sorted_items()
+        return [decode_input(runtime_id, key, blob) for key, blob in states]
 
     def boundary_receipt(
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
     ) -> RunBoundaryReceipt | None:
         key = receipt_key(run_id, sequence)
         blob = self.record(runtime_id).receipts.get(key)
-        return None if blob is None else _unpack_receipt(runtime_id, key, blob)
+        return None if blob is None else decode_receipt(runtime_id, key, blob)
 
     def runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
         return self.record(runtime_id).runtime_state
@@ -258,8 +268,8 @@ class StoreState:
         return self.record(runtime_id).ops_snapshot
 
     def boundary_receipts(self, runtime_id: LogicalRuntimeId) -> Iterable[RunBoundaryReceipt]:
-        receipts = self.record(runtime_id).receipts
-        return [_unpack_receipt(runtime_id, key, receipts[key]) for key in sorted(receipts)]
+        receipts = self.record(runtime_id).receipts.sorted_items()
+        return [decode_receipt(runtime_id, key, blob) for key, blob in receipts]
 
     def runtime_ids(self) -> Iterable[LogicalRuntimeId]:
         # `redo` drops a record that becomes empty, but a state decoded from
@@ -270,7 +280,7 @@ class StoreState:
 EMPTY: Final = StoreState()
 
 
-def _unpack_input(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> StoredInputState:
+def decode_input(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> StoredInputState:
     """The input state stored under `key`: decoded, and its id checked
     against the key (a value under another's key is damage too)."""
     try:
@@ -285,7 +295,7 @@ def _unpack_input(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> Stor
     return stored
 
 
-def _unpack_receipt(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> RunBoundaryReceipt:
+def decode_receipt(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> RunBoundaryReceipt:
     """The receipt stored under `key`: decoded, and its key checked."""
     try:
         receipt = unpack_receipt(blob)
@@ -896,15 +906,9 @@ def _redo_one(record: RuntimeRecord, effect: Effect) -> RuntimeRecord:
         case InsertReceipt(_, receipt):
             return replace(record, receipts=record.receipts.set(receipt.key, receipt.blob))
         case PutInputStates(_, states):
-            if len(states) == 1:
-                (packed,) = states
-                return replace(
-                    record, input_states=record.input_states.set(packed.key, packed.blob)
-                )
-            evolver = record.input_states.evolver()
-            for packed in states:
-                evolver[packed.key] = packed.blob
-            return replace(record, input_states=evolver.persistent())
+            return replace(
+                record, input_states=record.input_states.update((p.key, p.blob) for p in states)
+            )
         case SetRuntimeState(_, runtime_state):
             return replace(record, runtime_state=runtime_state)
         case SetOpsSnapshot(_, snapshot):
@@ -960,8 +964,8 @@ class _Staged:
 
     def __init__(self, record: RuntimeRecord) -> None:
         self.session_snapshot = record.session_snapshot
-        self.inputs: dict[bytes, bytes] | PMap[bytes, bytes] = record.input_states
-        self.receipts: dict[bytes, bytes] | PMap[bytes, bytes] = record.receipts
+        self.inputs: dict[bytes, bytes] | PackedMap = record.input_states
+        self.receipts: dict[bytes, bytes] | PackedMap = record.receipts
         self.runtime_state = record.runtime_state
         self.ops_snapshot = record.ops_snapshot
 
@@ -969,8 +973,8 @@ class _Staged:
         inputs, receipts = self.inputs, self.receipts
         return RuntimeRecord(
             self.session_snapshot,
-            inputs if isinstance(inputs, PMap) else pmap(inputs),
-            receipts if isinstance(receipts, PMap) else pmap(receipts),
+            inputs if isinstance(inputs, PackedMap) else PackedMap.adopt(inputs),
+            receipts if isinstance(receipts, PackedMap) else PackedMap.adopt(receipts),
             self.runtime_state,
             self.ops_snapshot,
         )
@@ -1006,13 +1010,13 @@ class Rebuild:
                     staged.session_snapshot = snapshot
                 case InsertReceipt(_, receipt):
                     receipts = staged.receipts
-                    if isinstance(receipts, PMap):
-                        receipts = staged.receipts = dict(receipts)
+                    if isinstance(receipts, PackedMap):
+                        receipts = staged.receipts = receipts.to_dict()
                     receipts[receipt.key] = receipt.blob
                 case PutInputStates(_, states):
                     inputs = staged.inputs
-                    if isinstance(inputs, PMap):
-                        inputs = staged.inputs = dict(inputs)
+                    if isinstance(inputs, PackedMap):
+                        inputs = staged.inputs = inputs.to_dict()
                     for packed in states:
                         inputs[packed.key] = packed.blob
                 case SetRuntimeState(_, runtime_state):

@@ -468,7 +468,8 @@ class DurableLog:
             finally:
                 io.close(handle)
             io.rename(temp, self._path(name))
-        except OSError:
+        except BaseException:
+            # Any failure, encoding included: a retry must be able to create it.
             self._discard(temp)
             raise
         io.sync_dir(self.directory)

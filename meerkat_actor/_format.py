@@ -112,13 +112,12 @@ from dataclasses import dataclass
 from typing import Any, Final, NoReturn, Protocol, final
 
 import cbor2
-from pyrsistent import pmap
 
 from . import _core
 from ._codec import CodecError, from_plain, to_plain
 from ._core import Effect, RuntimeRecord, StoreState
 from ._ids import InputId, LogicalRuntimeId
-from ._packed import PackedInput, PackedReceipt
+from ._packed import PackedInput, PackedMap, PackedReceipt
 from ._types import PersistedOpsSnapshot, RunBoundaryReceipt, RuntimeState, StoredInputState
 
 __all__ = [
@@ -836,6 +835,8 @@ def _effect_from_plain(item: Any, version: int) -> Effect:
 # --- snapshots ---------------------------------------------------------------------------
 
 
+_EMPTY_RECORD: Final = RuntimeRecord()
+
 #: A version 3 snapshot body is chunks of about this size (a value larger
 #: than this makes a larger chunk).
 CHUNK_BYTES: Final = 1 << 20
@@ -852,6 +853,8 @@ def snapshot_chunks(state: StoreState) -> Iterator[bytes]:
         yield _chunk(["oauth", state.oauth_flow_snapshot])
     for runtime_id in sorted(state.runtimes, key=str):
         record = state.runtimes[runtime_id]
+        if record == _EMPTY_RECORD:
+            continue  # holds nothing (an older snapshot may have kept one)
         yield _chunk(
             [
                 "runtime",
@@ -865,8 +868,7 @@ def snapshot_chunks(state: StoreState) -> Iterator[bytes]:
             keys: list[bytes] = []
             blobs: list[bytes] = []
             size = 0
-            for key in sorted(values):
-                blob = values[key]
+            for key, blob in values.sorted_items():
                 keys.append(key)
                 blobs.append(blob)
                 size += len(blob) + 32
@@ -911,7 +913,7 @@ def _plain_body(state: StoreState) -> dict[str, Any]:
                 "ops": None if record.ops_snapshot is None else to_plain(record.ops_snapshot),
                 "inputs": [
                     to_plain(state.input_state(runtime_id, _input_id(k)))
-                    for k in sorted(record.input_states)
+                    for k, _ in record.input_states.sorted_items()
                 ],
                 "receipts": [to_plain(r) for r in state.boundary_receipts(runtime_id)],
             }
@@ -987,6 +989,8 @@ def read_snapshot(reader: Reader, name_lsn: int, store_version: int = FORMAT_VER
     size = reader.size()
     head = reader.read_at(0, min(size, SNAPSHOT_HEADER))
     version, lsn, length, body_crc = _check_snapshot_header(head, size, store_version)
+    if lsn != name_lsn:
+        _fail(f"header LSN {lsn} differs from the name", 16, "S2")
     if version < 3:
         body = reader.read_at(SNAPSHOT_HEADER, length)
         if zlib.crc32(body) != body_crc:
@@ -998,8 +1002,6 @@ def read_snapshot(reader: Reader, name_lsn: int, store_version: int = FORMAT_VER
             _fail(f"snapshot body: {exc}", SNAPSHOT_HEADER, "S3")
     else:
         state = _read_chunks(reader, length, body_crc)
-    if lsn != name_lsn:
-        _fail(f"header LSN {lsn} differs from the name", 16, "S2")
     return state
 
 
@@ -1037,8 +1039,11 @@ def _read_chunks(reader: Reader, length: int, body_crc: int) -> StoreState:
         if crc != body_crc:
             _fail("snapshot body checksum mismatch", SNAPSHOT_HEADER, "S1")
         return loader.finish()
-    rest = reader.read_at(offset, end - offset) if offset < end else b""
-    if zlib.crc32(rest, crc) != body_crc:
+    while offset < end:  # the rest, this chunk included, a window at a time
+        piece = reader.read_at(offset, min(CHUNK_BYTES, end - offset))
+        crc = zlib.crc32(piece, crc)
+        offset += len(piece)
+    if crc != body_crc:
         _fail("snapshot body checksum mismatch", SNAPSHOT_HEADER, "S1")
     _fail(problem[0], problem[1], "S3")
 
@@ -1102,8 +1107,8 @@ class _ChunkLoader:
         if self.current is not None:
             self.runtimes[self.current] = RuntimeRecord(
                 session_snapshot=self.record.session_snapshot,
-                input_states=pmap(self.inputs),
-                receipts=pmap(self.receipts),
+                input_states=PackedMap.adopt(self.inputs),
+                receipts=PackedMap.adopt(self.receipts),
                 runtime_state=self.record.runtime_state,
                 ops_snapshot=self.record.ops_snapshot,
             )
@@ -1151,8 +1156,8 @@ def _state_from_plain(body: Any) -> StoreState:
             raise ValueError(f"runtime {runtime_id} holds a duplicate input id or receipt key")
         runtimes[runtime_id] = RuntimeRecord(
             session_snapshot=session,
-            input_states=pmap(input_map),
-            receipts=pmap(receipt_map),
+            input_states=PackedMap.adopt(input_map),
+            receipts=PackedMap.adopt(receipt_map),
             runtime_state=runtime_state,
             ops_snapshot=ops,
         )

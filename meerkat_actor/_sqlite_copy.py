@@ -128,4 +128,19 @@ def same_content(a: StoreState, b: StoreState) -> bool:
     Returns:
         Whether they hold the same content (empty runtime records aside).
     """
-    return _core.without_empty_records(a) == _core.without_empty_records(b)
+    if a.oauth_flow_snapshot != b.oauth_flow_snapshot:
+        return False
+    runtimes = _core.list_runtimes(a)
+    if runtimes != _core.list_runtimes(b):
+        return False
+    # Compared as values, through the core's reads: packed bytes may differ
+    # for equal values (a map's keys in another order, written by another
+    # writer), and a value that does not decode raises CorruptStore.
+    reads = (
+        _core.load_session_snapshot,
+        _core.load_runtime_state,
+        _core.load_ops_lifecycle,
+        _core.load_input_states,
+        _core.load_boundary_receipts,
+    )
+    return all(read(a, rid) == read(b, rid) for rid in runtimes for read in reads)

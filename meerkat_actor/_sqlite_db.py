@@ -56,7 +56,7 @@ from ._core import Command, Query, StoreState
 from ._errors import CorruptStore, NotAStore, Poison, ReadFailed, WriteFailed
 from ._fs import FileIO
 from ._ids import InputId, LogicalRuntimeId, RunId
-from ._packed import input_key, pack_input, pack_receipt, receipt_key
+from ._packed import PackedMap, input_key, pack_input, pack_receipt, receipt_key
 from ._session_codec import SessionCodec
 from ._sqlite_rows import (
     COLUMNS,
@@ -386,7 +386,7 @@ class Database:
             case _core.SetSessionSnapshot(runtime_id, snapshot):
                 execute(_UPSERT_SESSION, (str(runtime_id), snapshot))
             case _core.InsertReceipt(runtime_id, packed):
-                receipt = packed.unpack()
+                receipt = _core.decode_receipt(runtime_id, packed.key, packed.blob)
                 slot = sequence_to_i64(receipt.sequence)
                 if slot == I64_MAX:
                     self._unclamp(runtime_id, receipt.run_id)
@@ -408,7 +408,10 @@ class Database:
                     _UPSERT_INPUT,
                     [
                         (str(runtime_id), str(s.state.input_id), dumps_json(s))
-                        for s in (packed.unpack() for packed in states)
+                        for s in (
+                            _core.decode_input(runtime_id, packed.key, packed.blob)
+                            for packed in states
+                        )
                     ],
                 )
             case _core.SetRuntimeState(runtime_id, runtime_state):
@@ -505,8 +508,10 @@ class Database:
             states = self.input_states(runtime_id)
             runtimes[runtime_id] = _core.RuntimeRecord(
                 session_snapshot=self.session_snapshot(runtime_id),
-                input_states=pmap({input_key(s.state.input_id): pack_input(s) for s in states}),
-                receipts=pmap(
+                input_states=PackedMap.adopt(
+                    {input_key(s.state.input_id): pack_input(s) for s in states}
+                ),
+                receipts=PackedMap.adopt(
                     {
                         receipt_key(*key): pack_receipt(receipt)
                         for key, receipt in self._receipts(runtime_id).items()
