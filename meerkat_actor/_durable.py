@@ -486,7 +486,7 @@ class DurableLog:
             # starts with room for the header.
             nonlocal size
             pending = [bytes(fmt.SNAPSHOT_HEADER)]
-            buffered = length = crc = 0
+            buffered = length = crc = unsynced = 0
             for chunk in fmt.snapshot_chunks(state):
                 crc = zlib.crc32(chunk, crc)
                 length += len(chunk)
@@ -494,7 +494,14 @@ class DurableLog:
                 buffered += len(chunk)
                 if buffered >= fmt.CHUNK_BYTES:
                     io.write(handle, b"".join(pending))
+                    unsynced += buffered
                     pending, buffered = [], 0
+                if unsynced >= SNAPSHOT_SYNC_BYTES:
+                    # Flush as we go: one sync of the whole snapshot at the
+                    # end would hold the disk (and the log's fsyncs behind
+                    # it) for as long as it takes to write it all.
+                    io.sync(handle)
+                    unsynced = 0
             if pending:
                 io.write(handle, b"".join(pending))
             io.write_at(handle, 0, fmt.snapshot_header(lsn, length, crc, fmt.FORMAT_VERSION))
@@ -715,6 +722,10 @@ class DurableLog:
             except OSError:
                 logger.exception("cannot release the lock of %s", self.directory)
             self._lock = None
+
+
+#: A snapshot being written is synced every this many bytes (and at the end).
+SNAPSHOT_SYNC_BYTES: Final = 4 << 20
 
 
 class _FileReader:
