@@ -14,12 +14,15 @@ that may still write finishes before its task does, even when cancelled.
 
 Theory of operation. The actor applies a batch, encodes one record payload
 per applied command (LSNs assigned in order) and `submit`s the batch as a
-group. The writer task takes *every* group waiting (so while one write is in
-flight, the next groups gather: pipelining), frames their records into one
-buffer (each record names the LSN of the write's first record, which lets
-recovery tell a torn last write from damage), makes one `append` (write +
-fdatasync) in a worker thread, then publishes the last group's state for
-readers and answers every caller. Back-pressure: the
+group (one per batch, however many slices the actor applied it in). The
+writer task takes *every* group waiting (so while one write is in flight, the
+next groups gather: pipelining) and, in one worker thread call (`_append`),
+frames their records into one buffer (each record names the LSN of the
+write's first record, which lets recovery tell a torn last write from
+damage; framing reads no store state, so its CRC-32s and the copy into one
+buffer stay off the trio thread) and makes one `append` (write + fdatasync);
+then it publishes the last group's state for readers and answers every
+caller. Back-pressure: the
 actor waits in `submit` while more than `MAX_PENDING_BYTES` are waiting.
 
 Checkpoints: when the log written since the last snapshot exceeds
