@@ -10,15 +10,29 @@ Rule 3: every command the actor receives gets exactly one reply, on every
 path: applied, refused, actor failure, close, cancellation. A caller never
 waits for a reply that cannot come.
 
+Rule 4: the actor never holds the trio thread for long. It applies a batch
+in *slices*: a slice ends with the first command that finishes
+`SLICE_SECONDS` (2 ms) or more after the slice began, and before the next
+command the actor yields with a cancel-shielded checkpoint, so other tasks
+run. Slicing changes only when other tasks run: the batch is still one unit
+(one group, one write, one fsync), its commands are applied in order each on
+the state the previous one left, nothing of it is published or answered
+before the whole batch is (durable stores: before its group is durable), and
+cancellation still reaches the actor only between batches.
+
 Theory of operation. `open_store()` starts the actor in a nursery and hands
 out an `ActorStore`. A write builds its command in the caller's task (the
 command's constructor checks the arguments, so bad input never travels),
 sends `(command, reply)` on a bounded trio memory channel, and waits for the
 one-shot reply. The actor receives one envelope, then drains every envelope
 already waiting (up to `max_batch`): one *batch*. It applies the batch's
-commands in order with the pure core, publishes the resulting state value,
-then replies to each. Refused commands (store errors, an OAuth updater that
-raised) get their error and leave the state as it was.
+commands in order with the pure core, in slices (Rule 4), publishes the
+resulting state value, then replies to each. Refused commands (store errors,
+an OAuth updater that raised) get their error and leave the state as it was.
+While the actor yields between two slices, `self.state` holds the working
+state so far and only the writer may change it (`fall_back`, when an append
+failed and poisoned the store); the next slice goes on from `self.state`, so
+it sees the fallback, and `poison.check()` refuses the rest of the batch.
 
 The public methods are `_front.StoreFront`'s; this module provides its two
 hooks. Reads do not travel: a query is answered from the *published* state,
@@ -31,8 +45,13 @@ Cancellation: a caller cancelled while its command is being sent has sent
 nothing. Once sent, the caller waits for the reply shielded from
 cancellation (as `trio.to_thread.run_sync` does by default), so the command
 completes atomically and takes effect before any later call of that task; the
-pending cancellation is delivered at the caller's next checkpoint. A command
-is applied in microseconds, so the delay is short.
+pending cancellation is delivered at the caller's next checkpoint. The
+delay is the time to apply the batches ahead of it and make them durable.
+The actor's own checkpoints between slices are shielded: a batch once taken
+from the channel is applied whole and handed to the writer as one group; a
+cancellation of the host's scope reaches the actor at its next `receive` or
+`submit`. If the writer task has already ended by then, `submit` answers the
+group with `StoreClosed` (Rule 3).
 
 Failure: if applying a command raises anything but a store error or a
 caller-code error, the actor has a bug; it marks itself failed, answers that
@@ -44,6 +63,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar, final
@@ -70,6 +90,10 @@ logger = logging.getLogger("meerkat_actor")
 
 DEFAULT_MAX_PENDING = 1024
 DEFAULT_MAX_BATCH = 256
+# The longest the actor holds the trio thread applying commands before it
+# lets other tasks run (Rule 4): a batch is applied in slices of commands, and
+# a slice ends with the first command that finishes past this.
+SLICE_SECONDS = 0.002
 
 
 class _Actor:
@@ -102,6 +126,7 @@ class _Actor:
         self.refused = 0
         self.batches = 0
         self.largest_batch = 0
+        self.slices = 0  # yields inside batches (Rule 4)
         self.effects = 0
 
     def internal_error(self) -> Internal:
@@ -130,7 +155,7 @@ class _Actor:
                         batch.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                outcomes, records, fatal = self.run_batch(batch)
+                outcomes, records, fatal = await self.run_batch(batch)
                 if self.writer is None:
                     self.published = self.state
                     deliver(outcomes)
@@ -165,15 +190,23 @@ class _Actor:
             if self.writer is not None:
                 self.writer.close_input()
 
-    def run_batch(
+    async def run_batch(
         self, batch: list[Envelope]
     ) -> tuple[list[Outcome], list[bytes], BaseException | None]:
-        """Apply a batch with the pure core.
+        """Apply a batch with the pure core, in order, in slices (Rule 4).
 
         Returns each command's outcome (its reply and error, `None` if
         applied), the log record payloads of the applied commands (durable
         stores only; the writer frames them), and a `BaseException` to
         re-raise once the batch is answered, if one struck.
+
+        Between two slices the actor yields to trio with a cancel-shielded
+        checkpoint, so a batch once started is always applied whole and
+        answered as one group: cancellation reaches the actor only between
+        batches, as without slices. While it yields, `self.state` holds the
+        working state so far; only the writer's `fall_back` may change it
+        meanwhile (a failed append poisoned the store), and the slice after it
+        continues from that state, where `poison.check()` refuses every command.
         """
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(batch))
@@ -182,10 +215,17 @@ class _Actor:
         records: list[bytes] = []
         fatal: BaseException | None = None
         writer = self.writer
+        deadline = time.perf_counter() + SLICE_SECONDS
         for command, reply in batch:
             if self.failure is not None:
                 outcomes.append((reply, self.internal_error()))
                 continue
+            if outcomes and time.perf_counter() >= deadline:
+                self.slices += 1
+                self.state = state
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                state = self.state
+                deadline = time.perf_counter() + SLICE_SECONDS
             self.commands += 1
             try:
                 self.poison.check()
@@ -382,7 +422,9 @@ async def open_store(
             default `MeerkatSessionCodec` (Meerkat session JSON).
         max_pending: how many sent commands may wait for the actor before
             senders block (the channel's bound).
-        max_batch: the most commands the actor applies as one batch.
+        max_batch: the most commands the actor applies as one batch (one
+            group commit in a durable store); the actor yields to other
+            tasks every `SLICE_SECONDS` (2 ms) or so while it applies one.
         checkpoint_bytes: (durable) take a snapshot when the log written since
             the last one exceeds this many bytes.
         max_record_bytes: (durable) the largest log record a command may

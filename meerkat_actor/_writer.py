@@ -14,12 +14,15 @@ that may still write finishes before its task does, even when cancelled.
 
 Theory of operation. The actor applies a batch, encodes one record payload
 per applied command (LSNs assigned in order) and `submit`s the batch as a
-group. The writer task takes *every* group waiting (so while one write is in
-flight, the next groups gather: pipelining), frames their records into one
-buffer (each record names the LSN of the write's first record, which lets
-recovery tell a torn last write from damage), makes one `append` (write +
-fdatasync) in a worker thread, then publishes the last group's state for
-readers and answers every caller. Back-pressure: the
+group (one per batch, however many slices the actor applied it in). The
+writer task takes *every* group waiting (so while one write is in flight, the
+next groups gather: pipelining) and, in one worker thread call (`_append`),
+frames their records into one buffer (each record names the LSN of the
+write's first record, which lets recovery tell a torn last write from
+damage; framing reads no store state, so its CRC-32s and the copy into one
+buffer stay off the trio thread) and makes one `append` (write + fdatasync);
+then it publishes the last group's state for readers and answers every
+caller. Back-pressure: the
 actor waits in `submit` while more than `MAX_PENDING_BYTES` are waiting.
 
 Checkpoints: when the log written since the last snapshot exceeds
@@ -113,7 +116,17 @@ class Writer:
     # --- the actor's side ----------------------------------------------------------------
 
     async def submit(self, group: Group) -> None:
-        """Queue a group for the next append; wait while too much is queued."""
+        """Queue a group for the next append; wait while too much is queued.
+
+        If the writer task has already ended (the host cancelled the store
+        while the actor was finishing a batch between two slices), nobody
+        would write or answer the group: its callers get `StoreClosed` here.
+        """
+        if self._finished:
+            self._fail_groups(
+                [group], StoreClosed("the store closed before this command was durable")
+            )
+            return
         while self._pending_bytes > MAX_PENDING_BYTES and not self.poison:
             if self._space.is_set():
                 self._space = trio.Event()
@@ -202,11 +215,11 @@ class Writer:
                 deliver([(reply, self.poison.error()) for reply, _ in group.outcomes])
             return
         payloads = [record for group in groups for record in group.records]
-        # One write: every record carries the LSN of the write's first one.
-        data = frame_records(self.durable_lsn + 1, payloads) if payloads else b""
-        if data:
+        if payloads:
             try:
-                await trio.to_thread.run_sync(self.log.append, data, abandon_on_cancel=False)
+                written = await trio.to_thread.run_sync(
+                    self._append, self.durable_lsn + 1, payloads, abandon_on_cancel=False
+                )
             except trio.Cancelled:
                 # Cancelled before the thread started (once started, it is
                 # never abandoned): nothing was written; answer, then go.
@@ -230,15 +243,29 @@ class Writer:
                         reply.set(failure)
                 raise
             self.fsyncs += 1
-            self.bytes_written += len(data)
-            self.log_bytes += len(data)
-            self.records += sum(len(group.records) for group in groups)
+            self.bytes_written += written
+            self.log_bytes += written
+            self.records += len(payloads)
         last = groups[-1]
         self.durable_lsn = last.last_lsn
         self.published = last.state
         self._publish(last.state)
         for group in groups:
             deliver(group.outcomes)
+
+    def _append(self, first_lsn: int, payloads: list[bytes]) -> int:
+        """(In a worker thread.) Frame `payloads` as one write, records
+        `first_lsn`, `first_lsn + 1`, ... (each names `first_lsn`, the write's
+        first LSN), append it (write + fdatasync); return its size in bytes.
+
+        Framing reads no store state, so it runs here rather than on the trio
+        thread: the CRC-32 of a large record releases the GIL, and joining the
+        frames into one buffer would otherwise hold the loop for as long as
+        copying the write takes.
+        """
+        data = frame_records(first_lsn, payloads)
+        self.log.append(data)
+        return len(data)
 
     def _fail(self, groups: list[Group], exc: Exception) -> None:
         logger.error("%s: log write failed, the store is poisoned: %s", self.log.directory, exc)
@@ -256,6 +283,10 @@ class Writer:
 
     def _fail_pending(self, error: BaseException) -> None:
         groups, self._pending = self._pending, []
+        self._fail_groups(groups, error)
+
+    @staticmethod
+    def _fail_groups(groups: list[Group], error: BaseException) -> None:
         for group in groups:
             for reply, _ in group.outcomes:
                 reply.set(type(error)(str(error)))
