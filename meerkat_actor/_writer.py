@@ -309,8 +309,11 @@ class Writer:
             await trio.to_thread.run_sync(
                 self.log.write_snapshot, lsn, state, keep, abandon_on_cancel=False
             )
-        except OSError as exc:
-            logger.error("%s: checkpoint at LSN %d failed: %s", self.log.directory, lsn, exc)
+        except Exception as exc:
+            # An I/O error, or one in encoding the snapshot (MemoryError, a
+            # bug): the log still holds everything, so the store goes on and
+            # `checkpoint()` raises WriteFailed. Only a cancellation ends it.
+            logger.error("%s: checkpoint at LSN %d failed: %r", self.log.directory, lsn, exc)
             self._finish_checkpoint(exc)
             return
         self.snapshot_lsn = lsn
