@@ -102,12 +102,11 @@ same rules 5-9.
 from __future__ import annotations
 
 import functools
-import io
 import re
 import struct
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, Protocol, final
 
@@ -117,13 +116,21 @@ from . import _core
 from ._codec import CodecError, from_plain, to_plain
 from ._core import Effect, RuntimeRecord, StoreState
 from ._ids import InputId, LogicalRuntimeId
-from ._packed import PackedInput, PackedMap, PackedReceipt
+from ._packed import (
+    MAX_DEPTH,
+    CorruptValue,
+    PackedInput,
+    PackedMap,
+    PackedReceipt,
+    loads_strict,
+)
 from ._types import PersistedOpsSnapshot, RunBoundaryReceipt, RuntimeState, StoredInputState
 
 __all__ = [
     "FORMAT_FILE",
     "FORMAT_VERSION",
     "FRAME_HEADER",
+    "MAX_DEPTH",
     "OLDEST_VERSION",
     "SEGMENT_HEADER",
     "SEGMENT_NAME",
@@ -185,11 +192,6 @@ FORMAT_SIZE: Final = _FORMAT_STRUCT.size + 4  # 16
 SEGMENT_HEADER: Final = _SEGMENT_STRUCT.size + 4  # 32
 FRAME_HEADER: Final = _FRAME_STRUCT.size + 4  # 24
 SNAPSHOT_HEADER: Final = _SNAPSHOT_STRUCT.size + 4  # 40
-
-#: Deepest CBOR nesting the format writes is 4 (an effect, a value, a history
-#: entry, ...) plus the opaque JSON documents, themselves bounded by
-#: `_frozen.freeze` at 128 levels; allow those and nothing deeper.
-MAX_DEPTH: Final = 160
 
 
 class FormatError(ValueError):
@@ -264,38 +266,13 @@ def newest_snapshot(names: Iterable[str]) -> tuple[int, str] | None:
 # --- hardened CBOR ----------------------------------------------------------------------
 
 
-def _reject_tag(*args: object) -> NoReturn:
-    raise ValueError("CBOR tags are not part of this format")
-
-
-# cbor2 decodes these tags itself unless overridden; map every one it knows
-# (and a margin) to a rejection. Unknown tags reach `tag_hook`, which rejects.
-_NO_SEMANTIC_TAGS: Final[dict[int, Callable[..., Any]]] = dict.fromkeys(
-    (*range(0, 1024), 1004, 1040, 43000, 55799), _reject_tag
-)
-
-
 def _loads(data: bytes, offset: int, rule: str) -> Any:
     """Decode exactly one CBOR item that fills `data`, under the restrictions
-    (a failure breaks `rule`)."""
-    stream = io.BytesIO(data)
+    (`_packed.loads_strict`; a failure breaks `rule`)."""
     try:
-        decoder = cbor2.CBORDecoder(
-            stream,
-            tag_hook=_reject_tag,
-            semantic_decoders=_NO_SEMANTIC_TAGS,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-            max_depth=MAX_DEPTH,
-        )
-        value = decoder.decode()
-    except Exception as exc:  # cbor2 raises several kinds; all mean "not valid"
-        _fail(f"invalid CBOR: {exc}", offset, rule)
-    if stream.tell() != len(data):
-        _fail(
-            f"{len(data) - stream.tell()} bytes follow the CBOR item", offset + stream.tell(), rule
-        )
-    return value
+        return loads_strict(data)
+    except CorruptValue as exc:
+        _fail(str(exc), offset + exc.offset, rule)
 
 
 def _dumps(value: Any) -> bytes:

@@ -11,10 +11,11 @@ by sorting keys.
 Rule 2: unpacking trusts nothing. `unpack_input` and `unpack_receipt` are
 a fast path, not a lenient one: the CBOR is decoded under the format's
 restrictions (no tags, no indefinite lengths, no duplicate keys, bounded
-depth) and every field is checked exactly as `_codec.from_plain` checks it
-(a differential test holds them equal); a failure is `CorruptValue`. What
-is skipped is the second check the value constructors would make of fields
-this function has just checked, and the generic codec's machinery.
+depth), then an inline pass checks every field as `_codec.from_plain` does
+and builds the value without the constructors' second check. Anything the
+inline pass does not accept (bad data, or a rarer shape it leaves to the
+codec) is decoded again by `from_plain` itself, whose `CodecError` becomes
+`CorruptValue`; a differential test holds the two paths equal.
 
 Theory of operation. A stored input state costs a Python object per field
 when decoded (about 2.6 KB for the bench's, against 480 bytes packed); held
@@ -32,17 +33,16 @@ import math
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, NoReturn, final
+from typing import Any, Final, NoReturn, TypeVar, final
 
 import cbor2
 from pyrsistent import PMap, pmap
 
 from ._check import U32_MAX, U64_MAX
-from ._codec import to_plain
-from ._frozen import freeze, thaw
+from ._codec import CodecError, from_plain, to_plain
+from ._frozen import thaw
 from ._ids import InputId, RunId
 from ._types import (
-    InputAbandonReason,
     InputDurability,
     InputLifecycleState,
     InputState,
@@ -68,13 +68,22 @@ __all__ = [
     "unpack_receipt",
 ]
 
-#: CBOR nesting limit of every decode (docs/format.md section 6).
+T = TypeVar("T")
+
+#: CBOR nesting limit of every decode (docs/format.md section 6): the format
+#: nests 4 deep (an effect, a value, a history entry, ...) plus the opaque
+#: JSON documents, which `_frozen.freeze` bounds at 128 levels.
 MAX_DEPTH: Final = 160
 
 
 class CorruptValue(ValueError):
-    """A packed value does not decode to a valid value; the message says
-    which field and why."""
+    """Bytes that do not decode to a valid value; the message says which
+    field and why. `offset` is where in the bytes, when it is known (the
+    end of the item, for bytes after it), else 0."""
+
+    def __init__(self, message: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.offset = offset
 
 
 def _bad(message: str) -> NoReturn:
@@ -98,9 +107,8 @@ def receipt_key(run_id: RunId, sequence: int) -> bytes:
 # --- packing ---------------------------------------------------------------------------
 
 
-@final
-class PackedInput:
-    """An input state in its packed form: `key` (`input_key`) and `blob`."""
+class _Packed:
+    """A value in its packed form: `key` and `blob` (equal when both are)."""
 
     __slots__ = ("blob", "key")
     key: bytes
@@ -109,6 +117,22 @@ class PackedInput:
     def __init__(self, key: bytes, blob: bytes) -> None:
         self.key = key
         self.blob = blob
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Packed)
+        return self.key == other.key and self.blob == other.blob
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.key, self.blob))
+
+
+@final
+class PackedInput(_Packed):
+    """An input state in its packed form: `key` (`input_key`) and `blob`."""
+
+    __slots__ = ()
 
     @classmethod
     def of(cls, stored: StoredInputState) -> PackedInput:
@@ -117,29 +141,15 @@ class PackedInput:
     def unpack(self) -> StoredInputState:
         return unpack_input(self.blob)
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PackedInput):
-            return NotImplemented
-        return self.key == other.key and self.blob == other.blob
-
-    def __hash__(self) -> int:
-        return hash((self.key, self.blob))
-
     def __repr__(self) -> str:
         return f"PackedInput({uuid.UUID(bytes=self.key)}, {len(self.blob)} bytes)"
 
 
 @final
-class PackedReceipt:
+class PackedReceipt(_Packed):
     """A receipt in its packed form: `key` (`receipt_key`) and `blob`."""
 
-    __slots__ = ("blob", "key")
-    key: bytes
-    blob: bytes
-
-    def __init__(self, key: bytes, blob: bytes) -> None:
-        self.key = key
-        self.blob = blob
+    __slots__ = ()
 
     @classmethod
     def of(cls, receipt: RunBoundaryReceipt) -> PackedReceipt:
@@ -147,14 +157,6 @@ class PackedReceipt:
 
     def unpack(self) -> RunBoundaryReceipt:
         return unpack_receipt(self.blob)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PackedReceipt):
-            return NotImplemented
-        return self.key == other.key and self.blob == other.blob
-
-    def __hash__(self) -> int:
-        return hash((self.key, self.blob))
 
     def __repr__(self) -> str:
         run = uuid.UUID(bytes=self.key[:16])
@@ -250,14 +252,14 @@ def loads_strict(data: bytes) -> Any:
         ).decode()
     except Exception as exc:  # cbor2 raises several kinds; all mean "not valid"
         _bad(f"invalid CBOR: {exc}")
-    if stream.tell() != len(data):
-        _bad(f"{len(data) - stream.tell()} bytes follow the CBOR item")
+    end = stream.tell()
+    if end != len(data):
+        raise CorruptValue(f"{len(data) - end} bytes follow the CBOR item", end)
     return value
 
 
 _new = object.__new__
 _set = object.__setattr__
-_MISSING: Final = object()
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US: Final = timedelta(microseconds=1)
 _UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown
@@ -265,10 +267,6 @@ _UNKNOWN_SAFETY: Final = uuid.SafeUUID.unknown
 _PHASES: Final = {member.value: member for member in InputLifecycleState}
 _DURABILITIES: Final = {member.value: member for member in InputDurability}
 _BOUNDARIES: Final = {member.value: member for member in RunApplyBoundary}
-_ABANDON_UNITS: Final = {
-    kind: InputAbandonReason(kind)
-    for kind in ("retired", "reset", "stopped", "destroyed", "cancelled")
-}
 _CONSUMED: Final = InputTerminalOutcome.consumed()
 _CONSUMED_PLAIN: Final = {"outcome_type": "consumed"}
 _OPAQUE_FIELDS: Final = ("policy", "runtime_semantics", "reconstruction_source", "persisted_input")
@@ -306,242 +304,10 @@ _RECEIPT_KEYS: Final = frozenset(
         "sequence",
     }
 )
-_OUTCOME_FIELD: Final = {
-    "consumed": None,
-    "superseded": "superseded_by",
-    "coalesced": "aggregate_id",
-    "abandoned": "reason",
-}
-
-
-def _type(data: object) -> str:
-    return "null" if data is None else type(data).__name__
-
-
-def _uuid(data: Any, where: str) -> uuid.UUID:
-    if type(data) is not bytes or len(data) != 16:
-        _bad(f"{where}: expected 16-byte UUID bytes, got {_type(data)}")
-    value = _new(uuid.UUID)
-    _set(value, "int", int.from_bytes(data, "big"))
-    _set(value, "is_safe", _UNKNOWN_SAFETY)
-    return value
-
-
-def _id(cls: type[Any], data: Any, where: str) -> Any:
-    value = _uuid(data, where)
-    result = _new(cls)
-    _set(result, "value", value)
-    _set(result, "_hash", hash(value.int))
-    return result
-
-
-def _time(data: Any, where: str) -> datetime:
-    if type(data) is not int:
-        _bad(f"{where}: expected integer microseconds since the Unix epoch, got {_type(data)}")
-    try:
-        return _EPOCH + timedelta(microseconds=data)
-    except OverflowError:
-        _bad(f"{where}: timestamp {data} microseconds is out of range")
-
-
-def _u64(data: Any, where: str, maximum: int = U64_MAX) -> int:
-    if type(data) is not int or not 0 <= data <= maximum:
-        bound = "2**32-1" if maximum == U32_MAX else "2**64-1"
-        _bad(f"{where}: expected integer in [0, {bound}], got {_type(data)} {data!r:.40}")
-    return data
-
-
-def _text(data: Any, where: str) -> str:
-    if type(data) is not str:
-        _bad(f"{where}: expected string, got {_type(data)}")
-    return data
-
-
-def _member(members: dict[str, Any], data: Any, where: str) -> Any:
-    member = members.get(data) if type(data) is str else None
-    if member is None:
-        _bad(f"{where}: expected one of {', '.join(members)}, got {data!r:.40}")
-    return member
-
-
-def _opaque(data: Any, where: str) -> Any:
-    if data is None:
-        return None
-    try:
-        return freeze(data, where)
-    except (TypeError, ValueError) as exc:
-        _bad(str(exc))
-
-
-def _dict(data: Any, keys: frozenset[str], where: str) -> dict[str, Any]:
-    if type(data) is not dict:
-        _bad(f"{where}: expected map, got {_type(data)}")
-    if not keys.issuperset(data):
-        unknown = next(key for key in data if key not in keys)
-        _bad(f"{where}: unknown key {unknown!r:.40}")
-    return data
-
-
-def _required(data: dict[str, Any], key: str, where: str) -> Any:
-    value = data.get(key, _MISSING)
-    if value is _MISSING:
-        _bad(f"{where}.{key}: missing required key")
-    return value
-
-
-def _abandon_reason(data: Any, where: str) -> InputAbandonReason:
-    if type(data) is str:
-        unit = _ABANDON_UNITS.get(data)
-        if unit is None:
-            _bad(f"{where}: unknown InputAbandonReason {data!r:.40}")
-        return unit
-    if type(data) is not dict or len(data) != 1:
-        _bad(f"{where}: expected string or one-key map, got {_type(data)}")
-    ((kind, body),) = data.items()
-    if kind in _ABANDON_UNITS and body is None:
-        return _ABANDON_UNITS[kind]
-    if kind != "max_attempts_exhausted":
-        _bad(f"{where}: unknown InputAbandonReason {kind!r:.40}")
-    body = _dict(body, frozenset({"attempts"}), f"{where}.{kind}")
-    attempts = _u64(_required(body, "attempts", f"{where}.{kind}"), f"{where}.attempts", U32_MAX)
-    return InputAbandonReason("max_attempts_exhausted", attempts)
-
-
-def _outcome(data: Any, where: str) -> InputTerminalOutcome:
-    if type(data) is not dict:
-        _bad(f"{where}: expected map, got {_type(data)}")
-    kind = data.get("outcome_type")
-    if type(kind) is not str or kind not in _OUTCOME_FIELD:
-        _bad(f"{where}.outcome_type: unknown or missing variant {kind!r:.40}")
-    field = _OUTCOME_FIELD[kind]
-    if len(data) != (1 if field is None else 2) or (field is not None and field not in data):
-        _bad(f"{where}: a {kind!r} outcome holds exactly the keys outcome_type, {field}")
-    if field is None:
-        return _CONSUMED
-    value = data[field]
-    if field == "reason":
-        return InputTerminalOutcome("abandoned", reason=_abandon_reason(value, f"{where}.reason"))
-    input_id = _id(InputId, value, f"{where}.{field}")
-    if field == "superseded_by":
-        return InputTerminalOutcome("superseded", superseded_by=input_id)
-    return InputTerminalOutcome("coalesced", aggregate_id=input_id)
-
-
-def _history(data: Any, where: str) -> tuple[InputStateHistoryEntry, ...]:
-    if type(data) is not list:
-        _bad(f"{where}: expected array, got {_type(data)}")
-    entries = []
-    for index, raw in enumerate(data):
-        at = f"{where}[{index}]"
-        item = _dict(raw, _HISTORY_KEYS, at)
-        reason = item.get("reason")
-        entry = _new(InputStateHistoryEntry)
-        _set(entry, "timestamp", _time(_required(item, "timestamp", at), f"{at}.timestamp"))
-        _set(entry, "from_state", _member(_PHASES, _required(item, "from", at), f"{at}.from"))
-        _set(entry, "to_state", _member(_PHASES, _required(item, "to", at), f"{at}.to"))
-        _set(entry, "reason", None if reason is None else _text(reason, f"{at}.reason"))
-        entries.append(entry)
-    return tuple(entries)
-
-
-def _optional(data: dict[str, Any], key: str) -> Any:
-    # An "opt" key: missing or null is None.
-    return data.get(key)
-
-
-def _checked_input(data: Any) -> StoredInputState:
-    where = "StoredInputState"
-    data = _dict(data, _INPUT_KEYS, where)
-    get = data.get
-    state = _new(InputState)
-    _set(state, "input_id", _id(InputId, _required(data, "input_id", where), f"{where}.input_id"))
-    _set(state, "created_at", _time(_required(data, "created_at", where), f"{where}.created_at"))
-    _set(state, "updated_at", _time(_required(data, "updated_at", where), f"{where}.updated_at"))
-    history = get("history", _MISSING)
-    _set(state, "history", () if history is _MISSING else _history(history, f"{where}.history"))
-    for name in ("policy", "runtime_semantics", "reconstruction_source", "persisted_input"):
-        _set(state, name, _opaque(get(name), f"{where}.{name}"))
-    durability = get("durability")
-    _set(
-        state,
-        "durability",
-        None if durability is None else _member(_DURABILITIES, durability, f"{where}.durability"),
-    )
-    key = get("idempotency_key")
-    _set(state, "idempotency_key", None if key is None else _text(key, f"{where}.idempotency_key"))
-    _set(
-        state,
-        "recovery_count",
-        _u64(get("recovery_count", 0), f"{where}.recovery_count", U32_MAX),
-    )
-    seed = _new(InputStateSeed)
-    _set(
-        seed,
-        "phase",
-        _member(_PHASES, _required(data, "current_state", where), f"{where}.current_state"),
-    )
-    run_id = get("last_run_id")
-    _set(
-        seed, "last_run_id", None if run_id is None else _id(RunId, run_id, f"{where}.last_run_id")
-    )
-    sequence = get("last_boundary_sequence")
-    _set(
-        seed,
-        "last_boundary_sequence",
-        None if sequence is None else _u64(sequence, f"{where}.last_boundary_sequence"),
-    )
-    outcome = get("terminal_outcome")
-    _set(
-        seed,
-        "terminal_outcome",
-        None if outcome is None else _outcome(outcome, f"{where}.terminal_outcome"),
-    )
-    _set(seed, "attempt_count", _u64(get("attempt_count", 0), f"{where}.attempt_count", U32_MAX))
-    stored = _new(StoredInputState)
-    _set(stored, "state", state)
-    _set(stored, "seed", seed)
-    return stored
-
-
-def _checked_receipt(data: Any) -> RunBoundaryReceipt:
-    where = "RunBoundaryReceipt"
-    data = _dict(data, _RECEIPT_KEYS, where)
-    ids = _required(data, "contributing_input_ids", where)
-    if type(ids) is not list:
-        _bad(f"{where}.contributing_input_ids: expected array, got {_type(ids)}")
-    digest = data.get("conversation_digest")
-    receipt = _new(RunBoundaryReceipt)
-    _set(receipt, "run_id", _id(RunId, _required(data, "run_id", where), f"{where}.run_id"))
-    _set(
-        receipt,
-        "boundary",
-        _member(_BOUNDARIES, _required(data, "boundary", where), f"{where}.boundary"),
-    )
-    _set(
-        receipt,
-        "contributing_input_ids",
-        tuple(
-            _id(InputId, item, f"{where}.contributing_input_ids[{index}]")
-            for index, item in enumerate(ids)
-        ),
-    )
-    _set(
-        receipt,
-        "conversation_digest",
-        None if digest is None else _text(digest, f"{where}.conversation_digest"),
-    )
-    _set(
-        receipt,
-        "message_count",
-        _u64(_required(data, "message_count", where), f"{where}.message_count"),
-    )
-    _set(receipt, "sequence", _u64(_required(data, "sequence", where), f"{where}.sequence"))
-    return receipt
-
-
-# The fast path: the same checks as `_checked_input`/`_checked_receipt`, inline
-# and with no message built; on the first failure the checked version runs
-# again to name it.
+# The fast path: the codec's checks, inline and with no message built. On
+# the first failure (or a shape it leaves to the codec) `_codec.from_plain`
+# decodes the value again: it accepts what the fast path would have, or
+# raises the error that names the field.
 
 
 class _Slow(Exception):
@@ -669,15 +435,50 @@ def _fast_input(data: Any) -> StoredInputState:  # noqa: PLR0915 - one inline pa
     return stored
 
 
+def _fast_receipt(data: Any) -> RunBoundaryReceipt:
+    if type(data) is not dict or not _RECEIPT_KEYS.issuperset(data):
+        raise _Slow
+    ids = data["contributing_input_ids"]
+    digest = data.get("conversation_digest")
+    count, sequence = data["message_count"], data["sequence"]
+    if (
+        type(ids) is not list
+        or (digest is not None and type(digest) is not str)
+        or type(count) is not int
+        or not 0 <= count <= U64_MAX
+        or type(sequence) is not int
+        or not 0 <= sequence <= U64_MAX
+    ):
+        raise _Slow
+    receipt = _new(RunBoundaryReceipt)
+    _set(receipt, "run_id", _fast_id(RunId, data["run_id"]))
+    _set(receipt, "boundary", _BOUNDARIES[data["boundary"]])
+    _set(receipt, "contributing_input_ids", tuple([_fast_id(InputId, i) for i in ids]))
+    _set(receipt, "conversation_digest", digest)
+    _set(receipt, "message_count", count)
+    _set(receipt, "sequence", sequence)
+    return receipt
+
+
+def _slow(cls: type[T], data: Any) -> T:
+    try:
+        return from_plain(cls, data)
+    except CodecError as exc:
+        raise CorruptValue(str(exc)) from None
+
+
 def _build_input(data: Any) -> StoredInputState:
     try:
         return _fast_input(data)
     except (_Slow, KeyError, TypeError, OverflowError):
-        return _checked_input(data)
+        return _slow(StoredInputState, data)
 
 
 def _build_receipt(data: Any) -> RunBoundaryReceipt:
-    return _checked_receipt(data)
+    try:
+        return _fast_receipt(data)
+    except (_Slow, KeyError, TypeError):
+        return _slow(RunBoundaryReceipt, data)
 
 
 def unpack_input(blob: bytes) -> StoredInputState:
