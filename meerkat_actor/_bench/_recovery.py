@@ -451,7 +451,9 @@ async def _under_load(
     committers: _Committers, pause: float, work: Callable[[], Awaitable[object]]
 ) -> tuple[_Stretch, object]:
     """Start the committers, let them settle, run `work` while they commit;
-    the stretch's figures and what `work` returned."""
+    the stretch's figures and what `work` returned. The stretch lasts at
+    least three pauses, so some commit overlaps it even when `work` is
+    quicker than one commit cycle (a checkpoint of a `--quick` store)."""
     committers.commits.clear()
     async with heartbeat() as beat, trio.open_nursery() as nursery:
         stop = trio.Event()
@@ -460,6 +462,9 @@ async def _under_load(
         beat.reset()
         start = time.perf_counter()
         result = await work()
+        rest = start + 3 * pause - time.perf_counter()
+        if rest > 0:
+            await trio.sleep(rest)
         end = time.perf_counter()
         lag = await beat.settle()
         worst_gc = beat.worst_gc
