@@ -56,6 +56,7 @@ from ._errors import (
 )
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._packed import (
+    POINT_READS,
     CorruptValue,
     PackedInput,
     PackedMap,
@@ -247,7 +248,7 @@ class StoreState:
     ) -> StoredInputState | None:
         key = input_key(input_id)
         blob = self.record(runtime_id).input_states.get(key)
-        return None if blob is None else decode_input(runtime_id, key, blob)
+        return None if blob is None else decode_input(runtime_id, key, blob, memo=True)
 
     def input_states(self, runtime_id: LogicalRuntimeId) -> Iterable[StoredInputState]:
         # In key order, which is UUID order: the caller's sort has little to do.
@@ -259,7 +260,7 @@ class StoreState:
     ) -> RunBoundaryReceipt | None:
         key = receipt_key(run_id, sequence)
         blob = self.record(runtime_id).receipts.get(key)
-        return None if blob is None else decode_receipt(runtime_id, key, blob)
+        return None if blob is None else decode_receipt(runtime_id, key, blob, memo=True)
 
     def runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
         return self.record(runtime_id).runtime_state
@@ -280,11 +281,16 @@ class StoreState:
 EMPTY: Final = StoreState()
 
 
-def decode_input(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> StoredInputState:
+def decode_input(
+    runtime_id: LogicalRuntimeId, key: bytes, blob: bytes, *, memo: bool = False
+) -> StoredInputState:
     """The input state stored under `key`: decoded, and its id checked
-    against the key (a value under another's key is damage too)."""
+    against the key (a value under another's key is damage too). With
+    `memo`, through the memo of recent point reads (`_packed.POINT_READS`):
+    the store state's point reads use it, listings and other backends'
+    fresh blobs do not."""
     try:
-        stored = unpack_input(blob)
+        stored = POINT_READS.input(blob) if memo else unpack_input(blob)
     except CorruptValue as exc:
         raise CorruptStore(f"runtime {str(runtime_id)!r}: a stored input state: {exc}") from None
     if stored.state.input_id.value.bytes != key:
@@ -295,10 +301,13 @@ def decode_input(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> Store
     return stored
 
 
-def decode_receipt(runtime_id: LogicalRuntimeId, key: bytes, blob: bytes) -> RunBoundaryReceipt:
-    """The receipt stored under `key`: decoded, and its key checked."""
+def decode_receipt(
+    runtime_id: LogicalRuntimeId, key: bytes, blob: bytes, *, memo: bool = False
+) -> RunBoundaryReceipt:
+    """The receipt stored under `key`: decoded, and its key checked (`memo`
+    as for `decode_input`)."""
     try:
-        receipt = unpack_receipt(blob)
+        receipt = POINT_READS.receipt(blob) if memo else unpack_receipt(blob)
     except CorruptValue as exc:
         raise CorruptStore(f"runtime {str(runtime_id)!r}: a stored receipt: {exc}") from None
     if receipt_key(receipt.run_id, receipt.sequence) != key:

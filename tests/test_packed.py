@@ -8,6 +8,7 @@ from typing import Any
 
 import cbor2
 import pytest
+from _values import stored
 from hypothesis import given
 from hypothesis import strategies as st
 from pyrsistent import pmap
@@ -18,6 +19,7 @@ from meerkat_actor._codec import CodecError, from_plain, to_plain
 from meerkat_actor._errors import CorruptStore
 from meerkat_actor._packed import (
     CorruptValue,
+    DecodedMemo,
     PackedInput,
     PackedReceipt,
     input_key,
@@ -294,3 +296,75 @@ def test_rebuild_gives_the_state_redo_gives(
         r for r in got.runtimes if got.runtimes[r] != core.RuntimeRecord()
     ]
     assert base == core.redo(core.EMPTY, tuple(e for es in before for e in es))  # untouched
+
+
+# --- the memo of point reads -------------------------------------------------------------
+
+
+def _input(n: int, text: str = "x") -> ma.StoredInputState:
+    return stored(ma.InputId(uuid.UUID(int=n)), persisted_input={"text": text})
+
+
+def test_the_memo_answers_for_the_same_blob_object_only() -> None:
+    memo = DecodedMemo()
+    blob = pack_input(_input(1))
+    first = memo.input(blob)
+    assert memo.input(blob) is first  # a hit: no decode
+    twin = bytes(bytearray(blob))  # equal bytes, another object: decoded again
+    assert twin is not blob
+    again = memo.input(twin)
+    assert again == first
+    assert again is not first
+    changed = pack_input(_input(1, "y"))  # a write puts a new blob under the key
+    assert memo.input(changed).state.persisted_input == pmap({"text": "y"})
+    assert memo.input(blob).state.persisted_input == pmap({"text": "x"})
+
+
+def test_the_memo_is_bounded_by_entries_and_bytes_and_skips_large_blobs() -> None:
+    memo = DecodedMemo(entries=4, blob_bytes=10_000, largest=2_000)
+    blobs = [pack_input(_input(n)) for n in range(20)]
+    values = [memo.input(b) for b in blobs]
+    assert len(memo._young) + len(memo._old) <= 8
+    assert memo.input(blobs[-1]) is values[-1]  # the newest are still there
+    assert memo.input(blobs[0]) is not values[0]  # the oldest were dropped
+    large = pack_input(_input(99, "z" * 3_000))
+    assert memo.input(large) is not memo.input(large)  # never kept
+    small = DecodedMemo(entries=100, blob_bytes=3 * len(blobs[0]), largest=2_000)
+    for b in blobs:
+        small.input(b)
+    assert sum(len(b) for b, _ in small._young.values()) <= 3 * len(blobs[0])
+    assert len(small._young) + len(small._old) <= 6
+
+
+def test_the_memo_keeps_nothing_that_failed_to_decode() -> None:
+    memo = DecodedMemo()
+    bad = b"\xa1\x61x\x01"
+    for _ in range(2):
+        with pytest.raises(CorruptValue):
+            memo.input(bad)
+    assert not memo._young
+    assert not memo._old
+
+
+def test_a_memoized_value_under_another_key_is_still_corrupt_store() -> None:
+    # The same blob object read under its own key (memoized) and then found
+    # under another input's key: the key check runs on every read.
+    blob = pack_input(_input(5))
+    right, wrong = ma.InputId(uuid.UUID(int=5)), ma.InputId(uuid.UUID(int=6))
+    record = core.RuntimeRecord(input_states=pmap({input_key(right): blob, input_key(wrong): blob}))
+    state = core.StoreState(pmap({RT: record}))
+    assert core.load_input_state(state, RT, right) is not None
+    assert core.load_input_state(state, RT, right) is core.load_input_state(state, RT, right)
+    with pytest.raises(CorruptStore, match="holds input id"):
+        core.load_input_state(state, RT, wrong)
+
+
+async def test_point_reads_follow_every_write_through_the_memo() -> None:
+    async with ma.open_store() as store:
+        iid = ma.InputId(uuid.UUID(int=11))
+        for text in ["a", "b", "a", "c"]:
+            await store.persist_input_state(RT, stored(iid, persisted_input={"text": text}))
+            for _ in range(2):
+                got = await store.load_input_state(RT, iid)
+                assert got is not None
+                assert got.state.persisted_input == pmap({"text": text})
