@@ -14,11 +14,13 @@ Rule 4: the actor never holds the trio thread for long. It applies a batch
 in *slices*: a slice ends with the first command that finishes
 `SLICE_SECONDS` (2 ms) or more after the slice began, and before the next
 command the actor yields with a cancel-shielded checkpoint, so other tasks
-run. Slicing changes only when other tasks run: the batch is still one unit
-(one group, one write, one fsync), its commands are applied in order each on
-the state the previous one left, nothing of it is published or answered
-before the whole batch is (durable stores: before its group is durable), and
-cancellation still reaches the actor only between batches.
+run. In a durable store, before it yields, the actor hands the slice to the
+writer as a group of its own, so the slice's write and fsync overlap the
+planning of the next slice. Otherwise slicing changes only when other tasks
+run: the batch's commands are applied in order each on the state the
+previous one left, nothing is published or answered before it is durable
+(groups are written and answered in order; in memory, before the whole batch
+is applied), and cancellation still reaches the actor only between batches.
 
 Theory of operation. `open_store()` starts the actor in a nursery and hands
 out an `ActorStore`. A write builds its command in the caller's task (the
@@ -48,7 +50,8 @@ completes atomically and takes effect before any later call of that task; the
 pending cancellation is delivered at the caller's next checkpoint. The
 delay is the time to apply the batches ahead of it and make them durable.
 The actor's own checkpoints between slices are shielded: a batch once taken
-from the channel is applied whole and handed to the writer as one group; a
+from the channel is applied whole and handed to the writer (one group per
+slice); a
 cancellation of the host's scope reaches the actor at its next `receive` or
 `submit`. If the writer task has already ended by then, `submit` answers the
 group with `StoreClosed` (Rule 3).
@@ -195,14 +198,17 @@ class _Actor:
     ) -> tuple[list[Outcome], list[bytes], BaseException | None]:
         """Apply a batch with the pure core, in order, in slices (Rule 4).
 
-        Returns each command's outcome (its reply and error, `None` if
-        applied), the log record payloads of the applied commands (durable
-        stores only; the writer frames them), and a `BaseException` to
-        re-raise once the batch is answered, if one struck.
+        Returns the outcome of each command of the last slice (its reply and
+        error, `None` if applied), the log record payloads of its applied
+        commands (durable stores only; the writer frames them), and a
+        `BaseException` to re-raise once the batch is answered, if one struck.
+        A durable store's earlier slices went to the writer as groups of their
+        own (`submit_nowait`) before each yield; an in-memory store's outcomes
+        are all returned.
 
         Between two slices the actor yields to trio with a cancel-shielded
         checkpoint, so a batch once started is always applied whole and
-        answered as one group: cancellation reaches the actor only between
+        answered: cancellation reaches the actor only between
         batches, as without slices. While it yields, `self.state` holds the
         working state so far; only the writer's `fall_back` may change it
         meanwhile (a failed append poisoned the store), and the slice after it
@@ -223,6 +229,11 @@ class _Actor:
             if outcomes and time.perf_counter() >= deadline:
                 self.slices += 1
                 self.state = state
+                if writer is not None:
+                    # The slice so far is a group of its own: its write and
+                    # fsync overlap the next slice's planning (Rule 4).
+                    writer.submit_nowait(Group(records, state, self.next_lsn - 1, outcomes))
+                    outcomes, records = [], []
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 state = self.state
                 deadline = time.perf_counter() + SLICE_SECONDS

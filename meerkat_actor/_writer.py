@@ -13,8 +13,9 @@ Rule 3: blocking calls run in worker threads, and never abandoned: a thread
 that may still write finishes before its task does, even when cancelled.
 
 Theory of operation. The actor applies a batch, encodes one record payload
-per applied command (LSNs assigned in order) and `submit`s the batch as a
-group (one per batch, however many slices the actor applied it in). The
+per applied command (LSNs assigned in order) and submits each slice of the
+batch as a group (`submit_nowait` between slices, so its write overlaps the
+next slice's planning; `submit` for the last, which waits for room). The
 writer task takes *every* group waiting (so while one write is in flight, the
 next groups gather: pipelining) and, in one worker thread call (`_append`),
 frames their records into one buffer (each record names the LSN of the
@@ -131,6 +132,19 @@ class Writer:
             if self._space.is_set():
                 self._space = trio.Event()
             await self._space.wait()
+        self._pending.append(group)
+        self._pending_bytes += group.size
+        self._wake.set()
+
+    def submit_nowait(self, group: Group) -> None:
+        """Queue a group without waiting for room: the actor's groups from
+        inside a batch (a batch's last group goes through `submit`, which
+        waits, so the queue exceeds `MAX_PENDING_BYTES` by at most one batch)."""
+        if self._finished:
+            self._fail_groups(
+                [group], StoreClosed("the store closed before this command was durable")
+            )
+            return
         self._pending.append(group)
         self._pending_bytes += group.size
         self._wake.set()
@@ -289,7 +303,9 @@ class Writer:
     def _fail_groups(groups: list[Group], error: BaseException) -> None:
         for group in groups:
             for reply, _ in group.outcomes:
-                reply.set(type(error)(str(error)))
+                failure = type(error)(str(error))
+                failure.__cause__ = error.__cause__
+                reply.set(failure)
 
     async def _start_checkpoint(self, nursery: trio.Nursery) -> None:
         """Rotate the log (nothing is in flight now), then snapshot in the background."""

@@ -165,6 +165,9 @@ def test_base_exception_in_updater_strands_batch(tmp_path, monkeypatch, coin):
     (the writer was cancelled) or `Internal` (the actor died), and the
     SystemExit leaves the store's block."""
     _pin_scheduler(monkeypatch, coin)
+    # The batch must be one slice: a slice of its own would take the good
+    # write to the writer before the updater dies.
+    monkeypatch.setattr(A, "SLICE_SECONDS", 60.0)
     created = _track(monkeypatch)
     result = {}
     outcomes = {}
