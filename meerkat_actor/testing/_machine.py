@@ -51,14 +51,19 @@ are synchronous, as Hypothesis requires.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
+import math
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -419,6 +424,7 @@ _DISTINCT_ERRORS: tuple[type[Exception], ...] = (
 """Error classes the model raises for a reason of their own: a store may raise
 a refinement of the class the model raised, but not one of these in its place."""
 _ERROR_FIELDS: dict[type[BaseException], tuple[str, ...]] = {
+    SessionKeyMismatch: ("expected", "actual"),
     NotRetirable: ("input_id", "phase"),
     RuntimeNotDestroyed: ("actual",),
     LifecycleConflict: ("expected", "actual"),
@@ -449,7 +455,10 @@ class _Outcome:
         if not isinstance(self.error, wanted):
             return False
         fields = _ERROR_FIELDS.get(wanted, ())
-        if any(getattr(self.error, f, None) != getattr(expected.error, f) for f in fields):
+        missing = object()
+        if not all(
+            identical(getattr(self.error, f, missing), getattr(expected.error, f)) for f in fields
+        ):
             return False
         return not any(
             isinstance(self.error, other) and other is not wanted and issubclass(other, wanted)
@@ -457,8 +466,7 @@ class _Outcome:
         )
 
     def _same_value(self, expected: _Outcome) -> bool:
-        # The type too: a memoryview or bytearray equals bytes, a tuple is not a list.
-        return type(self.value) is type(expected.value) and bool(self.value == expected.value)
+        return identical(self.value, expected.value)
 
     def __repr__(self) -> str:
         if self.error is not None:
@@ -466,6 +474,53 @@ class _Outcome:
             carried = "".join(f", .{f}={getattr(self.error, f, None)!r}" for f in fields)
             return f"raised {type(self.error).__name__}: {self.error}{carried}"
         return f"returned {self.value!r}"
+
+
+def identical(got: object, want: object) -> bool:
+    """Whether `got` is `want` in every detail a caller can observe: equal,
+    and of the same type all the way down.
+
+    `==` is not enough. Inside an opaque JSON document `True == 1 == 1.0`
+    and `-0.0 == 0.0`, so a backend that re-serialises documents through a
+    JSON column (a boolean read back as an integer, `1.0` as `1`, `-0.0` as
+    `0`) would pass; and a `bytearray` or `memoryview` equals `bytes`, a
+    tuple is not a list. This compares types at every level (a `bool` is not
+    an `int`), floats by value and sign, mappings key by key, sequences item
+    by item, and dataclasses (every value of the data model) field by field;
+    timestamps must be the same instant in the same time zone.
+    """
+    if type(got) is not type(want):
+        return False
+    if isinstance(want, float):
+        assert isinstance(got, float)
+        return got == want and math.copysign(1.0, got) == math.copysign(1.0, want)
+    if isinstance(want, (str, bytes, int, Enum, uuid.UUID)) or want is None:
+        return bool(got == want)
+    if isinstance(want, datetime):
+        assert isinstance(got, datetime)
+        return got == want and got.utcoffset() == want.utcoffset()
+    if isinstance(want, Mapping):
+        assert isinstance(got, Mapping)
+        if len(got) != len(want):
+            return False
+        keys = {_key_identity(k) for k in want}
+        if {_key_identity(k) for k in got} != keys:
+            return False
+        return all(identical(got[k], want[k]) for k in want)
+    if isinstance(want, (tuple, list)):
+        assert isinstance(got, (tuple, list))
+        if len(got) != len(want):
+            return False
+        return all(identical(a, b) for a, b in zip(got, want, strict=True))
+    if dataclasses.is_dataclass(want):
+        return all(
+            identical(getattr(got, f.name), getattr(want, f.name)) for f in dataclasses.fields(want)
+        )
+    return bool(got == want)
+
+
+def _key_identity(key: object) -> tuple[type, object]:
+    return (type(key), key)
 
 
 def _model_outcome(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> _Outcome:
@@ -538,6 +593,7 @@ async def assert_store_matches_model(
     *,
     runtime_ids: Iterable[LogicalRuntimeId] = (),
     receipt_keys: Iterable[tuple[LogicalRuntimeId, RunId, int]] = (),
+    by_name: bool = False,
 ) -> None:
     """Raise `AssertionError` unless the whole observable state of `store`
     equals the model's: every read answers alike, for the machine's id pools,
@@ -549,16 +605,35 @@ async def assert_store_matches_model(
     model's: every runtime the store lists has been read in full.
 
     The machine's invariant; tests of crash recovery use it too, with a model
-    that holds what was acknowledged.
+    that holds what was acknowledged. With `by_name`, every read passes
+    its arguments by keyword (the machine alternates).
     """
     for name, args in _observations(model, runtime_ids, receipt_keys):
-        got = await _store_outcome(getattr(store, name), *args)
+        call_args, call_kwargs = _by_name(name, args, {}) if by_name else (args, {})
+        got = await _store_outcome(getattr(store, name), *call_args, **call_kwargs)
         expected = _expected(model, capabilities, name, args)
         if not got.same_as(expected):
             raise AssertionError(
-                f"state differs at {name}{_args_repr(args)}:"
+                f"state differs at {name}{_args_repr(call_args, call_kwargs)}:"
                 f" the store {got!r}, the model {expected!r}"
             )
+
+
+@functools.cache
+def _parameters(name: str) -> tuple[str, ...]:
+    """The names of `RuntimeStore.<name>`'s parameters, in order (not `self`)."""
+    signature = inspect.signature(getattr(RuntimeStore, name))
+    return tuple(signature.parameters)[1:]
+
+
+def _by_name(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """`args` and `kwargs` of a call of `RuntimeStore.<name>`, all as keywords."""
+    named = dict(zip(_parameters(name), args, strict=False))
+    if len(named) < len(args):  # more arguments than parameters: leave them as given
+        return args, kwargs
+    return (), {**named, **kwargs}
 
 
 @runtime_checkable
@@ -675,6 +750,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         self._open = self.store_opener()
         self.seen_runtimes: dict[LogicalRuntimeId, None] = {}
         self.seen_receipts: dict[tuple[LogicalRuntimeId, RunId, int], None] = {}
+        self._calls = 0
+        self._checks = 0
         try:
             self.bridge: TrioBridge[RuntimeStore] = TrioBridge(self._open)
             self.authority_key = self._check_authority_key(None)
@@ -722,15 +799,23 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     # --- plumbing ------------------------------------------------------------------
 
     def _same(self, name: str, *args: Any, **kwargs: Any) -> None:
-        """Run `name(*args, **kwargs)` on both sides; their outcomes must agree."""
+        """Run `name(*args, **kwargs)` on both sides; their outcomes must agree.
+
+        Every other call reaches the store with every argument by keyword
+        (the parameter names of `RuntimeStore`, which callers may use), the
+        others positionally (their order): a backend must accept both."""
         self._note_sent(args)
         expected = _expected(self.model, self.capabilities, name, args, kwargs)
         store = self.bridge.resource
-        call = partial(_store_outcome, getattr(store, name), *args, **kwargs)
+        self._calls += 1
+        by_name = self._calls % 2 == 0
+        call_args, call_kwargs = _by_name(name, args, kwargs) if by_name else (args, kwargs)
+        call = partial(_store_outcome, getattr(store, name), *call_args, **call_kwargs)
         actual = self.bridge.call(call)
         if not actual.same_as(expected):
             raise AssertionError(
-                f"{name}{_args_repr(args, kwargs)}: the store {actual!r}, the model {expected!r}"
+                f"{name}{_args_repr(call_args, call_kwargs)}: the store {actual!r},"
+                f" the model {expected!r}"
             )
 
     def _note_sent(self, args: tuple[Any, ...]) -> None:
@@ -1199,11 +1284,13 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def whole_state_matches_model(self) -> None:
+        self._checks += 1
         self.bridge.call(
             partial(
                 assert_store_matches_model,
                 runtime_ids=self.seen_runtimes,
                 receipt_keys=self.seen_receipts,
+                by_name=self._checks % 2 == 0,
             ),
             self.bridge.resource,
             self.model,

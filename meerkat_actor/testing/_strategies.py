@@ -130,6 +130,32 @@ def utc_datetimes() -> st.SearchStrategy[datetime]:
     )
 
 
+_EDGE_LEAVES: tuple[Any, ...] = (
+    True,
+    False,
+    0,
+    1,
+    1.0,
+    -0.0,
+    0.5,
+    2**53 + 1,
+    -(2**63),
+    U64_MAX,
+    1e300,
+    "",
+    "\u00e9",
+    "e\u0301",
+    "A",
+    "a",
+)
+"""Leaves a backend that stores documents elsewhere gets wrong: JSON's
+booleans and numbers (True is not 1, 1.0 is not 1, -0.0 keeps its sign,
+2**53 + 1 is not a double), and text a collation or a Unicode normalisation
+would merge (NFC and NFD forms of é, case)."""
+
+_document_keys = st.one_of(st.text(max_size=8), st.sampled_from(("id", "ID", "\u00e9", "e\u0301")))
+
+
 def json_documents(max_leaves: int = 12) -> st.SearchStrategy[Any]:
     """Plain JSON-compatible documents (dicts, lists, str, int, float, bool, None)."""
     leaves = st.one_of(
@@ -138,12 +164,13 @@ def json_documents(max_leaves: int = 12) -> st.SearchStrategy[Any]:
         st.integers(min_value=-(2**63), max_value=U64_MAX),
         st.floats(allow_nan=False, allow_infinity=False),
         st.text(max_size=16),
+        st.sampled_from(_EDGE_LEAVES),
     )
     return st.recursive(
         leaves,
         lambda children: st.one_of(
             st.lists(children, max_size=4),
-            st.dictionaries(st.text(max_size=8), children, max_size=4),
+            st.dictionaries(_document_keys, children, max_size=4),
         ),
         max_leaves=max_leaves,
     )
