@@ -693,6 +693,28 @@ def _commit_to(to_state: RuntimeState) -> MachineLifecycleCommit:
     return machine_transition(source, to_state)
 
 
+_Call = tuple[str, tuple[Any, ...], dict[str, Any]]
+"""A call of a `RuntimeStore` method: its name, arguments and keyword arguments."""
+
+_RACES = (
+    "oauth_persist_update",
+    "apply_and_persist_input",
+    "lifecycle_and_persist_input",
+    "retire_and_persist_input",
+    "purge_and_apply",
+    "session_commit_and_apply",
+    "session_clear_and_commit",
+    "ops_delete_and_persist",
+)
+"""The pairs of operations `race_two_operations` runs at once."""
+
+
+def _other_delta(delta: SessionDelta) -> SessionDelta:
+    """A readable snapshot of the pool's other session."""
+    other = next(s for s in SESSION_IDS if _session_json(s) != delta.session_snapshot)
+    return SessionDelta(_session_json(other))
+
+
 _CANCEL_POINTS = 12
 """`cancelled_then_persist` cancels a call after 0 to this many scheduling points."""
 
@@ -860,8 +882,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     @rule(
         earlier=applied,
         message_count=st.integers(0, 3),
-        delta=st.one_of(st.none(), readable_deltas),
+        delta=st.one_of(st.none(), deltas),
         input_updates=state_lists,
+        session_store_key=st.one_of(st.none(), session_ids),
     )
     def atomic_apply_same_key(
         self,
@@ -869,13 +892,18 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         message_count: int,
         delta: SessionDelta | None,
         input_updates: list[StoredInputState],
+        session_store_key: SessionId | None,
     ) -> None:
         """`atomic_apply` again with an earlier call's receipt key (runtime,
         run id, sequence) and a receipt that may differ in its body: if the
-        earlier call landed, this one must fail whole (`ReceiptConflict`)."""
+        earlier call landed, this one must fail whole (`ReceiptConflict`).
+        The snapshot may be unreadable and the session key may mismatch, so
+        that several checks fail at once: the error must be the one SPEC §4
+        checks first (the session codec, then the session key, then the
+        receipt)."""
         runtime_id, receipt = earlier
         again = replace(receipt, message_count=message_count)
-        self._same("atomic_apply", runtime_id, delta, again, input_updates, None)
+        self._same("atomic_apply", runtime_id, delta, again, input_updates, session_store_key)
 
     @rule(earlier=applied, sequence=sequences, message_count=st.integers(0, 3))
     def atomic_apply_same_run(
@@ -1105,6 +1133,160 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         if first.error is None and later.error is not None:
             # The model let task 0 win; the store's winner wrote its own state.
             self.model.persist_input_state(runtime_id, version(winners[0]))
+
+    @rule(
+        race=st.sampled_from(_RACES),
+        runtime_id=pool_runtime_ids,
+        shell=_terminal_states,
+        receipt=receipts,
+        snapshot=st.binary(min_size=1, max_size=8),
+        update=st.sampled_from((Increment(), Append(b"+"))),
+        delta=readable_deltas,
+        to_state=targets,
+        ops=ops_snapshots,
+        delay=st.integers(-3, 3),
+    )
+    def race_two_operations(
+        self,
+        *,
+        race: str,
+        runtime_id: LogicalRuntimeId,
+        shell: StoredInputState,
+        receipt: RunBoundaryReceipt,
+        snapshot: bytes,
+        update: Callable[[bytes | None], bytes],
+        delta: SessionDelta,
+        to_state: RuntimeState,
+        ops: PersistedOpsSnapshot,
+        delay: int,
+    ) -> None:
+        """Two different operations on the same data, from two trio tasks at
+        once (the second starts `abs(delay)` scheduling points after the
+        first; a negative delay swaps which goes first). The store must be
+        linearizable: its two outcomes and its whole state afterwards must be
+        those of running the two one after the other, in one order or the
+        other. A backend whose writes do not all take the same lock, or that
+        reads and writes in two steps, loses an update here.
+
+        `race` names the pair (see `_RACES`): an OAuth persist and an update;
+        an `atomic_apply` and a `persist_input_state` of the same input; a
+        compare-and-set lifecycle commit and a `persist_input_state`; a
+        retirement and a `persist_input_state`; a purge and an `atomic_apply`;
+        a session commit and an `atomic_apply` with a session; a session
+        clear and a session commit; an ops delete and an ops persist."""
+        input_id = shell.state.input_id
+        other = StoredInputState(
+            shell.state, replace(shell.seed, attempt_count=shell.seed.attempt_count + 1)
+        )
+        calls: tuple[_Call, _Call]
+        if race == "oauth_persist_update":
+            calls = (
+                ("persist_auth_oauth_flow_snapshot", (snapshot,), {}),
+                ("update_auth_oauth_flow_snapshot", (update,), {}),
+            )
+        elif race == "apply_and_persist_input":
+            calls = (
+                ("atomic_apply", (runtime_id, None, receipt, [shell], None), {}),
+                ("persist_input_state", (runtime_id, other), {}),
+            )
+        elif race == "lifecycle_and_persist_input":
+            expected = self.model.load_runtime_state(runtime_id)
+            calls = (
+                (
+                    "commit_machine_lifecycle",
+                    (runtime_id, _commit_to(to_state), [shell]),
+                    {"expected": expected},
+                ),
+                ("persist_input_state", (runtime_id, other), {}),
+            )
+        elif race == "retire_and_persist_input":
+            self._same("persist_input_state", runtime_id, shell)
+            calls = (
+                ("retire_input_payloads", (runtime_id, [input_id]), {}),
+                ("persist_input_state", (runtime_id, other), {}),
+            )
+        elif race == "purge_and_apply":
+            ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
+            self._same("commit_machine_lifecycle", runtime_id, ending, [])
+            calls = (
+                ("purge_runtime", (runtime_id,), {}),
+                ("atomic_apply", (runtime_id, None, receipt, [shell], None), {}),
+            )
+        elif race == "session_commit_and_apply":
+            calls = (
+                ("commit_session_snapshot", (runtime_id, delta), {}),
+                ("atomic_apply", (runtime_id, _other_delta(delta), receipt, [shell], None), {}),
+            )
+        elif race == "session_clear_and_commit":
+            calls = (
+                ("clear_session_snapshot", (runtime_id,), {}),
+                ("commit_session_snapshot", (runtime_id, delta), {}),
+            )
+        else:
+            assert race == "ops_delete_and_persist"
+            calls = (
+                ("delete_ops_lifecycle", (runtime_id,), {}),
+                ("persist_ops_lifecycle", (runtime_id, ops), {}),
+            )
+        self._race(calls, delay)
+
+    def _race(self, calls: tuple[_Call, _Call], delay: int) -> None:
+        for _, args, _kwargs in calls:
+            self._note_sent(args)
+        serial: list[tuple[ReferenceModel, list[_Outcome]]] = []
+        for order in ((0, 1), (1, 0)):
+            model = self.model.copy()
+            outcomes: list[_Outcome] = [_Outcome(), _Outcome()]
+            for i in order:
+                name, args, kwargs = calls[i]
+                outcomes[i] = _expected(model, self.capabilities, name, args, kwargs)
+            serial.append((model, outcomes))
+        first, second = (0, 1) if delay >= 0 else (1, 0)
+        got: list[_Outcome] = [_Outcome(), _Outcome()]
+
+        async def one(store: RuntimeStore, i: int, wait: int) -> None:
+            for _ in range(wait):
+                await trio.lowlevel.checkpoint()
+            name, args, kwargs = calls[i]
+            got[i] = await _store_outcome(getattr(store, name), *args, **kwargs)
+
+        async def run(store: RuntimeStore) -> int | None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one, store, first, 0)
+                nursery.start_soon(one, store, second, abs(delay))
+            for index, (model, outcomes) in enumerate(serial):
+                if not all(g.same_as(o) for g, o in zip(got, outcomes, strict=True)):
+                    continue
+                try:
+                    await assert_store_matches_model(
+                        store,
+                        model,
+                        self.capabilities,
+                        runtime_ids=self.seen_runtimes,
+                        receipt_keys=self.seen_receipts,
+                    )
+                except AssertionError:
+                    continue
+                return index
+            return None
+
+        index = self.bridge.call(run, self.bridge.resource)
+        if index is None:
+            described = " and ".join(
+                f"{name}{_args_repr(args, kwargs)}" for name, args, kwargs in calls
+            )
+            orders = "; ".join(
+                f"{label}: {outcomes!r}"
+                for label, (_, outcomes) in zip(
+                    ("in the order given", "in the other order"), serial, strict=True
+                )
+            )
+            raise AssertionError(
+                f"{calls[0][0]} racing {calls[1][0]}: {described} from two tasks at once:"
+                f" the store {got!r}, and neither order of the two explains its answers"
+                f" and its state afterwards (the model {orders})"
+            )
+        self.model = serial[index][0]
 
     # --- discovery and retention (SPEC §3b) ------------------------------------------
 
