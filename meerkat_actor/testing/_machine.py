@@ -696,17 +696,25 @@ def _commit_to(to_state: RuntimeState) -> MachineLifecycleCommit:
 _Call = tuple[str, tuple[Any, ...], dict[str, Any]]
 """A call of a `RuntimeStore` method: its name, arguments and keyword arguments."""
 
-_RACES = (
-    "oauth_persist_update",
+_INPUT_RACES = (
     "apply_and_persist_input",
     "lifecycle_and_persist_input",
     "retire_and_persist_input",
     "purge_and_apply",
+)
+"""Pairs of operations `race_input_writes` runs at once."""
+_OTHER_RACES = (
+    "oauth_persist_update",
     "session_commit_and_apply",
     "session_clear_and_commit",
     "ops_delete_and_persist",
 )
-"""The pairs of operations `race_two_operations` runs at once."""
+"""Pairs of operations `race_other_writes` runs at once."""
+
+
+_RACE_SHELL = StoredInputState.new_accepted(INPUT_IDS[0], now=_EPOCH)
+_RACE_UPDATE = Increment()
+_RACE_DELTA = SessionDelta(_session_json(SESSION_IDS[0]))
 
 
 def _other_delta(delta: SessionDelta) -> SessionDelta:
@@ -1135,38 +1143,81 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             self.model.persist_input_state(runtime_id, version(winners[0]))
 
     @rule(
-        race=st.sampled_from(_RACES),
+        race=st.sampled_from(_INPUT_RACES),
         runtime_id=pool_runtime_ids,
         shell=_terminal_states,
         receipt=receipts,
-        snapshot=st.binary(min_size=1, max_size=8),
-        update=st.sampled_from((Increment(), Append(b"+"))),
-        delta=readable_deltas,
         to_state=targets,
-        ops=ops_snapshots,
-        delay=st.integers(-3, 3),
     )
-    def race_two_operations(
+    def race_input_writes(
         self,
         *,
         race: str,
         runtime_id: LogicalRuntimeId,
         shell: StoredInputState,
         receipt: RunBoundaryReceipt,
+        to_state: RuntimeState,
+    ) -> None:
+        """`race_two_operations` of a pair that writes an input state (see
+        `_INPUT_RACES`)."""
+        self.race_two_operations(
+            race=race, runtime_id=runtime_id, shell=shell, receipt=receipt, to_state=to_state
+        )
+
+    @rule(
+        race=st.sampled_from(_OTHER_RACES),
+        runtime_id=pool_runtime_ids,
+        receipt=receipts,
+        snapshot=st.binary(min_size=1, max_size=8),
+        update=st.sampled_from((Increment(), Append(b"+"))),
+        delta=readable_deltas,
+        ops=ops_snapshots,
+    )
+    def race_other_writes(
+        self,
+        *,
+        race: str,
+        runtime_id: LogicalRuntimeId,
+        receipt: RunBoundaryReceipt,
         snapshot: bytes,
         update: Callable[[bytes | None], bytes],
         delta: SessionDelta,
-        to_state: RuntimeState,
         ops: PersistedOpsSnapshot,
-        delay: int,
+    ) -> None:
+        """`race_two_operations` of a pair that writes the OAuth snapshot, a
+        session or an ops snapshot (see `_OTHER_RACES`)."""
+        self.race_two_operations(
+            race=race,
+            runtime_id=runtime_id,
+            receipt=receipt,
+            snapshot=snapshot,
+            update=update,
+            delta=delta,
+            ops=ops,
+        )
+
+    def race_two_operations(
+        self,
+        *,
+        race: str,
+        runtime_id: LogicalRuntimeId,
+        receipt: RunBoundaryReceipt,
+        shell: StoredInputState = _RACE_SHELL,
+        snapshot: bytes = b"1",
+        update: Callable[[bytes | None], bytes] = _RACE_UPDATE,
+        delta: SessionDelta = _RACE_DELTA,
+        to_state: RuntimeState = RuntimeState.IDLE,
+        ops: PersistedOpsSnapshot | None = None,
     ) -> None:
         """Two different operations on the same data, from two trio tasks at
-        once (the second starts `abs(delay)` scheduling points after the
-        first; a negative delay swaps which goes first). The store must be
-        linearizable: its two outcomes and its whole state afterwards must be
-        those of running the two one after the other, in one order or the
-        other. A backend whose writes do not all take the same lock, or that
-        reads and writes in two steps, loses an update here.
+        once, seven times: the second starts 0 to 3 scheduling points after
+        the first, then the other way round (which interleaving shows a
+        defect depends on how many points each operation takes, so the step
+        tries them all). The store must be linearizable: its two outcomes,
+        and what it holds of the data afterwards, must be those of running
+        the two one after the other, in one order or the other. A backend
+        whose writes do not all take the same lock, or that reads and writes
+        in two steps, loses an update here.
 
         `race` names the pair (see `_RACES`): an OAuth persist and an update;
         an `atomic_apply` and a `persist_input_state` of the same input; a
@@ -1178,69 +1229,195 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         other = StoredInputState(
             shell.state, replace(shell.seed, attempt_count=shell.seed.attempt_count + 1)
         )
-        calls: tuple[_Call, _Call]
-        if race == "oauth_persist_update":
-            calls = (
-                ("persist_auth_oauth_flow_snapshot", (snapshot,), {}),
-                ("update_auth_oauth_flow_snapshot", (update,), {}),
-            )
-        elif race == "apply_and_persist_input":
-            calls = (
-                ("atomic_apply", (runtime_id, None, receipt, [shell], None), {}),
-                ("persist_input_state", (runtime_id, other), {}),
-            )
-        elif race == "lifecycle_and_persist_input":
-            expected = self.model.load_runtime_state(runtime_id)
-            calls = (
-                (
-                    "commit_machine_lifecycle",
-                    (runtime_id, _commit_to(to_state), [shell]),
-                    {"expected": expected},
-                ),
-                ("persist_input_state", (runtime_id, other), {}),
-            )
-        elif race == "retire_and_persist_input":
-            self._same("persist_input_state", runtime_id, shell)
-            calls = (
-                ("retire_input_payloads", (runtime_id, [input_id]), {}),
-                ("persist_input_state", (runtime_id, other), {}),
-            )
-        elif race == "purge_and_apply":
-            ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
-            self._same("commit_machine_lifecycle", runtime_id, ending, [])
-            calls = (
-                ("purge_runtime", (runtime_id,), {}),
-                ("atomic_apply", (runtime_id, None, receipt, [shell], None), {}),
-            )
-        elif race == "session_commit_and_apply":
-            calls = (
-                ("commit_session_snapshot", (runtime_id, delta), {}),
-                ("atomic_apply", (runtime_id, _other_delta(delta), receipt, [shell], None), {}),
-            )
-        elif race == "session_clear_and_commit":
-            calls = (
-                ("clear_session_snapshot", (runtime_id,), {}),
-                ("commit_session_snapshot", (runtime_id, delta), {}),
-            )
-        else:
-            assert race == "ops_delete_and_persist"
-            calls = (
-                ("delete_ops_lifecycle", (runtime_id,), {}),
-                ("persist_ops_lifecycle", (runtime_id, ops), {}),
-            )
-        self._race(calls, delay)
+        for attempt, delay in enumerate((0, 1, 2, 3, -1, -2, -3)):
+            # A receipt key of its own for each attempt.
+            sequence = (receipt.sequence + attempt) % 2**64
+            apply = (runtime_id, None, replace(receipt, sequence=sequence), [shell], None)
+            calls: tuple[_Call, _Call]
+            if race == "oauth_persist_update":
+                calls = (
+                    ("persist_auth_oauth_flow_snapshot", (snapshot,), {}),
+                    ("update_auth_oauth_flow_snapshot", (update,), {}),
+                )
+            elif race == "apply_and_persist_input":
+                calls = (
+                    ("atomic_apply", apply, {}),
+                    ("persist_input_state", (runtime_id, other), {}),
+                )
+            elif race == "lifecycle_and_persist_input":
+                expected = self.model.load_runtime_state(runtime_id)
+                commit = _commit_to(to_state)
+                calls = (
+                    (
+                        "commit_machine_lifecycle",
+                        (runtime_id, commit, [shell]),
+                        {"expected": expected},
+                    ),
+                    ("persist_input_state", (runtime_id, other), {}),
+                )
+            elif race == "retire_and_persist_input":
+                self._same("persist_input_state", runtime_id, shell)
+                calls = (
+                    ("retire_input_payloads", (runtime_id, [input_id]), {}),
+                    ("persist_input_state", (runtime_id, other), {}),
+                )
+            elif race == "purge_and_apply":
+                ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
+                self._same("commit_machine_lifecycle", runtime_id, ending, [])
+                calls = (("purge_runtime", (runtime_id,), {}), ("atomic_apply", apply, {}))
+            elif race == "session_commit_and_apply":
+                with_session = (runtime_id, _other_delta(delta), *apply[2:])
+                calls = (
+                    ("commit_session_snapshot", (runtime_id, delta), {}),
+                    ("atomic_apply", with_session, {}),
+                )
+            elif race == "session_clear_and_commit":
+                calls = (
+                    ("clear_session_snapshot", (runtime_id,), {}),
+                    ("commit_session_snapshot", (runtime_id, delta), {}),
+                )
+            else:
+                assert race == "ops_delete_and_persist"
+                assert ops is not None
+                calls = (
+                    ("delete_ops_lifecycle", (runtime_id,), {}),
+                    ("persist_ops_lifecycle", (runtime_id, ops), {}),
+                )
+            self._race(calls, delay, runtime_id)
 
-    def _race(self, calls: tuple[_Call, _Call], delay: int) -> None:
+    @rule(
+        runtime_id=pool_runtime_ids,
+        receipt=receipts,
+        input_updates=st.lists(stored_states, min_size=1, max_size=3),
+        delta=st.one_of(st.none(), readable_deltas),
+        readers=st.integers(1, 3),
+    )
+    def read_during_atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        receipt: RunBoundaryReceipt,
+        input_updates: list[StoredInputState],
+        delta: SessionDelta | None,
+        readers: int,
+    ) -> None:
+        """`atomic_apply` in one task while `readers` other tasks read, over
+        and over until it has returned, everything it may change: its
+        receipt, each of its input states, the session snapshot, the
+        runtime's lists. Every read must answer as before the write or as
+        after it, and once a task has seen anything of the write, that
+        task's later reads must all see all of it (SPEC §4: the write is
+        atomic for readers too). A backend that commits the receipt and the
+        input states in two steps is seen half-done here."""
+        args = (runtime_id, delta, receipt, input_updates, None)
+        self._note_sent(args)
+        before = self.model.copy()
+        expected = _expected(self.model, self.capabilities, "atomic_apply", args)
+        reads: list[tuple[str, tuple[Any, ...]]] = [
+            ("load_boundary_receipt", (runtime_id, receipt.run_id, receipt.sequence)),
+            *(
+                ("load_input_state", (runtime_id, input_id))
+                for input_id in dict.fromkeys(s.state.input_id for s in input_updates)
+            ),
+            ("load_session_snapshot", (runtime_id,)),
+            ("load_input_states", (runtime_id,)),
+            ("load_boundary_receipts", (runtime_id,)),
+            ("list_runtimes", ()),
+        ]
+        answers = [
+            (
+                _expected(before, self.capabilities, name, read_args),
+                _expected(self.model, self.capabilities, name, read_args),
+            )
+            for name, read_args in reads
+        ]
+        problems: list[str] = []
+        written: list[_Outcome] = []
+
+        async def write(store: RuntimeStore, done: trio.Event) -> None:
+            written.append(await _store_outcome(store.atomic_apply, *args))
+            done.set()
+
+        async def read(store: RuntimeStore, done: trio.Event, task: int) -> None:
+            seen_after: str | None = None
+            passes = 0
+            while not problems:
+                last = done.is_set()
+                order = (
+                    range(len(reads)) if (passes + task) % 2 == 0 else reversed(range(len(reads)))
+                )
+                for i in order:
+                    name, read_args = reads[i]
+                    got = await _store_outcome(getattr(store, name), *read_args)
+                    old, new = answers[i]
+                    is_old, is_new = got.same_as(old), got.same_as(new)
+                    call = f"{name}{_args_repr(read_args)}"
+                    if not (is_old or is_new):
+                        problems.append(
+                            f"{call} answered {got!r}: neither before ({old!r}) nor after ({new!r})"
+                        )
+                        return
+                    if is_new and not is_old:
+                        seen_after = seen_after or call
+                    elif seen_after is not None and is_old and not is_new:
+                        problems.append(
+                            f"{call} answered as before the write ({got!r}) after"
+                            f" {seen_after} had answered as after it"
+                        )
+                        return
+                passes += 1
+                if last:
+                    return
+
+        async def run(store: RuntimeStore) -> None:
+            done = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for task in range(readers):
+                    nursery.start_soon(read, store, done, task)
+                nursery.start_soon(write, store, done)
+
+        self.bridge.call(run, self.bridge.resource)
+        if not written[0].same_as(expected):
+            raise AssertionError(
+                f"atomic_apply{_args_repr(args)} while {readers} tasks read:"
+                f" the store {written[0]!r}, the model {expected!r}"
+            )
+        if problems:
+            raise AssertionError(
+                f"atomic_apply{_args_repr(args)} seen half done by a task reading meanwhile:"
+                f" {problems[0]}"
+            )
+
+    def _race(self, calls: tuple[_Call, _Call], delay: int, runtime_id: LogicalRuntimeId) -> None:
+        """Run `calls` from two tasks (the second `abs(delay)` points later; a
+        negative delay starts the second call first); adopt the serial order
+        that explains the store's answers and what it then holds of
+        `runtime_id` and the OAuth snapshot, or fail."""
         for _, args, _kwargs in calls:
             self._note_sent(args)
-        serial: list[tuple[ReferenceModel, list[_Outcome]]] = []
+        reads: list[tuple[str, tuple[Any, ...]]] = [
+            ("load_auth_oauth_flow_snapshot", ()),
+            ("load_session_snapshot", (runtime_id,)),
+            ("load_input_states", (runtime_id,)),
+            ("load_runtime_state", (runtime_id,)),
+            ("load_ops_lifecycle", (runtime_id,)),
+            ("load_boundary_receipts", (runtime_id,)),
+            *(
+                ("load_boundary_receipt", (runtime_id, arg.run_id, arg.sequence))
+                for _, args, _kwargs in calls
+                for arg in args
+                if isinstance(arg, RunBoundaryReceipt)
+            ),
+            ("list_runtimes", ()),
+        ]
+        serial: list[tuple[ReferenceModel, list[_Outcome], list[_Outcome]]] = []
         for order in ((0, 1), (1, 0)):
             model = self.model.copy()
             outcomes: list[_Outcome] = [_Outcome(), _Outcome()]
             for i in order:
                 name, args, kwargs = calls[i]
                 outcomes[i] = _expected(model, self.capabilities, name, args, kwargs)
-            serial.append((model, outcomes))
+            after = [_expected(model, self.capabilities, name, args) for name, args in reads]
+            serial.append((model, outcomes, after))
         first, second = (0, 1) if delay >= 0 else (1, 0)
         got: list[_Outcome] = [_Outcome(), _Outcome()]
 
@@ -1250,43 +1427,33 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             name, args, kwargs = calls[i]
             got[i] = await _store_outcome(getattr(store, name), *args, **kwargs)
 
-        async def run(store: RuntimeStore) -> int | None:
+        async def run(store: RuntimeStore) -> list[_Outcome]:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(one, store, first, 0)
                 nursery.start_soon(one, store, second, abs(delay))
-            for index, (model, outcomes) in enumerate(serial):
-                if not all(g.same_as(o) for g, o in zip(got, outcomes, strict=True)):
-                    continue
-                try:
-                    await assert_store_matches_model(
-                        store,
-                        model,
-                        self.capabilities,
-                        runtime_ids=self.seen_runtimes,
-                        receipt_keys=self.seen_receipts,
-                    )
-                except AssertionError:
-                    continue
-                return index
-            return None
+            return [await _store_outcome(getattr(store, name), *args) for name, args in reads]
 
-        index = self.bridge.call(run, self.bridge.resource)
-        if index is None:
-            described = " and ".join(
-                f"{name}{_args_repr(args, kwargs)}" for name, args, kwargs in calls
+        held = self.bridge.call(run, self.bridge.resource)
+        for model, outcomes, after in serial:
+            answers = all(g.same_as(o) for g, o in zip(got, outcomes, strict=True))
+            if answers and all(h.same_as(a) for h, a in zip(held, after, strict=True)):
+                self.model = model
+                return
+        described = " and ".join(
+            f"{name}{_args_repr(args, kwargs)}" for name, args, kwargs in calls
+        )
+        explained = "; ".join(
+            f"{label}: {outcomes!r}"
+            for label, (_, outcomes, _after) in zip(
+                ("in the order given", "in the other order"), serial, strict=True
             )
-            orders = "; ".join(
-                f"{label}: {outcomes!r}"
-                for label, (_, outcomes) in zip(
-                    ("in the order given", "in the other order"), serial, strict=True
-                )
-            )
-            raise AssertionError(
-                f"{calls[0][0]} racing {calls[1][0]}: {described} from two tasks at once:"
-                f" the store {got!r}, and neither order of the two explains its answers"
-                f" and its state afterwards (the model {orders})"
-            )
-        self.model = serial[index][0]
+        )
+        raise AssertionError(
+            f"{calls[0][0]} racing {calls[1][0]}: {described} from two tasks at once"
+            f" (the second {abs(delay)} scheduling points after the first): the store"
+            f" {got!r}, and neither order of the two explains its answers and what it"
+            f" then held (the model {explained})"
+        )
 
     # --- discovery and retention (SPEC §3b) ------------------------------------------
 
