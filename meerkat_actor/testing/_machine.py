@@ -109,6 +109,7 @@ from ._model import ReferenceModel
 __all__ = [
     "FULL_CAPABILITIES",
     "INPUT_IDS",
+    "NEAR_RUNTIME_IDS",
     "RUNTIME_IDS",
     "RUN_IDS",
     "SEQUENCES",
@@ -155,7 +156,19 @@ def _mostly(pool: tuple[T, ...], fresh: st.SearchStrategy[T]) -> st.SearchStrate
     return st.one_of(from_pool, from_pool, from_pool, fresh)
 
 
-runtime_ids = _mostly(RUNTIME_IDS, mst.runtime_ids())
+NEAR_RUNTIME_IDS = (
+    LogicalRuntimeId("RT-A"),
+    LogicalRuntimeId("rt-a "),
+    LogicalRuntimeId("\uff52\uff54-\uff41"),
+    LogicalRuntimeId("rt-\u00e9"),
+    LogicalRuntimeId("rt-e\u0301"),
+)
+"""Ids a store must keep apart from the pool's and from each other, though a
+case-insensitive collation, a collation that pads with spaces, or a Unicode
+normalisation (NFKC: full-width letters; NFC/NFD: the two forms of é) merges
+them: identifiers compare by value, their strings exactly (SPEC §2)."""
+
+runtime_ids = _mostly(RUNTIME_IDS, st.one_of(mst.runtime_ids(), st.sampled_from(NEAR_RUNTIME_IDS)))
 # The rules of SPEC §3b stay in the pool: each runtime the machine has seen
 # costs the invariant a read of everything it could hold, after every step.
 pool_runtime_ids = st.sampled_from(RUNTIME_IDS)
@@ -619,6 +632,25 @@ async def assert_store_matches_model(
             )
 
 
+async def _what_a_new_store_holds(store: RuntimeStore, capabilities: Capabilities) -> str:
+    """What a store that should be empty holds, or `""`."""
+    held = []
+    if capabilities.retention:
+        runtimes = await store.list_runtimes()
+        if runtimes:
+            held.append(f"runtimes {runtimes!r}")
+    if capabilities.oauth_flow_snapshot:
+        oauth = await store.load_auth_oauth_flow_snapshot()
+        if oauth is not None:
+            held.append(f"the OAuth snapshot {oauth!r}")
+    for runtime_id in RUNTIME_IDS:
+        if await store.load_input_states(runtime_id):
+            held.append(f"input states of {runtime_id!r}")
+        if await store.load_session_snapshot(runtime_id) is not None:
+            held.append(f"a session snapshot of {runtime_id!r}")
+    return ", ".join(held)
+
+
 @functools.cache
 def _parameters(name: str) -> tuple[str, ...]:
     """The names of `RuntimeStore.<name>`'s parameters, in order (not `self`)."""
@@ -722,6 +754,19 @@ def _other_delta(delta: SessionDelta) -> SessionDelta:
     other = next(s for s in SESSION_IDS if _session_json(s) != delta.session_snapshot)
     return SessionDelta(_session_json(other))
 
+
+_BULK_SHELL = StoredInputState(
+    InputState(
+        input_id=INPUT_IDS[0],
+        created_at=_EPOCH,
+        updated_at=_EPOCH,
+        history=_HISTORY,
+        persisted_input={"text": "hello"},
+    ),
+    _TERMINAL_SEEDS[0],
+)
+"""A finished input state with a payload: `many_input_states` and
+`large_value` give it other ids and fields."""
 
 _CANCEL_POINTS = 12
 """`cancelled_then_persist` cancels a call after 0 to this many scheduling points."""
@@ -1029,6 +1074,159 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             raise AssertionError(
                 f"persist_input_state({runtime_id!r}, ...) cancelled, then again: {problem}"
             )
+
+    @rule(
+        runtime_id=pool_runtime_ids,
+        count=st.integers(101, 160),
+        first=st.integers(0, 2**128 - 1),
+        retire=st.booleans(),
+    )
+    def many_input_states(
+        self, runtime_id: LogicalRuntimeId, count: int, first: int, retire: bool
+    ) -> None:
+        """One `atomic_apply` with `count` (101 to 160) finished input states
+        of ids spread over the UUID order from `first`, then (if `retire`)
+        `retire_input_payloads` of all of them. The invariant then reads them
+        all back, in order: a backend that pages its reads, or its `IN (...)`
+        lists, by 100 shows it."""
+        step = 2**128 // count
+        states = [
+            StoredInputState(
+                replace(
+                    _BULK_SHELL.state,
+                    input_id=InputId(uuid.UUID(int=(first + k * step) % 2**128)),
+                ),
+                _BULK_SHELL.seed,
+            )
+            for k in range(count)
+        ]
+        receipt = RunBoundaryReceipt(
+            RUN_IDS[0], RunApplyBoundary.RUN_CHECKPOINT, (), None, count, first % 2**64
+        )
+        self._same("atomic_apply", runtime_id, None, receipt, states, None)
+        if retire:
+            ids = [stored.state.input_id for stored in states]
+            self._same("retire_input_payloads", runtime_id, ids)
+
+    @rule(
+        runtime_id=runtime_ids,
+        kind=st.sampled_from(("session", "oauth", "input", "ops")),
+        size=st.sampled_from((65_537, 262_145, 1_048_577)),
+    )
+    def large_value(self, runtime_id: LogicalRuntimeId, kind: str, size: int) -> None:
+        """Write one value of `size` bytes or more (just over 64 KiB, 256 KiB
+        or 1 MiB): a session snapshot, the OAuth snapshot, an input state with
+        a long history and a large document, or an ops snapshot. A backend
+        with a column, a page or a message size limit that truncates shows it
+        at the next read."""
+        text = "".join(chr(0x61 + (i * 7) % 26) for i in range(size))
+        if kind == "session":
+            snapshot = json.dumps(
+                {"id": str(SESSION_IDS[0]), "messages": [{"role": "user", "content": text}]}
+            ).encode()
+            self._same("commit_session_snapshot", runtime_id, SessionDelta(snapshot))
+        elif kind == "oauth":
+            self._same("persist_auth_oauth_flow_snapshot", text.encode() + b"\x00\xff")
+        elif kind == "input":
+            entries = tuple(
+                InputStateHistoryEntry(
+                    _EPOCH,
+                    InputLifecycleState.ACCEPTED,
+                    InputLifecycleState.QUEUED,
+                    f"step {n}",
+                )
+                for n in range(40)
+            )
+            shell = replace(
+                _BULK_SHELL.state,
+                input_id=INPUT_IDS[2],
+                history=entries,
+                persisted_input={"text": text, "flags": [True, 1, 1.0, -0.0]},
+            )
+            self._same("persist_input_state", runtime_id, StoredInputState(shell, _BULK_SHELL.seed))
+        else:
+            ops = PersistedOpsSnapshot(
+                epoch_id="large",
+                authority_state={"blob": text},
+                operation_specs=[],
+                completion_entries=[],
+                cursors={},
+            )
+            self._same("persist_ops_lifecycle", runtime_id, ops)
+
+    @rule(
+        runtime_id=pool_runtime_ids,
+        shell=stored_states,
+        points=st.integers(0, _CANCEL_POINTS),
+    )
+    def cancelled_then_restart(
+        self, runtime_id: LogicalRuntimeId, shell: StoredInputState, points: int
+    ) -> None:
+        """`persist_input_state` cancelled after `points` scheduling points;
+        then a read, a restart (a crash for a crash-safe store, a clean reopen
+        for a durable one; for a store that is neither, 20 scheduling points
+        of nothing) and the same read again. The cancelled write took effect
+        or not, but the two reads must agree: a write a reader has seen is
+        acknowledged to the world and must survive (SPEC §4, cancellation;
+        §6, durability), and one nobody saw must not appear later."""
+        before = self.model.load_input_state(runtime_id, shell.state.input_id)
+        seed = replace(
+            shell.seed, attempt_count=(before.seed.attempt_count + 1) % 2**32 if before else 7
+        )
+        written = StoredInputState(shell.state, seed)
+        self._note_sent((runtime_id,))
+
+        async def cancelled(store: RuntimeStore) -> _Outcome:
+            with trio.CancelScope() as scope:
+
+                async def cancel() -> None:
+                    for _ in range(points):
+                        await trio.lowlevel.checkpoint()
+                    scope.cancel()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(cancel)
+                    await store.persist_input_state(runtime_id, written)
+            return await _store_outcome(store.load_input_state, runtime_id, shell.state.input_id)
+
+        seen = self.bridge.call(cancelled, self.bridge.resource)
+        took = _Outcome(written)
+        if not (seen.same_as(_Outcome(before)) or seen.same_as(took)):
+            raise AssertionError(
+                f"persist_input_state({runtime_id!r}, ...) cancelled after {points} scheduling"
+                f" points: load_input_state then {seen!r}, neither the state before nor the one"
+                " written"
+            )
+        if self.capabilities.crash_safe:
+            self.crash_and_reopen()
+            restart = "a crash and a reopen"
+        elif self.capabilities.durable:
+            self.reopen()
+            restart = "a reopen"
+        else:
+
+            async def idle() -> None:
+                for _ in range(20):
+                    await trio.lowlevel.checkpoint()
+
+            self.bridge.call(idle)
+            restart = "20 scheduling points"
+        again = self.bridge.call(
+            partial(
+                _store_outcome,
+                self.bridge.resource.load_input_state,
+                runtime_id,
+                shell.state.input_id,
+            )
+        )
+        if not again.same_as(seen):
+            raise AssertionError(
+                f"persist_input_state({runtime_id!r}, ...) cancelled after {points} scheduling"
+                f" points: load_input_state {seen!r} after the cancellation, then {again!r}"
+                f" after {restart}"
+            )
+        if seen.same_as(took):
+            self.model.persist_input_state(runtime_id, written)
 
     @rule(runtime_id=runtime_ids, state=stored_states)
     def persist_input_state(self, runtime_id: LogicalRuntimeId, state: StoredInputState) -> None:
@@ -1607,6 +1805,50 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         then open it again: every acknowledged write must be there."""
         self.bridge.abandon()
         self.bridge = TrioBridge(self._open)
+        self._check_authority_key(self.authority_key)
+
+    @precondition(lambda self: self.capabilities.durable and self.location is not None)
+    @rule()
+    def open_elsewhere(self) -> None:
+        """Close the store; open it through a symbolic link to its location
+        (the same store: `auth_authority_key()` must be the same, since it
+        names the *resolved* location, SPEC §3); then open a new store at
+        another, empty location (a different key, and nothing in it: stores
+        at two locations share nothing); then reopen the store."""
+        location = self.location
+        assert location is not None
+        opener = type(self).open_store_at
+        self.bridge.close()
+        link = location.parent / (location.name + "-link")
+        elsewhere = Path(tempfile.mkdtemp(prefix="meerkat-machine-elsewhere-"))
+        try:
+            link.symlink_to(location, target_is_directory=True)
+            linked = TrioBridge(partial(opener, link))
+            try:
+                key = linked.resource.auth_authority_key()
+            finally:
+                linked.close()
+            if key != self.authority_key:
+                raise AssertionError(
+                    f"auth_authority_key(): {key!r} when opened through a symbolic link to its"
+                    f" location, {self.authority_key!r} when opened at it"
+                )
+            other = TrioBridge(partial(opener, elsewhere))
+            try:
+                key = other.resource.auth_authority_key()
+                held = other.call(_what_a_new_store_holds, other.resource, self.capabilities)
+            finally:
+                other.close()
+            if key == self.authority_key:
+                raise AssertionError(
+                    f"auth_authority_key(): {key!r} for the store at another location too"
+                )
+            if held:
+                raise AssertionError(f"a new store at another location holds {held}")
+        finally:
+            link.unlink(missing_ok=True)
+            shutil.rmtree(elsewhere, ignore_errors=True)
+            self.bridge = TrioBridge(self._open)
         self._check_authority_key(self.authority_key)
 
     def _check_authority_key(self, before: str | None) -> str | None:
