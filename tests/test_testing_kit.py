@@ -794,8 +794,8 @@ class Lying:
         if name != self._name:
             return real
 
-        async def lie(*args: Any) -> Any:
-            return await self._wrong(real, *args)
+        async def lie(*args: Any, **kwargs: Any) -> Any:
+            return await self._wrong(partial(real, **kwargs), *args)
 
         return lie
 
@@ -841,7 +841,15 @@ def test_a_wrong_read_in_the_invariant_names_the_read_and_both_answers() -> None
     finally:
         machine.teardown()
     message = str(info.value)
-    assert message.startswith(f"state differs at load_input_states({rt!r}):")
+    # The machine names pool ids by their pool (RT_A is RUNTIME_IDS[0]).
+    assert rt == kit.RUNTIME_IDS[0]
+    # Every other check passes arguments by keyword.
+    assert message.startswith(
+        (
+            "state differs at load_input_states(RUNTIME_IDS[0]):",
+            "state differs at load_input_states(runtime_id=RUNTIME_IDS[0]):",
+        )
+    ), message
     assert f"the store returned {[high, low]!r}" in message
     assert f"the model returned {[low, high]!r}" in message
 
@@ -857,8 +865,10 @@ def test_a_wrong_answer_to_a_rule_names_the_operation_arguments_and_both_answers
     finally:
         machine.teardown()
     message = str(info.value)
+    assert (rt, ID_MID) == (kit.RUNTIME_IDS[1], kit.INPUT_IDS[0])
+    # The machine's second call (this one) passes its arguments by keyword.
     assert message == (
-        f"load_input_state({rt!r}, {ID_MID!r}):"
+        "load_input_state(runtime_id=RUNTIME_IDS[1], input_id=INPUT_IDS[0]):"
         f" the store returned None, the model returned {state!r}"
     )
 
@@ -873,7 +883,7 @@ def test_a_missing_error_names_the_error_the_model_raised() -> None:
     finally:
         machine.teardown()
     message = str(info.value)
-    assert message.startswith(f"commit_session_snapshot({rt!r}, {bad!r}):")
+    assert message.startswith(f"commit_session_snapshot(RUNTIME_IDS[0], {bad!r}):")
     assert "the store returned None" in message
     assert "the model raised WriteFailed: runtime rt-a" in message
 

@@ -12,7 +12,11 @@
   the OAuth updaters the machine uses (printed failing programs name them).
 - `OpenStore`, `OpenStoreAt`: the types of the machine's store openers.
 - `assert_store_matches_model`: the machine's invariant as a coroutine, for
-  tests that build a model of what was acknowledged and compare a store to it.
+  tests that build a model of what was acknowledged and compare a store to it;
+  `identical`, the comparison it uses (type by type, all the way down).
+- `RUNTIME_IDS`, `NEAR_RUNTIME_IDS`, `INPUT_IDS`, `RUN_IDS`, `SESSION_IDS`,
+  `SEQUENCES`: the id pools the machine draws from; failure messages name
+  pool ids by these names (`INPUT_IDS[2]`).
 - `TrioBridge`: runs a trio-based store in a helper thread for synchronous
   callers (the machine's rules).
 
@@ -23,6 +27,12 @@ from . import _strategies as strategies
 from ._bridge import TrioBridge
 from ._machine import (
     FULL_CAPABILITIES,
+    INPUT_IDS,
+    NEAR_RUNTIME_IDS,
+    RUN_IDS,
+    RUNTIME_IDS,
+    SEQUENCES,
+    SESSION_IDS,
     Append,
     Capabilities,
     Increment,
@@ -33,11 +43,18 @@ from ._machine import (
     RuntimeStoreMachine,
     UpdaterFailed,
     assert_store_matches_model,
+    identical,
 )
 from ._model import ReferenceModel
 
 __all__ = [
     "FULL_CAPABILITIES",
+    "INPUT_IDS",
+    "NEAR_RUNTIME_IDS",
+    "RUNTIME_IDS",
+    "RUN_IDS",
+    "SEQUENCES",
+    "SESSION_IDS",
     "Append",
     "Capabilities",
     "Increment",
@@ -50,5 +67,6 @@ __all__ = [
     "TrioBridge",
     "UpdaterFailed",
     "assert_store_matches_model",
+    "identical",
     "strategies",
 ]

@@ -124,6 +124,7 @@ __all__ = [
     "RuntimeStoreMachine",
     "UpdaterFailed",
     "assert_store_matches_model",
+    "identical",
 ]
 
 OpenStore = Callable[[], AbstractAsyncContextManager[RuntimeStore]]
@@ -630,6 +631,20 @@ async def assert_store_matches_model(
                 f"state differs at {name}{_args_repr(call_args, call_kwargs)}:"
                 f" the store {got!r}, the model {expected!r}"
             )
+
+
+def _copy_model(model: ReferenceModel) -> ReferenceModel:
+    """An independent model in the same state (its values are immutable:
+    the tables are copied, the values shared)."""
+    twin = ReferenceModel(model.session_codec)
+    twin.oauth_flow_snapshot = model.oauth_flow_snapshot
+    twin.runtimes = {
+        runtime_id: replace(
+            runtime, input_states=dict(runtime.input_states), receipts=dict(runtime.receipts)
+        )
+        for runtime_id, runtime in model.runtimes.items()
+    }
+    return twin
 
 
 async def _what_a_new_store_holds(store: RuntimeStore, capabilities: Capabilities) -> str:
@@ -1508,7 +1523,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         input states in two steps is seen half-done here."""
         args = (runtime_id, delta, receipt, input_updates, None)
         self._note_sent(args)
-        before = self.model.copy()
+        before = _copy_model(self.model)
         expected = _expected(self.model, self.capabilities, "atomic_apply", args)
         reads: list[tuple[str, tuple[Any, ...]]] = [
             ("load_boundary_receipt", (runtime_id, receipt.run_id, receipt.sequence)),
@@ -1609,7 +1624,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         ]
         serial: list[tuple[ReferenceModel, list[_Outcome], list[_Outcome]]] = []
         for order in ((0, 1), (1, 0)):
-            model = self.model.copy()
+            model = _copy_model(self.model)
             outcomes: list[_Outcome] = [_Outcome(), _Outcome()]
             for i in order:
                 name, args, kwargs = calls[i]
@@ -1890,6 +1905,39 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
 
 def _args_repr(args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> str:
-    parts = [repr(a) for a in args]
-    parts += [f"{k}={v!r}" for k, v in (kwargs or {}).items()]
+    """A call's arguments for a message: ids of the machine's pools by their
+    names (`RUNTIME_IDS[0]`, `INPUT_IDS[2]`, ... exported by
+    `meerkat_actor.testing`), so a failure reads as the program that made it."""
+    parts = [_readable(a) for a in args]
+    parts += [f"{k}={_readable(v)}" for k, v in (kwargs or {}).items()]
     return "(" + ", ".join(parts) + ")"
+
+
+def _readable(value: object) -> str:
+    name = _POOL_NAMES.get((type(value), value)) if _hashable(value) else None
+    if name is not None:
+        return name
+    if isinstance(value, list):
+        return "[" + ", ".join(_readable(v) for v in value) + "]"
+    return repr(value)
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+_POOL_NAMES: dict[tuple[type, object], str] = {
+    (type(value), value): f"{pool}[{index}]"
+    for pool, values in (
+        ("RUNTIME_IDS", RUNTIME_IDS),
+        ("NEAR_RUNTIME_IDS", NEAR_RUNTIME_IDS),
+        ("INPUT_IDS", INPUT_IDS),
+        ("RUN_IDS", RUN_IDS),
+        ("SESSION_IDS", SESSION_IDS),
+    )
+    for index, value in enumerate(values)
+}

@@ -84,21 +84,6 @@ class ReferenceModel:
         self.runtimes: dict[LogicalRuntimeId, _Runtime] = {}
         self.oauth_flow_snapshot: bytes | None = None
 
-    def copy(self) -> ReferenceModel:
-        """An independent model in the same state (values are immutable, so
-        the tables are copied and the values shared)."""
-        twin = ReferenceModel(self.session_codec)
-        twin.oauth_flow_snapshot = self.oauth_flow_snapshot
-        twin.runtimes = {
-            runtime_id: replace(
-                runtime,
-                input_states=dict(runtime.input_states),
-                receipts=dict(runtime.receipts),
-            )
-            for runtime_id, runtime in self.runtimes.items()
-        }
-        return twin
-
     def _runtime(self, runtime_id: LogicalRuntimeId) -> _Runtime:
         return self.runtimes.setdefault(runtime_id, _Runtime())
 
