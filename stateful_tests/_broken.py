@@ -1972,7 +1972,7 @@ BROKEN: tuple[Broken, ...] = (
         ("purge_runtime",),
     ),
     # --- issue 13: kinds of defects a third-party author's backends showed ---
-    # With the machine of 34edb69 only 13 of these are caught within the budget
+    # With the machine of 34edb69 only 14 of these 36 are caught within the budget
     # (the kit is being extended to see the rest); `test_defect_is_real` in the
     # test module shows each one directly.
     Broken(
