@@ -29,12 +29,12 @@ from __future__ import annotations
 import os
 import pickle
 import uuid
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import trio
 
@@ -958,6 +958,753 @@ class PurgeAcceptsStopped(DictStore):
             super().check_destroyed(runtime_id)
 
 
+# --- defects of issue 13: kinds the machine missed ---------------------------------------
+# Kind 1: the order of the checks of atomic_apply (SPEC §4: the session snapshot is
+# read and its key compared before the receipt is looked up, as the model does).
+
+
+class ReceiptCheckedBeforeSessionKey(DictStore):
+    """Reads the snapshot's session id, then looks the receipt up, then compares
+    `session_store_key` (the receipt lookup moved up to share the first SELECT):
+    a call with both a mismatched key and a taken receipt key raises
+    `ReceiptConflict` where SPEC §4 (and the model) raise `SessionKeyMismatch`."""
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        actual = None if cmd.delta is None else self.session_id(cmd.runtime_id, cmd.delta)
+        self.check_receipt_free(cmd.runtime_id, cmd.receipt)
+        key = cmd.session_store_key
+        if actual is not None and key is not None and key != actual:
+            raise SessionKeyMismatch(key, actual, runtime_id=str(cmd.runtime_id))
+        if cmd.delta is not None:
+            self.tables.session_snapshots[cmd.runtime_id] = cmd.delta.session_snapshot
+        self.insert_receipt(cmd.runtime_id, cmd.receipt)
+        self.upsert_inputs(cmd.runtime_id, cmd.input_updates)
+
+
+class ReceiptCheckedBeforeCodec(DictStore):
+    """Looks the receipt up before asking the session codec (the cheap check
+    first): a call with an unreadable snapshot and a taken receipt key raises
+    `ReceiptConflict` where SPEC §4 raises a plain `WriteFailed` (unreadable
+    snapshot), and a mismatched key the same (instead of `SessionKeyMismatch`)."""
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        self.check_receipt_free(cmd.runtime_id, cmd.receipt)
+        super().apply_atomic(cmd)
+
+
+# Kind 2: shallow comparisons (values that compare equal in Python but are not
+# the same JSON; errors whose attributes are wrong).
+
+
+def _bools_as_ints(doc: Any) -> Any:
+    """A hand-written JSON canonicaliser that tests `isinstance(v, int)` before
+    `bool`: `True` is written `1`, `False` is written `0`."""
+    if isinstance(doc, Mapping):
+        return {k: _bools_as_ints(v) for k, v in doc.items()}
+    if isinstance(doc, tuple):
+        return tuple(_bools_as_ints(v) for v in doc)
+    if isinstance(doc, int):
+        return int(doc)
+    return doc
+
+
+def _numbers_as_doubles(doc: Any) -> Any:
+    """JSON through a JavaScript-number column (every number an IEEE double,
+    printed the shortest way): `1.0` comes back `1`, `-0.0` comes back `0`."""
+    if isinstance(doc, Mapping):
+        return {k: _numbers_as_doubles(v) for k, v in doc.items()}
+    if isinstance(doc, tuple):
+        return tuple(_numbers_as_doubles(v) for v in doc)
+    if isinstance(doc, float) and doc.is_integer() and abs(doc) < 2**53:
+        return int(doc)
+    return doc
+
+
+class InputDocumentsBoolsAsInts(DictStore):
+    """Writes an input state's opaque documents (`policy`, `runtime_semantics`,
+    `reconstruction_source`, `persisted_input`) through a canonicaliser that
+    turns booleans into integers (`True` -> `1`): SPEC §2 says the documents
+    are opaque and every value round-trips exactly; `{"ok": true}` comes back
+    `{"ok": 1}` (equal in Python, not the same JSON)."""
+
+    def upsert_inputs(
+        self, runtime_id: LogicalRuntimeId, states: Sequence[StoredInputState]
+    ) -> None:
+        shell = [
+            replace(
+                s,
+                state=replace(
+                    s.state,
+                    policy=_bools_as_ints(s.state.policy),
+                    runtime_semantics=_bools_as_ints(s.state.runtime_semantics),
+                    reconstruction_source=_bools_as_ints(s.state.reconstruction_source),
+                    persisted_input=_bools_as_ints(s.state.persisted_input),
+                ),
+            )
+            for s in states
+        ]
+        super().upsert_inputs(runtime_id, shell)
+
+
+class OpsDocumentsNumbersAsDoubles(DictStore):
+    """Keeps the ops lifecycle snapshot's four payloads in a JSON column whose
+    numbers are doubles printed the shortest way (a JavaScript document store):
+    an integral float comes back an int (`1.0` -> `1`) and `-0.0` comes back
+    `0`. SPEC §2: the payloads are opaque and round-trip exactly."""
+
+    async def persist_ops_lifecycle(
+        self, runtime_id: LogicalRuntimeId, snapshot: PersistedOpsSnapshot
+    ) -> None:
+        _core.PersistOpsLifecycle(runtime_id, snapshot)
+        stored = replace(
+            snapshot,
+            authority_state=_numbers_as_doubles(snapshot.authority_state),
+            operation_specs=_numbers_as_doubles(snapshot.operation_specs),
+            completion_entries=_numbers_as_doubles(snapshot.completion_entries),
+            cursors=_numbers_as_doubles(snapshot.cursors),
+        )
+        await super().persist_ops_lifecycle(runtime_id, stored)
+
+
+class SessionKeyMismatchSwapped(DictStore):
+    """Raises `SessionKeyMismatch(actual, expected)`: the arguments swapped, so
+    `.expected` holds the snapshot's session id and `.actual` the caller's key
+    (SPEC §4/§5: `.expected` is the `session_store_key`, `.actual` the id read
+    from the snapshot)."""
+
+    def check_session_key(
+        self, runtime_id: LogicalRuntimeId, delta: SessionDelta, key: SessionId | None
+    ) -> None:
+        actual = self.session_id(runtime_id, delta)
+        if key is not None and key != actual:
+            raise SessionKeyMismatch(actual, key, runtime_id=str(runtime_id))
+
+
+class LifecycleConflictSwapped(DictStore):
+    """Raises `LifecycleConflict(actual, expected)`: `.expected` holds the
+    stored state and `.actual` the caller's (SPEC §3b)."""
+
+    def check_expected(
+        self, runtime_id: LogicalRuntimeId, expected: RuntimeState | Unchecked | None
+    ) -> None:
+        actual = self.tables.runtime_states.get(runtime_id)
+        if expected is not UNCHECKED and expected != actual:
+            raise LifecycleConflict(actual, expected, runtime_id=str(runtime_id))
+
+
+# Kind 3: parameter names (SPEC §3 names them; a caller may pass any by keyword).
+
+
+class AtomicApplyKeyRenamed(DictStore):
+    """`atomic_apply(..., session_key=None)`: the last parameter is not named
+    `session_store_key` (SPEC §3), so `atomic_apply(..., session_store_key=k)`
+    raises `TypeError`."""
+
+    async def atomic_apply(  # type: ignore[override]
+        self,
+        runtime_id: LogicalRuntimeId,
+        delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[StoredInputState],
+        session_key: SessionId | None = None,
+    ) -> None:
+        await super().atomic_apply(runtime_id, delta, receipt, input_updates, session_key)
+
+
+class ReceiptLoadShortNames(DictStore):
+    """`load_boundary_receipt(runtime_id, run, seq)`: the parameters are not
+    named `run_id` and `sequence` (SPEC §3), so a call by keyword raises
+    `TypeError`."""
+
+    async def load_boundary_receipt(  # type: ignore[override]
+        self, runtime_id: LogicalRuntimeId, run: RunId, seq: int
+    ) -> RunBoundaryReceipt | None:
+        return await super().load_boundary_receipt(runtime_id, run, seq)
+
+
+class PersistInputParamRenamed(DictStore):
+    """`persist_input_state(runtime_id, stored)`: the state parameter is not
+    named `state` (SPEC §3), so `persist_input_state(rid, state=s)` raises
+    `TypeError`."""
+
+    async def persist_input_state(  # type: ignore[override]
+        self, runtime_id: LogicalRuntimeId, stored: StoredInputState
+    ) -> None:
+        await super().persist_input_state(runtime_id, stored)
+
+
+# Kind 4: reads during writes, and different operations racing.
+
+
+class AtomicApplyInTwoSteps(DictStore):
+    """Commits `atomic_apply` as two statements with an `await` between them
+    (autocommit on): the session snapshot and the receipt first, the input
+    states second. A reader (or a crash) in between sees the receipt without
+    its input states (SPEC §4: every operation is atomic, reads linearizable)."""
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[StoredInputState],
+        session_store_key: SessionId | None = None,
+    ) -> None:
+        cmd = _core.AtomicApply(runtime_id, delta, receipt, input_updates, session_store_key)
+        await self.enter()
+        if cmd.delta is not None:
+            self.check_session_key(cmd.runtime_id, cmd.delta, cmd.session_store_key)
+        self.check_receipt_free(cmd.runtime_id, cmd.receipt)
+        if cmd.delta is not None:
+            self.tables.session_snapshots[cmd.runtime_id] = cmd.delta.session_snapshot
+        self.insert_receipt(cmd.runtime_id, cmd.receipt)
+        self.committed()
+        await trio.lowlevel.checkpoint()  # the second statement's round trip
+        self.upsert_inputs(cmd.runtime_id, cmd.input_updates)
+        self.committed()
+
+
+class OAuthPersistSkipsLock(DictStore):
+    """`update_auth_oauth_flow_snapshot` takes a lock and awaits between its
+    read and its write (a SELECT, then an UPDATE); concurrent updates are safe,
+    but `persist_auth_oauth_flow_snapshot` writes without the lock, so a
+    persist that lands during an update is overwritten by the update's result
+    computed from the older value (SPEC §4: the updater runs against the
+    current value, no other command interleaves)."""
+
+    _oauth_lock: trio.Lock | None = None
+
+    async def update_auth_oauth_flow_snapshot(
+        self, update: Callable[[bytes | None], bytes]
+    ) -> None:
+        cmd = _core.UpdateOAuthFlowSnapshot(update)
+        await self.enter()
+        if self._oauth_lock is None:
+            self._oauth_lock = trio.Lock()
+        async with self._oauth_lock:
+            current = self.tables.auth_oauth_flow_state.get(OAUTH_ROW)
+            await trio.lowlevel.checkpoint()
+            new = cmd.update(current)
+            if not isinstance(new, bytes):
+                raise TypeError(f"the updater must return bytes, got {type(new).__name__}")
+            self.tables.auth_oauth_flow_state[OAUTH_ROW] = new
+            self.committed()
+
+
+class InputsAsOneDocument(DictStore):
+    """Keeps a runtime's input states as one document (a row per runtime, as
+    a document store would). `commit_machine_lifecycle` holds a per-store lock
+    (its compare-and-set is safe), reads the runtime's document, awaits, and
+    writes the document back with its states merged in; `persist_input_state`
+    writes without that lock, so a persist landing during a lifecycle commit
+    is lost (SPEC §4: every operation atomic and linearizable)."""
+
+    _lifecycle_lock: trio.Lock | None = None
+
+    async def commit_machine_lifecycle(
+        self,
+        runtime_id: LogicalRuntimeId,
+        commit: MachineLifecycleCommit,
+        input_states: Sequence[StoredInputState],
+        *,
+        expected: RuntimeState | Unchecked | None = UNCHECKED,
+    ) -> None:
+        cmd = _core.CommitMachineLifecycle(runtime_id, commit, input_states, expected)
+        await self.enter()
+        if self._lifecycle_lock is None:
+            self._lifecycle_lock = trio.Lock()
+        async with self._lifecycle_lock:
+            self.check_expected(cmd.runtime_id, cmd.expected)
+            document = {k: v for k, v in self.tables.input_states.items() if v[0] == cmd.runtime_id}
+            await trio.lowlevel.checkpoint()  # the document's round trip
+            t = self.tables
+            t.input_states = {k: v for k, v in t.input_states.items() if v[0] != cmd.runtime_id}
+            t.input_states.update(document)
+            t.runtime_states[cmd.runtime_id] = cmd.commit.runtime_state
+            self.upsert_inputs(cmd.runtime_id, cmd.input_states)
+            self.committed()
+
+
+# Kind 5: sizes.
+
+
+class InputStatesFirstPage(DictStore):
+    """`load_input_states` runs its query with the driver's default page size
+    (`LIMIT 100`) and never fetches the next page: a runtime with more than
+    100 input states loses the rest (SPEC §4: the runtime's states)."""
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
+        return (await super().load_input_states(runtime_id))[:100]
+
+
+SESSION_COLUMN = 65535
+"""A MySQL `BLOB` column holds 65,535 bytes."""
+
+
+class SessionSnapshotTruncated(DictStore):
+    """Stores session snapshots in a 64 KiB column (a MySQL `BLOB` in
+    non-strict mode): a longer snapshot is cut to 65,535 bytes without an
+    error (SPEC §2/§4: the snapshot is stored and returned as given)."""
+
+    def apply_commit_session(self, cmd: _core.CommitSessionSnapshot) -> None:
+        super().apply_commit_session(cmd)
+        self.truncate_session(cmd.runtime_id)
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        super().apply_atomic(cmd)
+        self.truncate_session(cmd.runtime_id)
+
+    def truncate_session(self, runtime_id: LogicalRuntimeId) -> None:
+        snapshot = self.tables.session_snapshots.get(runtime_id)
+        if snapshot is not None:
+            self.tables.session_snapshots[runtime_id] = snapshot[:SESSION_COLUMN]
+
+
+HISTORY_CAP = 16
+
+
+class HistoryCapped(DictStore):
+    """Keeps at most the last 16 history entries of an input state (a capped
+    list, as `LTRIM` on a Redis list): a longer history loses its oldest
+    entries (SPEC §2: the state round-trips exactly)."""
+
+    def upsert_inputs(
+        self, runtime_id: LogicalRuntimeId, states: Sequence[StoredInputState]
+    ) -> None:
+        capped = [
+            replace(s, state=replace(s.state, history=s.state.history[-HISTORY_CAP:]))
+            for s in states
+        ]
+        super().upsert_inputs(runtime_id, capped)
+
+
+OAUTH_COLUMN = 4096
+
+
+class OAuthSnapshotTruncated(DictStore):
+    """Stores the OAuth flow snapshot in a `VARBINARY(4096)` column without
+    strict mode: a longer snapshot (one with many PKCE verifiers) is cut to
+    4,096 bytes (SPEC §4: the snapshot is replaced by the bytes given)."""
+
+    async def persist_auth_oauth_flow_snapshot(self, snapshot: bytes) -> None:
+        cmd = _core.PersistOAuthFlowSnapshot(snapshot)
+        await super().persist_auth_oauth_flow_snapshot(cmd.snapshot[:OAUTH_COLUMN])
+
+    def apply_update_oauth(self, update: Callable[[bytes | None], bytes]) -> None:
+        super().apply_update_oauth(update)
+        rows = self.tables.auth_oauth_flow_state
+        rows[OAUTH_ROW] = rows[OAUTH_ROW][:OAUTH_COLUMN]
+
+
+class ReceiptsFirstPage(DictStore):
+    """`load_boundary_receipts` returns the first page (`LIMIT 50`) and never
+    fetches the next: a runtime with more receipts loses the rest (SPEC §3b:
+    all of the runtime's receipts)."""
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        return (await super().load_boundary_receipts(runtime_id))[:50]
+
+
+# Kind 6: cancelled writes and durability.
+
+
+class CancelledWriteNotDurable(DictStore):
+    """`persist_input_state` updates the in-memory table (which reads answer
+    from), then appends its log record in a worker thread and waits; when the
+    caller is cancelled during that wait, the append is cancelled with it but
+    the in-memory row stays. The file is rebuilt from the log, so the row,
+    visible to every read, is lost on a crash or a clean reopen unless a later
+    write of the same row logs it again (SPEC §4: a cancelled call takes effect
+    or not; §6: no reply reveals state that is not durable)."""
+
+    def __init__(self, location: Path | None = None, codec: SessionCodec | None = None) -> None:
+        super().__init__(location, codec)
+        self.unlogged: dict[Hashable, tuple[LogicalRuntimeId, StoredInputState] | None] = {}
+        """Rows changed in memory and never logged: the row as the log has it."""
+
+    def dump_tables(self) -> bytes:
+        if not self.unlogged:
+            return super().dump_tables()
+        rows = dict(self.tables.input_states)
+        for key, logged in self.unlogged.items():
+            if logged is None:
+                rows.pop(key, None)
+            else:
+                rows[key] = logged
+        return pickle.dumps(replace(self.tables, input_states=rows))
+
+    def upsert_inputs(
+        self, runtime_id: LogicalRuntimeId, states: Sequence[StoredInputState]
+    ) -> None:
+        for stored in states:  # a logged write of the row logs its new value
+            self.unlogged.pop(self.input_key(runtime_id, stored.state.input_id), None)
+        super().upsert_inputs(runtime_id, states)
+
+    def delete_runtime_rows(self, runtime_id: LogicalRuntimeId) -> None:
+        super().delete_runtime_rows(runtime_id)
+        self.unlogged = {k: v for k, v in self.unlogged.items() if k in self.tables.input_states}
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: StoredInputState
+    ) -> None:
+        cmd = _core.PersistInputState(runtime_id, state)
+        await self.enter()
+        key = self.input_key(cmd.runtime_id, cmd.state.state.input_id)
+        logged = self.unlogged[key] if key in self.unlogged else self.tables.input_states.get(key)
+        self.upsert_inputs(cmd.runtime_id, [cmd.state])
+        try:
+            await trio.lowlevel.checkpoint()  # the log append, in a worker thread
+        except trio.Cancelled:
+            self.unlogged[key] = logged
+            raise
+        self.committed()
+
+
+# Kind 7: the authority key (SPEC §3: it names the resolved durable location).
+
+
+class ConstantAuthorityKey(DictStore):
+    """`auth_authority_key()` returns `"dictstore"` for every durable store,
+    wherever it is kept: two stores at different locations claim the same
+    OAuth authority (SPEC §3: a key naming the resolved location)."""
+
+    def auth_authority_key(self) -> str | None:
+        return None if self.location is None else "dictstore"
+
+
+class AuthorityKeyNotResolved(DictStore):
+    """`auth_authority_key()` names the location as given (made absolute,
+    symlinks not resolved): the same directory reached through a symlink (or
+    a path with `..`) gets another key (SPEC §3: the resolved location)."""
+
+    def __init__(self, location: Path | None = None, codec: SessionCodec | None = None) -> None:
+        super().__init__(location, codec)
+        self.given = None if location is None else Path(location).absolute()
+
+    def auth_authority_key(self) -> str | None:
+        return None if self.given is None else f"dict:{self.given}"
+
+
+# --- more defects of issue 13 (beyond the kinds it lists) ---------------------------------
+
+
+class _CollatedRuntimeIds(DictStore):
+    """Runtime ids compared under a database collation (`fold`): the rows of
+    a runtime are found (and overwritten) under any id that folds alike, so
+    two distinct ids (SPEC §2: equality by value) share one runtime."""
+
+    def fold(self, text: str) -> str:
+        return text
+
+    def collate(self, runtime_id: Any) -> Any:
+        """The id the rows are stored under (the first spelling written)."""
+        if not isinstance(runtime_id, LogicalRuntimeId):
+            return runtime_id
+        folded = self.fold(str(runtime_id))
+        for stored in sorted(self.runtime_ids(), key=str):
+            if self.fold(str(stored)) == folded:
+                return stored
+        return runtime_id
+
+
+def _collating(name: str) -> Any:
+    async def method(self: _CollatedRuntimeIds, runtime_id: Any, *args: Any, **kw: Any) -> Any:
+        return await getattr(DictStore, name)(self, self.collate(runtime_id), *args, **kw)
+
+    method.__name__ = name
+    return method
+
+
+for _name in (
+    "commit_session_snapshot",
+    "atomic_apply",
+    "load_input_states",
+    "load_input_state",
+    "persist_input_state",
+    "load_boundary_receipt",
+    "load_session_snapshot",
+    "load_runtime_state",
+    "commit_machine_lifecycle",
+    "persist_ops_lifecycle",
+    "load_ops_lifecycle",
+    "load_boundary_receipts",
+    "clear_session_snapshot",
+    "delete_ops_lifecycle",
+    "retire_input_payloads",
+    "purge_runtime",
+):
+    setattr(_CollatedRuntimeIds, _name, _collating(_name))
+
+
+class RuntimeIdCaseInsensitive(_CollatedRuntimeIds):
+    """The `runtime_id` columns use a case-insensitive collation (MySQL's
+    default `utf8mb4_0900_ai_ci`): `"rt-a"` and `"RT-A"` are one runtime
+    (SPEC §4: runtimes are isolated; §2: ids compare by value)."""
+
+    def fold(self, text: str) -> str:
+        return text.casefold()
+
+
+class RuntimeIdPadSpace(_CollatedRuntimeIds):
+    """The `runtime_id` columns use a PAD SPACE collation (SQL Server, MySQL
+    5.7): trailing spaces are ignored, so `"rt-a "` and `"rt-a"` are one
+    runtime (SPEC §4: runtimes are isolated)."""
+
+    def fold(self, text: str) -> str:
+        return text.rstrip(" ")
+
+
+class ListRuntimesCollated(DictStore):
+    """`list_runtimes` sorts in the database's collation (`ORDER BY runtime_id`
+    under a case-insensitive one), not by the ids' strings: `"B"` comes after
+    `"a"` (SPEC §3b: sorted by its string, i.e. by code point)."""
+
+    async def list_runtimes(self) -> list[LogicalRuntimeId]:
+        await self.enter()
+        return sorted(self.runtime_ids(), key=lambda r: (str(r).casefold(), str(r)))
+
+
+def _guid_order(input_id: InputId) -> bytes:
+    """SQL Server's `uniqueidentifier` order: bytes 10-15 first, then 8-9,
+    then 6-7, 4-5 and 0-3 (each group compared as stored, little-endian
+    for the first three)."""
+    b = input_id.value.bytes_le
+    return b[10:16] + b[8:10] + b[6:8] + b[4:6] + b[0:4]
+
+
+class InputStatesGuidOrder(DictStore):
+    """`load_input_states` orders by a SQL Server `uniqueidentifier` column,
+    which sorts by the last six bytes first (SPEC §4: sorted by input id in
+    UUID order)."""
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
+        rows = await super().load_input_states(runtime_id)
+        return sorted(rows, key=lambda s: _guid_order(s.state.input_id))
+
+
+class StaleSessionCache(DictStore):
+    """`load_session_snapshot` answers from a read-through cache that the
+    writes of SPEC §4 invalidate (`commit_session_snapshot`, `atomic_apply`)
+    but the deletes of SPEC §3b do not: after `clear_session_snapshot` or
+    `purge_runtime` the old snapshot is still read (SPEC §4: reads see every
+    acknowledged write)."""
+
+    def __init__(self, location: Path | None = None, codec: SessionCodec | None = None) -> None:
+        super().__init__(location, codec)
+        self.session_cache: dict[LogicalRuntimeId, bytes | None] = {}
+
+    def apply_commit_session(self, cmd: _core.CommitSessionSnapshot) -> None:
+        super().apply_commit_session(cmd)
+        self.session_cache.pop(cmd.runtime_id, None)
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        super().apply_atomic(cmd)
+        self.session_cache.pop(cmd.runtime_id, None)
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        check_instance(runtime_id, LogicalRuntimeId, "runtime_id")
+        if runtime_id not in self.session_cache:
+            self.session_cache[runtime_id] = await super().load_session_snapshot(runtime_id)
+        else:
+            await self.enter()
+        return self.session_cache[runtime_id]
+
+
+class StaleInputStateCache(DictStore):
+    """`load_input_state` answers from a per-row cache that `persist_input_state`
+    and `atomic_apply` invalidate, but `commit_machine_lifecycle`,
+    `retire_input_payloads` and `purge_runtime` (which write the same rows)
+    do not (SPEC §4: reads see every acknowledged write)."""
+
+    def __init__(self, location: Path | None = None, codec: SessionCodec | None = None) -> None:
+        super().__init__(location, codec)
+        self.row_cache: dict[Hashable, StoredInputState | None] = {}
+
+    async def persist_input_state(
+        self, runtime_id: LogicalRuntimeId, state: StoredInputState
+    ) -> None:
+        await super().persist_input_state(runtime_id, state)
+        self.row_cache.pop((runtime_id, state.state.input_id), None)
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        super().apply_atomic(cmd)
+        for stored in cmd.input_updates:
+            self.row_cache.pop((cmd.runtime_id, stored.state.input_id), None)
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> StoredInputState | None:
+        key = (runtime_id, input_id)
+        if key in self.row_cache:
+            await self.enter()
+            return self.row_cache[key]
+        row = await super().load_input_state(runtime_id, input_id)
+        self.row_cache[key] = row
+        return row
+
+
+class RetireSkipsUnknownIds(DictStore):
+    """`retire_input_payloads` runs one `UPDATE ... WHERE input_id IN (...)`
+    after checking the rows it found: an id with no row is skipped instead of
+    failing the call with `NotFound` (SPEC §3b)."""
+
+    def apply_retire(self, cmd: _core.RetireInputPayloads) -> None:
+        rows = self.tables.input_states
+        known = [i for i in cmd.input_ids if self.input_key(cmd.runtime_id, i) in rows]
+        known = [i for i in known if rows[self.input_key(cmd.runtime_id, i)][0] == cmd.runtime_id]
+        states = [self.check_retirable(cmd.runtime_id, i) for i in known]
+        self.upsert_inputs(cmd.runtime_id, [self.retired(s) for s in states])
+
+
+class RetireRetiredRefused(DictStore):
+    """`retire_input_payloads` refuses a state whose payload is gone already
+    (`NotRetirable`, "nothing to retire"), where SPEC §3b says retiring a
+    retired state is a no-op."""
+
+    def check_retirable(self, runtime_id: LogicalRuntimeId, input_id: InputId) -> StoredInputState:
+        stored = super().check_retirable(runtime_id, input_id)
+        if stored.state.persisted_input is None:
+            raise NotRetirable(str(runtime_id), input_id, stored.seed.phase)
+        return stored
+
+
+class ReceiptConflictAsWriteFailed(DictStore):
+    """Maps the database's unique-constraint violation on the receipt table
+    to a plain `WriteFailed`, not `ReceiptConflict` (SPEC §4/§5: a caller
+    unsure whether a commit landed tells the two apart)."""
+
+    def check_receipt_free(self, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt) -> None:
+        try:
+            super().check_receipt_free(runtime_id, receipt)
+        except ReceiptConflict as exc:
+            raise WriteFailed(f"runtime {runtime_id}: integrity error") from exc
+
+
+class PurgeUnknownNotFound(DictStore):
+    """`purge_runtime` of a runtime with no runtime state raises `NotFound`
+    ("no such runtime") instead of `RuntimeNotDestroyed` (SPEC §3b: any other
+    runtime state, or none, is `RuntimeNotDestroyed`)."""
+
+    def check_destroyed(self, runtime_id: LogicalRuntimeId) -> None:
+        if runtime_id not in self.tables.runtime_states:
+            raise NotFound(f"runtime {runtime_id}: no such runtime")
+        super().check_destroyed(runtime_id)
+
+
+class ReceiptCountsAsDoubles(DictStore):
+    """Parses `receipt_json` with a JSON reader that reads every number as a
+    double and casts it back with a saturating `as u64`: a receipt's
+    `message_count` above 2**53 comes back rounded (SPEC §2: counts are u64
+    and round-trip exactly)."""
+
+    def insert_receipt(self, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt) -> None:
+        count = min(int(float(receipt.message_count)), 2**64 - 1)
+        super().insert_receipt(runtime_id, replace(receipt, message_count=count))
+
+
+class TimestampsInMilliseconds(DictStore):
+    """Stores an input state's timestamps (`created_at`, `updated_at`, each
+    history entry's) with millisecond precision (a JavaScript `Date`, a
+    MongoDB date): microseconds are lost (SPEC §2/§7: timestamps round-trip,
+    to the microsecond)."""
+
+    def upsert_inputs(
+        self, runtime_id: LogicalRuntimeId, states: Sequence[StoredInputState]
+    ) -> None:
+        def ms(when: datetime) -> datetime:
+            return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+        shells = [
+            replace(
+                s,
+                state=replace(
+                    s.state,
+                    created_at=ms(s.state.created_at),
+                    updated_at=ms(s.state.updated_at),
+                    history=tuple(replace(h, timestamp=ms(h.timestamp)) for h in s.state.history),
+                ),
+            )
+            for s in states
+        ]
+        super().upsert_inputs(runtime_id, shells)
+
+
+class EmptyStringIsNull(DictStore):
+    """Stores an input state's optional strings in columns where `''` is
+    `NULL` (Oracle): an `idempotency_key` or history `reason` of `""` comes
+    back `None` (SPEC §2: the state round-trips exactly)."""
+
+    def upsert_inputs(
+        self, runtime_id: LogicalRuntimeId, states: Sequence[StoredInputState]
+    ) -> None:
+        shells = [
+            replace(
+                s,
+                state=replace(
+                    s.state,
+                    idempotency_key=s.state.idempotency_key or None,
+                    history=tuple(replace(h, reason=h.reason or None) for h in s.state.history),
+                ),
+            )
+            for s in states
+        ]
+        super().upsert_inputs(runtime_id, shells)
+
+
+class EmptyApplySkipped(DictStore):
+    """`atomic_apply` with no delta and no input states returns at once
+    ("nothing to write"): its receipt is never inserted (SPEC §4: the call
+    inserts its receipt; a second such call must raise `ReceiptConflict`)."""
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        if cmd.delta is None and not cmd.input_updates:
+            return
+        super().apply_atomic(cmd)
+
+
+class SessionKeyCheckedAgainstStored(DictStore):
+    """`atomic_apply` without a delta compares `session_store_key` with the
+    session id of the snapshot already stored, raising `SessionKeyMismatch`
+    (SPEC §4: the key validates the call's own snapshot; without a delta
+    there is nothing to compare)."""
+
+    def apply_atomic(self, cmd: _core.AtomicApply) -> None:
+        stored = self.tables.session_snapshots.get(cmd.runtime_id)
+        if cmd.delta is None and cmd.session_store_key is not None and stored is not None:
+            self.check_session_key(cmd.runtime_id, SessionDelta(stored), cmd.session_store_key)
+        super().apply_atomic(cmd)
+
+
+class LifecycleConflictKeepsInputStates(DictStore):
+    """`commit_machine_lifecycle` upserts its input states, then runs the
+    compare-and-set `UPDATE ... WHERE state = ?` and raises `LifecycleConflict`
+    when it matched no row, without rolling back (SPEC §3b: nothing changes)."""
+
+    def check_expected(
+        self, runtime_id: LogicalRuntimeId, expected: RuntimeState | Unchecked | None
+    ) -> None:
+        pass
+
+    async def commit_machine_lifecycle(
+        self,
+        runtime_id: LogicalRuntimeId,
+        commit: MachineLifecycleCommit,
+        input_states: Sequence[StoredInputState],
+        *,
+        expected: RuntimeState | Unchecked | None = UNCHECKED,
+    ) -> None:
+        cmd = _core.CommitMachineLifecycle(runtime_id, commit, input_states, expected)
+
+        def change() -> None:
+            self.upsert_inputs(cmd.runtime_id, cmd.input_states)
+            DictStore.check_expected(self, cmd.runtime_id, cmd.expected)
+            self.tables.runtime_states[cmd.runtime_id] = cmd.commit.runtime_state
+
+        await self.write(change)
+
+
 @dataclass(frozen=True)
 class Broken:
     """One broken backend and what the machine should report."""
@@ -1223,6 +1970,250 @@ BROKEN: tuple[Broken, ...] = (
         "purge_runtime purges a stopped runtime",
         False,
         ("purge_runtime",),
+    ),
+    # --- issue 13: kinds of defects a third-party author's backends showed ---
+    # With the machine of 34edb69 only 14 of these 36 are caught within the budget
+    # (the kit is being extended to see the rest); `test_defect_is_real` in the
+    # test module shows each one directly.
+    Broken(
+        ReceiptCheckedBeforeSessionKey,
+        "atomic_apply checks the receipt before the session key",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        ReceiptCheckedBeforeCodec,
+        "atomic_apply checks the receipt before reading the snapshot",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        InputDocumentsBoolsAsInts,
+        "input-state documents store booleans as integers",
+        False,
+        ("load_input_states", "load_input_state"),
+    ),
+    Broken(
+        OpsDocumentsNumbersAsDoubles,
+        "ops snapshot documents turn 1.0 into 1 and -0.0 into 0",
+        False,
+        ("load_ops_lifecycle",),
+    ),
+    Broken(
+        SessionKeyMismatchSwapped,
+        "SessionKeyMismatch with .expected and .actual swapped",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        LifecycleConflictSwapped,
+        "LifecycleConflict with .expected and .actual swapped",
+        False,
+        ("commit_machine_lifecycle",),
+    ),
+    Broken(
+        AtomicApplyKeyRenamed,
+        "atomic_apply's session_store_key is named session_key",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        ReceiptLoadShortNames,
+        "load_boundary_receipt's parameters are named run and seq",
+        False,
+        ("load_boundary_receipt",),
+    ),
+    Broken(
+        PersistInputParamRenamed,
+        "persist_input_state's state parameter is named stored",
+        False,
+        ("persist_input_state",),
+    ),
+    Broken(
+        AtomicApplyInTwoSteps,
+        "atomic_apply commits the receipt and the input states separately",
+        False,
+        ("atomic_apply", "load_input_states", "load_input_state", "load_boundary_receipt"),
+    ),
+    Broken(
+        OAuthPersistSkipsLock,
+        "an OAuth persist racing an update is lost",
+        False,
+        ("load_auth_oauth_flow_snapshot",),
+    ),
+    Broken(
+        InputsAsOneDocument,
+        "a persist_input_state racing a lifecycle commit is lost",
+        False,
+        ("load_input_states", "load_input_state", "persist_input_state"),
+    ),
+    Broken(
+        InputStatesFirstPage,
+        "load_input_states returns the first 100 states only",
+        False,
+        ("load_input_states",),
+    ),
+    Broken(
+        SessionSnapshotTruncated,
+        "session snapshots truncated to 64 KiB",
+        False,
+        ("load_session_snapshot",),
+    ),
+    Broken(
+        HistoryCapped,
+        "an input state keeps its last 16 history entries only",
+        False,
+        ("load_input_states", "load_input_state"),
+    ),
+    Broken(
+        OAuthSnapshotTruncated,
+        "OAuth snapshots truncated to 4 KiB",
+        False,
+        ("load_auth_oauth_flow_snapshot",),
+    ),
+    Broken(
+        ReceiptsFirstPage,
+        "load_boundary_receipts returns the first 50 receipts only",
+        False,
+        ("load_boundary_receipts",),
+    ),
+    Broken(
+        CancelledWriteNotDurable,
+        "a cancelled persist_input_state is visible but never made durable",
+        True,
+        ("load_input_states", "load_input_state", "persist_input_state"),
+    ),
+    Broken(
+        ConstantAuthorityKey,
+        "auth_authority_key() is the same for every location",
+        True,
+        ("auth_authority_key",),
+    ),
+    Broken(
+        AuthorityKeyNotResolved,
+        "auth_authority_key() does not resolve symlinks",
+        True,
+        ("auth_authority_key",),
+    ),
+    Broken(
+        RuntimeIdCaseInsensitive,
+        "runtime ids compared case-insensitively (collation)",
+        False,
+        (
+            "load_input_states",
+            "load_input_state",
+            "load_session_snapshot",
+            "load_runtime_state",
+            "load_ops_lifecycle",
+            "load_boundary_receipt",
+            "load_boundary_receipts",
+            "list_runtimes",
+            "atomic_apply",
+            "commit_machine_lifecycle",
+            "purge_runtime",
+        ),
+    ),
+    Broken(
+        RuntimeIdPadSpace,
+        "runtime ids compared ignoring trailing spaces (PAD SPACE)",
+        False,
+        (
+            "load_input_states",
+            "load_input_state",
+            "load_session_snapshot",
+            "load_runtime_state",
+            "load_ops_lifecycle",
+            "load_boundary_receipt",
+            "load_boundary_receipts",
+            "list_runtimes",
+            "atomic_apply",
+            "commit_machine_lifecycle",
+            "purge_runtime",
+        ),
+    ),
+    Broken(
+        ListRuntimesCollated,
+        "list_runtimes sorted case-insensitively",
+        False,
+        ("list_runtimes",),
+    ),
+    Broken(
+        InputStatesGuidOrder,
+        "load_input_states in SQL Server uniqueidentifier order",
+        False,
+        ("load_input_states",),
+    ),
+    Broken(
+        StaleSessionCache,
+        "a cached session snapshot survives clear_session_snapshot and purge",
+        False,
+        ("load_session_snapshot",),
+    ),
+    Broken(
+        StaleInputStateCache,
+        "a cached load_input_state survives lifecycle commits, retires and purges",
+        False,
+        ("load_input_state", "persist_input_state"),
+    ),
+    Broken(
+        RetireSkipsUnknownIds,
+        "retire_input_payloads skips unknown ids instead of NotFound",
+        False,
+        ("retire_input_payloads",),
+    ),
+    Broken(
+        RetireRetiredRefused,
+        "retire_input_payloads refuses a retired state",
+        False,
+        ("retire_input_payloads",),
+    ),
+    Broken(
+        ReceiptConflictAsWriteFailed,
+        "a duplicate receipt raises WriteFailed, not ReceiptConflict",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        PurgeUnknownNotFound,
+        "purge_runtime of a runtime without state raises NotFound",
+        False,
+        ("purge_runtime",),
+    ),
+    Broken(
+        ReceiptCountsAsDoubles,
+        "a receipt's message_count above 2**53 is rounded (read as a double)",
+        False,
+        ("load_boundary_receipt", "load_boundary_receipts"),
+    ),
+    Broken(
+        TimestampsInMilliseconds,
+        "input-state timestamps stored to the millisecond",
+        False,
+        ("load_input_states", "load_input_state"),
+    ),
+    Broken(
+        EmptyStringIsNull,
+        "an empty idempotency_key or history reason comes back None",
+        False,
+        ("load_input_states", "load_input_state"),
+    ),
+    Broken(
+        EmptyApplySkipped,
+        "atomic_apply without delta or input states writes no receipt",
+        False,
+        ("atomic_apply", "load_boundary_receipt", "load_boundary_receipts", "list_runtimes"),
+    ),
+    Broken(
+        SessionKeyCheckedAgainstStored,
+        "atomic_apply without a delta checks the key against the stored snapshot",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        LifecycleConflictKeepsInputStates,
+        "a refused compare-and-set leaves its input states applied",
+        False,
+        ("load_input_states", "load_input_state"),
     ),
 )
 """Defects the machine must find within the CI budget."""

@@ -37,12 +37,14 @@ import sys
 import time
 import unittest
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import _broken
 import pytest
+import trio
 from _broken import BROKEN, GAPS, Broken, DictStore
 from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis.errors import StopTest
@@ -310,6 +312,403 @@ def test_crash_loss_shows_only_after_a_crash() -> None:
     run = broken_run(next(b for b in BROKEN if b.store is _broken.FlushesOnlyOnCleanClose))
     assert isinstance(run.error, AssertionError)
     assert run.steps[-1] == "state.crash_and_reopen()", run.steps[-3:]
+
+
+# --- issue 13: each new defect is real (shown directly, without the machine) -------------
+# A scenario drives a store through calls that show its defect and returns
+# what a caller observes, as a repr (so `True` and `1` differ); the broken
+# store's observation must differ from the correct `DictStore`'s. These run
+# in a fraction of a second whether or not the machine catches the defect.
+
+_RT = ma.LogicalRuntimeId("rt-a")
+_T0 = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+_S0, _S1 = (ma.SessionId(uuid.UUID(int=n)) for n in (7, 8))
+_RUN = ma.RunId(uuid.UUID(int=5))
+
+
+def _state(n: int, attempts: int = 0, **shell: Any) -> ma.StoredInputState:
+    state = ma.InputState(ma.InputId(uuid.UUID(int=n)), created_at=_T0, updated_at=_T0, **shell)
+    return ma.StoredInputState(state, ma.InputStateSeed(attempt_count=attempts))
+
+
+def _receipt(sequence: int = 0, message_count: int = 0) -> ma.RunBoundaryReceipt:
+    boundary = ma.RunApplyBoundary.IMMEDIATE
+    return ma.RunBoundaryReceipt(_RUN, boundary, (), None, message_count, sequence)
+
+
+def _delta(session_id: ma.SessionId, pad: int = 0) -> ma.SessionDelta:
+    return ma.SessionDelta(json.dumps({"id": str(session_id), "pad": "x" * pad}).encode())
+
+
+def _commit(to_state: ma.RuntimeState) -> ma.MachineLifecycleCommit:
+    sources = [a for a, targets in ma.LIFECYCLE_TRANSITIONS.items() if to_state in targets]
+    return ma.machine_transition(sources[0], to_state)
+
+
+async def _outcome(call: Any) -> str:
+    """A call's result, or its error class and the attributes it carries.
+    `call` is a coroutine, or a function making one (a call with a wrong
+    keyword raises `TypeError` before there is a coroutine)."""
+    try:
+        return repr(await (call() if callable(call) else call))
+    except Exception as exc:
+        fields = {f: getattr(exc, f) for f in ("expected", "actual") if hasattr(exc, f)}
+        return f"{type(exc).__name__} {fields!r}"
+
+
+Scenario = Callable[[type[DictStore], Path], Any]
+DEMOS: dict[str, Scenario] = {}
+
+
+def demo(name: str) -> Callable[[Scenario], Scenario]:
+    def register(scenario: Scenario) -> Scenario:
+        DEMOS[name] = scenario
+        return scenario
+
+    return register
+
+
+@demo("ReceiptCheckedBeforeSessionKey")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.atomic_apply(_RT, None, _receipt(), [])
+        return await _outcome(s.atomic_apply(_RT, _delta(_S0), _receipt(), [], _S1))
+
+
+@demo("ReceiptCheckedBeforeCodec")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.atomic_apply(_RT, None, _receipt(), [])
+        return await _outcome(s.atomic_apply(_RT, ma.SessionDelta(b"[]"), _receipt(), []))
+
+
+@demo("InputDocumentsBoolsAsInts")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.persist_input_state(_RT, _state(1, policy={"ok": True}))
+        return repr(await s.load_input_states(_RT))
+
+
+@demo("OpsDocumentsNumbersAsDoubles")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.persist_ops_lifecycle(_RT, ma.PersistedOpsSnapshot("e", cursors=[1.0, -0.0]))
+        return repr(await s.load_ops_lifecycle(_RT))
+
+
+@demo("SessionKeyMismatchSwapped")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        return await _outcome(s.atomic_apply(_RT, _delta(_S0), _receipt(), [], _S1))
+
+
+@demo("LifecycleConflictSwapped")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.commit_machine_lifecycle(_RT, _commit(ma.RuntimeState.IDLE), [])
+        idle = _commit(ma.RuntimeState.IDLE)
+        return await _outcome(s.commit_machine_lifecycle(_RT, idle, [], expected=None))
+
+
+@demo("AtomicApplyKeyRenamed")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        d, r = _delta(_S0), _receipt()
+        return await _outcome(lambda: s.atomic_apply(_RT, d, r, [], session_store_key=_S0))
+
+
+@demo("ReceiptLoadShortNames")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        return await _outcome(lambda: s.load_boundary_receipt(_RT, run_id=_RUN, sequence=0))
+
+
+@demo("PersistInputParamRenamed")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        return await _outcome(lambda: s.persist_input_state(_RT, state=_state(1)))
+
+
+@demo("AtomicApplyInTwoSteps")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """A reader racing the commit: does it ever see the receipt without the
+    input state?"""
+    half = False
+    for sequence in range(60):
+        async with store.open() as s:
+
+            async def read(s: DictStore = s, sequence: int = sequence) -> None:
+                nonlocal half
+                for _ in range(4):
+                    found = await s.load_boundary_receipt(_RT, _RUN, sequence)
+                    states = s.tables.input_states  # the same instant as the read
+                    half |= found is not None and not states
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(s.atomic_apply, _RT, None, _receipt(sequence), [_state(1)])
+                nursery.start_soon(read)
+    return half
+
+
+@demo("OAuthPersistSkipsLock")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """An update racing a persist: a correct store ends with b"Pu" or b"P"."""
+    seen = set()
+    for _ in range(60):
+        async with store.open() as s:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(s.update_auth_oauth_flow_snapshot, kit.Append(b"u"))
+                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+                nursery.start_soon(s.persist_auth_oauth_flow_snapshot, b"P")
+            seen.add(await s.load_auth_oauth_flow_snapshot())
+    return b"u" in seen
+
+
+@demo("InputsAsOneDocument")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """A persist racing a lifecycle commit: is it ever lost?"""
+    lost = False
+    for _ in range(60):
+        async with store.open() as s:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    s.commit_machine_lifecycle, _RT, _commit(ma.RuntimeState.IDLE), []
+                )
+                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.checkpoint()
+                nursery.start_soon(s.persist_input_state, _RT, _state(1))
+            lost |= not await s.load_input_states(_RT)
+    return lost
+
+
+@demo("InputStatesFirstPage")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        for n in range(101):
+            await s.persist_input_state(_RT, _state(n))
+        return len(await s.load_input_states(_RT))
+
+
+@demo("SessionSnapshotTruncated")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.commit_session_snapshot(_RT, _delta(_S0, pad=70_000))
+        return len(await s.load_session_snapshot(_RT) or b"")
+
+
+@demo("HistoryCapped")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    entry = ma.InputStateHistoryEntry(
+        _T0, ma.InputLifecycleState.ACCEPTED, ma.InputLifecycleState.QUEUED, None
+    )
+    async with store.open() as s:
+        await s.persist_input_state(_RT, _state(1, history=(entry,) * 20))
+        stored = await s.load_input_state(_RT, ma.InputId(uuid.UUID(int=1)))
+        return None if stored is None else len(stored.state.history)
+
+
+@demo("OAuthSnapshotTruncated")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.persist_auth_oauth_flow_snapshot(b"v" * 5000)
+        return len(await s.load_auth_oauth_flow_snapshot() or b"")
+
+
+@demo("ReceiptsFirstPage")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        for sequence in range(60):
+            await s.atomic_apply(_RT, None, _receipt(sequence), [])
+        return len(await s.load_boundary_receipts(_RT))
+
+
+@demo("CancelledWriteNotDurable")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """A persist cancelled in flight (after 0..3 scheduling points, each
+    several times: trio varies the order of ready tasks): does a reopen find
+    what reads saw?"""
+    seen = []
+    for attempt in range(24):
+        points = attempt % 4
+        location = tmp / f"cancelled-{attempt}"
+        location.mkdir()
+        async with store.open(location) as s:
+            with trio.CancelScope() as scope:
+
+                async def cancel(scope: trio.CancelScope = scope, points: int = points) -> None:
+                    for _ in range(points):
+                        await trio.lowlevel.checkpoint()
+                    scope.cancel()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(cancel)
+                    await s.persist_input_state(_RT, _state(1))
+            before = await s.load_input_states(_RT)
+        async with store.open(location) as s:
+            seen.append(before == await s.load_input_states(_RT))
+    return all(seen)
+
+
+@demo("ConstantAuthorityKey")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    keys = set()
+    for name in ("one", "two"):
+        (tmp / name).mkdir()
+        async with store.open(tmp / name) as s:
+            keys.add(s.auth_authority_key())
+    return len(keys)
+
+
+@demo("AuthorityKeyNotResolved")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    (tmp / "real").mkdir()
+    (tmp / "link").symlink_to(tmp / "real")
+    keys = set()
+    for location in (tmp / "real", tmp / "link"):
+        async with store.open(location) as s:
+            keys.add(s.auth_authority_key())
+    return len(keys)
+
+
+@demo("RuntimeIdCaseInsensitive")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.persist_input_state(_RT, _state(1))
+        return len(await s.load_input_states(ma.LogicalRuntimeId("RT-A")))
+
+
+@demo("RuntimeIdPadSpace")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.persist_input_state(_RT, _state(1))
+        return len(await s.load_input_states(ma.LogicalRuntimeId("rt-a ")))
+
+
+@demo("ListRuntimesCollated")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        for name in ("a", "B"):
+            await s.persist_input_state(ma.LogicalRuntimeId(name), _state(1))
+        return [str(r) for r in await s.list_runtimes()]
+
+
+@demo("InputStatesGuidOrder")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        for n in (1, 2**64, 2**127 + 7):
+            await s.persist_input_state(_RT, _state(n))
+        return [stored.state.input_id for stored in await s.load_input_states(_RT)]
+
+
+@demo("StaleSessionCache")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.commit_session_snapshot(_RT, _delta(_S0))
+        await s.load_session_snapshot(_RT)
+        await s.clear_session_snapshot(_RT)
+        return await s.load_session_snapshot(_RT)
+
+
+@demo("StaleInputStateCache")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.persist_input_state(_RT, _state(1, attempts=0))
+        await s.load_input_state(_RT, ma.InputId(uuid.UUID(int=1)))
+        await s.commit_machine_lifecycle(_RT, _commit(ma.RuntimeState.IDLE), [_state(1, 1)])
+        return repr(await s.load_input_state(_RT, ma.InputId(uuid.UUID(int=1))))
+
+
+@demo("RetireSkipsUnknownIds")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        return await _outcome(s.retire_input_payloads(_RT, [ma.InputId(uuid.UUID(int=1))]))
+
+
+def _finished(n: int) -> ma.StoredInputState:
+    consumed = ma.InputStateSeed(
+        ma.InputLifecycleState.CONSUMED, terminal_outcome=ma.InputTerminalOutcome.consumed()
+    )
+    return ma.StoredInputState(_state(n, persisted_input={"text": "hi"}).state, consumed)
+
+
+@demo("RetireRetiredRefused")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.persist_input_state(_RT, _finished(1))
+        await s.retire_input_payloads(_RT, [ma.InputId(uuid.UUID(int=1))])
+        return await _outcome(s.retire_input_payloads(_RT, [ma.InputId(uuid.UUID(int=1))]))
+
+
+@demo("ReceiptConflictAsWriteFailed")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.atomic_apply(_RT, None, _receipt(), [])
+        return await _outcome(s.atomic_apply(_RT, None, _receipt(), []))
+
+
+@demo("PurgeUnknownNotFound")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        return await _outcome(s.purge_runtime(_RT))
+
+
+@demo("ReceiptCountsAsDoubles")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.atomic_apply(_RT, None, _receipt(0, message_count=2**53 + 1), [])
+        return repr(await s.load_boundary_receipt(_RT, _RUN, 0))
+
+
+@demo("TimestampsInMilliseconds")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        shell = _state(1).state
+        moved = ma.InputState(shell.input_id, _T0.replace(microsecond=123_456), _T0)
+        await s.persist_input_state(_RT, ma.StoredInputState(moved))
+        return repr(await s.load_input_states(_RT))
+
+
+@demo("EmptyStringIsNull")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.persist_input_state(_RT, _state(1, idempotency_key=""))
+        return repr(await s.load_input_states(_RT))
+
+
+@demo("EmptyApplySkipped")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.atomic_apply(_RT, None, _receipt(), [])
+        return repr(await s.load_boundary_receipt(_RT, _RUN, 0))
+
+
+@demo("SessionKeyCheckedAgainstStored")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        await s.commit_session_snapshot(_RT, _delta(_S0))
+        return await _outcome(s.atomic_apply(_RT, None, _receipt(), [], _S1))
+
+
+@demo("LifecycleConflictKeepsInputStates")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    async with store.open() as s:
+        idle = _commit(ma.RuntimeState.IDLE)
+        await s.commit_machine_lifecycle(_RT, idle, [])
+        refused = await _outcome(s.commit_machine_lifecycle(_RT, idle, [_state(1)], expected=None))
+        return refused, len(await s.load_input_states(_RT))
+
+
+@pytest.mark.parametrize("name", sorted(DEMOS))
+def test_defect_is_real(name: str, tmp_path: Path) -> None:
+    """The scenario shows `name`'s defect: its store answers otherwise than
+    the correct `DictStore` does."""
+    store = getattr(_broken, name)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "correct").mkdir()
+    broken = trio.run(DEMOS[name], store, tmp_path / "broken")
+    correct = trio.run(DEMOS[name], DictStore, tmp_path / "correct")
+    assert broken != correct, f"{name}: {broken!r} (broken) == {correct!r} (correct)"
 
 
 # --- shrinking: the report a backend author gets -----------------------------------------
