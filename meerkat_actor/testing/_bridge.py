@@ -46,6 +46,10 @@ class TrioBridge(Generic[S]):
         Whatever entering the context raised, re-raised in the constructor.
     """
 
+    timeout: float = 300.0
+    """Seconds a `call` may take before it fails (class-wide; set it on an
+    instance or a subclass for a slower store)."""
+
     def __init__(self, open_resource: Callable[[], AbstractAsyncContextManager[S]]) -> None:
         self._open_resource = open_resource
         self._ready = threading.Event()
@@ -92,10 +96,23 @@ class TrioBridge(Generic[S]):
                 await self._stop.wait()
 
     def call(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
-        """Run `await fn(*args)` in the bridge's trio run; return or raise its outcome."""
+        """Run `await fn(*args)` in the bridge's trio run; return or raise its outcome.
+
+        Raises:
+            AssertionError: the call took longer than `timeout` seconds (a
+                store that deadlocks fails the test instead of hanging it).
+        """
         if self._token is None or not self.running:
             raise RuntimeError("the bridge is not running")
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
+        return trio.from_thread.run(self._within_timeout, fn, args, trio_token=self._token)
+
+    async def _within_timeout(self, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...]) -> R:
+        with trio.move_on_after(self.timeout):
+            return await fn(*args)
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        raise AssertionError(
+            f"{name} did not return within {self.timeout:g} s: the store hangs (a deadlock?)"
+        )
 
     def close(self) -> None:
         """Exit the context cleanly and end the thread."""

@@ -78,6 +78,7 @@ from .._errors import (
     ReceiptConflict,
     RuntimeNotDestroyed,
     SessionKeyMismatch,
+    StoreClosed,
     Unsupported,
 )
 from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
@@ -137,7 +138,9 @@ OpenStoreAt = Callable[[Path], AbstractAsyncContextManager[RuntimeStore]]
 RUNTIME_IDS = (LogicalRuntimeId("rt-a"), LogicalRuntimeId("rt-b"), LogicalRuntimeId("rt-c"))
 # Spread over the UUID order (first, middle, last) and not in creation order.
 INPUT_IDS = tuple(InputId(uuid.UUID(int=n)) for n in (2**127 + 7, 1, 2**128 - 1, 2**64, 2**100 + 3))
-RUN_IDS = tuple(RunId(uuid.UUID(int=n)) for n in (2**126 + 1, 2, 2**128 - 2))
+# The second sorts first by UUID but not by `UUID.bytes_le` (Microsoft's GUID
+# byte order, which reverses the first three fields).
+RUN_IDS = tuple(RunId(uuid.UUID(int=n)) for n in (2**126 + 1, 0xFF << 96, 2**128 - 2))
 SESSION_IDS = tuple(SessionId(uuid.UUID(int=n)) for n in (2**125 + 11, 3))
 SEQUENCES = (0, 1, 2**63 - 1, 2**63, 2**64 - 1)
 T = TypeVar("T")
@@ -149,6 +152,23 @@ def _session_json(session_id: SessionId) -> bytes:
 
 
 _UNREADABLE_SNAPSHOTS = (b"", b"not json", b"[]", b'{"id": 5}', b'{"id": "not-a-uuid"}')
+_ODD_READABLE_SNAPSHOTS = tuple(
+    SessionDelta(snapshot)
+    for snapshot in (
+        # Not in the form a JSON column (jsonb, MySQL JSON) prints: it must
+        # come back byte for byte.
+        (
+            '{ "messages" : [ {"role": "user", "text": "caf\\u00e9 cafe\u0301\\r\\n", "n": 1.0} ],'
+            f' "id" : "{SESSION_IDS[0]}" }}\r\n'
+        ).encode(),
+        # An "id" nested before the top-level one, and the id in upper case:
+        # the session codec decides, not a regex or a string compare.
+        (
+            f'{{"messages": [{{"id": "{SESSION_IDS[1]}"}}], "id": "{str(SESSION_IDS[0]).upper()}"}}'
+        ).encode(),
+    )
+)
+"""Readable snapshots a backend that parses or re-serialises them gets wrong."""
 
 
 def _mostly(pool: tuple[T, ...], fresh: st.SearchStrategy[T]) -> st.SearchStrategy[T]:
@@ -163,11 +183,17 @@ NEAR_RUNTIME_IDS = (
     LogicalRuntimeId("\uff52\uff54-\uff41"),
     LogicalRuntimeId("rt-\u00e9"),
     LogicalRuntimeId("rt-e\u0301"),
+    LogicalRuntimeId("rt-\uffff"),
+    LogicalRuntimeId("rt-\U00010000"),
+    LogicalRuntimeId("rt-" + "x" * 297 + "1"),
+    LogicalRuntimeId("rt-" + "x" * 297 + "2"),
 )
 """Ids a store must keep apart from the pool's and from each other, though a
 case-insensitive collation, a collation that pads with spaces, or a Unicode
 normalisation (NFKC: full-width letters; NFC/NFD: the two forms of é) merges
-them: identifiers compare by value, their strings exactly (SPEC §2)."""
+them, that sorts by UTF-16 code units (U+FFFF after U+10000), or that
+truncates at 255 characters: identifiers compare by value, their strings
+exactly, and `list_runtimes` sorts by code point (SPEC §2, §3b)."""
 
 runtime_ids = _mostly(RUNTIME_IDS, st.one_of(mst.runtime_ids(), st.sampled_from(NEAR_RUNTIME_IDS)))
 # The rules of SPEC §3b stay in the pool: each runtime the machine has seen
@@ -178,7 +204,9 @@ run_ids = _mostly(RUN_IDS, mst.run_ids())
 sequences = st.sampled_from(SEQUENCES)
 session_ids = st.sampled_from(SESSION_IDS)
 # Built values, not lambdas, so a failing example prints as runnable code.
-readable_deltas = st.sampled_from([SessionDelta(_session_json(s)) for s in SESSION_IDS])
+readable_deltas = st.sampled_from(
+    [SessionDelta(_session_json(s)) for s in SESSION_IDS] + list(_ODD_READABLE_SNAPSHOTS)
+)
 deltas = st.one_of(
     readable_deltas, st.sampled_from([SessionDelta(b) for b in _UNREADABLE_SNAPSHOTS])
 )
@@ -231,7 +259,7 @@ stored_states = st.one_of(
     _simple_states, _terminal_states, mst.stored_input_states(input_id=input_ids)
 )
 state_lists = st.lists(stored_states, max_size=4)
-input_id_lists = st.lists(input_ids, min_size=1, max_size=4)
+input_id_lists = st.lists(input_ids, max_size=4)
 # Legal transitions, over half of them to `destroyed`, so that purges succeed often.
 transitions = st.one_of(
     mst.lifecycle_transitions(),
@@ -586,6 +614,16 @@ def _observations(
             ("load_runtime_state", (runtime_id,)),
             ("load_ops_lifecycle", (runtime_id,)),
         ]
+        # One by one too (a per-input cache is a separate read path): every
+        # input the model holds there, and one of the pool it does not.
+        held_inputs = held.input_states if held is not None else {}
+        absent = next((i for i in INPUT_IDS if i not in held_inputs), None)
+        reads += [
+            ("load_input_state", (runtime_id, input_id))
+            for input_id in sorted(held_inputs, key=lambda i: i.value)
+        ]
+        if absent is not None:
+            reads.append(("load_input_state", (runtime_id, absent)))
         keys = {(run_id, sequence) for run_id in RUN_IDS for sequence in SEQUENCES}
         keys |= sent.get(runtime_id, set())
         if held is not None:
@@ -680,7 +718,25 @@ def _by_name(
     named = dict(zip(_parameters(name), args, strict=False))
     if len(named) < len(args):  # more arguments than parameters: leave them as given
         return args, kwargs
-    return (), {**named, **kwargs}
+    defaults = _defaults(name)
+    called = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in {**named, **kwargs}.items()
+        # An argument equal to its default is left out: the default must exist.
+        if not (key in defaults and value is defaults[key])
+    }
+    return (), called
+
+
+@functools.cache
+def _defaults(name: str) -> dict[str, Any]:
+    """The default values of `RuntimeStore.<name>`'s parameters that have one."""
+    signature = inspect.signature(getattr(RuntimeStore, name))
+    return {
+        key: parameter.default
+        for key, parameter in signature.parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
 
 
 @runtime_checkable
@@ -702,7 +758,9 @@ def _bad_calls(
         ("persist_input_state", (runtime_id, {"input_id": str(INPUT_IDS[0])}), TypeError),
         ("load_boundary_receipt", (runtime_id, receipt.run_id, -1), ValueError),
         ("load_boundary_receipt", (runtime_id, receipt.run_id, 2**64), ValueError),
+        ("load_boundary_receipt", (runtime_id, receipt.run_id, True), TypeError),
         ("persist_auth_oauth_flow_snapshot", ("text",), TypeError),
+        ("persist_auth_oauth_flow_snapshot", (bytearray(b"x"),), TypeError),
         ("commit_session_snapshot", (runtime_id, _session_json(SESSION_IDS[0])), TypeError),
         ("atomic_apply", (runtime_id, None, receipt, [{"not": "a state"}]), TypeError),
         ("update_auth_oauth_flow_snapshot", (42,), TypeError),
@@ -892,8 +950,10 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         """Run `name(*args, **kwargs)` on both sides; their outcomes must agree.
 
         Every other call reaches the store with every argument by keyword
-        (the parameter names of `RuntimeStore`, which callers may use), the
-        others positionally (their order): a backend must accept both."""
+        (the parameter names of `RuntimeStore`, which callers may use; an
+        argument equal to its default left out; lists passed as tuples, any
+        sequence being allowed), the others positionally (their order): a
+        backend must accept both."""
         self._note_sent(args)
         expected = _expected(self.model, self.capabilities, name, args, kwargs)
         store = self.bridge.resource
@@ -1123,6 +1183,52 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             ids = [stored.state.input_id for stored in states]
             self._same("retire_input_payloads", runtime_id, ids)
 
+    @precondition(lambda self: self.capabilities.retention)
+    @rule(count=st.integers(101, 130), run=st.sampled_from(RUN_IDS), tasks=st.integers(1, 16))
+    def many_receipts(self, count: int, run: RunId, tasks: int) -> None:
+        """`count` (101 to 130) receipts of one run in a runtime of its own,
+        written by `tasks` tasks at once, read back with
+        `load_boundary_receipts` (in sequence order, every one: a backend
+        that pages by 100, or by any smaller size, shows it), then the
+        runtime destroyed and purged, so that the invariant need not read
+        them all after every later step."""
+        runtime_id = LogicalRuntimeId(f"many-receipts-{count}-{tasks}")
+        receipts = [
+            RunBoundaryReceipt(
+                run, RunApplyBoundary.RUN_CHECKPOINT, (), None, n, n * (2**57 + 3) % 2**64
+            )
+            for n in range(count)
+        ]
+        for receipt in receipts:
+            _model_outcome(self.model.atomic_apply, runtime_id, None, receipt, [])
+        pending = list(reversed(receipts))
+        failures: list[_Outcome] = []
+
+        async def writer(store: RuntimeStore) -> None:
+            while pending:
+                outcome = await _store_outcome(
+                    store.atomic_apply, runtime_id, None, pending.pop(), []
+                )
+                if outcome.error is not None:
+                    failures.append(outcome)
+
+        async def run_all(store: RuntimeStore) -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(tasks):
+                    nursery.start_soon(writer, store)
+
+        self.bridge.call(run_all, self.bridge.resource)
+        if failures:
+            raise AssertionError(
+                f"atomic_apply of {count} receipts of one run from {tasks} tasks:"
+                f" the store {failures[0]!r}, the model returned None"
+            )
+        self._same("load_boundary_receipts", runtime_id)
+        self._same("list_runtimes")
+        ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
+        self._same("commit_machine_lifecycle", runtime_id, ending, [])
+        self._same("purge_runtime", runtime_id)
+
     @rule(
         runtime_id=runtime_ids,
         kind=st.sampled_from(("session", "oauth", "input", "ops")),
@@ -1264,7 +1370,10 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         input_states)`, with `expected=expected` unless that is `UNCHECKED`
         (then the keyword is left out, as a caller of SPEC §4 would)."""
         commit = machine_transition(*transition)
-        kwargs = {} if expected is UNCHECKED else {"expected": expected}
+        # UNCHECKED is left out, as a caller of SPEC §4 would, or (every other
+        # time) passed: the same call.
+        explicit = expected is not UNCHECKED or self._calls % 2 == 1
+        kwargs = {"expected": expected} if explicit else {}
         self._same("commit_machine_lifecycle", runtime_id, commit, input_states, **kwargs)
 
     @rule(runtime_id=pool_runtime_ids, to_state=targets, input_states=state_lists)
@@ -1571,6 +1680,12 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                         return
                     if is_new and not is_old:
                         seen_after = seen_after or call
+                    elif last and is_old and not is_new:
+                        problems.append(
+                            f"{call} answered as before the write ({got!r}) after"
+                            " atomic_apply had returned"
+                        )
+                        return
                     elif seen_after is not None and is_old and not is_new:
                         problems.append(
                             f"{call} answered as before the write ({got!r}) after"
@@ -1798,10 +1913,23 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.capabilities.durable)
     @rule()
     def reopen(self) -> None:
-        """Close the store cleanly and open it again."""
+        """Close the store cleanly and open it again. A call on the closed
+        handle must then raise `StoreClosed` (SPEC §5), not answer from a
+        cache or write to a store another handle now has open."""
+        closed = self.bridge.resource
         self.bridge.close()
         self.bridge = TrioBridge(self._open)
         self._check_authority_key(self.authority_key)
+        for name, args in (
+            ("load_session_snapshot", (RUNTIME_IDS[0],)),
+            ("persist_input_state", (RUNTIME_IDS[0], _BULK_SHELL)),
+        ):
+            outcome = self.bridge.call(partial(_store_outcome, getattr(closed, name), *args))
+            if not isinstance(outcome.error, StoreClosed):
+                raise AssertionError(
+                    f"{name}{_args_repr(args)} on a handle closed by reopen: the store"
+                    f" {outcome!r}, expected StoreClosed"
+                )
 
     @precondition(
         lambda self: self.capabilities.durable and isinstance(self.bridge.resource, _Checkpointable)
