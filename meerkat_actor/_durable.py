@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -403,14 +404,19 @@ class DurableLog:
         """Make `path` a new store holding `state` as of `lsn`; return the
         snapshot's size in bytes.
 
-        `path` must not exist or be an empty directory. First a marker file,
-        INCOMPLETE, is made durable; then, under the new directory's lock,
-        the snapshot and the FORMAT file (each temp file -> fsync -> rename
-        -> fsync of the directory); then the marker is removed. A crash or
-        failure part way leaves a directory that is empty or holds
-        INCOMPLETE, which `open_store` refuses as "not a store": never an
-        empty-looking store. No log segment is written; the first open
-        creates one at `lsn + 1`.
+        `path` must not exist or be an empty directory. The directory never
+        shows up empty: a missing `path` is made as a directory named
+        `<path>.incomplete-<8 hex digits>` beside it, the marker file
+        INCOMPLETE is made durable in it, and only then is it renamed to
+        `path` (and the parent directory synced). An existing empty `path`
+        gets the marker in place. Then, under the directory's lock, the
+        snapshot and the FORMAT file (each temp file -> fsync -> rename ->
+        fsync of the directory); then the marker is removed. So a crash or
+        failure at any step leaves no directory at `path` (maybe a leftover
+        `.incomplete-` one beside it), the empty directory that was there, or
+        a directory holding INCOMPLETE, which `open_store` refuses as an
+        incomplete backup or import: never an empty-looking store. No log
+        segment is written; the first open creates one at `lsn + 1`.
 
         Raises:
             ValueError: `path` exists and is not an empty directory.
@@ -419,22 +425,26 @@ class DurableLog:
         directory = os.path.realpath(path)
         if os.path.lexists(directory) and not os.path.isdir(directory):
             raise ValueError(f"path must not exist or be an empty directory: {directory} is a file")
-        _make_dirs(io, directory)
-        names = io.list_dir(directory)
-        if names:
-            raise ValueError(
-                f"path must not exist or be an empty directory: {directory}"
-                f" holds {sorted(names)[0]!r}"
-            )
-        io.make_private(directory)
         marker = os.path.join(directory, INCOMPLETE_FILE)
-        handle = io.create(marker)
-        try:
-            io.write(handle, b"a backup or import of a meerkat_actor store that did not finish\n")
-            io.sync(handle)
-        finally:
-            io.close(handle)
-        io.sync_dir(directory)
+        if os.path.isdir(directory):
+            names = io.list_dir(directory)
+            if names:
+                raise ValueError(
+                    f"path must not exist or be an empty directory: {directory}"
+                    f" holds {sorted(names)[0]!r}"
+                )
+            io.make_private(directory)
+            _write_marker(io, marker)
+            io.sync_dir(directory)
+        else:
+            parent = os.path.dirname(directory)
+            _make_dirs(io, parent)
+            building = f"{directory}.incomplete-{secrets.token_hex(4)}"
+            io.make_new_dir(building)
+            _write_marker(io, os.path.join(building, INCOMPLETE_FILE))
+            io.sync_dir(building)
+            io.rename(building, directory)  # fails if something took the name
+            io.sync_dir(parent)
         lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
         log = cls(io, directory, lock, MAX_RECORD_LIMIT)
         try:
@@ -772,6 +782,16 @@ class _FileReader:
         self._io.close(self._handle)
 
 
+def _write_marker(io: FileIO, marker: str) -> None:
+    """Create the INCOMPLETE marker `marker` and sync it (not its directory)."""
+    handle = io.create(marker)
+    try:
+        io.write(handle, b"a backup or import of a meerkat_actor store that did not finish\n")
+        io.sync(handle)
+    finally:
+        io.close(handle)
+
+
 def _make_dirs(io: FileIO, directory: str) -> None:
     """Create `directory` and its missing parents (0700), and make each new
     directory entry durable (an fsync of the parent of each one created)."""
@@ -835,6 +855,11 @@ def _check_not_foreign(directory: str, names: list[str]) -> None:
     """Refuse a directory holding files but no FORMAT: it is not a store."""
     if fmt.FORMAT_FILE in names:
         return
+    if INCOMPLETE_FILE in names:
+        raise ReadFailed(
+            f"{directory} is not a meerkat_actor store: it holds {INCOMPLETE_FILE}, an"
+            " incomplete backup or import (it did not finish; delete it and make it again)"
+        )
     strangers = sorted(n for n in names if n != fmt.LOCK_FILE and not _is_own_temp(n))
     if strangers:
         raise ReadFailed(

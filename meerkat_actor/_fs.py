@@ -66,6 +66,10 @@ class FileIO:
         """Create `path` (and missing parents) with mode 0700 if it does not exist."""
         os.makedirs(path, mode=DIR_MODE, exist_ok=True)
 
+    def make_new_dir(self, path: str) -> None:
+        """Create the directory `path` (0700); fails if anything has that name."""
+        os.mkdir(path, DIR_MODE)
+
     def make_private(self, path: str) -> None:
         """Set directory `path` to mode 0700 (a new store in an existing directory)."""
         os.chmod(path, DIR_MODE)

@@ -99,13 +99,14 @@ def export_sqlite(state: StoreState, path: str, io: FileIO | None = None) -> Sto
         database.close()
 
 
-def import_sqlite(state: StoreState, path: str) -> StoreView:
+def import_sqlite(state: StoreState, path: str, io: FileIO | None = None) -> StoreView:
     """Write `state` as a new actor store at `path` (one snapshot at LSN 0);
     return what recovering it (read-only) gives.
 
     Args:
         state: what to write.
         path: the new store directory (missing, or empty).
+        io: the file layer that writes it (default: the real one).
 
     Returns:
         The new store as `read_store` sees it.
@@ -114,7 +115,7 @@ def import_sqlite(state: StoreState, path: str) -> StoreView:
         ValueError: `path` exists and is not an empty directory.
         OSError: writing failed.
     """
-    DurableLog.create_from_state(FileIO(), path, 0, state)
+    DurableLog.create_from_state(FileIO() if io is None else io, path, 0, state)
     return read_store(path)
 
 
