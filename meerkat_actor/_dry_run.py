@@ -109,6 +109,9 @@ class _DryRunIO(FileIO):
         if not os.path.isdir(path):
             raise FileNotFoundError(errno.ENOENT, "no such directory", path)
 
+    def make_new_dir(self, path: str) -> None:
+        pass
+
     def make_private(self, path: str) -> None:
         pass
 
