@@ -91,6 +91,9 @@ class _Replay:
     last_lsn: int = 0
     log_bytes: int = 0
     expected: int | None = None
+    #: The last segment read whole so far: (path, header, end of its last
+    #: record); new records go there if it is still the last at the end.
+    tail: tuple[str, fmt.SegmentHeader, int] | None = None
 
     def __post_init__(self) -> None:
         self.last_lsn = self.snapshot_lsn
@@ -255,6 +258,12 @@ class DurableLog:
             is_last = index == len(relevant) - 1
             if not self._replay_segment(replay, self._path(name), first_lsn, is_last, warnings):
                 break  # a torn, empty last segment was removed
+        if replay.tail is not None:
+            # The last segment that survived (step 7 may have removed the
+            # ones after it): new records go after its last one (step 9).
+            path, header, end = replay.tail
+            assert replay.expected is not None
+            self._open_segment_for_append(path, header, end, replay.expected - 1, replay.last_lsn)
         if self._segment is None:
             if self.format_version < fmt.FORMAT_VERSION:
                 # Writes nothing into an older store until it is written to.
@@ -331,9 +340,7 @@ class DurableLog:
                 )
                 self._truncate(path, event.offset)
             end, replay.expected = event.offset, event.expected
-        if is_last:
-            assert replay.expected is not None
-            self._open_segment_for_append(path, header, end, replay.expected - 1, replay.last_lsn)
+        replay.tail = (path, header, end)
         return True
 
     @staticmethod

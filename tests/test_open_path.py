@@ -25,6 +25,7 @@ from _values import RT, everything, populate
 
 import meerkat_actor as ma
 from meerkat_actor import _core
+from meerkat_actor import _format as fmt
 from meerkat_actor._durable import DurableLog
 from meerkat_actor._fs import FileIO
 from meerkat_actor._sqlite_copy import import_sqlite
@@ -226,3 +227,51 @@ async def test_interrupted_first_open(tmp_path: Path) -> None:
     assert len(targets) > 5
     for target in targets:
         assert await _outcome(target) in ("absent", "empty")
+
+
+# --- 2. a stray later segment after a clean close -----------------------------------
+
+
+@pytest.mark.parametrize("stray", ["empty", "torn-header", "zeros"])
+async def test_stray_later_segment_after_clean_close(tmp_path: Path, stray: str) -> None:
+    path = tmp_path / "store"
+    async with ma.open_store(path) as store:
+        await populate(store)
+        expected = await everything(store)
+    names = sorted(os.listdir(path))
+    segments = fmt.numbered(names, fmt.SEGMENT_NAME)
+    assert len(segments) == 1
+    assert fmt.numbered(names, fmt.SNAPSHOT_NAME)
+    later = path / fmt.segment_name(segments[0][0] + 5)
+    later.write_bytes(
+        {
+            "empty": b"",
+            "torn-header": fmt.encode_segment_header(segments[0][0] + 5)[:20] + bytes(100),
+            "zeros": bytes(4096),
+        }[stray]
+    )
+    async with ma.open_store(path) as store:
+        assert await everything(store) == expected
+        await store.persist_auth_oauth_flow_snapshot(b"after")
+    assert not later.exists()
+    async with ma.open_store(path) as store:
+        assert await store.load_auth_oauth_flow_snapshot() == b"after"
+
+
+async def test_stray_later_segment_after_records(tmp_path: Path) -> None:
+    """The last surviving segment holds records: new ones go after them."""
+    path = tmp_path / "store"
+    with trio.CancelScope() as scope:
+        async with ma.open_store(path) as store:
+            await populate(store)
+            expected = await everything(store)
+            scope.cancel()
+    (path / fmt.segment_name(99)).write_bytes(b"")
+    with trio.CancelScope() as scope:
+        async with ma.open_store(path) as store:
+            assert await everything(store) == expected
+            await store.persist_auth_oauth_flow_snapshot(b"after")
+            scope.cancel()
+    assert sorted(n for n in os.listdir(path) if n.startswith("log-")) == [fmt.segment_name(1)]
+    async with ma.open_store(path) as store:
+        assert await store.load_auth_oauth_flow_snapshot() == b"after"
