@@ -156,6 +156,7 @@ class DurableLog:
             # LOCK file in it (both are checked again under the lock).
             names = io.list_dir(directory)
             _check_not_foreign(directory, names)
+            check_entries(io, directory, names)
             if fmt.FORMAT_FILE in names:
                 _check_format_file(io, directory)
             lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
@@ -856,6 +857,37 @@ def _is_own_temp(name: str) -> bool:
         return False
     base = name[: -len(_TMP)]
     return base == fmt.FORMAT_FILE or fmt.parse_name(base, *fmt.SNAPSHOT_NAME) is not None
+
+
+def check_entries(io: FileIO, directory: str, names: list[str]) -> None:
+    """Every entry with a name the format gives a file (FORMAT, LOCK, a
+    segment, a snapshot, a temp file) must be a regular file (or a symlink
+    to one), whether recovery would read it or not: docs/format.md section 1.
+    The one rule `open_store` and the read-only tools (`verify`, `inspect`,
+    `dump`) both apply before anything else. Opens nothing, so a FIFO
+    cannot hang it.
+
+    Raises:
+        CorruptStore: an entry is not a regular file; names it.
+        OSError: an entry cannot be looked at.
+    """
+    for name in sorted(names):
+        named = (
+            name in (fmt.FORMAT_FILE, fmt.LOCK_FILE)
+            or _is_own_temp(name)
+            or fmt.parse_name(name, *fmt.SEGMENT_NAME) is not None
+            or fmt.parse_name(name, *fmt.SNAPSHOT_NAME) is not None
+        )
+        if not named:
+            continue
+        path = os.path.join(directory, name)
+        kind = io.file_kind(path)
+        if kind is not None:
+            error = CorruptStore(
+                f"{path} is {kind}, not a regular file: the format expects a file by that name"
+            )
+            error.path = path
+            raise error
 
 
 def _check_not_foreign(directory: str, names: list[str]) -> None:

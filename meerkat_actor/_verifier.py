@@ -154,6 +154,14 @@ def _reader(io: FileIO, path: str) -> fmt.Reader:
         raise ReadFailed(f"cannot read {path}: {exc}") from exc
 
 
+def _unreadable(path: str, error: ReadFailed) -> Problem:
+    """A file the scan cannot read. Had recovery needed it, recovery would
+    have failed first (`ReadFailed`, as `open_store` does): this is a file
+    opening never reads (an older snapshot, a segment the snapshot covers),
+    so the store opens, and verify reports the file as damage."""
+    return Problem("damage", path, None, f"{error} (opening the store does not read it)")
+
+
 def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> list[_Finding]:
     """Check every snapshot and segment file on its own, then the log's
     continuity; every problem is "damage" (the caller refines)."""
@@ -169,6 +177,9 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
         path = os.path.join(directory, name)
         try:
             state = fmt.read_snapshot(_reader(io, path), lsn, version)
+        except ReadFailed as exc:
+            found.append(_Finding(_unreadable(path, exc)))
+            continue
         except fmt.FormatError as exc:
             found.append(_Finding(Problem("damage", path, exc.offset, f"snapshot: {exc}")))
             continue
@@ -180,15 +191,19 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
     for first_lsn, name in segments:
         report.segments += 1
         path = os.path.join(directory, name)
-        last = _scan_segment(
-            _reader(io, path),
-            path,
-            first_lsn,
-            store_version=version,
-            max_record=max_record,
-            report=report,
-            found=found,
-        )
+        try:
+            last = _scan_segment(
+                _reader(io, path),
+                path,
+                first_lsn,
+                store_version=version,
+                max_record=max_record,
+                report=report,
+                found=found,
+            )
+        except ReadFailed as exc:
+            found.append(_Finding(_unreadable(path, exc)))
+            continue
         if last is None:
             continue  # no records (or a damaged header, already reported)
         message = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ import trio
 from _values import RT, everything, populate
 
 import meerkat_actor as ma
-from meerkat_actor import _core
+from meerkat_actor import _core, _verifier
 from meerkat_actor import _format as fmt
 from meerkat_actor._durable import DurableLog
 from meerkat_actor._fs import FileIO
@@ -275,3 +276,122 @@ async def test_stray_later_segment_after_records(tmp_path: Path) -> None:
     assert sorted(n for n in os.listdir(path) if n.startswith("log-")) == [fmt.segment_name(1)]
     async with ma.open_store(path) as store:
         assert await store.load_auth_oauth_flow_snapshot() == b"after"
+
+
+# --- 3 and 4. entries that are not regular files ------------------------------------
+
+
+async def _closed_store(path: Path) -> None:
+    """A store with an old snapshot and segment kept (covered) beside the newest."""
+    async with ma.open_store(path) as store:
+        await populate(store)
+
+
+def _verdict(path: Path) -> tuple[str, list[str]]:
+    report = _verifier.verify_store(str(path))
+    return report.result, [f"{p.severity} {p.file}: {p.message}" for p in report.problems]
+
+
+def _open_error(path: Path) -> str | None:
+    async def go() -> None:
+        async with ma.open_store(path):
+            pass
+
+    try:
+        trio.run(go)
+    except ma.ReadFailed as exc:
+        return str(exc)
+    return None
+
+
+def _covered_names(path: Path) -> tuple[str, str]:
+    """Names an older snapshot and a covered segment would have."""
+    snapshots = fmt.numbered(os.listdir(path), fmt.SNAPSHOT_NAME)
+    lsn = snapshots[-1][0]
+    return fmt.snapshot_name(lsn - 1), fmt.segment_name(1)
+
+
+@pytest.mark.parametrize("kind", ["dir", "fifo"])
+@pytest.mark.parametrize("where", ["LOCK", "temp", "covered-segment", "old-snapshot", "segment"])
+def test_not_a_regular_file(tmp_path: Path, where: str, kind: str) -> None:
+    """open_store and verify agree: an entry the format names that is not a
+    regular file is an error naming it (never a hang, never "clean")."""
+    path = tmp_path / "store"
+    trio.run(_closed_store, path)
+    old_snapshot, covered = _covered_names(path)
+    current = fmt.numbered(os.listdir(path), fmt.SEGMENT_NAME)[-1][1]
+    name = {
+        "LOCK": "LOCK",
+        "temp": fmt.snapshot_name(3) + ".tmp",
+        "covered-segment": covered,
+        "old-snapshot": old_snapshot,
+        "segment": fmt.segment_name(int(current[4:24]) + 3),
+    }[where]
+    entry = path / name
+    if entry.exists():
+        entry.unlink()
+    if kind == "dir":
+        entry.mkdir()
+    else:
+        os.mkfifo(entry)
+    result, problems = _run_with_timeout(lambda: _verdict(path))
+    error = _run_with_timeout(lambda: _open_error(path))
+    assert error is not None
+    assert name in error, error
+    assert "regular file" in error, error
+    assert result == "corrupt", problems
+    assert any(name in p and "regular file" in p for p in problems), problems
+    assert stat.S_ISDIR(entry.lstat().st_mode) == (kind == "dir")  # nothing removed
+
+
+def _run_with_timeout(function: Callable[[], Any], timeout: float = 20) -> Any:
+    """Run `function` in a thread; fail (not hang) if it blocks."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(function())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        # Unblock a FIFO open (a writer) so the thread can end, then fail.
+        pytest.fail("blocked on a FIFO")
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+@pytest.mark.parametrize("which", ["covered-segment", "old-snapshot"])
+def test_unreadable_covered_file(
+    tmp_path: Path, which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A covered file open_store never reads: open succeeds, verify reports
+    the file (damage), instead of failing with an I/O error."""
+    path = tmp_path / "store"
+    trio.run(_closed_store, path)
+    old_snapshot, covered = _covered_names(path)
+    name = covered if which == "covered-segment" else old_snapshot
+    source = fmt.numbered(os.listdir(path), fmt.SNAPSHOT_NAME)[-1][1]
+    if which == "old-snapshot":
+        (path / name).write_bytes((path / source).read_bytes()[:100])
+    else:
+        (path / name).write_bytes(fmt.encode_segment_header(1) + bytes(64))
+    # Tests run as root here, which mode 0o000 does not stop: refuse in the layer.
+    for method in ("open_read", "read"):
+        real = getattr(FileIO, method)
+
+        def refuse(self: FileIO, file: str, real: Any = real) -> Any:
+            if os.path.basename(file) == name:
+                raise PermissionError(13, "Permission denied", file)
+            return real(self, file)
+
+        monkeypatch.setattr(FileIO, method, refuse)
+    assert _open_error(path) is None
+    result, problems = _verdict(path)
+    assert result == "damaged", problems
+    assert any(name in p and "cannot read" in p for p in problems), problems
