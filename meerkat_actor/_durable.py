@@ -777,6 +777,7 @@ class _FileReader:
         try:
             if length >= self.WINDOW:
                 return self._io.read_at(self._handle, offset, length)
+            self._window = b""  # not two windows at once
             self._window = self._io.read_at(self._handle, offset, self.WINDOW)
         except OSError as exc:
             raise ReadFailed(f"cannot read {self._path}: {exc}") from exc

@@ -11,7 +11,9 @@ exactly when the recovery it runs raises, and a torn tail that opening would
 cut is the very `Damage` event (same file, same offset) that recovery cut.
 
 Rule 3: every function here blocks on the disk; every file access goes
-through `_fs.FileIO`.
+through `_fs.FileIO`, and every file is read a window at a time
+(`_durable._FileReader`, as recovery reads): verify's memory is bounded by
+the largest record or snapshot chunk, not by the largest file.
 
 Theory of operation. `verify_store` runs the read-only recovery (its notes
 are what opening repairs; its `CorruptStore`, if any, is the verdict), then
@@ -43,7 +45,7 @@ from ._dry_run import (
     recover,
     store_format_version,
 )
-from ._durable import DEFAULT_MAX_RECORD
+from ._durable import DEFAULT_MAX_RECORD, _FileReader
 from ._errors import CorruptStore, ReadFailed
 from ._fs import FileIO
 from ._packed import CorruptValue, input_key, loads_strict, receipt_key
@@ -147,9 +149,12 @@ def verify_store(path: str, max_record: int = DEFAULT_MAX_RECORD) -> VerifyRepor
     return report
 
 
-def _reader(io: FileIO, path: str) -> fmt.Reader:
+def _reader(io: FileIO, path: str) -> _FileReader:
+    """The file read a window at a time (as recovery reads it), so what
+    verify holds is bounded by the largest record or snapshot chunk, not
+    by the largest file. Raises ReadFailed naming the file."""
     try:
-        return fmt.BytesReader(io.read(path))
+        return _FileReader(io, path)
     except OSError as exc:
         raise ReadFailed(f"cannot read {path}: {exc}") from exc
 
@@ -176,7 +181,8 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
         report.snapshots += 1
         path = os.path.join(directory, name)
         try:
-            state = fmt.read_snapshot(_reader(io, path), lsn, version)
+            with _reader(io, path) as reader:
+                state = fmt.read_snapshot(reader, lsn, version)
         except ReadFailed as exc:
             found.append(_Finding(_unreadable(path, exc)))
             continue
@@ -192,15 +198,16 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
         report.segments += 1
         path = os.path.join(directory, name)
         try:
-            last = _scan_segment(
-                _reader(io, path),
-                path,
-                first_lsn,
-                store_version=version,
-                max_record=max_record,
-                report=report,
-                found=found,
-            )
+            with _reader(io, path) as reader:
+                last = _scan_segment(
+                    reader,
+                    path,
+                    first_lsn,
+                    store_version=version,
+                    max_record=max_record,
+                    report=report,
+                    found=found,
+                )
         except ReadFailed as exc:
             found.append(_Finding(_unreadable(path, exc)))
             continue

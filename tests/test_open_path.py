@@ -16,17 +16,19 @@ import functools
 import os
 import stat
 import threading
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from _values import RT, everything, populate
+from _values import OTHER, RT, everything, populate
 
 import meerkat_actor as ma
 from meerkat_actor import _core, _verifier
 from meerkat_actor import _format as fmt
+from meerkat_actor.__main__ import main
 from meerkat_actor._durable import DurableLog
 from meerkat_actor._fs import FileIO
 from meerkat_actor._sqlite_copy import import_sqlite
@@ -395,3 +397,46 @@ def test_unreadable_covered_file(
     result, problems = _verdict(path)
     assert result == "damaged", problems
     assert any(name in p and "cannot read" in p for p in problems), problems
+
+
+# --- 5. verify's memory ---------------------------------------------------------------
+
+
+def test_verify_memory_is_bounded_by_the_record(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    path.mkdir()
+    (path / "FORMAT").write_bytes(fmt.encode_format_file())
+    value = bytes(range(256)) * 1024  # 256 KiB
+    with open(path / fmt.segment_name(1), "wb") as file:
+        file.write(fmt.encode_segment_header(1))
+        for lsn in range(1, 193):  # 48 MiB of records
+            effect = _core.SetSessionSnapshot(OTHER, value + lsn.to_bytes(4, "big"))
+            file.write(fmt.encode_record(lsn, (effect,)))
+    size = (path / fmt.segment_name(1)).stat().st_size
+    assert size > 48 << 20
+    tracemalloc.start()
+    try:
+        report = _verifier.verify_store(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.result == "clean", report.problems
+    assert report.records == 192
+    assert peak < size // 6, (peak, size)  # about two windows and a record
+
+
+def test_verify_out_of_memory_is_no_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "store"
+    trio.run(_closed_store, path)
+
+    def starved(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(_verifier, "verify_store", starved)
+    status = main(["verify", str(path)])
+    err = capsys.readouterr().err
+    assert status == 7
+    assert "Traceback" not in err, err
+    assert "out of memory" in err, err
