@@ -6,8 +6,10 @@ read-only recovery of `_dry_run.py`; the SQLite side is opened read-only.
 
 Rule 2: a copy only makes new things. The target must not exist (a SQLite
 file) or be an empty directory (a store); a failed export removes the file
-it created, and a failed import leaves a directory `open_store` refuses as
-"not a store", never an empty-looking store.
+it created, and a failed (or killed) import leaves no directory (perhaps a
+`<dir>.incomplete-<hex>` one beside it), the empty directory that was there,
+or one holding INCOMPLETE, which `open_store` refuses as an incomplete
+import: never an empty-looking store (`DurableLog.create_from_state`).
 
 Rule 3: every function here blocks on the disk; the command line calls them
 from plain synchronous code, and an async caller must use

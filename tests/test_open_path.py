@@ -368,6 +368,32 @@ def _run_with_timeout(function: Callable[[], Any], timeout: float = 20) -> Any:
     return result[0]
 
 
+@pytest.mark.parametrize("method", ["read", "open_read", "open_write", "truncate", "lock"])
+def test_the_file_layer_never_blocks_on_a_fifo(tmp_path: Path, method: str) -> None:
+    """The second line of defence (an entry replaced after it was checked):
+    every open of an existing file is non-blocking and refuses a FIFO."""
+    fifo = tmp_path / "log-00000000000000000001.log"
+    os.mkfifo(fifo)
+    call: Callable[[], object] = {
+        "read": lambda: FileIO().read(str(fifo)),
+        "open_read": lambda: FileIO().open_read(str(fifo)),
+        "open_write": lambda: FileIO().open_write(str(fifo)),
+        "truncate": lambda: FileIO().truncate(str(fifo), 0),
+        "lock": lambda: FileIO().lock(str(fifo)),
+    }[method]
+
+    def attempt() -> str:
+        try:
+            call()
+        except OSError as exc:
+            return str(exc)
+        return "no error"
+
+    message = _run_with_timeout(attempt)
+    assert "regular file" in message or "No such device" in message, message
+    assert str(fifo) in message, message
+
+
 @pytest.mark.parametrize("which", ["covered-segment", "old-snapshot"])
 def test_unreadable_covered_file(
     tmp_path: Path, which: str, monkeypatch: pytest.MonkeyPatch
