@@ -5,7 +5,7 @@ import-sqlite, bench. docs/cli.md is the reference; exit statuses:
 0 success, 1 a problem found (verify: damage; export/import: the copy
 differs), 2 usage (or the destination exists), 3 not found (not a store,
 or dump's --runtime is not a runtime the store holds), 4 locked, 5 corrupt,
-6 newer format, 7 I/O error.
+6 newer format, 7 I/O error (or out of memory).
 
 Rule: this module parses arguments and renders results (text, JSON lines,
 exit statuses, the kind of an error); it computes nothing about a store. The
@@ -83,6 +83,15 @@ def _classify(exc: BaseException) -> _Failed | None:
         return _Failed("unsupported_format", EXIT_NEWER_FORMAT, message)
     if isinstance(exc, (ReadFailed, WriteFailed, OSError)):
         return _Failed("io", EXIT_IO, message)
+    if isinstance(exc, MemoryError):
+        # Reading is bounded by the largest record (or snapshot chunk), not
+        # the largest file: that much memory is what is missing.
+        return _Failed(
+            "io",
+            EXIT_IO,
+            "out of memory (a record or snapshot chunk of the store, or its"
+            " state, does not fit in the memory this process may use)",
+        )
     return None
 
 
@@ -517,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except (OSError, ReadFailed, WriteFailed) as exc:
+    except (OSError, ReadFailed, WriteFailed, MemoryError) as exc:
         classified = _classify(exc)
         if classified is None:
             raise

@@ -38,7 +38,7 @@ from typing import Final, Literal
 
 from . import _format as fmt
 from ._core import StoreState
-from ._durable import DEFAULT_MAX_RECORD, DurableLog, _check_format_file
+from ._durable import DEFAULT_MAX_RECORD, DurableLog, _check_format_file, check_entries
 from ._errors import NotAStore, ReadFailed, StoreLocked
 from ._fs import FileIO, Handle, LockHandle
 
@@ -108,6 +108,9 @@ class _DryRunIO(FileIO):
     def make_dir(self, path: str) -> None:
         if not os.path.isdir(path):
             raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+
+    def make_new_dir(self, path: str) -> None:
+        pass
 
     def make_private(self, path: str) -> None:
         pass
@@ -196,7 +199,8 @@ def check_store_directory(path: str, io: FileIO | None = None) -> str:
     Raises:
         NotAStore: no such directory, or it holds no FORMAT file.
         UnsupportedFormat: a newer format version wrote it.
-        CorruptStore: the FORMAT file is damaged.
+        CorruptStore: the FORMAT file is damaged, or an entry named like a
+            store file is not a regular file (`_durable.check_entries`).
         ReadFailed: the directory cannot be read.
     """
     io = FileIO() if io is None else io
@@ -213,6 +217,10 @@ def check_store_directory(path: str, io: FileIO | None = None) -> str:
         raise NotAStore(
             f"{directory} is not a meerkat_actor store (it has no {fmt.FORMAT_FILE} file)"
         )
+    try:
+        check_entries(io, directory, names)
+    except OSError as exc:
+        raise ReadFailed(f"cannot read {directory}: {exc}") from exc
     store_format_version(io, directory)
     return directory
 

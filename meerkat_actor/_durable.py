@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,9 @@ class _Replay:
     last_lsn: int = 0
     log_bytes: int = 0
     expected: int | None = None
+    #: The last segment read whole so far: (path, header, end of its last
+    #: record); new records go there if it is still the last at the end.
+    tail: tuple[str, fmt.SegmentHeader, int] | None = None
 
     def __post_init__(self) -> None:
         self.last_lsn = self.snapshot_lsn
@@ -152,6 +156,7 @@ class DurableLog:
             # LOCK file in it (both are checked again under the lock).
             names = io.list_dir(directory)
             _check_not_foreign(directory, names)
+            check_entries(io, directory, names)
             if fmt.FORMAT_FILE in names:
                 _check_format_file(io, directory)
             lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
@@ -254,6 +259,12 @@ class DurableLog:
             is_last = index == len(relevant) - 1
             if not self._replay_segment(replay, self._path(name), first_lsn, is_last, warnings):
                 break  # a torn, empty last segment was removed
+        if replay.tail is not None:
+            # The last segment that survived (step 7 may have removed the
+            # ones after it): new records go after its last one (step 9).
+            path, header, end = replay.tail
+            assert replay.expected is not None
+            self._open_segment_for_append(path, header, end, replay.expected - 1, replay.last_lsn)
         if self._segment is None:
             if self.format_version < fmt.FORMAT_VERSION:
                 # Writes nothing into an older store until it is written to.
@@ -330,9 +341,7 @@ class DurableLog:
                 )
                 self._truncate(path, event.offset)
             end, replay.expected = event.offset, event.expected
-        if is_last:
-            assert replay.expected is not None
-            self._open_segment_for_append(path, header, end, replay.expected - 1, replay.last_lsn)
+        replay.tail = (path, header, end)
         return True
 
     @staticmethod
@@ -403,14 +412,19 @@ class DurableLog:
         """Make `path` a new store holding `state` as of `lsn`; return the
         snapshot's size in bytes.
 
-        `path` must not exist or be an empty directory. First a marker file,
-        INCOMPLETE, is made durable; then, under the new directory's lock,
-        the snapshot and the FORMAT file (each temp file -> fsync -> rename
-        -> fsync of the directory); then the marker is removed. A crash or
-        failure part way leaves a directory that is empty or holds
-        INCOMPLETE, which `open_store` refuses as "not a store": never an
-        empty-looking store. No log segment is written; the first open
-        creates one at `lsn + 1`.
+        `path` must not exist or be an empty directory. The directory never
+        shows up empty: a missing `path` is made as a directory named
+        `<path>.incomplete-<8 hex digits>` beside it, the marker file
+        INCOMPLETE is made durable in it, and only then is it renamed to
+        `path` (and the parent directory synced). An existing empty `path`
+        gets the marker in place. Then, under the directory's lock, the
+        snapshot and the FORMAT file (each temp file -> fsync -> rename ->
+        fsync of the directory); then the marker is removed. So a crash or
+        failure at any step leaves no directory at `path` (maybe a leftover
+        `.incomplete-` one beside it), the empty directory that was there, or
+        a directory holding INCOMPLETE, which `open_store` refuses as an
+        incomplete backup or import: never an empty-looking store. No log
+        segment is written; the first open creates one at `lsn + 1`.
 
         Raises:
             ValueError: `path` exists and is not an empty directory.
@@ -419,22 +433,26 @@ class DurableLog:
         directory = os.path.realpath(path)
         if os.path.lexists(directory) and not os.path.isdir(directory):
             raise ValueError(f"path must not exist or be an empty directory: {directory} is a file")
-        _make_dirs(io, directory)
-        names = io.list_dir(directory)
-        if names:
-            raise ValueError(
-                f"path must not exist or be an empty directory: {directory}"
-                f" holds {sorted(names)[0]!r}"
-            )
-        io.make_private(directory)
         marker = os.path.join(directory, INCOMPLETE_FILE)
-        handle = io.create(marker)
-        try:
-            io.write(handle, b"a backup or import of a meerkat_actor store that did not finish\n")
-            io.sync(handle)
-        finally:
-            io.close(handle)
-        io.sync_dir(directory)
+        if os.path.isdir(directory):
+            names = io.list_dir(directory)
+            if names:
+                raise ValueError(
+                    f"path must not exist or be an empty directory: {directory}"
+                    f" holds {sorted(names)[0]!r}"
+                )
+            io.make_private(directory)
+            _write_marker(io, marker)
+            io.sync_dir(directory)
+        else:
+            parent = os.path.dirname(directory)
+            _make_dirs(io, parent)
+            building = f"{directory}.incomplete-{secrets.token_hex(4)}"
+            io.make_new_dir(building)
+            _write_marker(io, os.path.join(building, INCOMPLETE_FILE))
+            io.sync_dir(building)
+            io.rename(building, directory)  # fails if something took the name
+            io.sync_dir(parent)
         lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
         log = cls(io, directory, lock, MAX_RECORD_LIMIT)
         try:
@@ -759,6 +777,7 @@ class _FileReader:
         try:
             if length >= self.WINDOW:
                 return self._io.read_at(self._handle, offset, length)
+            self._window = b""  # not two windows at once
             self._window = self._io.read_at(self._handle, offset, self.WINDOW)
         except OSError as exc:
             raise ReadFailed(f"cannot read {self._path}: {exc}") from exc
@@ -770,6 +789,16 @@ class _FileReader:
 
     def __exit__(self, *exc_info: object) -> None:
         self._io.close(self._handle)
+
+
+def _write_marker(io: FileIO, marker: str) -> None:
+    """Create the INCOMPLETE marker `marker` and sync it (not its directory)."""
+    handle = io.create(marker)
+    try:
+        io.write(handle, b"a backup or import of a meerkat_actor store that did not finish\n")
+        io.sync(handle)
+    finally:
+        io.close(handle)
 
 
 def _make_dirs(io: FileIO, directory: str) -> None:
@@ -831,10 +860,46 @@ def _is_own_temp(name: str) -> bool:
     return base == fmt.FORMAT_FILE or fmt.parse_name(base, *fmt.SNAPSHOT_NAME) is not None
 
 
+def check_entries(io: FileIO, directory: str, names: list[str]) -> None:
+    """Every entry with a name the format gives a file (FORMAT, LOCK, a
+    segment, a snapshot, a temp file) must be a regular file (or a symlink
+    to one), whether recovery would read it or not: docs/format.md section 1.
+    The one rule `open_store` and the read-only tools (`verify`, `inspect`,
+    `dump`) both apply before anything else. Opens nothing, so a FIFO
+    cannot hang it.
+
+    Raises:
+        CorruptStore: an entry is not a regular file; names it.
+        OSError: an entry cannot be looked at.
+    """
+    for name in sorted(names):
+        named = (
+            name in (fmt.FORMAT_FILE, fmt.LOCK_FILE)
+            or _is_own_temp(name)
+            or fmt.parse_name(name, *fmt.SEGMENT_NAME) is not None
+            or fmt.parse_name(name, *fmt.SNAPSHOT_NAME) is not None
+        )
+        if not named:
+            continue
+        path = os.path.join(directory, name)
+        kind = io.file_kind(path)
+        if kind is not None:
+            error = CorruptStore(
+                f"{path} is {kind}, not a regular file: the format expects a file by that name"
+            )
+            error.path = path
+            raise error
+
+
 def _check_not_foreign(directory: str, names: list[str]) -> None:
     """Refuse a directory holding files but no FORMAT: it is not a store."""
     if fmt.FORMAT_FILE in names:
         return
+    if INCOMPLETE_FILE in names:
+        raise ReadFailed(
+            f"{directory} is not a meerkat_actor store: it holds {INCOMPLETE_FILE}, an"
+            " incomplete backup or import (it did not finish; delete it and make it again)"
+        )
     strangers = sorted(n for n in names if n != fmt.LOCK_FILE and not _is_own_temp(n))
     if strangers:
         raise ReadFailed(

@@ -12,6 +12,11 @@ Rule 3: no retries. A failed `sync` is reported once and never repeated: after
 an fsync error the kernel may have dropped the dirty pages, so a second fsync
 could "succeed" without the data (the PostgreSQL fsync lesson).
 
+Rule 4: never block on what is not a regular file. Every open of an
+existing file uses O_NONBLOCK (so a FIFO cannot hang it) and refuses,
+with an `OSError` naming it, anything but a regular file; `file_kind` says
+what an entry is without opening it.
+
 Files are created with mode 0600 and directories with 0700 (the umask can only
 remove bits); the store holds OAuth PKCE verifiers.
 """
@@ -21,12 +26,45 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from typing import final
 
-__all__ = ["FileIO", "Handle", "LockHandle"]
+__all__ = ["FileIO", "Handle", "LockHandle", "not_regular"]
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+
+
+def not_regular(mode: int) -> str | None:
+    """What a file of this `st_mode` is, if it is not a regular file
+    ("a directory", "a FIFO", ...); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _open_regular(path: str, flags: int, mode: int = FILE_MODE) -> int:
+    """`os.open` that never blocks on a FIFO (O_NONBLOCK, which changes
+    nothing for a regular file) and refuses anything but a regular file."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    try:
+        kind = not_regular(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if kind is not None:
+        os.close(fd)
+        code = errno.EISDIR if kind == "a directory" else errno.EINVAL
+        raise OSError(code, f"{kind}, not a regular file", path)
+    return fd
 
 
 @final
@@ -66,6 +104,10 @@ class FileIO:
         """Create `path` (and missing parents) with mode 0700 if it does not exist."""
         os.makedirs(path, mode=DIR_MODE, exist_ok=True)
 
+    def make_new_dir(self, path: str) -> None:
+        """Create the directory `path` (0700); fails if anything has that name."""
+        os.mkdir(path, DIR_MODE)
+
     def make_private(self, path: str) -> None:
         """Set directory `path` to mode 0700 (a new store in an existing directory)."""
         os.chmod(path, DIR_MODE)
@@ -73,6 +115,16 @@ class FileIO:
     def list_dir(self, path: str) -> list[str]:
         """The names in directory `path`."""
         return os.listdir(path)
+
+    def file_kind(self, path: str) -> str | None:
+        """What `path` is if it is not a regular file ("a directory", "a
+        FIFO", "a dangling symbolic link", ...); None for a regular file, or
+        a symlink to one, or nothing there. Opens nothing, so never blocks."""
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return "a dangling symbolic link" if os.path.lexists(path) else None
+        return not_regular(mode)
 
     def sync_dir(self, path: str) -> None:
         """fsync the directory itself, making creations, renames and deletions in it durable."""
@@ -100,9 +152,9 @@ class FileIO:
             FileNotFoundError: `shared` and there is no such file.
         """
         if shared:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = _open_regular(path, os.O_RDONLY)
         else:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            fd = _open_regular(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
@@ -145,7 +197,7 @@ class FileIO:
 
     def open_write(self, path: str) -> Handle:
         """Open an existing file for writing at given offsets (`write_at`)."""
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = _open_regular(path, os.O_WRONLY)
         return Handle(fd, path)
 
     def write(self, handle: Handle, data: bytes) -> None:
@@ -175,7 +227,7 @@ class FileIO:
 
     def open_read(self, path: str) -> Handle:
         """Open an existing file for reading at given offsets (`read_at`)."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_regular(path, os.O_RDONLY)
         return Handle(fd, path)
 
     def read_at(self, handle: Handle, offset: int, length: int) -> bytes:
@@ -192,7 +244,7 @@ class FileIO:
 
     def read(self, path: str) -> bytes:
         """The whole content of the file `path`."""
-        with open(path, "rb") as file:
+        with open(_open_regular(path, os.O_RDONLY), "rb") as file:
             return file.read()
 
     def size(self, path: str, *, follow_symlinks: bool = True) -> int:
@@ -201,7 +253,7 @@ class FileIO:
 
     def truncate(self, path: str, size: int) -> None:
         """Cut the file `path` to `size` bytes and make that durable."""
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = _open_regular(path, os.O_WRONLY)
         try:
             os.ftruncate(fd, size)
             os.fsync(fd)

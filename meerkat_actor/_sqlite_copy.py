@@ -6,8 +6,10 @@ read-only recovery of `_dry_run.py`; the SQLite side is opened read-only.
 
 Rule 2: a copy only makes new things. The target must not exist (a SQLite
 file) or be an empty directory (a store); a failed export removes the file
-it created, and a failed import leaves a directory `open_store` refuses as
-"not a store", never an empty-looking store.
+it created, and a failed (or killed) import leaves no directory (perhaps a
+`<dir>.incomplete-<hex>` one beside it), the empty directory that was there,
+or one holding INCOMPLETE, which `open_store` refuses as an incomplete
+import: never an empty-looking store (`DurableLog.create_from_state`).
 
 Rule 3: every function here blocks on the disk; the command line calls them
 from plain synchronous code, and an async caller must use
@@ -99,13 +101,14 @@ def export_sqlite(state: StoreState, path: str, io: FileIO | None = None) -> Sto
         database.close()
 
 
-def import_sqlite(state: StoreState, path: str) -> StoreView:
+def import_sqlite(state: StoreState, path: str, io: FileIO | None = None) -> StoreView:
     """Write `state` as a new actor store at `path` (one snapshot at LSN 0);
     return what recovering it (read-only) gives.
 
     Args:
         state: what to write.
         path: the new store directory (missing, or empty).
+        io: the file layer that writes it (default: the real one).
 
     Returns:
         The new store as `read_store` sees it.
@@ -114,7 +117,7 @@ def import_sqlite(state: StoreState, path: str) -> StoreView:
         ValueError: `path` exists and is not an empty directory.
         OSError: writing failed.
     """
-    DurableLog.create_from_state(FileIO(), path, 0, state)
+    DurableLog.create_from_state(FileIO() if io is None else io, path, 0, state)
     return read_store(path)
 
 

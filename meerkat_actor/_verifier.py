@@ -11,7 +11,9 @@ exactly when the recovery it runs raises, and a torn tail that opening would
 cut is the very `Damage` event (same file, same offset) that recovery cut.
 
 Rule 3: every function here blocks on the disk; every file access goes
-through `_fs.FileIO`.
+through `_fs.FileIO`, and every file is read a window at a time
+(`_durable._FileReader`, as recovery reads): verify's memory is bounded by
+the largest record or snapshot chunk, not by the largest file.
 
 Theory of operation. `verify_store` runs the read-only recovery (its notes
 are what opening repairs; its `CorruptStore`, if any, is the verdict), then
@@ -43,7 +45,7 @@ from ._dry_run import (
     recover,
     store_format_version,
 )
-from ._durable import DEFAULT_MAX_RECORD
+from ._durable import DEFAULT_MAX_RECORD, _FileReader
 from ._errors import CorruptStore, ReadFailed
 from ._fs import FileIO
 from ._packed import CorruptValue, input_key, loads_strict, receipt_key
@@ -147,11 +149,22 @@ def verify_store(path: str, max_record: int = DEFAULT_MAX_RECORD) -> VerifyRepor
     return report
 
 
-def _reader(io: FileIO, path: str) -> fmt.Reader:
+def _reader(io: FileIO, path: str) -> _FileReader:
+    """The file read a window at a time (as recovery reads it), so what
+    verify holds is bounded by the largest record or snapshot chunk, not
+    by the largest file. Raises ReadFailed naming the file."""
     try:
-        return fmt.BytesReader(io.read(path))
+        return _FileReader(io, path)
     except OSError as exc:
         raise ReadFailed(f"cannot read {path}: {exc}") from exc
+
+
+def _unreadable(path: str, error: ReadFailed) -> Problem:
+    """A file the scan cannot read. Had recovery needed it, recovery would
+    have failed first (`ReadFailed`, as `open_store` does): this is a file
+    opening never reads (an older snapshot, a segment the snapshot covers),
+    so the store opens, and verify reports the file as damage."""
+    return Problem("damage", path, None, f"{error} (opening the store does not read it)")
 
 
 def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> list[_Finding]:
@@ -168,7 +181,11 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
         report.snapshots += 1
         path = os.path.join(directory, name)
         try:
-            state = fmt.read_snapshot(_reader(io, path), lsn, version)
+            with _reader(io, path) as reader:
+                state = fmt.read_snapshot(reader, lsn, version)
+        except ReadFailed as exc:
+            found.append(_Finding(_unreadable(path, exc)))
+            continue
         except fmt.FormatError as exc:
             found.append(_Finding(Problem("damage", path, exc.offset, f"snapshot: {exc}")))
             continue
@@ -180,15 +197,20 @@ def _scan(io: FileIO, directory: str, max_record: int, report: VerifyReport) -> 
     for first_lsn, name in segments:
         report.segments += 1
         path = os.path.join(directory, name)
-        last = _scan_segment(
-            _reader(io, path),
-            path,
-            first_lsn,
-            store_version=version,
-            max_record=max_record,
-            report=report,
-            found=found,
-        )
+        try:
+            with _reader(io, path) as reader:
+                last = _scan_segment(
+                    reader,
+                    path,
+                    first_lsn,
+                    store_version=version,
+                    max_record=max_record,
+                    report=report,
+                    found=found,
+                )
+        except ReadFailed as exc:
+            found.append(_Finding(_unreadable(path, exc)))
+            continue
         if last is None:
             continue  # no records (or a damaged header, already reported)
         message = None

@@ -403,7 +403,7 @@ async def test_a_dangling_symlink_in_the_store_does_not_stop_inspect(tmp_path: P
 
 def test_the_dry_run_layer_overrides_every_changing_file_operation() -> None:
     # open_read and read_at (format 3: a snapshot read piece by piece) only read.
-    reads = {"read", "list_dir", "size", "open_read", "read_at"}
+    reads = {"read", "list_dir", "size", "open_read", "read_at", "file_kind"}
     changing = {
         name
         for name, value in vars(FileIO).items()
