@@ -347,9 +347,12 @@ class ActorStore(StoreFront):
         `path` must not exist or be an empty directory. The backup is one
         snapshot (at the source's durable LSN; 0 for an in-memory store, whose
         content so becomes a durable store), written in a worker thread while
-        writes go on; open it with `open_store(path)`. The snapshot goes in
-        before the FORMAT file, so a backup cut short by a crash is refused
-        by `open_store` as not a store, never mistaken for an empty one. A
+        writes go on; open it with `open_store(path)`. A missing `path` is
+        built as `<path>.incomplete-<8 hex digits>` beside it, holding an
+        INCOMPLETE marker, and renamed into place; the marker goes only after
+        the snapshot and the FORMAT file are durable. So a backup cut short
+        by a crash leaves no directory at `path`, or one `open_store` refuses
+        as an incomplete backup, never one mistaken for an empty store. A
         poisoned store can still be backed up: the backup holds what is
         durable.
 
@@ -357,8 +360,9 @@ class ActorStore(StoreFront):
             TypeError: `path` is not a str or os.PathLike.
             ValueError: `path` exists and is not an empty directory.
             StoreClosed, Internal: the store cannot be used.
-            WriteFailed: the backup could not be written (a partial directory
-                may remain at `path`: delete it before trying again).
+            WriteFailed: the backup could not be written (a directory holding
+                INCOMPLETE may remain at `path`, or a `<path>.incomplete-...`
+                one beside it: delete it before trying again).
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be str or os.PathLike, got {type(path).__name__}")
