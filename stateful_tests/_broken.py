@@ -2039,13 +2039,22 @@ BROKEN: tuple[Broken, ...] = (
         OAuthPersistSkipsLock,
         "an OAuth persist racing an update is lost",
         False,
-        ("load_auth_oauth_flow_snapshot",),
+        (
+            "load_auth_oauth_flow_snapshot",
+            "persist_auth_oauth_flow_snapshot",
+            "update_auth_oauth_flow_snapshot",
+        ),
     ),
     Broken(
         InputsAsOneDocument,
         "a persist_input_state racing a lifecycle commit is lost",
         False,
-        ("load_input_states", "load_input_state", "persist_input_state"),
+        (
+            "load_input_states",
+            "load_input_state",
+            "persist_input_state",
+            "commit_machine_lifecycle",
+        ),
     ),
     Broken(
         InputStatesFirstPage,
