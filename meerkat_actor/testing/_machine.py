@@ -946,15 +946,19 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     # --- plumbing ------------------------------------------------------------------
 
-    def _same(self, name: str, *args: Any, **kwargs: Any) -> None:
-        """Run `name(*args, **kwargs)` on both sides; their outcomes must agree.
+    def check(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Run `name(*args, **kwargs)` (a `RuntimeStore` method) on the store
+        and on the model; their outcomes must agree (`AssertionError`
+        otherwise, naming the call and both answers). Public: a rule of your
+        own uses it (docs/conformance.md, "Adding your own rule"). Notes the
+        runtime id and receipt key sent (`note_sent`).
 
         Every other call reaches the store with every argument by keyword
         (the parameter names of `RuntimeStore`, which callers may use; an
         argument equal to its default left out; lists passed as tuples, any
         sequence being allowed), the others positionally (their order): a
         backend must accept both."""
-        self._note_sent(args)
+        self.note_sent(args)
         expected = _expected(self.model, self.capabilities, name, args, kwargs)
         store = self.bridge.resource
         self._calls += 1
@@ -968,9 +972,10 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 f" the model {expected!r}"
             )
 
-    def _note_sent(self, args: tuple[Any, ...]) -> None:
-        """Remember the runtime id and receipt key of a call, so the invariant
-        also reads them (a failed write must leave nothing behind there)."""
+    def note_sent(self, args: tuple[Any, ...]) -> None:
+        """Remember the runtime id and receipt key among `args` (a call's
+        arguments), so the invariant also reads them (a failed write must
+        leave nothing behind there). Public, for rules of your own."""
         runtime_id = next((a for a in args if isinstance(a, LogicalRuntimeId)), None)
         if runtime_id is None:
             return
@@ -983,7 +988,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     @rule(runtime_id=runtime_ids, delta=deltas)
     def commit_session_snapshot(self, runtime_id: LogicalRuntimeId, delta: SessionDelta) -> None:
-        self._same("commit_session_snapshot", runtime_id, delta)
+        self.check("commit_session_snapshot", runtime_id, delta)
 
     applied = Bundle("applied")
     """`(runtime_id, receipt)` of earlier `atomic_apply` calls, to reuse their keys."""
@@ -1004,7 +1009,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         input_updates: list[StoredInputState],
         session_store_key: SessionId | None,
     ) -> tuple[LogicalRuntimeId, RunBoundaryReceipt]:
-        self._same("atomic_apply", runtime_id, delta, receipt, input_updates, session_store_key)
+        self.check("atomic_apply", runtime_id, delta, receipt, input_updates, session_store_key)
         return runtime_id, receipt
 
     @rule(
@@ -1031,7 +1036,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         receipt)."""
         runtime_id, receipt = earlier
         again = replace(receipt, message_count=message_count)
-        self._same("atomic_apply", runtime_id, delta, again, input_updates, session_store_key)
+        self.check("atomic_apply", runtime_id, delta, again, input_updates, session_store_key)
 
     @rule(earlier=applied, sequence=sequences, message_count=st.integers(0, 3))
     def atomic_apply_same_run(
@@ -1045,7 +1050,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         receipts and `load_boundary_receipts` has sequences to order."""
         runtime_id, receipt = earlier
         again = replace(receipt, sequence=sequence, message_count=message_count)
-        self._same("atomic_apply", runtime_id, None, again, [], None)
+        self.check("atomic_apply", runtime_id, None, again, [], None)
 
     @rule(
         runtime_id=runtime_ids,
@@ -1178,10 +1183,10 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         receipt = RunBoundaryReceipt(
             RUN_IDS[0], RunApplyBoundary.RUN_CHECKPOINT, (), None, count, first % 2**64
         )
-        self._same("atomic_apply", runtime_id, None, receipt, states, None)
+        self.check("atomic_apply", runtime_id, None, receipt, states, None)
         if retire:
             ids = [stored.state.input_id for stored in states]
-            self._same("retire_input_payloads", runtime_id, ids)
+            self.check("retire_input_payloads", runtime_id, ids)
 
     @precondition(lambda self: self.capabilities.retention)
     @rule(count=st.integers(101, 130), run=st.sampled_from(RUN_IDS), tasks=st.integers(1, 16))
@@ -1223,11 +1228,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 f"atomic_apply of {count} receipts of one run from {tasks} tasks:"
                 f" the store {failures[0]!r}, the model returned None"
             )
-        self._same("load_boundary_receipts", runtime_id)
-        self._same("list_runtimes")
+        self.check("load_boundary_receipts", runtime_id)
+        self.check("list_runtimes")
         ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
-        self._same("commit_machine_lifecycle", runtime_id, ending, [])
-        self._same("purge_runtime", runtime_id)
+        self.check("commit_machine_lifecycle", runtime_id, ending, [])
+        self.check("purge_runtime", runtime_id)
 
     @rule(
         runtime_id=runtime_ids,
@@ -1245,9 +1250,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             snapshot = json.dumps(
                 {"id": str(SESSION_IDS[0]), "messages": [{"role": "user", "content": text}]}
             ).encode()
-            self._same("commit_session_snapshot", runtime_id, SessionDelta(snapshot))
+            self.check("commit_session_snapshot", runtime_id, SessionDelta(snapshot))
         elif kind == "oauth":
-            self._same("persist_auth_oauth_flow_snapshot", text.encode() + b"\x00\xff")
+            self.check("persist_auth_oauth_flow_snapshot", text.encode() + b"\x00\xff")
         elif kind == "input":
             entries = tuple(
                 InputStateHistoryEntry(
@@ -1264,7 +1269,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 history=entries,
                 persisted_input={"text": text, "flags": [True, 1, 1.0, -0.0]},
             )
-            self._same("persist_input_state", runtime_id, StoredInputState(shell, _BULK_SHELL.seed))
+            self.check("persist_input_state", runtime_id, StoredInputState(shell, _BULK_SHELL.seed))
         else:
             ops = PersistedOpsSnapshot(
                 epoch_id="large",
@@ -1273,7 +1278,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 completion_entries=[],
                 cursors={},
             )
-            self._same("persist_ops_lifecycle", runtime_id, ops)
+            self.check("persist_ops_lifecycle", runtime_id, ops)
 
     @rule(
         runtime_id=pool_runtime_ids,
@@ -1295,7 +1300,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             shell.seed, attempt_count=(before.seed.attempt_count + 1) % 2**32 if before else 7
         )
         written = StoredInputState(shell.state, seed)
-        self._note_sent((runtime_id,))
+        self.note_sent((runtime_id,))
 
         async def cancelled(store: RuntimeStore) -> _Outcome:
             with trio.CancelScope() as scope:
@@ -1351,7 +1356,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     @rule(runtime_id=runtime_ids, state=stored_states)
     def persist_input_state(self, runtime_id: LogicalRuntimeId, state: StoredInputState) -> None:
-        self._same("persist_input_state", runtime_id, state)
+        self.check("persist_input_state", runtime_id, state)
 
     @rule(
         runtime_id=runtime_ids,
@@ -1374,7 +1379,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         # time) passed: the same call.
         explicit = expected is not UNCHECKED or self._calls % 2 == 1
         kwargs = {"expected": expected} if explicit else {}
-        self._same("commit_machine_lifecycle", runtime_id, commit, input_states, **kwargs)
+        self.check("commit_machine_lifecycle", runtime_id, commit, input_states, **kwargs)
 
     @rule(runtime_id=pool_runtime_ids, to_state=targets, input_states=state_lists)
     def compare_and_set_lifecycle(
@@ -1387,7 +1392,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         runtime state the runtime holds now (`None` if it has none): the
         compare-and-set succeeds."""
         expected = self.model.load_runtime_state(runtime_id)
-        self._same(
+        self.check(
             "commit_machine_lifecycle",
             runtime_id,
             _commit_to(to_state),
@@ -1424,7 +1429,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
         kwargs = {"expected": expected}
         name = "commit_machine_lifecycle"
-        self._note_sent((runtime_id,))
+        self.note_sent((runtime_id,))
         # The model: the first call wins, a second with the same expected
         # comes after it.
         first = _expected(
@@ -1578,14 +1583,14 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                     ("persist_input_state", (runtime_id, other), {}),
                 )
             elif race == "retire_and_persist_input":
-                self._same("persist_input_state", runtime_id, shell)
+                self.check("persist_input_state", runtime_id, shell)
                 calls = (
                     ("retire_input_payloads", (runtime_id, [input_id]), {}),
                     ("persist_input_state", (runtime_id, other), {}),
                 )
             elif race == "purge_and_apply":
                 ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
-                self._same("commit_machine_lifecycle", runtime_id, ending, [])
+                self.check("commit_machine_lifecycle", runtime_id, ending, [])
                 calls = (("purge_runtime", (runtime_id,), {}), ("atomic_apply", apply, {}))
             elif race == "session_commit_and_apply":
                 with_session = (runtime_id, _other_delta(delta), *apply[2:])
@@ -1631,7 +1636,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         atomic for readers too). A backend that commits the receipt and the
         input states in two steps is seen half-done here."""
         args = (runtime_id, delta, receipt, input_updates, None)
-        self._note_sent(args)
+        self.note_sent(args)
         before = _copy_model(self.model)
         expected = _expected(self.model, self.capabilities, "atomic_apply", args)
         reads: list[tuple[str, tuple[Any, ...]]] = [
@@ -1721,7 +1726,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         that explains the store's answers and what it then holds of
         `runtime_id` and the OAuth snapshot, or fail."""
         for _, args, _kwargs in calls:
-            self._note_sent(args)
+            self.note_sent(args)
         reads: list[tuple[str, tuple[Any, ...]]] = [
             ("load_auth_oauth_flow_snapshot", ()),
             ("load_session_snapshot", (runtime_id,)),
@@ -1787,17 +1792,17 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     @rule(runtime_id=pool_runtime_ids)
     def clear_session_snapshot(self, runtime_id: LogicalRuntimeId) -> None:
-        self._same("clear_session_snapshot", runtime_id)
+        self.check("clear_session_snapshot", runtime_id)
 
     @rule(runtime_id=pool_runtime_ids)
     def delete_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> None:
-        self._same("delete_ops_lifecycle", runtime_id)
+        self.check("delete_ops_lifecycle", runtime_id)
 
     @rule(runtime_id=pool_runtime_ids, input_ids=input_id_lists)
     def retire_input_payloads(self, runtime_id: LogicalRuntimeId, input_ids: list[InputId]) -> None:
         """Ids from the pool: some terminal, some not, some unknown; the first
         bad one in the list decides the error, and a refused call retired none."""
-        self._same("retire_input_payloads", runtime_id, input_ids)
+        self.check("retire_input_payloads", runtime_id, input_ids)
 
     @rule(
         runtime_id=pool_runtime_ids,
@@ -1818,13 +1823,13 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         call succeeds only if every id names a terminal state; when refused,
         the finished states listed first keep their payloads."""
         for stored in finished + unfinished:
-            self._same("persist_input_state", runtime_id, stored)
+            self.check("persist_input_state", runtime_id, stored)
         ids = [stored.state.input_id for stored in finished + unfinished] + input_ids
-        self._same("retire_input_payloads", runtime_id, ids)
+        self.check("retire_input_payloads", runtime_id, ids)
 
     @rule(runtime_id=pool_runtime_ids)
     def purge_runtime(self, runtime_id: LogicalRuntimeId) -> None:
-        self._same("purge_runtime", runtime_id)
+        self.check("purge_runtime", runtime_id)
 
     @rule(runtime_id=pool_runtime_ids, transition=endings, receipt=receipts, state=stored_states)
     def end_purge_and_reuse(
@@ -1840,26 +1845,26 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         `state`) and read it back (`load_boundary_receipts`,
         `load_input_states`, `list_runtimes`): a purged runtime starts from
         scratch."""
-        self._same("commit_machine_lifecycle", runtime_id, machine_transition(*transition), [])
-        self._same("purge_runtime", runtime_id)
-        self._same("atomic_apply", runtime_id, None, receipt, [state], None)
-        self._same("load_boundary_receipts", runtime_id)
-        self._same("load_input_states", runtime_id)
-        self._same("list_runtimes")
+        self.check("commit_machine_lifecycle", runtime_id, machine_transition(*transition), [])
+        self.check("purge_runtime", runtime_id)
+        self.check("atomic_apply", runtime_id, None, receipt, [state], None)
+        self.check("load_boundary_receipts", runtime_id)
+        self.check("load_input_states", runtime_id)
+        self.check("list_runtimes")
 
     @rule(runtime_id=runtime_ids, snapshot=ops_snapshots)
     def persist_ops_lifecycle(
         self, runtime_id: LogicalRuntimeId, snapshot: PersistedOpsSnapshot
     ) -> None:
-        self._same("persist_ops_lifecycle", runtime_id, snapshot)
+        self.check("persist_ops_lifecycle", runtime_id, snapshot)
 
     @rule(snapshot=st.binary(max_size=8))
     def persist_auth_oauth_flow_snapshot(self, snapshot: bytes) -> None:
-        self._same("persist_auth_oauth_flow_snapshot", snapshot)
+        self.check("persist_auth_oauth_flow_snapshot", snapshot)
 
     @rule(update=updaters)
     def update_auth_oauth_flow_snapshot(self, update: Callable[[bytes | None], bytes]) -> None:
-        self._same("update_auth_oauth_flow_snapshot", update)
+        self.check("update_auth_oauth_flow_snapshot", update)
 
     @precondition(lambda self: self.capabilities.oauth_flow_snapshot)
     @rule(tasks=st.integers(min_value=2, max_value=40))
@@ -1900,13 +1905,13 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
     @rule(runtime_id=runtime_ids, input_id=input_ids)
     def load_input_state(self, runtime_id: LogicalRuntimeId, input_id: InputId) -> None:
-        self._same("load_input_state", runtime_id, input_id)
+        self.check("load_input_state", runtime_id, input_id)
 
     @rule(runtime_id=runtime_ids, run_id=run_ids, sequence=sequences)
     def load_boundary_receipt(
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
     ) -> None:
-        self._same("load_boundary_receipt", runtime_id, run_id, sequence)
+        self.check("load_boundary_receipt", runtime_id, run_id, sequence)
 
     # --- durable stores: restarts leave the model unchanged ----------------------------
 
