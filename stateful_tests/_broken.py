@@ -1739,6 +1739,7 @@ BROKEN: tuple[Broken, ...] = (
         "loses the last write on reopen",
         True,
         (
+            "persist_input_state",
             "load_input_states",
             "load_session_snapshot",
             "load_runtime_state",
@@ -1837,6 +1838,7 @@ BROKEN: tuple[Broken, ...] = (
         "a crash loses acknowledged writes (saved only on clean close)",
         True,
         (
+            "persist_input_state",
             "load_input_states",
             "load_session_snapshot",
             "load_runtime_state",
@@ -2192,7 +2194,7 @@ BROKEN: tuple[Broken, ...] = (
         ReceiptCountsAsDoubles,
         "a receipt's message_count above 2**53 is rounded (read as a double)",
         False,
-        ("load_boundary_receipt", "load_boundary_receipts"),
+        ("atomic_apply", "load_boundary_receipt", "load_boundary_receipts"),
     ),
     Broken(
         TimestampsInMilliseconds,

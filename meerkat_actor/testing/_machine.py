@@ -1038,19 +1038,27 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         again = replace(receipt, message_count=message_count)
         self.check("atomic_apply", runtime_id, delta, again, input_updates, session_store_key)
 
-    @rule(earlier=applied, sequence=sequences, message_count=st.integers(0, 3))
+    @rule(
+        earlier=applied,
+        sequence=sequences,
+        message_count=st.integers(0, 3),
+        session_store_key=st.one_of(st.none(), session_ids),
+    )
     def atomic_apply_same_run(
         self,
         earlier: tuple[LogicalRuntimeId, RunBoundaryReceipt],
         sequence: int,
         message_count: int,
+        session_store_key: SessionId | None,
     ) -> None:
         """`atomic_apply` of another receipt of an earlier call's run (same
         runtime and run id, `sequence` drawn anew), so that runs hold several
-        receipts and `load_boundary_receipts` has sequences to order."""
+        receipts and `load_boundary_receipts` has sequences to order. No
+        snapshot, but maybe a session key: with no snapshot to check it
+        against, the key checks nothing (not the snapshot stored earlier)."""
         runtime_id, receipt = earlier
         again = replace(receipt, sequence=sequence, message_count=message_count)
-        self.check("atomic_apply", runtime_id, None, again, [], None)
+        self.check("atomic_apply", runtime_id, None, again, [], session_store_key)
 
     @rule(
         runtime_id=runtime_ids,
@@ -1548,13 +1556,18 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
         `race` names the pair (see `_RACES`): an OAuth persist and an update;
         an `atomic_apply` and a `persist_input_state` of the same input; a
-        compare-and-set lifecycle commit and a `persist_input_state`; a
+        compare-and-set lifecycle commit and a `persist_input_state` of another
+        input of the runtime; a
         retirement and a `persist_input_state`; a purge and an `atomic_apply`;
         a session commit and an `atomic_apply` with a session; a session
         clear and a session commit; an ops delete and an ops persist."""
         input_id = shell.state.input_id
         other = StoredInputState(
             shell.state, replace(shell.seed, attempt_count=shell.seed.attempt_count + 1)
+        )
+        neighbour = StoredInputState(
+            replace(shell.state, input_id=next(i for i in INPUT_IDS if i != input_id)),
+            other.seed,
         )
         for attempt, delay in enumerate((0, 1, 2, 3, -1, -2, -3)):
             # A receipt key of its own for each attempt.
@@ -1580,7 +1593,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                         (runtime_id, commit, [shell]),
                         {"expected": expected},
                     ),
-                    ("persist_input_state", (runtime_id, other), {}),
+                    # Another input of the runtime: a commit that rewrites
+                    # all of the runtime's inputs must not lose it.
+                    ("persist_input_state", (runtime_id, neighbour), {}),
                 )
             elif race == "retire_and_persist_input":
                 self.check("persist_input_state", runtime_id, shell)
