@@ -1915,7 +1915,7 @@ BROKEN: tuple[Broken, ...] = (
         ListsFromRegistry,
         "list_runtimes names purged or emptied runtimes",
         False,
-        ("list_runtimes",),
+        ("list_runtimes", "purge_runtime", "atomic_apply"),
         listed=True,
     ),
     Broken(

@@ -1579,15 +1579,15 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         a session commit and an `atomic_apply` with a session; a session
         clear and a session commit; an ops delete and an ops persist."""
         input_id = shell.state.input_id
-        other = StoredInputState(
-            shell.state, replace(shell.seed, attempt_count=shell.seed.attempt_count + 1)
-        )
-        neighbour = StoredInputState(
-            replace(shell.state, input_id=next(i for i in INPUT_IDS if i != input_id)),
-            other.seed,
-        )
         for attempt, delay in enumerate((0, 1, 2, 3, -1, -2, -3)):
-            # A receipt key of its own for each attempt.
+            # Values of their own for each attempt (a write lost in one
+            # attempt must not be hidden by the same value written in an
+            # earlier one), and a receipt key of its own.
+            seed = replace(shell.seed, attempt_count=shell.seed.attempt_count + attempt + 1)
+            other = StoredInputState(shell.state, seed)
+            neighbour = StoredInputState(
+                replace(shell.state, input_id=next(i for i in INPUT_IDS if i != input_id)), seed
+            )
             sequence = (receipt.sequence + attempt) % 2**64
             apply = (runtime_id, None, replace(receipt, sequence=sequence), [shell], None)
             calls: tuple[_Call, _Call]
@@ -1857,6 +1857,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         for stored in finished + unfinished:
             self.check("persist_input_state", runtime_id, stored)
         ids = [stored.state.input_id for stored in finished + unfinished] + input_ids
+        self.check("retire_input_payloads", runtime_id, ids)
+        # Again: retiring what is retired already is allowed, and a no-op.
         self.check("retire_input_payloads", runtime_id, ids)
 
     @rule(runtime_id=pool_runtime_ids)
