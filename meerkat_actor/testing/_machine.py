@@ -1250,8 +1250,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         self.bridge.call(run_all, self.bridge.resource)
         if failures:
             raise AssertionError(
-                f"atomic_apply of {count} receipts of one run from {tasks} tasks:"
-                f" the store {failures[0]!r}, the model returned None"
+                f"atomic_apply({_readable(runtime_id)}, None, <one of {count} receipts of run"
+                f" {_readable(run)}>, []) from {tasks} tasks at once: the store"
+                f" {failures[0]!r}, the model returned None"
             )
         self.check("load_boundary_receipts", runtime_id)
         self.check("list_runtimes")
@@ -1804,6 +1805,15 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             if answers and all(h.same_as(a) for h, a in zip(held, after, strict=True)):
                 self.model = model
                 return
+        differs = next(
+            (
+                f"{name}{_args_repr(args)}: the store then {h!r}, the model (in either order)"
+                f" {serial[0][2][i]!r} or {serial[1][2][i]!r}"
+                for i, ((name, args), h) in enumerate(zip(reads, held, strict=True))
+                if not (h.same_as(serial[0][2][i]) or h.same_as(serial[1][2][i]))
+            ),
+            None,
+        )
         described = " and ".join(
             f"{name}{_args_repr(args, kwargs)}" for name, args, kwargs in calls
         )
@@ -1818,6 +1828,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             f" (the second {abs(delay)} scheduling points after the first): the store"
             f" {got!r}, and neither order of the two explains its answers and what it"
             f" then held (the model {explained})"
+            + (f"; state differs at {differs}" if differs else "")
         )
 
     # --- discovery and retention (SPEC §3b) ------------------------------------------
