@@ -1978,12 +1978,6 @@ BROKEN: tuple[Broken, ...] = (
     # (the kit is being extended to see the rest); `test_defect_is_real` in the
     # test module shows each one directly.
     Broken(
-        ReceiptCheckedBeforeSessionKey,
-        "atomic_apply checks the receipt before the session key",
-        False,
-        ("atomic_apply",),
-    ),
-    Broken(
         ReceiptCheckedBeforeCodec,
         "atomic_apply checks the receipt before reading the snapshot",
         False,
@@ -2191,12 +2185,6 @@ BROKEN: tuple[Broken, ...] = (
         ("purge_runtime",),
     ),
     Broken(
-        ReceiptCountsAsDoubles,
-        "a receipt's message_count above 2**53 is rounded (read as a double)",
-        False,
-        ("atomic_apply", "load_boundary_receipt", "load_boundary_receipts"),
-    ),
-    Broken(
         TimestampsInMilliseconds,
         "input-state timestamps stored to the millisecond",
         False,
@@ -2215,12 +2203,6 @@ BROKEN: tuple[Broken, ...] = (
         ("atomic_apply", "load_boundary_receipt", "load_boundary_receipts", "list_runtimes"),
     ),
     Broken(
-        SessionKeyCheckedAgainstStored,
-        "atomic_apply without a delta checks the key against the stored snapshot",
-        False,
-        ("atomic_apply",),
-    ),
-    Broken(
         LifecycleConflictKeepsInputStates,
         "a refused compare-and-set leaves its input states applied",
         False,
@@ -2229,8 +2211,30 @@ BROKEN: tuple[Broken, ...] = (
 )
 """Defects the machine must find within the CI budget."""
 
-GAPS: tuple[Broken, ...] = ()
-"""Defects the machine cannot find. None: the three found while building this
-suite (concurrent receipts, memoryview snapshots, unchecked reads) led to the
+GAPS: tuple[Broken, ...] = (
+    Broken(
+        ReceiptCheckedBeforeSessionKey,
+        "atomic_apply checks the receipt before the session key",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        SessionKeyCheckedAgainstStored,
+        "atomic_apply without a delta checks the key against the stored snapshot",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        ReceiptCountsAsDoubles,
+        "a receipt's message_count above 2**53 is rounded (read as a double)",
+        False,
+        ("atomic_apply", "load_boundary_receipt", "load_boundary_receipts"),
+    ),
+)
+"""Defects the machine does not catch reliably within the CI budget: each is
+caught under some hash seeds (the draws depend on `PYTHONHASHSEED`) but not
+under all, at 145 to 206 test cases when caught. The three earlier gaps
+(concurrent receipts, memoryview snapshots, unchecked reads) led to the
 concurrent_atomic_apply rule, the type check in the outcome comparison and
-the bad-read calls, and moved to `BROKEN`."""
+the bad-read calls, and moved to `BROKEN`; these three still need a rule or
+a draw that reaches them more often (see docs/conformance.md)."""

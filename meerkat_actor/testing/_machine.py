@@ -1166,8 +1166,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 if got != second:
                     return (
                         f"cancelled after {points} scheduling points, then persisted"
-                        f" attempt_count={second.seed.attempt_count}: the store then"
-                        f" returned {got!r}"
+                        f" attempt_count={second.seed.attempt_count}: load_input_state"
+                        f"{_args_repr((runtime_id, input_id))} then returned {got!r}"
                     )
             return None
 
@@ -1346,7 +1346,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         if not (seen.same_as(_Outcome(before)) or seen.same_as(took)):
             raise AssertionError(
                 f"persist_input_state({runtime_id!r}, ...) cancelled after {points} scheduling"
-                f" points: load_input_state then {seen!r}, neither the state before nor the one"
+                f" points: load_input_state{_args_repr((runtime_id, shell.state.input_id))}"
+                f" then {seen!r}, neither the state before nor the one"
                 " written"
             )
         if self.capabilities.crash_safe:
@@ -1374,7 +1375,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         if not again.same_as(seen):
             raise AssertionError(
                 f"persist_input_state({runtime_id!r}, ...) cancelled after {points} scheduling"
-                f" points: load_input_state {seen!r} after the cancellation, then {again!r}"
+                f" points: load_input_state{_args_repr((runtime_id, shell.state.input_id))}"
+                f" {seen!r} after the cancellation, then {again!r}"
                 f" after {restart}"
             )
         if seen.same_as(took):
