@@ -31,7 +31,7 @@ import io
 import itertools
 import math
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn, TypeVar, cast, final
 
@@ -559,21 +559,20 @@ class DecodedMemo:
         self._young[id(blob)] = (blob, value)
         self._young_bytes += size
 
-    def input(self, blob: bytes) -> StoredInputState:
-        """`unpack_input(blob)`, remembered."""
+    def _remembered(self, blob: bytes, unpack: Callable[[bytes], T]) -> T:
         value = self._get(blob)
         if value is None:
-            value = unpack_input(blob)
+            value = unpack(blob)
             self._put(blob, value)
-        return cast(StoredInputState, value)
+        return cast(T, value)
+
+    def input(self, blob: bytes) -> StoredInputState:
+        """`unpack_input(blob)`, remembered."""
+        return self._remembered(blob, unpack_input)
 
     def receipt(self, blob: bytes) -> RunBoundaryReceipt:
         """`unpack_receipt(blob)`, remembered."""
-        value = self._get(blob)
-        if value is None:
-            value = unpack_receipt(blob)
-            self._put(blob, value)
-        return cast(RunBoundaryReceipt, value)
+        return self._remembered(blob, unpack_receipt)
 
 
 #: The memo the store state's point reads share (`_core.StoreState`).
