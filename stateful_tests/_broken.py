@@ -1719,6 +1719,21 @@ class Broken:
     """One of the defects the issue lists."""
 
 
+_ANY_RUNTIME_READ_OR_WRITE = (
+    "load_input_states",
+    "load_input_state",
+    "load_session_snapshot",
+    "load_runtime_state",
+    "load_ops_lifecycle",
+    "load_boundary_receipt",
+    "load_boundary_receipts",
+    "list_runtimes",
+    "atomic_apply",
+    "commit_machine_lifecycle",
+    "purge_runtime",
+)
+"""What a defect in how runtime ids are compared can show at."""
+
 BROKEN: tuple[Broken, ...] = (
     Broken(
         OverwritesDuplicateReceipt,
@@ -2104,37 +2119,13 @@ BROKEN: tuple[Broken, ...] = (
         RuntimeIdCaseInsensitive,
         "runtime ids compared case-insensitively (collation)",
         False,
-        (
-            "load_input_states",
-            "load_input_state",
-            "load_session_snapshot",
-            "load_runtime_state",
-            "load_ops_lifecycle",
-            "load_boundary_receipt",
-            "load_boundary_receipts",
-            "list_runtimes",
-            "atomic_apply",
-            "commit_machine_lifecycle",
-            "purge_runtime",
-        ),
+        _ANY_RUNTIME_READ_OR_WRITE,
     ),
     Broken(
         RuntimeIdPadSpace,
         "runtime ids compared ignoring trailing spaces (PAD SPACE)",
         False,
-        (
-            "load_input_states",
-            "load_input_state",
-            "load_session_snapshot",
-            "load_runtime_state",
-            "load_ops_lifecycle",
-            "load_boundary_receipt",
-            "load_boundary_receipts",
-            "list_runtimes",
-            "atomic_apply",
-            "commit_machine_lifecycle",
-            "purge_runtime",
-        ),
+        _ANY_RUNTIME_READ_OR_WRITE,
     ),
     Broken(
         ListRuntimesCollated,
