@@ -43,7 +43,7 @@ class _WithoutOpsAndOAuth:
     def __getattr__(self, name: str) -> Any:
         if name in _UNSUPPORTED:
 
-            async def unsupported(*args: object) -> None:
+            async def unsupported(*args: object, **kwargs: object) -> None:
                 raise ma.Unsupported(name)
 
             return unsupported
@@ -89,7 +89,7 @@ class _SeedOnly:
         failure = self.failure
         if name in _RETENTION:
 
-            async def unsupported(*args: object) -> None:
+            async def unsupported(*args: object, **kwargs: object) -> None:
                 raise failure(name)
 
             return unsupported
@@ -98,7 +98,7 @@ class _SeedOnly:
     async def commit_machine_lifecycle(self, *args: Any, **kwargs: Any) -> None:
         if "expected" in kwargs or self.commit_all:
             raise self.failure("commit_machine_lifecycle(expected=...)")
-        await self._store.commit_machine_lifecycle(*args)
+        await self._store.commit_machine_lifecycle(*args, **kwargs)
 
 
 class _SeedOnlyNotImplemented(_SeedOnly):
