@@ -26,6 +26,7 @@ run abandoned without a clean close), finds every acknowledged write.
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import uuid
@@ -492,6 +493,47 @@ class OAuthUpdaterPartialChange(DictStore):
         if not isinstance(new, bytes):
             raise TypeError(f"the updater must return bytes, got {type(new).__name__}")
         rows[OAUTH_ROW] = new
+
+
+class UpdaterGivenEmpty(DictStore):
+    """Reads the OAuth row with `COALESCE(snapshot, '')` (a column declared
+    `NOT NULL DEFAULT ''`): the updater is handed `b""` when there is no
+    snapshot, where SPEC §3 hands it `None`."""
+
+    def apply_update_oauth(self, update: Callable[[bytes | None], bytes]) -> None:
+        super().apply_update_oauth(lambda current: update(b"" if current is None else current))
+
+
+class BytearrayUpdateAccepted(DictStore):
+    """Converts whatever bytes-like value the updater returns with `bytes()`
+    (a driver that wants `bytes`): a `bytearray` is stored where SPEC §3 wants
+    `TypeError` and nothing changed."""
+
+    def apply_update_oauth(self, update: Callable[[bytes | None], bytes]) -> None:
+        def coerced(current: bytes | None) -> bytes:
+            new: object = update(current)
+            return bytes(new) if isinstance(new, bytearray | memoryview) else new  # type: ignore[return-value]
+
+        super().apply_update_oauth(coerced)
+
+
+class AwaitableUpdateAwaited(DictStore):
+    """Awaits what the updater returns when it is awaitable (to welcome
+    `async def` updaters) and stores the result: SPEC §3's updater is
+    synchronous, and such a call must raise `TypeError`, change nothing."""
+
+    async def update_auth_oauth_flow_snapshot(
+        self, update: Callable[[bytes | None], bytes]
+    ) -> None:
+        cmd = _core.UpdateOAuthFlowSnapshot(update)
+        await self.enter()
+        new: object = cmd.update(self.tables.auth_oauth_flow_state.get(OAUTH_ROW))
+        if inspect.isawaitable(new):
+            new = await new
+        if not isinstance(new, bytes):
+            raise TypeError(f"the updater must return bytes, got {type(new).__name__}")
+        self.tables.auth_oauth_flow_state[OAUTH_ROW] = new
+        self.committed()
 
 
 class OAuthUpdateNotAtomic(DictStore):
@@ -1064,6 +1106,28 @@ class OpsDocumentsNumbersAsDoubles(DictStore):
             cursors=_numbers_as_doubles(snapshot.cursors),
         )
         await super().persist_ops_lifecycle(runtime_id, stored)
+
+
+class OpsNestedAtMost100(DictStore):
+    """Keeps the ops lifecycle snapshot in a MySQL `JSON` column, which refuses
+    a document nested deeper than 100 levels: such a snapshot fails with
+    `WriteFailed`, where the types accept 128 levels (SPEC §2)."""
+
+    async def persist_ops_lifecycle(
+        self, runtime_id: LogicalRuntimeId, snapshot: PersistedOpsSnapshot
+    ) -> None:
+        _core.PersistOpsLifecycle(runtime_id, snapshot)
+        if _depth(snapshot.authority_state) > 100:
+            raise WriteFailed("ops lifecycle: document nested deeper than 100 levels")
+        await super().persist_ops_lifecycle(runtime_id, snapshot)
+
+
+def _depth(document: object) -> int:
+    if isinstance(document, Mapping):
+        return 1 + max((_depth(v) for v in document.values()), default=0)
+    if isinstance(document, list | tuple):
+        return 1 + max((_depth(v) for v in document), default=0)
+    return 0
 
 
 class SessionKeyMismatchSwapped(DictStore):
@@ -2216,6 +2280,30 @@ BROKEN: tuple[Broken, ...] = (
         "a receipt's message_count above 2**53 is rounded (read as a double)",
         False,
         ("atomic_apply", "load_boundary_receipt", "load_boundary_receipts"),
+    ),
+    Broken(
+        UpdaterGivenEmpty,
+        'the OAuth updater is handed b"" when there is no snapshot',
+        False,
+        ("update_auth_oauth_flow_snapshot", "load_auth_oauth_flow_snapshot"),
+    ),
+    Broken(
+        BytearrayUpdateAccepted,
+        "a bytearray from the OAuth updater is stored",
+        False,
+        ("update_auth_oauth_flow_snapshot", "load_auth_oauth_flow_snapshot"),
+    ),
+    Broken(
+        AwaitableUpdateAwaited,
+        "an awaitable from the OAuth updater is awaited and its result stored",
+        False,
+        ("update_auth_oauth_flow_snapshot", "load_auth_oauth_flow_snapshot"),
+    ),
+    Broken(
+        OpsNestedAtMost100,
+        "an ops snapshot nested deeper than 100 levels is refused",
+        False,
+        ("persist_ops_lifecycle", "load_ops_lifecycle"),
     ),
 )
 """Defects the machine must find within the CI budget."""

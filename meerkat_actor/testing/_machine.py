@@ -60,7 +60,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -71,7 +71,14 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import trio
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from .._errors import (
     LifecycleConflict,
@@ -148,6 +155,11 @@ T = TypeVar("T")
 _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 # Every letter once, in an order that is not the alphabet: large_value repeats it.
 _LETTERS = "".join(chr(0x61 + (i * 7) % 26) for i in range(26))
+# 127 levels of lists and objects: under one more (an ops snapshot's
+# authority_state), the deepest document the types accept (128).
+_DEEP: Any = 0
+for _level in range(127):
+    _DEEP = [_DEEP] if _level % 2 else {"k": _DEEP}
 
 
 def _session_json(session_id: SessionId) -> bytes:
@@ -370,11 +382,59 @@ class ReturnNotBytes(_Updater):
         return "ReturnNotBytes()"
 
 
+class MarkMissing(_Updater):
+    """`b"<none>"` when there is no snapshot, else the snapshot and `b"."`:
+    a store that hands the updater `b""` for a missing snapshot (or `None`
+    for an empty one) stores something else."""
+
+    def __call__(self, current: bytes | None) -> bytes:
+        return b"<none>" if current is None else current + b"."
+
+    def __repr__(self) -> str:
+        return "MarkMissing()"
+
+
+class ReturnBytearray(_Updater):
+    """Return a `bytearray`: the store must raise TypeError (bytes only,
+    SPEC §3) and change nothing."""
+
+    def __call__(self, current: bytes | None) -> bytes:
+        return bytearray(b"mutable")  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return "ReturnBytearray()"
+
+
+class _Later:
+    """An awaitable that would give bytes (not a coroutine, so nothing warns
+    when it is never awaited)."""
+
+    def __await__(self) -> Generator[Any, None, bytes]:
+        yield from ()
+        return b"awaited"
+
+    def __repr__(self) -> str:
+        return "<awaitable>"
+
+
+class ReturnAwaitable(_Updater):
+    """Return an awaitable, as an `async def` updater would: the updater is
+    synchronous (SPEC §3), so the store must raise TypeError, not await it
+    and store its result."""
+
+    def __call__(self, current: bytes | None) -> bytes:
+        return _Later()  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return "ReturnAwaitable()"
+
+
 updaters = st.one_of(
     st.just(Increment()),
     st.binary(min_size=1, max_size=3).map(Append),
+    st.just(MarkMissing()),
     st.just(RaiseError()),
-    st.just(ReturnNotBytes()),
+    st.sampled_from((ReturnNotBytes(), ReturnBytearray(), ReturnAwaitable())),
 )
 
 
@@ -956,6 +1016,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         # must be a full one (see whole_state_matches_model).
         self._written: set[LogicalRuntimeId] = set()
         self._full_check_due = True
+        self._failed = False
         try:
             self.bridge: TrioBridge[RuntimeStore] = TrioBridge(self._open)
             self.authority_key = self._check_authority_key(None)
@@ -991,7 +1052,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         override that cleans up more must call this one and cope with that."""
         bridge = getattr(self, "bridge", None)
         try:
-            if bridge is not None and bridge.running and sys.exc_info()[1] is None:
+            failing = self._failed or sys.exc_info()[1] is not None
+            if bridge is not None and bridge.running and not failing:
                 self._full_check_due = True
                 self.whole_state_matches_model()
         finally:
@@ -1032,6 +1094,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         call = partial(_store_outcome, getattr(store, name), *call_args, **call_kwargs)
         actual = self.bridge.call(call)
         if not actual.same_as(expected):
+            self._failed = True
             raise AssertionError(
                 f"{name}{_args_repr(call_args, call_kwargs)}: the store {actual!r},"
                 f" the model {expected!r}"
@@ -1346,9 +1409,10 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def large_value(self, runtime_id: LogicalRuntimeId, kind: str, size: int) -> None:
         """Write one value of `size` bytes or more (just over 64 KiB, 256 KiB
         or 1 MiB): a session snapshot, the OAuth snapshot, an input state with
-        a long history and a large document, or an ops snapshot. A backend
-        with a column, a page or a message size limit that truncates shows it
-        at the next read."""
+        a long history and a large document, or an ops snapshot (whose
+        document also nests 128 levels deep, the most the types accept). A
+        backend with a column, a page, a message or a nesting limit that
+        truncates or refuses shows it at the next read."""
         text = (_LETTERS * (size // len(_LETTERS) + 1))[:size]
         if kind == "session":
             snapshot = json.dumps(
@@ -1377,7 +1441,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         else:
             ops = PersistedOpsSnapshot(
                 epoch_id="large",
-                authority_state={"blob": text},
+                authority_state={"blob": text, "deep": _DEEP},
                 operation_specs=[],
                 completion_entries=[],
                 cursors={},
@@ -1999,6 +2063,15 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def update_auth_oauth_flow_snapshot(self, update: Callable[[bytes | None], bytes]) -> None:
         self.check("update_auth_oauth_flow_snapshot", update)
 
+    @initialize(update=st.sampled_from((None, MarkMissing(), Increment())))
+    def first_oauth_update(self, update: Callable[[bytes | None], bytes] | None) -> None:
+        """In a third of the test cases, the first step updates the OAuth
+        snapshot while there is none, with an updater that tells `None` from
+        `b""` (the only time an update sees no snapshot: none can be removed);
+        in another third with `Increment()`; else nothing."""
+        if update is not None:
+            self.check("update_auth_oauth_flow_snapshot", update)
+
     @precondition(lambda self: self.capabilities.oauth_flow_snapshot)
     @rule(tasks=st.integers(min_value=2, max_value=40))
     def concurrent_increments(self, tasks: int) -> None:
@@ -2171,6 +2244,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         full = self._full_check_due or self._checks % 4 == 0
         written, self._written = self._written, set()
         self._full_check_due = False
+        failed, self._failed = self._failed, True  # until it has passed
         self.bridge.call(
             partial(
                 assert_store_matches_model,
@@ -2183,6 +2257,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             self.model,
             self.capabilities,
         )
+        self._failed = failed
 
 
 def _args_repr(args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> str:
