@@ -14,15 +14,18 @@ machine (every test here takes milliseconds):
 - `Capabilities` validates its flags (moved here from
   stateful_tests/test_capabilities.py, which keeps the machine runs).
 
-The updaters `Increment`, `Append`, `RaiseError` and `ReturnNotBytes` are not
-in `meerkat_actor.testing.__all__`: they come from the private module
-`meerkat_actor.testing._machine`, where the machine's rules draw them.
+The updaters (`Increment`, `Append`, `MarkMissing`, `RaiseError`,
+`ReturnNotBytes`, `ReturnBytearray`, `ReturnAwaitable`) are exported by
+`meerkat_actor.testing`, so that printed failing programs run; they are
+defined in `meerkat_actor.testing._machine`, where the machine's rules draw
+them.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import json
 import math
 import uuid
@@ -35,6 +38,7 @@ from typing import Any
 
 import _values
 import pytest
+import trio
 from _values import session_json
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
@@ -68,13 +72,16 @@ from meerkat_actor.testing import (
     strategies,
 )
 
-# Private on purpose: the updaters are not exported by meerkat_actor.testing.
+# Private on purpose: the pools and updaters as the machine module defines them.
 from meerkat_actor.testing._machine import (
     RUNTIME_IDS,
     SESSION_IDS,
     Append,
     Increment,
+    MarkMissing,
     RaiseError,
+    ReturnAwaitable,
+    ReturnBytearray,
     ReturnNotBytes,
     _bad_calls,
     _Outcome,
@@ -741,11 +748,46 @@ def test_return_not_bytes_returns_a_str(current: bytes | None) -> None:
     assert type(result) is str
 
 
+def test_mark_missing_tells_none_from_empty() -> None:
+    assert MarkMissing()(None) == b"<none>"
+    assert MarkMissing()(b"") == b"."
+    assert MarkMissing()(b"ab") == b"ab."
+
+
+def test_return_bytearray_and_return_awaitable_return_no_bytes() -> None:
+    assert type(ReturnBytearray()(None)) is bytearray
+    later: object = ReturnAwaitable()(b"x")
+    assert inspect.isawaitable(later)
+    assert not inspect.iscoroutine(later)  # never awaited: nothing may warn
+
+    async def awaited() -> object:
+        return await later  # type: ignore[misc]
+
+    assert trio.run(awaited) == b"awaited"
+
+
+@pytest.mark.parametrize("update", [ReturnBytearray(), ReturnAwaitable()])
+def test_the_shipped_store_refuses_an_updater_result_that_is_not_bytes(
+    update: Callable[[bytes | None], bytes],
+) -> None:
+    async def main() -> None:
+        async with ma.open_store() as store:
+            await store.persist_auth_oauth_flow_snapshot(b"kept")
+            with pytest.raises(TypeError, match="bytes"):
+                await store.update_auth_oauth_flow_snapshot(update)
+            assert await store.load_auth_oauth_flow_snapshot() == b"kept"
+
+    trio.run(main)
+
+
 _UPDATER_NAMESPACE = {
     "Increment": Increment,
     "Append": Append,
+    "MarkMissing": MarkMissing,
     "RaiseError": RaiseError,
     "ReturnNotBytes": ReturnNotBytes,
+    "ReturnBytearray": ReturnBytearray,
+    "ReturnAwaitable": ReturnAwaitable,
 }
 
 
@@ -762,6 +804,7 @@ def _outcome(update: Callable[[bytes | None], bytes], current: bytes | None) -> 
         st.binary(max_size=6).map(Append),
         st.just(RaiseError()),
         st.just(ReturnNotBytes()),
+        st.sampled_from((MarkMissing(), ReturnBytearray())),
     )
 )
 @settings(max_examples=25)
@@ -771,6 +814,11 @@ def test_updater_reprs_are_runnable(update: Callable[[bytes | None], bytes]) -> 
     assert repr(again) == repr(update)
     for current in (None, b"", b"12", b"\x00'\"\\"):
         assert _outcome(again, current) == _outcome(update, current)
+
+
+def test_return_awaitable_repr_is_runnable() -> None:
+    again = eval(repr(ReturnAwaitable()), dict(_UPDATER_NAMESPACE))
+    assert again == ReturnAwaitable()
 
 
 # --- mismatch messages ----------------------------------------------------------------------
@@ -826,6 +874,54 @@ async def accepts_anything(real: Callable[..., Awaitable[Any]], *args: Any) -> A
         return await real(*args)
     except WriteFailed:
         return None
+
+
+def test_point_reads_where_no_step_wrote_wait_for_the_next_full_check() -> None:
+    """The invariant makes the reads of one input state in the runtimes the
+    step wrote to; in the others at every fourth check (and after restarts,
+    and at teardown). A lie there is found by the fourth check."""
+    lying = {"on": False}
+
+    async def invents_in_rt_b(real: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        runtime_id = args[0] if args else real.keywords["runtime_id"]  # type: ignore[attr-defined]
+        if lying["on"] and runtime_id == RT_B:
+            return stored(ID_MID)
+        return await real(*args)
+
+    machine = lying_machine("load_input_state", invents_in_rt_b)()
+    try:
+        machine.whole_state_matches_model()  # the first check is a full one
+        lying["on"] = True
+        for n in (ID_LOW, ID_HIGH):
+            machine.persist_input_state(RT_A, stored(n))
+            machine.whole_state_matches_model()  # checks 2 and 3: RT_A only
+        machine.persist_input_state(RT_A, stored(ID_LOWER_MID))
+        with pytest.raises(AssertionError) as info:
+            machine.whole_state_matches_model()  # check 4: every runtime
+    finally:
+        machine.teardown()  # no second report of the same failure
+    message = str(info.value)
+    assert message.startswith("state differs at load_input_state("), message
+    assert "RUNTIME_IDS[1]" in message
+
+
+def test_teardown_checks_the_whole_state_once_more() -> None:
+    lying = {"on": False}
+
+    async def invents_in_rt_b(real: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        runtime_id = args[0] if args else real.keywords["runtime_id"]  # type: ignore[attr-defined]
+        if lying["on"] and runtime_id == RT_B:
+            return stored(ID_MID)
+        return await real(*args)
+
+    machine = lying_machine("load_input_state", invents_in_rt_b)()
+    machine.whole_state_matches_model()
+    lying["on"] = True
+    machine.persist_input_state(RT_A, stored(ID_LOW))
+    machine.whole_state_matches_model()
+    with pytest.raises(AssertionError, match=r"^state differs at load_input_state\("):
+        machine.teardown()
+    assert not machine.bridge.running  # closed all the same
 
 
 def test_a_wrong_read_in_the_invariant_names_the_read_and_both_answers() -> None:

@@ -8,8 +8,9 @@
   which adds reopen, checkpoint and crash rules).
 - `Capabilities` (and `FULL_CAPABILITIES`): what a backend declares it
   supports; the machine expects `Unsupported` from the rest.
-- `Increment`, `Append`, `RaiseError`, `ReturnNotBytes`, `UpdaterFailed`:
-  the OAuth updaters the machine uses (printed failing programs name them).
+- `Increment`, `Append`, `MarkMissing`, `RaiseError`, `ReturnNotBytes`,
+  `ReturnBytearray`, `ReturnAwaitable`, `UpdaterFailed`: the OAuth updaters
+  the machine uses (printed failing programs name them).
 - `OpenStore`, `OpenStoreAt`: the types of the machine's store openers.
 - `assert_store_matches_model`: the machine's invariant as a coroutine, for
   tests that build a model of what was acknowledged and compare a store to it;
@@ -36,9 +37,12 @@ from ._machine import (
     Append,
     Capabilities,
     Increment,
+    MarkMissing,
     OpenStore,
     OpenStoreAt,
     RaiseError,
+    ReturnAwaitable,
+    ReturnBytearray,
     ReturnNotBytes,
     RuntimeStoreMachine,
     UpdaterFailed,
@@ -58,10 +62,13 @@ __all__ = [
     "Append",
     "Capabilities",
     "Increment",
+    "MarkMissing",
     "OpenStore",
     "OpenStoreAt",
     "RaiseError",
     "ReferenceModel",
+    "ReturnAwaitable",
+    "ReturnBytearray",
     "ReturnNotBytes",
     "RuntimeStoreMachine",
     "TrioBridge",

@@ -2063,12 +2063,17 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def update_auth_oauth_flow_snapshot(self, update: Callable[[bytes | None], bytes]) -> None:
         self.check("update_auth_oauth_flow_snapshot", update)
 
-    @initialize(update=st.sampled_from((None, MarkMissing(), Increment())))
+    @initialize(
+        update=st.sampled_from(
+            (None, MarkMissing(), Increment(), ReturnBytearray(), ReturnAwaitable())
+        )
+    )
     def first_oauth_update(self, update: Callable[[bytes | None], bytes] | None) -> None:
-        """In a third of the test cases, the first step updates the OAuth
-        snapshot while there is none, with an updater that tells `None` from
-        `b""` (the only time an update sees no snapshot: none can be removed);
-        in another third with `Increment()`; else nothing."""
+        """In four test cases of five, the first step updates the OAuth
+        snapshot while there is none (the only time an update sees none: no
+        call removes it): with `MarkMissing()`, which tells `None` from
+        `b""`; `Increment()`; or an updater whose result is not bytes (a
+        `bytearray`, an awaitable), which must change nothing."""
         if update is not None:
             self.check("update_auth_oauth_flow_snapshot", update)
 
