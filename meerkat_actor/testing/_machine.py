@@ -948,6 +948,9 @@ _MANY_RECEIPTS = LogicalRuntimeId("many-receipts")
 of each (the invariant reads every runtime the machine has sent, after every
 step: a hundred input states or receipts there would cost it dearly)."""
 
+_BAD_CALLS_PER_STEP = 5
+"""`bad_argument` makes this many of the bad calls in one step."""
+
 _BUSY_PASSES = 4
 _READ_PAUSE = 0.001
 """`read_during_atomic_apply` reads back to back `_BUSY_PASSES` times, then
@@ -2095,22 +2098,32 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def bad_argument(
         self, call: int, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
     ) -> None:
-        """A call with a bad argument raises TypeError/ValueError and changes nothing.
+        """Calls with a bad argument raise TypeError/ValueError and change
+        nothing: the bad call number `call` and the next four (of the 25, in
+        a ring), one after the other.
 
         (A bad call of an unsupported operation may raise `Unsupported` instead.)
         """
-        name, call_args, error = _bad_calls(runtime_id, receipt)[call]
-        args, kwargs = _split(call_args)
-        errors: tuple[type[Exception], ...] = (error,)
-        if not self.capabilities.supports(name, kwargs):
-            errors = (error, Unsupported)
-        store = self.bridge.resource
-        outcome = self.bridge.call(partial(_store_outcome, getattr(store, name), *args, **kwargs))
-        if not isinstance(outcome.error, errors):
-            raise AssertionError(
-                f"{name}{_args_repr(args, kwargs)}: expected {error.__name__},"
-                f" the store {outcome!r}"
-            )
+        calls = _bad_calls(runtime_id, receipt)
+        chosen = [calls[(call + i) % len(calls)] for i in range(_BAD_CALLS_PER_STEP)]
+
+        async def run(store: RuntimeStore) -> str | None:
+            for name, call_args, error in chosen:
+                args, kwargs = _split(call_args)
+                errors: tuple[type[Exception], ...] = (error,)
+                if not self.capabilities.supports(name, kwargs):
+                    errors = (error, Unsupported)
+                outcome = await _store_outcome(getattr(store, name), *args, **kwargs)
+                if not isinstance(outcome.error, errors):
+                    return (
+                        f"{name}{_args_repr(args, kwargs)}: expected {error.__name__},"
+                        f" the store {outcome!r}"
+                    )
+            return None
+
+        problem = self.bridge.call(run, self.bridge.resource)
+        if problem is not None:
+            raise AssertionError(problem)
 
     # --- reads ------------------------------------------------------------------------
 
