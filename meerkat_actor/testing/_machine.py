@@ -1358,7 +1358,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             self.check("purge_runtime", runtime_id)
 
     @precondition(lambda self: self.capabilities.retention)
-    @rule(count=st.integers(101, 130), run=st.sampled_from(RUN_IDS), tasks=st.integers(1, 16))
+    @rule(count=st.integers(101, 130), run=st.sampled_from(RUN_IDS), tasks=st.integers(4, 16))
     def many_receipts(self, count: int, run: RunId, tasks: int) -> None:
         """`count` (101 to 130) receipts of one run in a runtime of its own,
         written by `tasks` tasks at once, read back with
