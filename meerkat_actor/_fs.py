@@ -124,6 +124,12 @@ class FileIO:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
             return "a dangling symbolic link" if os.path.lexists(path) else None
+        except OSError as exc:
+            # A symlink that resolves to nothing in another way (a loop, or
+            # a path through a regular file) is dangling too, not an I/O error.
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+                return "a dangling symbolic link"
+            raise
         return not_regular(mode)
 
     def sync_dir(self, path: str) -> None:
