@@ -1,0 +1,144 @@
+"""Power loss: the disk states a crash can leave, opened (SPEC §6).
+
+`_crashsim` records a workload's file operations and builds, at each crash
+point, the states POSIX's fsync rules allow (durable only, everything,
+prefixes, random subsets by write call and by 4 KiB page, directory entries
+kept or dropped); each is opened with the real `open_store` and checked
+against what was acknowledged. See `_crashsim` and docs/durability.md
+("Power-loss simulation").
+
+How much runs: `HYPOTHESIS_PROFILE=ci` samples crash points and a few states
+each; `deep` checks every crash point with more states each (`_crashsim.SCALES`).
+The counts are printed (`pytest -s`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from _crashsim import (
+    PROFILE,
+    SCALE,
+    WHOLE,
+    Recorder,
+    Workload,
+    build,
+    crash_states,
+    pending_at,
+    simulate,
+)
+
+from meerkat_actor._fs import FileIO
+
+# Hundreds of stores opened, each from a fresh directory: tens of seconds.
+pytestmark = pytest.mark.slow
+
+#: The workloads: (seed, tasks, operations before and after the reopen,
+#: checkpoint_bytes). Small checkpoint sizes make checkpoints and rotations
+#: frequent; several tasks make group commits.
+WORKLOADS = {
+    "ci": [Workload(1), Workload(2, tasks=4, first=10, second=10, checkpoint_bytes=3000)],
+    "deep": [
+        Workload(seed, tasks=tasks, first=first, second=second, checkpoint_bytes=size)
+        for seed, tasks, first, second, size in [
+            (1, 3, 12, 8, 6000),
+            (2, 4, 10, 10, 3000),
+            (3, 2, 30, 20, 20000),
+            (4, 6, 12, 12, 4000),
+            (5, 1, 40, 10, 2500),
+        ]
+    ],
+}.get(PROFILE, [Workload(1)])
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: f"seed{w.seed}")
+async def test_every_crash_state_recovers_what_was_acknowledged(
+    tmp_path: Path, workload: Workload
+) -> None:
+    checker = await simulate(workload, tmp_path)
+    counts = checker.counts
+    print(f"\ncrash states ({PROFILE}, {SCALE}), {workload}: {counts}")
+    assert not checker.failures, "\n".join(checker.failures)
+    # The simulation reached what it is for.
+    assert counts.points >= 20
+    assert counts.opened >= 20
+    assert counts.recovered_with_warnings > 0, "no state with a torn tail or segment"
+    assert counts.lost_in_flight > 0
+    assert counts.kept_in_flight > 0
+    assert counts.backup_refused > 0
+    assert counts.backup_absent > 0
+    assert counts.recoveries > 0
+    assert counts.recovery_states > 0
+
+
+async def test_without_the_log_fdatasync_acknowledged_writes_are_lost(tmp_path: Path) -> None:
+    """Teeth: with every fdatasync of a log segment made a no-op (as a disk
+    that ignores flushes), the simulation must report acknowledged
+    operations missing after a power loss."""
+    checker = await simulate(
+        Workload(1, backup=False),
+        tmp_path,
+        drop_sync=lambda path: os.path.basename(path).startswith("log-"),
+    )
+    print(f"\nteeth: {checker.counts}; first failure: {checker.failures[:1]}")
+    assert checker.failures
+    assert any("acknowledged operations" in failure for failure in checker.failures)
+
+
+# --- the simulator's rules ------------------------------------------------------------------
+
+
+def _record(root: Path) -> Recorder:
+    """A small recording: a file written and synced, written again, renamed."""
+    rec = Recorder(root)
+    io: FileIO = rec
+    handle = io.create(str(root / "a.tmp"))  # 0
+    io.write(handle, b"x" * 5000)  # 1
+    io.sync(handle)  # 2
+    io.sync_dir(str(root))  # 3
+    io.write_at(handle, 4096, b"y" * 100)  # 4: unsynced, on the second page
+    io.write(handle, b"z" * 10)  # 5: at the file position, 5000
+    io.close(handle)
+    io.rename(str(root / "a.tmp"), str(root / "a"))  # 6: unsynced
+    return rec
+
+
+def test_data_is_durable_after_sync_and_entries_after_sync_dir(tmp_path: Path) -> None:
+    rec = _record(tmp_path)
+    assert [entry.label.split()[0] for entry in rec.entries] == [
+        "create",
+        "write",
+        "sync",
+        "sync_dir",
+        "write_at",
+        "write",
+        "rename",
+    ]
+    # Synced data whose new entry is not: the file is not there.
+    assert build(rec, 2, {}) == {}
+    assert build(rec, 3, {}) == {}
+    assert build(rec, 4, {}) == {"a.tmp": b"x" * 5000}
+    # Only what the syncs made durable: the old name, the old bytes.
+    assert pending_at(rec, 7) == [4, 5, 6]
+    assert build(rec, 7, {}) == {"a.tmp": b"x" * 5000}
+    everything = dict.fromkeys(pending_at(rec, 7), WHOLE)
+    assert build(rec, 7, everything) == {"a": b"x" * 4096 + b"y" * 100 + b"x" * 804 + b"z" * 10}
+
+
+def test_states_of_a_crash_point(tmp_path: Path) -> None:
+    rec = _record(tmp_path)
+    states = dict(crash_states(rec, 7, SCALE, random.Random(0)))
+    assert states["durable"] == {}
+    assert set(states["all"]) == {4, 5, 6}
+    trees = [build(rec, 7, keep) for keep in states.values()]
+    for tree in trees:
+        # One name or the other, never both, never none: a rename is atomic.
+        assert len(tree) == 1
+        content = next(iter(tree.values()))
+        assert content is not None
+        assert content[:4096] == b"x" * 4096
+        # A partial write keeps whole pages of it: never half of y's page.
+        assert content[4096:4196] in (b"x" * 100, b"y" * 100)
