@@ -92,8 +92,8 @@ class Scale:
 
 
 SCALES = {
-    "ci": Scale(points=90, prefixes=1, writes=1, pages=2, recoveries=4),
-    "deep": Scale(points=None, prefixes=None, writes=3, pages=6, recoveries=40),
+    "ci": Scale(points=200, prefixes=1, writes=1, pages=2, recoveries=6),
+    "deep": Scale(points=None, prefixes=None, writes=3, pages=6, recoveries=100),
 }
 SCALE = SCALES.get(PROFILE, Scale(points=30, prefixes=1, writes=1, pages=1, recoveries=2))
 
@@ -203,14 +203,14 @@ class Recorder(FileIO):
     """The real file system, with every mutating call recorded (module docstring).
 
     `root` is the directory under which every recorded path lies; what it
-    holds when the recorder is made is the durable starting state. `drop_sync`
-    (for the teeth test): a `sync` of a file whose path it accepts is made
-    and recorded as nothing, as if the disk ignored it.
+    holds when the recorder is made is the durable starting state. `drop`
+    (for the teeth tests): a `sync` or `sync_dir` (the method's name and
+    the path) it accepts is recorded as nothing, as if the disk ignored it.
     """
 
-    def __init__(self, root: str | Path, drop_sync: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, root: str | Path, drop: Callable[[str, str], bool] | None = None) -> None:
         self.root = os.path.realpath(root)
-        self.drop_sync = drop_sync
+        self.drop = drop
         self._mutex = threading.RLock()
         self.entries: list[Entry] = []
         self.marks: list[tuple[int, Mark]] = []
@@ -369,12 +369,14 @@ class Recorder(FileIO):
 
     def sync(self, handle: Handle) -> None:
         with self._mutex:
-            if self.drop_sync is not None and self.drop_sync(handle.path):
+            if self.drop is not None and self.drop("sync", handle.path):
                 return
             self._record(Sync(self._handles[handle.fd][0]), f"sync {self._rel(handle.path)}")
 
     def sync_dir(self, path: str) -> None:
         with self._mutex:
+            if self.drop is not None and self.drop("sync_dir", path):
+                return
             self._record(SyncDir(self._dir_ino(path)), f"sync_dir {self._rel(path) or '.'}")
 
     def close(self, handle: Handle) -> None:
@@ -545,11 +547,22 @@ def crash_states(
 
 
 def crash_points(rec: Recorder, scale: Scale, rng: random.Random) -> list[int]:
-    """After each operation (1 .. len), or a sample of them (always the last)."""
+    """After each operation (1 .. len), or a sample of them: first the points
+    right after a directory operation, a directory sync or a truncation (where
+    files appear, move and go: the first open, rotations, checkpoints,
+    backups, recovery's repairs), then others at random, and the last."""
     points = list(range(1, len(rec.entries) + 1))
     if scale.points is None or len(points) <= scale.points:
         return points
-    return sorted({*rng.sample(points[:-1], scale.points - 1), points[-1]})
+    rare = [
+        point
+        for point in points[:-1]
+        if isinstance(rec.entries[point - 1].op, Link | Unlink | Rename | SyncDir | Truncate)
+    ]
+    chosen = set(rng.sample(rare, min(len(rare), scale.points // 2)))
+    rest = [point for point in points[:-1] if point not in chosen]
+    chosen.update(rng.sample(rest, scale.points - 1 - len(chosen)))
+    return sorted({*chosen, points[-1]})
 
 
 def materialise(tree: Tree, directory: Path) -> None:
@@ -952,13 +965,13 @@ async def simulate(
     scratch: Path,
     *,
     scale: Scale = SCALE,
-    drop_sync: Callable[[str], bool] | None = None,
+    drop: Callable[[str, str], bool] | None = None,
 ) -> Checker:
     """Record `workload`, then check its crash states and crashes during
     the recovery of some of them; the checker holds counts and failures."""
     root = scratch / "recorded"
     root.mkdir()
-    rec = Recorder(root, drop_sync)
+    rec = Recorder(root, drop)
     await run_workload(rec, workload)
     shutil.rmtree(root, ignore_errors=True)
     checker = Checker(workload, scratch, scale)

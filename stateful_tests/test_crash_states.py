@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,15 +41,24 @@ pytestmark = pytest.mark.slow
 #: checkpoint_bytes). Small checkpoint sizes make checkpoints and rotations
 #: frequent; several tasks make group commits.
 WORKLOADS = {
-    "ci": [Workload(1), Workload(2, tasks=4, first=10, second=10, checkpoint_bytes=3000)],
+    "ci": [
+        Workload(1),
+        Workload(2, tasks=4, first=10, second=10, checkpoint_bytes=3000),
+        Workload(3, tasks=1, first=30, second=10, checkpoint_bytes=2500),
+    ],
     "deep": [
         Workload(seed, tasks=tasks, first=first, second=second, checkpoint_bytes=size)
         for seed, tasks, first, second, size in [
             (1, 3, 12, 8, 6000),
             (2, 4, 10, 10, 3000),
-            (3, 2, 30, 20, 20000),
-            (4, 6, 12, 12, 4000),
-            (5, 1, 40, 10, 2500),
+            (3, 1, 30, 10, 2500),
+            (4, 2, 30, 20, 20000),
+            (5, 6, 12, 12, 4000),
+            (6, 8, 10, 10, 2000),
+            (7, 1, 60, 20, 1500),
+            (8, 3, 25, 25, 64 * 1024 * 1024),
+            (9, 4, 20, 20, 5000),
+            (10, 2, 40, 40, 8000),
         ]
     ],
 }.get(PROFILE, [Workload(1)])
@@ -74,18 +84,37 @@ async def test_every_crash_state_recovers_what_was_acknowledged(
     assert counts.recovery_states > 0
 
 
-async def test_without_the_log_fdatasync_acknowledged_writes_are_lost(tmp_path: Path) -> None:
-    """Teeth: with every fdatasync of a log segment made a no-op (as a disk
-    that ignores flushes), the simulation must report acknowledged
-    operations missing after a power loss."""
-    checker = await simulate(
-        Workload(1, backup=False),
-        tmp_path,
-        drop_sync=lambda path: os.path.basename(path).startswith("log-"),
-    )
-    print(f"\nteeth: {checker.counts}; first failure: {checker.failures[:1]}")
+def _log_sync(method: str, path: str) -> bool:
+    return method == "sync" and os.path.basename(path).startswith("log-")
+
+
+def _snapshot_sync(method: str, path: str) -> bool:
+    return method == "sync" and os.path.basename(path).startswith("snapshot-")
+
+
+def _store_dir_sync(method: str, path: str) -> bool:
+    return method == "sync_dir" and os.path.basename(path) == "store"
+
+
+@pytest.mark.parametrize(
+    ("drop", "expected"),
+    [
+        pytest.param(_log_sync, "acknowledged operations", id="log-fdatasync"),
+        pytest.param(_snapshot_sync, "snapshot-", id="snapshot-fsync"),
+        pytest.param(_store_dir_sync, "acknowledged operations", id="directory-fsync"),
+    ],
+)
+async def test_the_simulator_fails_a_store_without_its_fsyncs(
+    tmp_path: Path, drop: Callable[[str, str], bool], expected: str
+) -> None:
+    """Teeth: with the fdatasync of the log segments, the fsync of the
+    snapshot before its rename, or the fsync of the store directory made a
+    no-op (a disk that ignores them), the simulation must report
+    acknowledged operations lost or the store refused after a power loss."""
+    checker = await simulate(Workload(1, backup=False), tmp_path, drop=drop)
+    print(f"\nteeth ({drop.__name__}): {checker.counts}; first failure: {checker.failures[:1]}")
     assert checker.failures
-    assert any("acknowledged operations" in failure for failure in checker.failures)
+    assert any(expected in failure for failure in checker.failures)
 
 
 # --- the simulator's rules ------------------------------------------------------------------
