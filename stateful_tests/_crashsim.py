@@ -897,6 +897,7 @@ class Checker:
         """Check the crash states of `rec`; return the states whose open
         repaired something (candidates to crash during recovery)."""
         repaired: list[tuple[int, Tree]] = []
+        distinct: set[tuple[tuple[str, str], ...]] = set()
         for point in crash_points(rec, self.scale, rng):
             self.counts.points += 1
             marks = [mark for at, mark in rec.marks if at <= point]
@@ -909,7 +910,10 @@ class Checker:
                 observed = await self.observe(tree, STORE)
                 self.check_store(observed, marks, where)
                 if observed.warnings and observed.error is None:
-                    repaired.append((point, tree))
+                    key = tree_key(subtree(tree, STORE))
+                    if key not in distinct:
+                        distinct.add(key)
+                        repaired.append((point, tree))
                 if backup is not None:
                     await self.check_backup(tree, backup, backup_acked, where)
                 if len(self.failures) >= self.max_failures:

@@ -171,3 +171,28 @@ def test_states_of_a_crash_point(tmp_path: Path) -> None:
         assert content[:4096] == b"x" * 4096
         # A partial write keeps whole pages of it: never half of y's page.
         assert content[4096:4196] in (b"x" * 100, b"y" * 100)
+
+
+def test_a_directory_renamed_before_its_creation_is_durable(tmp_path: Path) -> None:
+    """The backup's protocol in small: a directory made, a marker synced in
+    it, the directory renamed, nothing of the parent synced. A state holds
+    the directory under either name with its marker, or nothing; never the
+    rename without the mkdir it moves."""
+    rec = Recorder(tmp_path)
+    io: FileIO = rec
+    io.make_new_dir(str(tmp_path / "d.tmp"))
+    handle = io.create(str(tmp_path / "d.tmp" / "m"))
+    io.write(handle, b"marker")
+    io.sync(handle)
+    io.close(handle)
+    io.sync_dir(str(tmp_path / "d.tmp"))
+    io.rename(str(tmp_path / "d.tmp"), str(tmp_path / "d"))
+    point = len(rec.entries)
+    allowed = [{}, {"d.tmp": None, "d.tmp/m": b"marker"}, {"d": None, "d/m": b"marker"}]
+    seen = []
+    for seed in range(20):
+        for label, keep in crash_states(rec, point, SCALE, random.Random(seed)):
+            tree = build(rec, point, keep)
+            assert tree in allowed, (label, tree)
+            seen.append(tree)
+    assert all(tree in seen for tree in allowed)
