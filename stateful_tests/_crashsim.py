@@ -92,7 +92,7 @@ class Scale:
 
 
 SCALES = {
-    "ci": Scale(points=200, prefixes=1, writes=1, pages=2, recoveries=6),
+    "ci": Scale(points=150, prefixes=1, writes=1, pages=2, recoveries=6),
     "deep": Scale(points=None, prefixes=None, writes=3, pages=6, recoveries=100),
 }
 SCALE = SCALES.get(PROFILE, Scale(points=30, prefixes=1, writes=1, pages=1, recoveries=2))
