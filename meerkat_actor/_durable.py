@@ -788,7 +788,13 @@ class _FileReader:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._io.close(self._handle)
+        # A read-only descriptor: close(2) releases it even when it reports
+        # an error, and what was read stands. Logged, not raised (a bare
+        # OSError escaped `open_store` here).
+        try:
+            self._io.close(self._handle)
+        except OSError:
+            logger.exception("cannot close %s after reading it", self._path)
 
 
 def _write_marker(io: FileIO, marker: str) -> None:
