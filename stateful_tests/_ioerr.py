@@ -87,6 +87,9 @@ class FaultIO(FileIO):
         self.ops: list[tuple[str, str]] = []  # (method, file name) of each op
         self.fired: list[tuple[int, str, str]] = []  # (op number, method, path) failed
         self.cleared = False
+        #: (method, file name prefix): fail the next such call once, with EIO
+        #: (a second, targeted fault; not counted in `fired`).
+        self.next_failure: tuple[str, str] | None = None
 
     def clear(self) -> None:
         """The fault is over: every later operation succeeds."""
@@ -104,6 +107,13 @@ class FaultIO(FileIO):
         with self._mutex:
             self.count += 1
             self.ops.append((method, os.path.basename(path)))
+            target = self.next_failure
+            if target is not None and (method, True) == (
+                target[0],
+                os.path.basename(path).startswith(target[1]),
+            ):
+                self.next_failure = None
+                return errno.EIO
             fault = self.fault
             if fault is None or self.cleared:
                 return None
