@@ -129,7 +129,9 @@ async def test_the_workload_exercises_every_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("code", "persistent"), MODES)
 async def test_io_error_loop(tmp_path: Path, code: int, persistent: bool) -> None:
     _, healthy = await _healthy_count(tmp_path)
-    total = healthy.count + 5  # the count varies a little with thread timing
+    # The count varies with thread timing (how commits group, when the size
+    # policy's checkpoints run): try a little past it.
+    total = healthy.count * 11 // 10 + 5
     plan = fault_plan(total, SAMPLE[(code, persistent)])
     outcomes: Counter[str] = Counter()
     struck: Counter[str] = Counter()
@@ -159,7 +161,7 @@ async def test_io_error_loop(tmp_path: Path, code: int, persistent: bool) -> Non
             "seconds": round(time.perf_counter() - started, 1),
         },
     )
-    assert sum(struck.values()) >= min(len(plan), healthy.count) - 5
+    assert sum(struck.values()) >= sum(1 for n in plan if n <= healthy.count * 8 // 10)
     assert not violations, "\n".join(violations[:10])
 
 
