@@ -309,6 +309,20 @@ class DurableLog:
                 warnings.append(f"removed {path}: its header is torn ({exc})")
                 self._remove_durably(path)
                 return False
+            if (
+                replay.expected is not None
+                and first_lsn < replay.expected
+                and fmt.is_zero_from(reader, fmt.SEGMENT_HEADER)
+            ):
+                # A rotation failed while creating it and its removal failed
+                # too; the records it was meant for went on in the previous
+                # segment, and a later rotation put a segment after it.
+                warnings.append(
+                    f"removed {path}: a record-less segment a failed rotation left"
+                    f" (its header is torn: {exc})"
+                )
+                self._remove_durably(path)
+                return True
             raise _corrupt(path, exc.offset, str(exc)) from exc
         if (
             replay.expected is not None
@@ -478,7 +492,7 @@ class DurableLog:
         """`_write_atomically` with the temp file's content written by `fill`."""
         io = self.io
         temp = self._path(name + _TMP)
-        handle = io.create(temp)
+        handle = _create_anew(io, temp)
         try:
             try:
                 fill(handle)
@@ -590,7 +604,7 @@ class DurableLog:
         path = self._path(fmt.segment_name(first_lsn))
         header = fmt.encode_segment_header(first_lsn)
         try:
-            handle = io.create(path)
+            handle = _create_anew(io, path)
         except OSError as exc:
             raise WriteFailed(f"cannot create log segment {path}: {exc}") from exc
         try:
@@ -788,7 +802,13 @@ class _FileReader:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._io.close(self._handle)
+        # A read-only descriptor: close(2) releases it even when it reports
+        # an error, and what was read stands. Logged, not raised (a bare
+        # OSError escaped `open_store` here).
+        try:
+            self._io.close(self._handle)
+        except OSError:
+            logger.exception("cannot close %s after reading it", self._path)
 
 
 def _write_marker(io: FileIO, marker: str) -> None:
@@ -799,6 +819,22 @@ def _write_marker(io: FileIO, marker: str) -> None:
         io.sync(handle)
     finally:
         io.close(handle)
+
+
+def _create_anew(io: FileIO, path: str) -> Handle:
+    """`io.create(path)`, replacing a file of that name an earlier failed
+    attempt left: a temp file, or a record-less segment of a failed rotation
+    to the same LSN, whose removal (`_discard`) failed too. Without this, a
+    checkpoint retried before the next write (same LSN, same names) failed
+    with EEXIST until the store was reopened. Both are this store's own
+    leftovers: the directory is locked, a segment takes records only once
+    it is current, and a rotation's LSN is past every record."""
+    try:
+        return io.create(path)
+    except FileExistsError:
+        logger.warning("replacing %s, left by an earlier failed write", path)
+        io.remove(path)
+        return io.create(path)
 
 
 def _make_dirs(io: FileIO, directory: str) -> None:
