@@ -126,9 +126,12 @@ __all__ = [
     "Append",
     "Capabilities",
     "Increment",
+    "MarkMissing",
     "OpenStore",
     "OpenStoreAt",
     "RaiseError",
+    "ReturnAwaitable",
+    "ReturnBytearray",
     "ReturnNotBytes",
     "RuntimeStoreMachine",
     "UpdaterFailed",
@@ -1052,7 +1055,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         """Check the whole state once more (unless the test case is already
         failing), close the store and remove the location. Also called when
         opening the store failed (then there is no store to close): an
-        override that cleans up more must call this one and cope with that."""
+        override that cleans up more must call this one *first*, before it
+        releases anything the store needs (a server, a schema), since the
+        last check reads the store, and cope with a store that never opened."""
         bridge = getattr(self, "bridge", None)
         try:
             failing = self._failed or sys.exc_info()[1] is not None
@@ -1153,13 +1158,14 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         self, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt, case: str
     ) -> None:
         """`atomic_apply` calls that fail two of its checks at once, where
-        only the model's order of checks (SPEC §4) gives the right error:
+        only the model's order of checks gives the right error:
         after a session snapshot and a receipt are stored, the same receipt
         key again with a snapshot whose id is not `session_store_key`
         (`SessionKeyMismatch`, not `ReceiptConflict`), or with an unreadable
         snapshot (`WriteFailed`, not `ReceiptConflict`); or no delta with a
         key other than the stored snapshot's id (nothing to compare: the key
-        validates the call's own snapshot only)."""
+        validates the call's own snapshot only). The order of checks is the
+        one docs/semantics.md gives (codec, session key, receipt)."""
         stored = SessionDelta(_session_json(SESSION_IDS[0]))
         self.check("commit_session_snapshot", runtime_id, stored)
         if case == "no delta":
@@ -1284,6 +1290,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             return StoredInputState(shell.state, InputStateSeed(phase=phase, attempt_count=n))
 
         last = version(2 * _CANCEL_POINTS + 1)
+        self.note_sent((runtime_id,))
         _model_outcome(self.model.persist_input_state, runtime_id, last)
 
         async def run(store: RuntimeStore) -> str | None:
@@ -1307,7 +1314,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                     nursery.start_soon(caller, scope, first, second)
                     nursery.start_soon(canceller, scope, points)
                 got = await store.load_input_state(runtime_id, input_id)
-                if got != second:
+                if not identical(got, second):
                     return (
                         f"cancelled after {points} scheduling points, then persisted"
                         f" attempt_count={second.seed.attempt_count}: load_input_state"
@@ -2106,6 +2113,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         """
         calls = _bad_calls(runtime_id, receipt)
         chosen = [calls[(call + i) % len(calls)] for i in range(_BAD_CALLS_PER_STEP)]
+        self.note_sent((runtime_id, receipt))  # a refused write must leave nothing there
 
         async def run(store: RuntimeStore) -> str | None:
             for name, call_args, error in chosen:
@@ -2166,10 +2174,12 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     )
     @rule()
     def checkpoint(self) -> None:
-        """Snapshot the state now (stores with a `checkpoint()` method)."""
+        """Snapshot the state now (stores with a `checkpoint()` method); the
+        next check is a full one (a checkpoint may rebuild any read path)."""
         store = self.bridge.resource
         assert isinstance(store, _Checkpointable)
         self.bridge.call(store.checkpoint)
+        self._full_check_due = True
 
     @precondition(lambda self: self.capabilities.crash_safe)
     @rule()
@@ -2268,7 +2278,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 assert_store_matches_model,
                 runtime_ids=self.seen_runtimes,
                 receipt_keys=self.seen_receipts,
-                by_name=self._checks % 2 == 0,
+                # Alternate, and so that every other full check (every
+                # fourth) passes arguments by keyword.
+                by_name=(self._checks + self._checks // 4) % 2 == 0,
                 point_reads=None if full else written,
             ),
             self.bridge.resource,
