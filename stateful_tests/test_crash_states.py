@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -28,11 +30,16 @@ from _crashsim import (
     Workload,
     build,
     crash_states,
+    materialise,
     pending_at,
     simulate,
 )
+from _workload import plan
 
+import meerkat_actor as ma
 from meerkat_actor._fs import FileIO
+from meerkat_actor._sqlite_copy import import_sqlite, read_sqlite
+from meerkat_actor.testing import ReferenceModel, assert_store_matches_model
 
 # Hundreds of stores opened, each from a fresh directory: tens of seconds.
 pytestmark = pytest.mark.slow
@@ -196,3 +203,56 @@ def test_a_directory_renamed_before_its_creation_is_durable(tmp_path: Path) -> N
             assert tree in allowed, (label, tree)
             seen.append(tree)
     assert all(tree in seen for tree in allowed)
+
+
+async def test_every_crash_state_of_an_import_is_no_store_incomplete_or_whole(
+    tmp_path: Path,
+) -> None:
+    """`import-sqlite` (`_sqlite_copy.import_sqlite`) writes a new store the
+    way `backup()` does (`DurableLog.create_from_state`); at every crash point
+    of an import, in every state the fsync rules allow, the target is absent
+    (or the empty directory), refused as incomplete (`ReadFailed` naming
+    INCOMPLETE), or opens whole; once the import has returned, whole."""
+    source = tmp_path / "source.db"
+    model = ReferenceModel()
+    async with ma.open_sqlite_store(source) as sqlite_store:
+        for task in range(3):
+            for operation in islice(plan(11, 0, task), 12):
+                await operation.perform(sqlite_store)
+                operation.apply(model)
+    state = read_sqlite(str(source))
+    root = tmp_path / "recorded"
+    root.mkdir()
+    rec = Recorder(root)
+    import_sqlite(state, str(root / "imported"), io=rec)
+    rng = random.Random(11)
+    counts = {"states": 0, "absent": 0, "incomplete": 0, "whole": 0}
+    last = len(rec.entries)
+    for point in range(1, last + 1):
+        for label, keep in crash_states(rec, point, SCALE, rng):
+            counts["states"] += 1
+            tree = build(rec, point, keep)
+            where = f"crash after {point} ({rec.entries[point - 1].label}), {label}"
+            held = {path for path in tree if path.split("/")[0] == "imported"}
+            if not held - {"imported"}:
+                assert point < last, f"{where}: the import returned, but nothing is there"
+                counts["absent"] += 1
+                continue
+            directory = tmp_path / f"state-{counts['states']}"
+            directory.mkdir()
+            materialise({p: c for p, c in tree.items() if p in held}, directory)
+            refused: ma.ReadFailed | None = None
+            try:
+                async with ma.open_store(directory / "imported") as store:
+                    await assert_store_matches_model(store, model, runtime_ids=model.runtimes)
+            except ma.ReadFailed as exc:
+                refused = exc
+            if refused is None:
+                counts["whole"] += 1
+            else:
+                assert point < last, f"{where}: refused after the import returned: {refused}"
+                assert "INCOMPLETE" in str(refused), f"{where}: {refused}"
+                counts["incomplete"] += 1
+            shutil.rmtree(directory)
+    print(f"\nimport: {last} crash points, {counts}")
+    assert counts["whole"] >= 1
