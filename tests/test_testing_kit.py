@@ -876,19 +876,22 @@ async def accepts_anything(real: Callable[..., Awaitable[Any]], *args: Any) -> A
         return None
 
 
+async def _invents_in_rt_b(
+    lying: dict[str, bool], real: Callable[..., Awaitable[Any]], *args: Any
+) -> Any:
+    """`load_input_state` in RT_B answers a state nobody wrote, once `lying["on"]`."""
+    runtime_id = args[0] if args else real.keywords["runtime_id"]  # type: ignore[attr-defined]
+    if lying["on"] and runtime_id == RT_B:
+        return stored(ID_MID)
+    return await real(*args)
+
+
 def test_point_reads_where_no_step_wrote_wait_for_the_next_full_check() -> None:
     """The invariant makes the reads of one input state in the runtimes the
     step wrote to; in the others at every fourth check (and after restarts,
     and at teardown). A lie there is found by the fourth check."""
     lying = {"on": False}
-
-    async def invents_in_rt_b(real: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        runtime_id = args[0] if args else real.keywords["runtime_id"]  # type: ignore[attr-defined]
-        if lying["on"] and runtime_id == RT_B:
-            return stored(ID_MID)
-        return await real(*args)
-
-    machine = lying_machine("load_input_state", invents_in_rt_b)()
+    machine = lying_machine("load_input_state", partial(_invents_in_rt_b, lying))()
     try:
         machine.whole_state_matches_model()  # the first check is a full one
         lying["on"] = True
@@ -907,14 +910,7 @@ def test_point_reads_where_no_step_wrote_wait_for_the_next_full_check() -> None:
 
 def test_teardown_checks_the_whole_state_once_more() -> None:
     lying = {"on": False}
-
-    async def invents_in_rt_b(real: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        runtime_id = args[0] if args else real.keywords["runtime_id"]  # type: ignore[attr-defined]
-        if lying["on"] and runtime_id == RT_B:
-            return stored(ID_MID)
-        return await real(*args)
-
-    machine = lying_machine("load_input_state", invents_in_rt_b)()
+    machine = lying_machine("load_input_state", partial(_invents_in_rt_b, lying))()
     machine.whole_state_matches_model()
     lying["on"] = True
     machine.persist_input_state(RT_A, stored(ID_LOW))
