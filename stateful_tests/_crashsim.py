@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _workload import Operation, plan, runtime_id
+from _workload import Operation, Read, plan, reads_for, runtime_id
 
 import meerkat_actor as ma
 from meerkat_actor._fs import FileIO, Handle, LockHandle
@@ -652,24 +652,6 @@ async def run_workload(rec: Recorder, workload: Workload) -> None:
 
 
 # --- checking -------------------------------------------------------------------------------
-
-Read = tuple[str, tuple[Any, ...]]
-
-
-def reads_for(rt: ma.LogicalRuntimeId, operations: list[Operation]) -> list[Read]:
-    """The reads that show all of a runtime the operations can have touched."""
-    reads: list[Read] = [
-        ("load_input_states", (rt,)),
-        ("load_boundary_receipts", (rt,)),
-        ("load_session_snapshot", (rt,)),
-        ("load_runtime_state", (rt,)),
-        ("load_ops_lifecycle", (rt,)),
-    ]
-    for operation in operations:
-        if operation.kind == "atomic_apply":
-            receipt = operation.args[1]
-            reads.append(("load_boundary_receipt", (rt, receipt.run_id, receipt.sequence)))
-    return reads
 
 
 @dataclass(frozen=True)

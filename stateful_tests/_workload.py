@@ -190,3 +190,23 @@ def plan(seed: int, generation: int, task: int) -> Iterator[Operation]:
                 runtime_state = None
         else:
             yield Operation(kind, rt)
+
+
+Read = tuple[str, tuple[Any, ...]]
+"""A read: a `RuntimeStore` method's name and its arguments."""
+
+
+def reads_for(rt: ma.LogicalRuntimeId, operations: list[Operation]) -> list[Read]:
+    """The reads that show all of a runtime the operations can have touched."""
+    reads: list[Read] = [
+        ("load_input_states", (rt,)),
+        ("load_boundary_receipts", (rt,)),
+        ("load_session_snapshot", (rt,)),
+        ("load_runtime_state", (rt,)),
+        ("load_ops_lifecycle", (rt,)),
+    ]
+    for operation in operations:
+        if operation.kind == "atomic_apply":
+            receipt = operation.args[1]
+            reads.append(("load_boundary_receipt", (rt, receipt.run_id, receipt.sequence)))
+    return reads

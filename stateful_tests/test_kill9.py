@@ -49,7 +49,7 @@ from typing import Any
 
 import pytest
 import trio
-from _workload import Operation, plan, runtime_id
+from _workload import Operation, Read, plan, reads_for, runtime_id
 
 import meerkat_actor as ma
 from meerkat_actor.testing import ReferenceModel
@@ -67,8 +67,6 @@ SCALE = {
 BASE_SEED = int(os.environ.get("KILL9_SEED") or random.SystemRandom().randrange(2**32))
 READY_TIMEOUT = 30.0
 CHECKPOINT_BYTES = (4096, 64 * 1024, 64 * 1024 * 1024)
-
-Read = tuple[str, tuple[Any, ...]]
 
 
 @dataclass
@@ -111,22 +109,6 @@ def parse(output: bytes, where: str) -> dict[int, TaskLog]:
             assert index == log.acked == log.begun - 1, f"{where}: out of order: {line}"
             log.acked += 1
     return tasks
-
-
-def reads_for(rt: ma.LogicalRuntimeId, operations: list[Operation]) -> list[Read]:
-    """The reads that show all of a runtime the operations can have touched."""
-    reads: list[Read] = [
-        ("load_input_states", (rt,)),
-        ("load_boundary_receipts", (rt,)),
-        ("load_session_snapshot", (rt,)),
-        ("load_runtime_state", (rt,)),
-        ("load_ops_lifecycle", (rt,)),
-    ]
-    for operation in operations:
-        if operation.kind == "atomic_apply":
-            receipt = operation.args[1]
-            reads.append(("load_boundary_receipt", (rt, receipt.run_id, receipt.sequence)))
-    return reads
 
 
 def model_reads(model: ReferenceModel, reads: list[Read]) -> list[Any]:
