@@ -300,6 +300,15 @@ class DurableLog:
         is_last: bool,
         warnings: list[str],
     ) -> bool:
+        # A segment a failed rotation left behind (format.md section 8, step
+        # 7): no record, and a first LSN (its name's) below the one expected
+        # next, since the records it was meant for went on in the previous
+        # segment. Its header may be torn too, when its removal also failed.
+        left_by_rotation = (
+            replay.expected is not None
+            and first_lsn < replay.expected
+            and fmt.is_zero_from(reader, fmt.SEGMENT_HEADER)
+        )
         try:
             header = fmt.segment_header(reader, self.format_version)
         except fmt.FormatError as exc:
@@ -309,28 +318,15 @@ class DurableLog:
                 warnings.append(f"removed {path}: its header is torn ({exc})")
                 self._remove_durably(path)
                 return False
-            if (
-                replay.expected is not None
-                and first_lsn < replay.expected
-                and fmt.is_zero_from(reader, fmt.SEGMENT_HEADER)
-            ):
-                # A rotation failed while creating it and its removal failed
-                # too; the records it was meant for went on in the previous
-                # segment, and a later rotation put a segment after it.
-                warnings.append(
-                    f"removed {path}: a record-less segment a failed rotation left"
-                    f" (its header is torn: {exc})"
-                )
-                self._remove_durably(path)
-                return True
-            raise _corrupt(path, exc.offset, str(exc)) from exc
-        if (
-            replay.expected is not None
-            and first_lsn < replay.expected
-            and fmt.is_zero_from(reader, fmt.SEGMENT_HEADER)
-        ):
-            # A segment a failed rotation left behind: it holds no record, and
-            # the records it was meant for went on in the previous segment.
+            if not left_by_rotation:
+                raise _corrupt(path, exc.offset, str(exc)) from exc
+            warnings.append(
+                f"removed {path}: a record-less segment a failed rotation left"
+                f" (its header is torn: {exc})"
+            )
+            self._remove_durably(path)
+            return True
+        if left_by_rotation:
             warnings.append(f"removed {path}: a record-less segment a failed rotation left")
             self._remove_durably(path)
             return True

@@ -160,9 +160,17 @@ _EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 _LETTERS = "".join(chr(0x61 + (i * 7) % 26) for i in range(26))
 # 127 levels of lists and objects: under one more (an ops snapshot's
 # authority_state), the deepest document the types accept (128).
-_DEEP: Any = 0
-for _level in range(127):
-    _DEEP = [_DEEP] if _level % 2 else {"k": _DEEP}
+
+
+def _nested(levels: int) -> Any:
+    """`levels` levels of objects and lists, alternating, around a 0."""
+    document: Any = 0
+    for level in range(levels):
+        document = [document] if level % 2 else {"k": document}
+    return document
+
+
+_DEEP = _nested(127)
 
 
 def _session_json(session_id: SessionId) -> bytes:
