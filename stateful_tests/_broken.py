@@ -1451,6 +1451,130 @@ class AuthorityKeyNotResolved(DictStore):
         return None if self.given is None else f"dict:{self.given}"
 
 
+class AuthorityKeyResolvesOnlyLinks(DictStore):
+    """`auth_authority_key()` follows the location if it is a symbolic link
+    and otherwise keeps the path as given (made absolute, not normalised): the
+    same directory reached through `a/../b` or a relative path that climbs
+    with `..` gets another key (SPEC §3: the resolved location)."""
+
+    def __init__(self, location: Path | None = None, codec: SessionCodec | None = None) -> None:
+        super().__init__(location, codec)
+        self.named: Path | None = None
+        if location is not None:
+            given = Path(location)
+            self.named = given.resolve() if given.is_symlink() else given.absolute()
+
+    def auth_authority_key(self) -> str | None:
+        return None if self.named is None else f"dict:{self.named}"
+
+
+class AuthorityKeyNamesDataFile(DictStore):
+    """`auth_authority_key()` names the store by the device and inode of its
+    data file (so that every path to it, links included, gives one key), read
+    at each call: every acknowledged write replaces the file by a rename, so
+    the key changes while the store is open (SPEC §3: a stable key)."""
+
+    def auth_authority_key(self) -> str | None:
+        if self.location is None:
+            return None
+        try:
+            info = (self.location / _FILE).stat()
+        except FileNotFoundError:
+            info = self.location.stat()
+        return f"dict:{info.st_dev}:{info.st_ino}"
+
+
+# Kind 8: error shapes (SPEC §4: a bad argument's message names it; §5:
+# messages name the runtime or key concerned, and an error chains its cause).
+
+
+def _check_type(value: object, kind: type) -> None:
+    """A validation helper that says what was expected, but not of which argument."""
+    if not isinstance(value, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+
+
+class BadArgumentMessageBare(DictStore):
+    """The reads validate their arguments with a helper of their own, whose
+    message says which type was expected but not which argument was wrong
+    (SPEC §4: the message names the argument)."""
+
+    async def load_input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
+        _check_type(runtime_id, LogicalRuntimeId)
+        return await super().load_input_states(runtime_id)
+
+    async def load_input_state(
+        self, runtime_id: LogicalRuntimeId, input_id: InputId
+    ) -> StoredInputState | None:
+        _check_type(runtime_id, LogicalRuntimeId)
+        _check_type(input_id, InputId)
+        return await super().load_input_state(runtime_id, input_id)
+
+    async def load_boundary_receipt(
+        self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
+    ) -> RunBoundaryReceipt | None:
+        _check_type(runtime_id, LogicalRuntimeId)
+        _check_type(run_id, RunId)
+        return await super().load_boundary_receipt(runtime_id, run_id, sequence)
+
+    async def load_session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
+        _check_type(runtime_id, LogicalRuntimeId)
+        return await super().load_session_snapshot(runtime_id)
+
+    async def load_runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
+        _check_type(runtime_id, LogicalRuntimeId)
+        return await super().load_runtime_state(runtime_id)
+
+    async def load_ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
+        _check_type(runtime_id, LogicalRuntimeId)
+        return await super().load_ops_lifecycle(runtime_id)
+
+    async def load_boundary_receipts(
+        self, runtime_id: LogicalRuntimeId
+    ) -> list[RunBoundaryReceipt]:
+        _check_type(runtime_id, LogicalRuntimeId)
+        return await super().load_boundary_receipts(runtime_id)
+
+
+class StoreErrorsNameOnlyTheInput(DictStore):
+    """Retention errors written as a database's constraint errors come back:
+    "no such row", "state is not destroyed", with the input id where there is
+    one but never the runtime (SPEC §5: messages name the runtime)."""
+
+    def check_retirable(self, runtime_id: LogicalRuntimeId, input_id: InputId) -> StoredInputState:
+        if self.input_key(runtime_id, input_id) not in self.tables.input_states:
+            raise NotFound(f"no input state {input_id}")
+        return super().check_retirable(runtime_id, input_id)
+
+    def check_destroyed(self, runtime_id: LogicalRuntimeId) -> None:
+        try:
+            super().check_destroyed(runtime_id)
+        except RuntimeNotDestroyed as exc:
+            error = RuntimeNotDestroyed("?", exc.actual)
+            error.args = (f"the runtime state is {exc.actual}, not destroyed",)
+            error.runtime_id = exc.runtime_id
+            raise error from None
+
+
+class CodecErrorNotChained(DictStore):
+    """A session snapshot the codec cannot read is refused with `WriteFailed`,
+    raised outside the `except` block that caught the codec's error: the
+    error's `__cause__` is `None`, so a host cannot see why (SPEC §5: an error
+    chains its cause)."""
+
+    def session_id(self, runtime_id: LogicalRuntimeId, delta: SessionDelta) -> SessionId:
+        readable = True
+        try:
+            session_id = self.codec.session_id(delta.session_snapshot)
+        except Exception:
+            readable = False
+        if not readable:
+            raise WriteFailed(f"runtime {runtime_id}: unreadable session snapshot")
+        if not isinstance(session_id, SessionId):
+            raise WriteFailed(f"runtime {runtime_id}: the codec returned no SessionId")
+        return session_id
+
+
 # --- more defects of issue 13 (beyond the kinds it lists) ---------------------------------
 
 
@@ -2178,6 +2302,44 @@ BROKEN: tuple[Broken, ...] = (
         "auth_authority_key() does not resolve symlinks",
         True,
         ("auth_authority_key",),
+    ),
+    Broken(
+        AuthorityKeyResolvesOnlyLinks,
+        "auth_authority_key() keeps '..' and relative paths",
+        True,
+        ("auth_authority_key",),
+    ),
+    Broken(
+        AuthorityKeyNamesDataFile,
+        "auth_authority_key() changes with every write (the data file's inode)",
+        True,
+        ("auth_authority_key",),
+    ),
+    Broken(
+        BadArgumentMessageBare,
+        "a bad argument's message does not name the argument",
+        False,
+        (
+            "load_input_states",
+            "load_input_state",
+            "load_boundary_receipt",
+            "load_session_snapshot",
+            "load_runtime_state",
+            "load_ops_lifecycle",
+            "load_boundary_receipts",
+        ),
+    ),
+    Broken(
+        StoreErrorsNameOnlyTheInput,
+        "NotFound and RuntimeNotDestroyed do not name the runtime",
+        False,
+        ("retire_input_payloads", "purge_runtime"),
+    ),
+    Broken(
+        CodecErrorNotChained,
+        "an unreadable session snapshot's WriteFailed does not chain the codec's error",
+        False,
+        ("commit_session_snapshot", "atomic_apply"),
     ),
     Broken(
         RuntimeIdCaseInsensitive,

@@ -1498,3 +1498,84 @@ def test_model_purge_lists_and_cas() -> None:
     assert model.load_auth_oauth_flow_snapshot() == b"oauth"
     model.atomic_apply(RT_A, None, receipt(RUN_1, 2**63), [])  # the key is free again
     assert model.list_runtimes() == [RT_A]
+
+
+# --- error shapes (SPEC §4, §5) -----------------------------------------------------------
+
+
+async def _bare_type_error(real: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    try:
+        return await real(*args)
+    except TypeError:
+        raise TypeError("wrong type") from None
+
+
+async def _message_without_runtime(real: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    try:
+        return await real(*args)
+    except ma.RuntimeNotDestroyed as exc:
+        error = ma.RuntimeNotDestroyed(exc.runtime_id, exc.actual)
+        error.args = ("the runtime is not destroyed",)
+        raise error from None
+
+
+async def _cause_dropped(real: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    try:
+        return await real(*args)
+    except WriteFailed as exc:
+        raise WriteFailed(str(exc)) from None
+
+
+def test_a_bad_argument_message_must_name_the_argument() -> None:
+    receipt = ma.RunBoundaryReceipt(ma.RunId.new(), ma.RunApplyBoundary.IMMEDIATE, (), None, 0, 0)
+    calls = _bad_calls(RUNTIME_IDS[0], receipt)
+    index = next(i for i, c in enumerate(calls) if c[0] == "load_session_snapshot")
+    assert calls[index][3] == "runtime_id"
+    machine = lying_machine("load_session_snapshot", _bare_type_error)()
+    try:
+        with pytest.raises(AssertionError) as info:
+            machine.bad_argument(index, RUNTIME_IDS[0], receipt)
+    finally:
+        machine.teardown()
+    message = str(info.value)
+    assert message.startswith("load_session_snapshot("), message
+    assert "TypeError: wrong type" in message
+    assert "does not name the argument 'runtime_id'" in message
+
+
+def test_every_bad_call_names_its_argument_in_the_shipped_store() -> None:
+    receipt = ma.RunBoundaryReceipt(ma.RunId.new(), ma.RunApplyBoundary.IMMEDIATE, (), None, 0, 0)
+    calls = _bad_calls(RUNTIME_IDS[0], receipt)
+    assert len({c[3] for c in calls}) > 5  # not one name for every call
+    machine = lying_machine("nothing", forgets)()
+    try:
+        for index in range(len(calls)):
+            machine.bad_argument(index, RUNTIME_IDS[0], receipt)
+    finally:
+        machine.teardown()
+
+
+def test_a_store_error_must_name_the_runtime() -> None:
+    machine = lying_machine("purge_runtime", _message_without_runtime)()
+    try:
+        with pytest.raises(AssertionError) as info:
+            machine.check("purge_runtime", RT_A)
+    finally:
+        machine.teardown()
+    message = str(info.value)
+    assert message.startswith("purge_runtime("), message
+    assert "RuntimeNotDestroyed: the runtime is not destroyed" in message
+    assert f"does not name {str(RT_A)!r}" in message
+    assert "SPEC §5" in message
+
+
+def test_a_codec_error_must_be_chained() -> None:
+    machine = lying_machine("commit_session_snapshot", _cause_dropped)()
+    try:
+        with pytest.raises(AssertionError) as info:
+            machine.check("commit_session_snapshot", RT_A, ma.SessionDelta(b"not json"))
+    finally:
+        machine.teardown()
+    message = str(info.value)
+    assert message.startswith("commit_session_snapshot("), message
+    assert "does not chain its cause" in message

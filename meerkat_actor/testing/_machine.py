@@ -56,6 +56,7 @@ import functools
 import inspect
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -82,9 +83,11 @@ from hypothesis.stateful import (
 
 from .._errors import (
     LifecycleConflict,
+    NotFound,
     NotRetirable,
     ReceiptConflict,
     RuntimeNotDestroyed,
+    RuntimeStoreError,
     SessionKeyMismatch,
     StoreClosed,
     Unsupported,
@@ -550,6 +553,45 @@ _ERROR_FIELDS: dict[type[BaseException], tuple[str, ...]] = {
 """Attributes an error must carry as the model's does (SPEC §3b)."""
 
 
+def _names(message: str, value: object) -> bool:
+    """Whether `message` names `value`: its string, plain or quoted (`repr`,
+    with or without the quotes)."""
+    text = str(value)
+    quoted = repr(text)
+    return text in message or quoted in message or quoted[1:-1] in message
+
+
+def _message_problem(
+    model: ReferenceModel, name: str, args: tuple[Any, ...], got: BaseException, want: BaseException
+) -> str | None:
+    """What the store's error `got` (of the class the model raised, `want`)
+    leaves out that SPEC §5 asks of it, or `None`: a store error names the
+    runtime (and, for a receipt conflict, the run and sequence; for an unknown
+    input id, that id), and chains its cause where the model's does (a codec
+    that rejected a snapshot)."""
+    if want.__cause__ is not None and got.__cause__ is None:
+        return f"it does not chain its cause (the model's error has {want.__cause__!r})"
+    if not isinstance(got, RuntimeStoreError) or isinstance(got, (StoreClosed, Unsupported)):
+        return None
+    message = str(got)
+    wanted: list[object] = [a for a in args[:1] if isinstance(a, LogicalRuntimeId)]
+    if isinstance(got, ReceiptConflict):
+        receipt = next(a for a in args if isinstance(a, RunBoundaryReceipt))
+        wanted += [receipt.run_id, receipt.sequence]
+    elif isinstance(got, NotFound) and name == "retire_input_payloads" and wanted:
+        runtime_id = args[0]
+        wanted += [
+            next(
+                (i for i in args[1] if model.load_input_state(runtime_id, i) is None),
+                "an unknown input id",
+            )
+        ]
+    missing = [value for value in wanted if not _names(message, value)]
+    if missing:
+        return "its message does not name " + " or ".join(repr(str(v)) for v in missing)
+    return None
+
+
 class _Outcome:
     """A result or an exception, comparable across store and model."""
 
@@ -860,37 +902,54 @@ class _Checkpointable(Protocol):
 
 def _bad_calls(
     runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
-) -> Sequence[tuple[str, tuple[Any, ...], type[Exception]]]:
-    """Calls every backend must refuse before doing anything. (A keyword
-    argument is given as a last argument of type `_Keywords`.)"""
+) -> Sequence[tuple[str, tuple[Any, ...], type[Exception], str]]:
+    """Calls every backend must refuse before doing anything, each with the
+    error class and the name of the bad argument, which the message must
+    contain (SPEC §4). (A keyword argument is given as a last argument of
+    type `_Keywords`.)"""
     state = StoredInputState.new_accepted(INPUT_IDS[0], now=_EPOCH)
     idle = machine_transition(RuntimeState.INITIALIZING, RuntimeState.IDLE)
     return (
-        ("persist_input_state", (str(runtime_id), state), TypeError),
-        ("persist_input_state", (runtime_id, {"input_id": str(INPUT_IDS[0])}), TypeError),
-        ("load_boundary_receipt", (runtime_id, receipt.run_id, -1), ValueError),
-        ("load_boundary_receipt", (runtime_id, receipt.run_id, 2**64), ValueError),
-        ("load_boundary_receipt", (runtime_id, receipt.run_id, True), TypeError),
-        ("persist_auth_oauth_flow_snapshot", ("text",), TypeError),
-        ("persist_auth_oauth_flow_snapshot", (bytearray(b"x"),), TypeError),
-        ("commit_session_snapshot", (runtime_id, _session_json(SESSION_IDS[0])), TypeError),
-        ("atomic_apply", (runtime_id, None, receipt, [{"not": "a state"}]), TypeError),
-        ("update_auth_oauth_flow_snapshot", (42,), TypeError),
-        ("commit_machine_lifecycle", (runtime_id, RuntimeState.IDLE, [state]), TypeError),
-        ("load_input_states", (str(runtime_id),), TypeError),
-        ("load_input_state", (runtime_id, receipt.run_id), TypeError),
-        ("load_boundary_receipt", (runtime_id, str(receipt.run_id), 0), TypeError),
-        ("load_session_snapshot", (str(runtime_id),), TypeError),
-        ("load_runtime_state", (None,), TypeError),
-        ("load_ops_lifecycle", (str(runtime_id),), TypeError),
-        ("persist_ops_lifecycle", (runtime_id, {"epoch_id": "e"}), TypeError),
-        ("load_boundary_receipts", (str(runtime_id),), TypeError),
-        ("clear_session_snapshot", (str(runtime_id),), TypeError),
-        ("delete_ops_lifecycle", (None,), TypeError),
-        ("retire_input_payloads", (runtime_id, INPUT_IDS[0]), TypeError),
-        ("retire_input_payloads", (runtime_id, [str(INPUT_IDS[0])]), TypeError),
-        ("purge_runtime", (str(runtime_id),), TypeError),
-        ("commit_machine_lifecycle", (runtime_id, idle, [], _Keywords(expected="idle")), TypeError),
+        ("persist_input_state", (str(runtime_id), state), TypeError, "runtime_id"),
+        ("persist_input_state", (runtime_id, {"input_id": str(INPUT_IDS[0])}), TypeError, "state"),
+        ("load_boundary_receipt", (runtime_id, receipt.run_id, -1), ValueError, "sequence"),
+        ("load_boundary_receipt", (runtime_id, receipt.run_id, 2**64), ValueError, "sequence"),
+        ("load_boundary_receipt", (runtime_id, receipt.run_id, True), TypeError, "sequence"),
+        ("persist_auth_oauth_flow_snapshot", ("text",), TypeError, "snapshot"),
+        ("persist_auth_oauth_flow_snapshot", (bytearray(b"x"),), TypeError, "snapshot"),
+        (
+            "commit_session_snapshot",
+            (runtime_id, _session_json(SESSION_IDS[0])),
+            TypeError,
+            "delta",
+        ),
+        (
+            "atomic_apply",
+            (runtime_id, None, receipt, [{"not": "a state"}]),
+            TypeError,
+            "input_updates",
+        ),
+        ("update_auth_oauth_flow_snapshot", (42,), TypeError, "update"),
+        ("commit_machine_lifecycle", (runtime_id, RuntimeState.IDLE, [state]), TypeError, "commit"),
+        ("load_input_states", (str(runtime_id),), TypeError, "runtime_id"),
+        ("load_input_state", (runtime_id, receipt.run_id), TypeError, "input_id"),
+        ("load_boundary_receipt", (runtime_id, str(receipt.run_id), 0), TypeError, "run_id"),
+        ("load_session_snapshot", (str(runtime_id),), TypeError, "runtime_id"),
+        ("load_runtime_state", (None,), TypeError, "runtime_id"),
+        ("load_ops_lifecycle", (str(runtime_id),), TypeError, "runtime_id"),
+        ("persist_ops_lifecycle", (runtime_id, {"epoch_id": "e"}), TypeError, "snapshot"),
+        ("load_boundary_receipts", (str(runtime_id),), TypeError, "runtime_id"),
+        ("clear_session_snapshot", (str(runtime_id),), TypeError, "runtime_id"),
+        ("delete_ops_lifecycle", (None,), TypeError, "runtime_id"),
+        ("retire_input_payloads", (runtime_id, INPUT_IDS[0]), TypeError, "input_ids"),
+        ("retire_input_payloads", (runtime_id, [str(INPUT_IDS[0])]), TypeError, "input_ids"),
+        ("purge_runtime", (str(runtime_id),), TypeError, "runtime_id"),
+        (
+            "commit_machine_lifecycle",
+            (runtime_id, idle, [], _Keywords(expected="idle")),
+            TypeError,
+            "expected",
+        ),
     )
 
 
@@ -1115,6 +1174,14 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 f"{name}{_args_repr(call_args, call_kwargs)}: the store {actual!r},"
                 f" the model {expected!r}"
             )
+        if actual.error is not None and expected.error is not None:
+            problem = _message_problem(self.model, name, args, actual.error, expected.error)
+            if problem is not None:
+                self._failed = True
+                raise AssertionError(
+                    f"{name}{_args_repr(call_args, call_kwargs)}: the store {actual!r},"
+                    f" as the model does, but {problem} (SPEC §5)"
+                )
 
     def note_sent(self, args: tuple[Any, ...]) -> None:
         """Remember the runtime id and receipt key among `args` (a call's
@@ -2113,9 +2180,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     def bad_argument(
         self, call: int, runtime_id: LogicalRuntimeId, receipt: RunBoundaryReceipt
     ) -> None:
-        """Calls with a bad argument raise TypeError/ValueError and change
-        nothing: the bad call number `call` and the next four (of the 25, in
-        a ring), one after the other.
+        """Calls with a bad argument raise TypeError/ValueError, with a message
+        that names the argument, and change nothing: the bad call number
+        `call` and the next four (of the 25, in a ring), one after the other.
 
         (A bad call of an unsupported operation may raise `Unsupported` instead.)
         """
@@ -2124,7 +2191,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         self.note_sent((runtime_id, receipt))  # a refused write must leave nothing there
 
         async def run(store: RuntimeStore) -> str | None:
-            for name, call_args, error in chosen:
+            for name, call_args, error, argument in chosen:
                 args, kwargs = _split(call_args)
                 errors: tuple[type[Exception], ...] = (error,)
                 if not self.capabilities.supports(name, kwargs):
@@ -2134,6 +2201,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                     return (
                         f"{name}{_args_repr(args, kwargs)}: expected {error.__name__},"
                         f" the store {outcome!r}"
+                    )
+                if isinstance(outcome.error, error) and argument not in str(outcome.error):
+                    return (
+                        f"{name}{_args_repr(args, kwargs)}: the store {outcome!r}, whose"
+                        f" message does not name the argument {argument!r} (SPEC §4)"
                     )
             return None
 
@@ -2202,9 +2274,10 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.capabilities.durable and self.location is not None)
     @rule()
     def open_elsewhere(self) -> None:
-        """Close the store; open it through a symbolic link to its location
-        (the same store: `auth_authority_key()` must be the same, since it
-        names the *resolved* location, SPEC §3); then open a new store at
+        """Close the store; open it through a symbolic link to its location,
+        through a path with `..` in it and through a path relative to the
+        working directory (the same store: `auth_authority_key()` must be the
+        same, since it names the *resolved* location, SPEC §3); then open a new store at
         another, empty location (a different key, and nothing in it: stores
         at two locations share nothing); then reopen the store."""
         location = self.location
@@ -2215,16 +2288,21 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         elsewhere = Path(tempfile.mkdtemp(prefix="meerkat-machine-elsewhere-"))
         try:
             link.symlink_to(location, target_is_directory=True)
-            linked = TrioBridge(partial(opener, link))
-            try:
-                key = linked.resource.auth_authority_key()
-            finally:
-                linked.close()
-            if key != self.authority_key:
-                raise AssertionError(
-                    f"auth_authority_key(): {key!r} when opened through a symbolic link to its"
-                    f" location, {self.authority_key!r} when opened at it"
-                )
+            for how, path in (
+                ("through a symbolic link to its location", link),
+                ("through a path with '..'", location / ".." / location.name),
+                ("through a relative path", Path(os.path.relpath(location))),
+            ):
+                linked = TrioBridge(partial(opener, path))
+                try:
+                    key = linked.resource.auth_authority_key()
+                finally:
+                    linked.close()
+                if key != self.authority_key:
+                    raise AssertionError(
+                        f"auth_authority_key(): {key!r} when opened {how} ({str(path)!r}),"
+                        f" {self.authority_key!r} when opened at it"
+                    )
             other = TrioBridge(partial(opener, elsewhere))
             try:
                 key = other.resource.auth_authority_key()
@@ -2244,9 +2322,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             self._full_check_due = True
         self._check_authority_key(self.authority_key)
 
-    def _check_authority_key(self, before: str | None) -> str | None:
+    def _check_authority_key(self, before: str | None, when: str = "after reopening") -> str | None:
         """`auth_authority_key()`: `None` unless durable; then a string, the
-        same on every open of the store."""
+        same on every open of the store, and all the while it is open."""
         key = self.bridge.resource.auth_authority_key()
         if not self.capabilities.durable:
             if key is not None:
@@ -2259,9 +2337,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 f"auth_authority_key(): a durable store returned {key!r}, expected a string"
             )
         elif before is not None and key != before:
-            raise AssertionError(
-                f"auth_authority_key(): {key!r} after reopening, {before!r} before"
-            )
+            raise AssertionError(f"auth_authority_key(): {key!r} {when}, {before!r} before")
         return key
 
     # --- the invariant ------------------------------------------------------------------
@@ -2273,14 +2349,17 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         `list_runtimes()`; the reads of one input state or one receipt at
         every key of the pools only in the runtimes sent to since the last
         check (`note_sent`), and in every runtime at every fourth check,
-        after a restart and at `teardown`. (Those point reads are most of the
-        cost; a defect they show elsewhere is found by the next full check,
-        in the same test case.)"""
+        after a restart and at `teardown`, when `auth_authority_key()` is
+        also read (it must not change while the store is open). (Those
+        point reads are most of the cost; a defect they show elsewhere is
+        found by the next full check, in the same test case.)"""
         self._checks += 1
         full = self._full_check_due or self._checks % 4 == 0
         written, self._written = self._written, set()
         self._full_check_due = False
         failed, self._failed = self._failed, True  # until it has passed
+        if full:
+            self._check_authority_key(self.authority_key, "while the store was open")
         self.bridge.call(
             partial(
                 assert_store_matches_model,
