@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from abc import ABCMeta
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-__all__ = ["NoPublicConstructor", "unwrap_single_exception"]
+import trio
+
+if TYPE_CHECKING:
+    import outcome  # trio's own dependency
+
+__all__ = ["NoPublicConstructor", "run_in_thread", "unwrap_single_exception"]
 
 T = TypeVar("T")
 
@@ -50,3 +55,30 @@ def unwrap_single_exception() -> Iterator[None]:
         finally:
             inner.__context__, inner.__suppress_context__ = context, suppress
             del inner, group
+
+
+async def run_in_thread(fn: Callable[[], T]) -> T:
+    """`await trio.to_thread.run_sync(fn, abandon_on_cancel=False)`, minus its
+    thread limiter and its context copy: for the one call a durable store
+    makes per group commit, where those cost as much as the hop itself.
+
+    A checkpoint: raises `trio.Cancelled` if cancelled *before* `fn` starts
+    (then `fn` never runs); once started, `fn` runs to the end and its result
+    or exception (any `BaseException`) is this call's, a cancellation then
+    being delivered at the caller's next checkpoint. `fn` runs in one of
+    trio's cached worker threads (`trio.lowlevel.start_thread_soon`).
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    task = trio.lowlevel.current_task()
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(result: outcome.Outcome[T]) -> None:
+        # In the worker thread: hand the result to the waiting task.
+        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
+
+    def never(_: Any) -> trio.lowlevel.Abort:
+        return trio.lowlevel.Abort.FAILED
+
+    trio.lowlevel.start_thread_soon(fn, deliver, name="meerkat_actor log append")
+    result: T = await trio.lowlevel.wait_task_rescheduled(never)
+    return result

@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 import trio
@@ -53,6 +54,7 @@ from ._durable import DurableLog, Recovered
 from ._errors import Internal, Poison, StoreClosed, WriteFailed
 from ._format import FRAME_HEADER, frame_records
 from ._mailbox import Outcome, deliver
+from ._util import run_in_thread
 
 __all__ = ["Group", "Writer"]
 
@@ -231,9 +233,7 @@ class Writer:
         payloads = [record for group in groups for record in group.records]
         if payloads:
             try:
-                written = await trio.to_thread.run_sync(
-                    self._append, self.durable_lsn + 1, payloads, abandon_on_cancel=False
-                )
+                written = await run_in_thread(partial(self._append, self.durable_lsn + 1, payloads))
             except trio.Cancelled:
                 # Cancelled before the thread started (once started, it is
                 # never abandoned): nothing was written; answer, then go.
