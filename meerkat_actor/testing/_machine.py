@@ -1583,43 +1583,39 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         """`cancelled_then_restart`'s `atomic_apply` calls: for each of 0 to
         `points` scheduling points in turn, an `atomic_apply` (`delta`, a
         receipt of its own of `receipt`'s run, and two input states of
-        `shell` under the two pool ids after its own, with a new attempt
-        count) cancelled after that many points, then the reads of
+        `shell` under the first two pool ids other than its own, with a new
+        attempt count) cancelled after that many points, then the reads of
         everything it may change (its receipt, both input states, the
-        session snapshot). The call took effect whole or not at all (SPEC
+        session snapshot if `delta`). The call took effect whole or not at all (SPEC
         §4): every read answers as before it, or every read as after it (as
         after it if it returned before the cancellation); the model adopts
         which. Returns the reads to make again after the restart (every
-        receipt, the input states, the session). A backend that commits the
+        receipt, the input states, the session if `delta`). A backend that commits the
         statements it has sent so far when a call is cancelled between them
         is seen half done here."""
         ids = [i for i in INPUT_IDS if i != shell.state.input_id][:2]
-        reads: list[tuple[str, tuple[Any, ...]]] = []
+        calls: list[tuple[tuple[Any, ...], list[tuple[str, tuple[Any, ...]]]]] = []
         for p in range(points + 1):
             seed = replace(shell.seed, attempt_count=(shell.seed.attempt_count + p + 1) % 2**32)
             states = [StoredInputState(replace(shell.state, input_id=i), seed) for i in ids]
             key = replace(receipt, sequence=(receipt.sequence + p) % 2**64)
             args = (runtime_id, delta, key, states, None)
             self.note_sent(args)
-            after = _copy_model(self.model)
-            expected = _expected(after, self.capabilities, "atomic_apply", args)
             these: list[tuple[str, tuple[Any, ...]]] = [
                 ("load_boundary_receipt", (runtime_id, key.run_id, key.sequence)),
                 *(("load_input_state", (runtime_id, i)) for i in ids),
-                ("load_session_snapshot", (runtime_id,)),
             ]
-            reads.append(these[0])
+            if delta is not None:
+                these.append(("load_session_snapshot", (runtime_id,)))
+            calls.append((args, these))
 
-            async def cancelled(
-                store: RuntimeStore,
-                p: int = p,
-                args: tuple[Any, ...] = args,
-                these: list[tuple[str, tuple[Any, ...]]] = these,
-            ) -> tuple[_Outcome | None, list[_Outcome]]:
+        async def cancelled(store: RuntimeStore) -> list[tuple[_Outcome | None, list[_Outcome]]]:
+            results: list[tuple[_Outcome | None, list[_Outcome]]] = []
+            for p, (args, these) in enumerate(calls):
                 outcome: _Outcome | None = None
                 with trio.CancelScope() as scope:
 
-                    async def cancel() -> None:
+                    async def cancel(scope: trio.CancelScope = scope, p: int = p) -> None:
                         for _ in range(p):
                             await trio.lowlevel.checkpoint()
                         scope.cancel()
@@ -1628,33 +1624,41 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                         nursery.start_soon(cancel)
                         outcome = await _store_outcome(store.atomic_apply, *args)
                 seen = [await _store_outcome(getattr(store, n), *a) for n, a in these]
-                return outcome, seen
+                results.append((outcome, seen))
+            return results
 
-            outcome, seen = self.bridge.call(cancelled, self.bridge.resource)
+        results = self.bridge.call(cancelled, self.bridge.resource)
+        for p, ((args, these), (outcome, seen)) in enumerate(zip(calls, results, strict=True)):
+            after = _copy_model(self.model)
+            expected = _expected(after, self.capabilities, "atomic_apply", args)
+            new = [_expected(after, self.capabilities, n, a) for n, a in these]
+            if (outcome is None or outcome.same_as(expected)) and all(
+                g.same_as(w) for g, w in zip(seen, new, strict=True)
+            ):
+                self.model = after  # applied (or refused, as the model was)
+                continue
+            old = [_expected(self.model, self.capabilities, n, a) for n, a in these]
             call = f"atomic_apply{_args_repr(args)} cancelled after {p} scheduling points"
             if outcome is not None and not outcome.same_as(expected):
                 raise AssertionError(
                     f"{call} (it returned first): the store {outcome!r}, the model {expected!r}"
                 )
-            old = [_expected(self.model, self.capabilities, n, a) for n, a in these]
-            new = [_expected(after, self.capabilities, n, a) for n, a in these]
-            whole_old = all(g.same_as(o) for g, o in zip(seen, old, strict=True))
-            whole_new = all(g.same_as(w) for g, w in zip(seen, new, strict=True))
-            if not (whole_new or (whole_old and outcome is None)):
-                differs = "; ".join(
-                    f"{n}{_args_repr(a)} {g!r} (before: {o!r}, after: {w!r})"
-                    for (n, a), g, o, w in zip(these, seen, old, new, strict=True)
-                )
-                happened = (
-                    "returned first, but is not wholly applied"
-                    if outcome is not None
-                    else "neither wholly applied nor wholly absent"
-                )
-                raise AssertionError(f"{call}: then {happened}: {differs}")
-            if whole_new:
-                self.model = after
+            if outcome is None and all(g.same_as(o) for g, o in zip(seen, old, strict=True)):
+                continue  # never applied
+            differs = "; ".join(
+                f"{n}{_args_repr(a)} {g!r} (before: {o!r}, after: {w!r})"
+                for (n, a), g, o, w in zip(these, seen, old, new, strict=True)
+            )
+            happened = (
+                "returned first, but is not wholly applied"
+                if outcome is not None
+                else "neither wholly applied nor wholly absent"
+            )
+            raise AssertionError(f"{call}: then {happened}: {differs}")
+        reads = [these[0] for _args, these in calls]
         reads += [("load_input_state", (runtime_id, i)) for i in ids]
-        reads.append(("load_session_snapshot", (runtime_id,)))
+        if delta is not None:
+            reads.append(("load_session_snapshot", (runtime_id,)))
         return reads
 
     def _check_after_restart(
