@@ -1893,6 +1893,212 @@ class LifecycleConflictKeepsInputStates(DictStore):
         await self.write(change)
 
 
+# --- issue 13: split transactions, checks apart from their writes, cancellation --------
+
+
+class LifecycleInTwoTransactions(DictStore):
+    """Commits `commit_machine_lifecycle` as two statements in autocommit
+    mode, awaiting each: the runtime state (with its compare-and-set) first,
+    the input states second. A reader in between sees the new runtime state
+    beside the old input states (SPEC §4: the runtime state is written
+    together with its input states, atomically)."""
+
+    async def commit_machine_lifecycle(
+        self,
+        runtime_id: LogicalRuntimeId,
+        commit: MachineLifecycleCommit,
+        input_states: Sequence[StoredInputState],
+        *,
+        expected: RuntimeState | Unchecked | None = UNCHECKED,
+    ) -> None:
+        cmd = _core.CommitMachineLifecycle(runtime_id, commit, input_states, expected)
+        await self.enter()
+        self.check_expected(cmd.runtime_id, cmd.expected)
+        self.tables.runtime_states[cmd.runtime_id] = cmd.commit.runtime_state
+        self.committed()
+        await trio.lowlevel.checkpoint()  # the second statement's round trip
+        self.upsert_inputs(cmd.runtime_id, cmd.input_states)
+        self.committed()
+
+
+class RetireOneTransactionPerId(DictStore):
+    """`retire_input_payloads` checks every id with one `SELECT`, then runs
+    one `UPDATE` per id, each its own transaction (autocommit), awaiting
+    each: a reader in between sees some payloads dropped and others not
+    (SPEC §3b: the retirement is atomic, like every operation)."""
+
+    async def retire_input_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> None:
+        cmd = _core.RetireInputPayloads(runtime_id, input_ids)
+        await self.enter()
+        states = [self.check_retirable(cmd.runtime_id, i) for i in cmd.input_ids]
+        for stored in states:
+            self.upsert_inputs(cmd.runtime_id, [self.retired(stored)])
+            self.committed()
+            await trio.lowlevel.checkpoint()  # the next UPDATE's round trip
+
+
+class RetireNullsPayloadInPlace(DictStore):
+    """`retire_input_payloads` checks the states with a `SELECT`, then drops
+    the payloads with `UPDATE ... SET state_json = json_set(state_json,
+    '$.persisted_input', NULL)`, a second statement that takes no row lock
+    (READ COMMITTED): a state another task made non-terminal in between
+    loses its payload, and the call succeeds (SPEC §3b: only a terminal
+    state's payload is dropped, and the call is atomic)."""
+
+    async def retire_input_payloads(
+        self, runtime_id: LogicalRuntimeId, input_ids: Sequence[InputId]
+    ) -> None:
+        cmd = _core.RetireInputPayloads(runtime_id, input_ids)
+        await self.enter()
+        for input_id in cmd.input_ids:
+            self.check_retirable(cmd.runtime_id, input_id)
+        await trio.lowlevel.checkpoint()  # the UPDATE's round trip
+        rows = self.tables.input_states
+        for input_id in cmd.input_ids:
+            row = rows.get(self.input_key(cmd.runtime_id, input_id))
+            if row is not None and row[0] == cmd.runtime_id:  # the row as it is now
+                self.upsert_inputs(cmd.runtime_id, [self.retired(row[1])])
+        self.committed()
+
+
+class PurgeCheckedApart(DictStore):
+    """`purge_runtime` reads the runtime state (`SELECT`) in one transaction
+    and deletes the runtime's rows in another: a lifecycle commit that lands
+    in between (the runtime no longer destroyed) is deleted with everything
+    else, and the purge succeeds (SPEC §3b: only a destroyed runtime is
+    purged, atomically)."""
+
+    async def purge_runtime(self, runtime_id: LogicalRuntimeId) -> None:
+        cmd = _core.PurgeRuntime(runtime_id)
+        await self.enter()
+        self.check_destroyed(cmd.runtime_id)
+        await trio.lowlevel.checkpoint()  # the DELETE transaction's round trip
+        self.delete_runtime_rows(cmd.runtime_id)
+        self.committed()
+
+
+class CancelledApplyHalfCommitted(DictStore):
+    """Runs `atomic_apply` as one transaction of up to three statements
+    (session snapshot, receipt, input states), each awaited (a round trip),
+    under a store-wide lock; readers see nothing until the commit. But the
+    helper that ends the transaction commits in a `finally` (it should roll
+    back when the block raised), so a caller cancelled between two
+    statements commits those sent so far (SPEC §4: a cancelled call takes
+    effect whole or not at all)."""
+
+    _apply_lock: trio.Lock | None = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[list[Callable[[], None]]]:
+        statements: list[Callable[[], None]] = []
+        try:
+            yield statements
+        finally:  # meant: COMMIT on success, ROLLBACK on an exception
+            for statement in statements:
+                statement()
+            if statements:
+                self.committed()
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[StoredInputState],
+        session_store_key: SessionId | None = None,
+    ) -> None:
+        cmd = _core.AtomicApply(runtime_id, delta, receipt, input_updates, session_store_key)
+        await self.enter()
+        if self._apply_lock is None:
+            self._apply_lock = trio.Lock()
+        async with self._apply_lock:
+            if cmd.delta is not None:
+                self.check_session_key(cmd.runtime_id, cmd.delta, cmd.session_store_key)
+            self.check_receipt_free(cmd.runtime_id, cmd.receipt)
+            async with self.transaction() as statements:
+                if cmd.delta is not None:
+                    snapshot = cmd.delta.session_snapshot
+                    statements.append(
+                        lambda: self.tables.session_snapshots.update({cmd.runtime_id: snapshot})
+                    )
+                    await trio.lowlevel.checkpoint()  # the statement's round trip
+                statements.append(lambda: self.insert_receipt(cmd.runtime_id, cmd.receipt))
+                await trio.lowlevel.checkpoint()
+                statements.append(lambda: self.upsert_inputs(cmd.runtime_id, cmd.input_updates))
+                await trio.lowlevel.checkpoint()
+
+
+_ABSENT = object()
+"""No row (in `CancelledApplyNotDurable.unlogged`)."""
+
+
+class CancelledApplyNotDurable(DictStore):
+    """`atomic_apply` updates the in-memory tables (which reads answer from),
+    then appends its log record in a worker thread and waits; when the
+    caller is cancelled during that wait, the append is cancelled with it
+    but the in-memory rows stay. The file is rebuilt from the log, so the
+    call, visible to every read, is lost on a crash or a clean reopen,
+    except for the rows a later write logs again (SPEC §4: a cancelled call
+    takes effect or not; §6: no reply reveals state that is not durable)."""
+
+    def __init__(self, location: Path | None = None, codec: SessionCodec | None = None) -> None:
+        super().__init__(location, codec)
+        self.unlogged: list[tuple[str, Hashable, object, object]] = []
+        """`(table, key, value written, value the log has)` of the rows of
+        cancelled calls; a row since written again is logged as it is now."""
+
+    def dump_tables(self) -> bytes:
+        tables = replace(
+            self.tables,
+            input_states=dict(self.tables.input_states),
+            receipts=dict(self.tables.receipts),
+            session_snapshots=dict(self.tables.session_snapshots),
+        )
+        for name, key, written, logged in self.unlogged:
+            table: dict[Hashable, object] = getattr(tables, name)
+            if table.get(key, _ABSENT) is written:
+                if logged is _ABSENT:
+                    del table[key]
+                else:
+                    table[key] = logged
+        return pickle.dumps(tables)
+
+    async def atomic_apply(
+        self,
+        runtime_id: LogicalRuntimeId,
+        delta: SessionDelta | None,
+        receipt: RunBoundaryReceipt,
+        input_updates: Sequence[StoredInputState],
+        session_store_key: SessionId | None = None,
+    ) -> None:
+        cmd = _core.AtomicApply(runtime_id, delta, receipt, input_updates, session_store_key)
+        await self.enter()
+        t = self.tables
+        rows: list[tuple[str, Hashable]] = [
+            ("receipts", self.receipt_key(runtime_id, receipt.run_id, receipt.sequence)),
+            *(
+                ("input_states", self.input_key(runtime_id, s.state.input_id))
+                for s in input_updates
+            ),
+        ]
+        if cmd.delta is not None:
+            rows.append(("session_snapshots", cmd.runtime_id))
+            # A value of its own (the pools share theirs), told apart by identity.
+            cmd = replace(cmd, delta=SessionDelta(bytes(bytearray(cmd.delta.session_snapshot))))
+        logged = [(name, key, getattr(t, name).get(key, _ABSENT)) for name, key in rows]
+        self.apply_atomic(cmd)
+        try:
+            await trio.lowlevel.checkpoint()  # the log append, in a worker thread
+        except trio.Cancelled:
+            self.unlogged += [
+                (name, key, getattr(t, name).get(key, _ABSENT), old) for name, key, old in logged
+            ]
+            raise
+        self.committed()
+
+
 @dataclass(frozen=True)
 class Broken:
     """One broken backend and what the machine should report."""
@@ -2466,6 +2672,42 @@ BROKEN: tuple[Broken, ...] = (
         "an ops snapshot nested deeper than 100 levels is refused",
         False,
         ("persist_ops_lifecycle", "load_ops_lifecycle"),
+    ),
+    Broken(
+        LifecycleInTwoTransactions,
+        "a lifecycle commit writes the runtime state and the input states separately",
+        False,
+        ("commit_machine_lifecycle",),
+    ),
+    Broken(
+        RetireOneTransactionPerId,
+        "retire_input_payloads retires its ids in one transaction each",
+        False,
+        ("retire_input_payloads",),
+    ),
+    Broken(
+        RetireNullsPayloadInPlace,
+        "retire_input_payloads nulls the payload of the row as it is after the check",
+        False,
+        ("retire_input_payloads",),
+    ),
+    Broken(
+        PurgeCheckedApart,
+        "purge_runtime checks the runtime state and deletes in two transactions",
+        False,
+        ("purge_runtime",),
+    ),
+    Broken(
+        CancelledApplyHalfCommitted,
+        "a cancelled atomic_apply commits the statements sent so far",
+        False,
+        ("atomic_apply",),
+    ),
+    Broken(
+        CancelledApplyNotDurable,
+        "a cancelled atomic_apply is visible but never made durable",
+        True,
+        ("atomic_apply",),
     ),
 )
 """Defects the machine must find within the CI budget."""

@@ -41,7 +41,7 @@ import time
 import unittest
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -742,6 +742,132 @@ async def _(store: type[DictStore], tmp: Path) -> Any:
         await s.commit_machine_lifecycle(_RT, idle, [])
         refused = await _outcome(s.commit_machine_lifecycle(_RT, idle, [_state(1)], expected=None))
         return refused, len(await s.load_input_states(_RT))
+
+
+@demo("LifecycleInTwoTransactions")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """A reader racing a lifecycle commit: does it ever see the new runtime
+    state without the commit's input state?"""
+    half = False
+    for _ in range(30):
+        async with store.open() as s:
+
+            async def read(s: DictStore = s) -> None:
+                nonlocal half
+                for _ in range(4):
+                    state = await s.load_runtime_state(_RT)
+                    held = await s.load_input_states(_RT)
+                    half |= state is not None and not held
+
+            async with trio.open_nursery() as nursery:
+                idle = _commit(ma.RuntimeState.IDLE)
+                nursery.start_soon(s.commit_machine_lifecycle, _RT, idle, [_state(1)])
+                nursery.start_soon(read)
+    return half
+
+
+@demo("RetireOneTransactionPerId")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """A reader racing the retirement of two states: does it ever see one
+    retired and the other not?"""
+    half = False
+    ids = [ma.InputId(uuid.UUID(int=n)) for n in (1, 2)]
+    for _ in range(30):
+        async with store.open() as s:
+            for n in (1, 2):
+                await s.persist_input_state(_RT, _finished(n))
+
+            async def read(s: DictStore = s) -> None:
+                nonlocal half
+                for _ in range(4):
+                    payloads = {x.state.persisted_input for x in await s.load_input_states(_RT)}
+                    half |= len(payloads) == 2
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(s.retire_input_payloads, _RT, ids)
+                nursery.start_soon(read)
+    return half
+
+
+@demo("RetireNullsPayloadInPlace")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """A retirement racing a persist that requeues the state: is a queued
+    state ever left without its payload?"""
+    queued = replace(_finished(1), seed=ma.InputStateSeed(ma.InputLifecycleState.QUEUED))
+    lost = False
+    for _ in range(30):
+        async with store.open() as s:
+            await s.persist_input_state(_RT, _finished(1))
+            async with trio.open_nursery() as nursery:
+                retire = s.retire_input_payloads(_RT, [ma.InputId(uuid.UUID(int=1))])
+                nursery.start_soon(_outcome, retire)
+                await trio.lowlevel.checkpoint()
+                nursery.start_soon(s.persist_input_state, _RT, queued)
+            held = await s.load_input_state(_RT, ma.InputId(uuid.UUID(int=1)))
+            lost |= held is not None and held.state.persisted_input is None
+    return lost
+
+
+@demo("PurgeCheckedApart")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """A purge racing a lifecycle commit that revives the runtime: does the
+    commit ever vanish although both calls succeeded?"""
+    lost = False
+    for _ in range(30):
+        async with store.open() as s:
+            await s.commit_machine_lifecycle(_RT, _commit(ma.RuntimeState.DESTROYED), [])
+            purged: list[str] = []
+
+            async def purge(s: DictStore = s, purged: list[str] = purged) -> None:
+                purged.append(await _outcome(s.purge_runtime(_RT)))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(purge)
+                await trio.lowlevel.checkpoint()
+                idle = _commit(ma.RuntimeState.IDLE)
+                nursery.start_soon(s.commit_machine_lifecycle, _RT, idle, [])
+            lost |= purged == ["None"] and await s.load_runtime_state(_RT) is None
+    return lost
+
+
+async def _cancelled_apply(s: DictStore, points: int, sequence: int) -> None:
+    """`atomic_apply` of one input state, cancelled after `points` points."""
+    with trio.CancelScope() as scope:
+
+        async def cancel() -> None:
+            for _ in range(points):
+                await trio.lowlevel.checkpoint()
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel)
+            await s.atomic_apply(_RT, None, _receipt(sequence), [_state(sequence + 1)])
+
+
+@demo("CancelledApplyHalfCommitted")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """`atomic_apply` cancelled after 0 to 3 points, several times: is a
+    receipt ever left without its input state?"""
+    half = False
+    async with store.open() as s:
+        for attempt in range(24):
+            await _cancelled_apply(s, attempt % 4, attempt)
+            found = await s.load_boundary_receipt(_RT, _RUN, attempt)
+            held = await s.load_input_state(_RT, ma.InputId(uuid.UUID(int=attempt + 1)))
+            half |= (found is None) != (held is None)
+    return half
+
+
+@demo("CancelledApplyNotDurable")
+async def _(store: type[DictStore], tmp: Path) -> Any:
+    """`atomic_apply` cancelled in flight (after 0 to 3 points, several
+    times): does a reopen find what reads saw?"""
+    async with store.open(tmp) as s:
+        for attempt in range(24):
+            await _cancelled_apply(s, attempt % 4, attempt)
+        before = await s.load_boundary_receipts(_RT)
+    async with store.open(tmp) as s:
+        return before == await s.load_boundary_receipts(_RT)
 
 
 @pytest.mark.parametrize("name", sorted(DEMOS))

@@ -977,6 +977,8 @@ _INPUT_RACES = (
     "lifecycle_and_persist_input",
     "retire_and_persist_input",
     "purge_and_apply",
+    "retire_and_requeue_input",
+    "purge_and_revive",
 )
 """Pairs of operations `race_input_writes` runs at once."""
 _OTHER_RACES = (
@@ -986,6 +988,8 @@ _OTHER_RACES = (
     "ops_delete_and_persist",
 )
 """Pairs of operations `race_other_writes` runs at once."""
+_READ_DURING = ("atomic_apply", "commit_machine_lifecycle", "retire_input_payloads")
+"""The writes `read_during_write` reads during."""
 
 
 _RACE_SHELL = StoredInputState.new_accepted(INPUT_IDS[0], now=_EPOCH)
@@ -1023,7 +1027,7 @@ _BAD_CALLS_PER_STEP = 5
 
 _BUSY_PASSES = 4
 _READ_PAUSE = 0.001
-"""`read_during_atomic_apply` reads back to back `_BUSY_PASSES` times, then
+"""`read_during_write` reads back to back `_BUSY_PASSES` times, then
 once per `_READ_PAUSE` seconds until the write has returned (and once more)."""
 
 _CANCEL_POINTS = 12
@@ -1537,9 +1541,19 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         runtime_id=pool_runtime_ids,
         shell=stored_states,
         points=st.integers(0, _CANCEL_POINTS),
+        applies=st.booleans(),
+        receipt=receipts,
+        delta=st.one_of(st.none(), readable_deltas),
     )
     def cancelled_then_restart(
-        self, runtime_id: LogicalRuntimeId, shell: StoredInputState, points: int
+        self,
+        runtime_id: LogicalRuntimeId,
+        shell: StoredInputState,
+        points: int,
+        *,
+        applies: bool = False,
+        receipt: RunBoundaryReceipt | None = None,
+        delta: SessionDelta | None = None,
     ) -> None:
         """`persist_input_state` cancelled after `points` scheduling points;
         then a read, a restart (a crash for a crash-safe store, a clean reopen
@@ -1547,7 +1561,12 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         of nothing) and the same read again. The cancelled write took effect
         or not, but the two reads must agree: a write a reader has seen is
         acknowledged to the world and must survive (SPEC §4, cancellation;
-        §6, durability), and one nobody saw must not appear later."""
+        §6, durability), and one nobody saw must not appear later.
+
+        If `applies`, also before the restart (`_cancelled_applies`):
+        `atomic_apply` calls (of `receipt`'s run and `delta`) cancelled after
+        0, 1, ..., `points` scheduling points, each wholly applied or wholly
+        absent, and after the restart as the model adopted them."""
         before = self.model.load_input_state(runtime_id, shell.state.input_id)
         seed = replace(
             shell.seed, attempt_count=(before.seed.attempt_count + 1) % 2**32 if before else 7
@@ -1577,20 +1596,12 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 f" then {seen!r}, neither the state before nor the one"
                 " written"
             )
-        if self.capabilities.crash_safe:
-            self.crash_and_reopen()
-            restart = "a crash and a reopen"
-        elif self.capabilities.durable:
-            self.reopen()
-            restart = "a reopen"
-        else:
-
-            async def idle() -> None:
-                for _ in range(20):
-                    await trio.lowlevel.checkpoint()
-
-            self.bridge.call(idle)
-            restart = "20 scheduling points"
+        reads = (
+            []
+            if receipt is None or not applies
+            else self._cancelled_applies(runtime_id, shell, points, receipt, delta)
+        )
+        restart = self._restart()
         again = self.bridge.call(
             partial(
                 _store_outcome,
@@ -1608,6 +1619,132 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             )
         if seen.same_as(took):
             self.model.persist_input_state(runtime_id, written)
+        if reads:
+            self._check_after_restart(reads, f"atomic_apply({_readable(runtime_id)}, ...)", restart)
+
+    def _restart(self) -> str:
+        """A crash for a crash-safe store, a clean reopen for a durable one,
+        20 scheduling points of nothing otherwise; returns what it did."""
+        if self.capabilities.crash_safe:
+            self.crash_and_reopen()
+            return "a crash and a reopen"
+        if self.capabilities.durable:
+            self.reopen()
+            return "a reopen"
+
+        async def idle() -> None:
+            for _ in range(20):
+                await trio.lowlevel.checkpoint()
+
+        self.bridge.call(idle)
+        return "20 scheduling points"
+
+    def _cancelled_applies(
+        self,
+        runtime_id: LogicalRuntimeId,
+        shell: StoredInputState,
+        points: int,
+        receipt: RunBoundaryReceipt,
+        delta: SessionDelta | None,
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """`cancelled_then_restart`'s `atomic_apply` calls: for each of 0 to
+        `points` scheduling points in turn, an `atomic_apply` (`delta`, a
+        receipt of its own of `receipt`'s run, and two input states of
+        `shell` under the first two pool ids other than its own, with a new
+        attempt count) cancelled after that many points, then the reads of
+        everything it may change (its receipt, both input states, the
+        session snapshot if `delta`). The call took effect whole or not at all (SPEC
+        §4): every read answers as before it, or every read as after it (as
+        after it if it returned before the cancellation); the model adopts
+        which. Returns the reads to make again after the restart (every
+        receipt, the input states, the session if `delta`). A backend that commits the
+        statements it has sent so far when a call is cancelled between them
+        is seen half done here."""
+        ids = [i for i in INPUT_IDS if i != shell.state.input_id][:2]
+        calls: list[tuple[tuple[Any, ...], list[tuple[str, tuple[Any, ...]]]]] = []
+        for p in range(points + 1):
+            seed = replace(shell.seed, attempt_count=(shell.seed.attempt_count + p + 1) % 2**32)
+            states = [StoredInputState(replace(shell.state, input_id=i), seed) for i in ids]
+            key = replace(receipt, sequence=(receipt.sequence + p) % 2**64)
+            args = (runtime_id, delta, key, states, None)
+            self.note_sent(args)
+            these: list[tuple[str, tuple[Any, ...]]] = [
+                ("load_boundary_receipt", (runtime_id, key.run_id, key.sequence)),
+                *(("load_input_state", (runtime_id, i)) for i in ids),
+            ]
+            if delta is not None:
+                these.append(("load_session_snapshot", (runtime_id,)))
+            calls.append((args, these))
+
+        async def cancelled(store: RuntimeStore) -> list[tuple[_Outcome | None, list[_Outcome]]]:
+            results: list[tuple[_Outcome | None, list[_Outcome]]] = []
+            for p, (args, these) in enumerate(calls):
+                outcome: _Outcome | None = None
+                with trio.CancelScope() as scope:
+
+                    async def cancel(scope: trio.CancelScope = scope, p: int = p) -> None:
+                        for _ in range(p):
+                            await trio.lowlevel.checkpoint()
+                        scope.cancel()
+
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(cancel)
+                        outcome = await _store_outcome(store.atomic_apply, *args)
+                seen = [await _store_outcome(getattr(store, n), *a) for n, a in these]
+                results.append((outcome, seen))
+            return results
+
+        results = self.bridge.call(cancelled, self.bridge.resource)
+        for p, ((args, these), (outcome, seen)) in enumerate(zip(calls, results, strict=True)):
+            after = _copy_model(self.model)
+            expected = _expected(after, self.capabilities, "atomic_apply", args)
+            new = [_expected(after, self.capabilities, n, a) for n, a in these]
+            if (outcome is None or outcome.same_as(expected)) and all(
+                g.same_as(w) for g, w in zip(seen, new, strict=True)
+            ):
+                self.model = after  # applied (or refused, as the model was)
+                continue
+            old = [_expected(self.model, self.capabilities, n, a) for n, a in these]
+            call = f"atomic_apply{_args_repr(args)} cancelled after {p} scheduling points"
+            if outcome is not None and not outcome.same_as(expected):
+                raise AssertionError(
+                    f"{call} (it returned first): the store {outcome!r}, the model {expected!r}"
+                )
+            if outcome is None and all(g.same_as(o) for g, o in zip(seen, old, strict=True)):
+                continue  # never applied
+            differs = "; ".join(
+                f"{n}{_args_repr(a)} {g!r} (before: {o!r}, after: {w!r})"
+                for (n, a), g, o, w in zip(these, seen, old, new, strict=True)
+            )
+            happened = (
+                "returned first, but is not wholly applied"
+                if outcome is not None
+                else "neither wholly applied nor wholly absent"
+            )
+            raise AssertionError(f"{call}: then {happened}: {differs}")
+        reads = [these[0] for _args, these in calls]
+        reads += [("load_input_state", (runtime_id, i)) for i in ids]
+        if delta is not None:
+            reads.append(("load_session_snapshot", (runtime_id,)))
+        return reads
+
+    def _check_after_restart(
+        self, reads: list[tuple[str, tuple[Any, ...]]], writes: str, restart: str
+    ) -> None:
+        """`reads` (of what `writes`, cancelled, may have changed) answer as
+        the model does after `restart`."""
+
+        async def again(store: RuntimeStore) -> list[_Outcome]:
+            return [await _store_outcome(getattr(store, n), *a) for n, a in reads]
+
+        held = self.bridge.call(again, self.bridge.resource)
+        for (name, args), got in zip(reads, held, strict=True):
+            want = _expected(self.model, self.capabilities, name, args)
+            if not got.same_as(want):
+                raise AssertionError(
+                    f"{writes} cancelled, then {restart}: {name}{_args_repr(args)} {got!r},"
+                    f" the model {want!r} (as the store answered before the restart)"
+                )
 
     @rule(runtime_id=runtime_ids, state=stored_states)
     def persist_input_state(self, runtime_id: LogicalRuntimeId, state: StoredInputState) -> None:
@@ -1809,6 +1946,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         compare-and-set lifecycle commit and a `persist_input_state` of another
         input of the runtime; a
         retirement and a `persist_input_state`; a purge and an `atomic_apply`;
+        a retirement and a `persist_input_state` that makes the state
+        non-terminal again (a backend that checks, then drops the payload of
+        whatever row is there now, is caught); a purge and a lifecycle commit
+        that revives the destroyed runtime (a backend that checks the state,
+        then deletes in another transaction, is caught);
         a session commit and an `atomic_apply` with a session; a session
         clear and a session commit; an ops delete and an ops persist."""
         input_id = shell.state.input_id
@@ -1857,6 +1999,30 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
                 self.check("commit_machine_lifecycle", runtime_id, ending, [])
                 calls = (("purge_runtime", (runtime_id,), {}), ("atomic_apply", apply, {}))
+            elif race == "retire_and_requeue_input":
+                # The state made non-terminal again (payload kept): a
+                # retirement must see it whole, before (it succeeds, and the
+                # requeued state keeps its payload) or after (NotRetirable).
+                self.check("persist_input_state", runtime_id, shell)
+                requeued = StoredInputState(
+                    shell.state,
+                    InputStateSeed(InputLifecycleState.QUEUED, attempt_count=seed.attempt_count),
+                )
+                calls = (
+                    ("retire_input_payloads", (runtime_id, [input_id]), {}),
+                    ("persist_input_state", (runtime_id, requeued), {}),
+                )
+            elif race == "purge_and_revive":
+                # A lifecycle commit of the destroyed runtime to another
+                # state (the model does not check the transition): a purge
+                # must come wholly before it, or be refused after it.
+                ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
+                self.check("commit_machine_lifecycle", runtime_id, ending, [])
+                revived = RuntimeState.IDLE if to_state is RuntimeState.DESTROYED else to_state
+                calls = (
+                    ("purge_runtime", (runtime_id,), {}),
+                    ("commit_machine_lifecycle", (runtime_id, _commit_to(revived), [other]), {}),
+                )
             elif race == "session_commit_and_apply":
                 with_session = (runtime_id, _other_delta(delta), *apply[2:])
                 calls = (
@@ -1878,43 +2044,53 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             self._race(calls, delay, runtime_id)
 
     @rule(
+        write=st.sampled_from(_READ_DURING),
         runtime_id=pool_runtime_ids,
         receipt=receipts,
         input_updates=st.lists(stored_states, min_size=1, max_size=3),
         delta=st.one_of(st.none(), readable_deltas),
+        to_state=targets,
         readers=st.integers(1, 3),
     )
-    def read_during_atomic_apply(
+    def read_during_write(
         self,
+        *,
+        write: str,
         runtime_id: LogicalRuntimeId,
         receipt: RunBoundaryReceipt,
         input_updates: list[StoredInputState],
         delta: SessionDelta | None,
+        to_state: RuntimeState,
         readers: int,
     ) -> None:
-        """`atomic_apply` in one task while `readers` other tasks read, over
-        and over until it has returned, everything it may change: its
-        receipt, each of its input states, the session snapshot, the
-        runtime's lists. Every read must answer as before the write or as
-        after it, and once a task has seen anything of the write, that
+        """A write (`write`, one of `_READ_DURING`) in one task while
+        `readers` other tasks read, over and over until it has returned,
+        everything it may change. Every read must answer as before the write
+        or as after it, and once a task has seen anything of the write, that
         task's later reads must all see all of it (SPEC §4: the write is
-        atomic for readers too). A backend that commits the receipt and the
-        input states in two steps is seen half-done here."""
-        args = (runtime_id, delta, receipt, input_updates, None)
+        atomic for readers too).
+
+        The writes: `atomic_apply` of `receipt`, `input_updates` and `delta`
+        (read: its receipt, each of its input states, the session snapshot,
+        the runtime's lists); `commit_machine_lifecycle` to `to_state` with
+        `input_updates` (read: the runtime state, each input state, the
+        runtime's states, `list_runtimes`); `retire_input_payloads` of the
+        ids of `input_updates` and one more pool id, each first persisted
+        finished, with a payload (read: each input state, the runtime's
+        states). A backend that commits the receipt and the input states, a
+        lifecycle commit's runtime state and its input states, or a
+        retirement's ids in several steps is seen half-done here."""
+        args, reads = self._write_to_read_during(
+            write,
+            runtime_id,
+            receipt=receipt,
+            input_updates=input_updates,
+            delta=delta,
+            to_state=to_state,
+        )
         self.note_sent(args)
         before = _copy_model(self.model)
-        expected = _expected(self.model, self.capabilities, "atomic_apply", args)
-        reads: list[tuple[str, tuple[Any, ...]]] = [
-            ("load_boundary_receipt", (runtime_id, receipt.run_id, receipt.sequence)),
-            *(
-                ("load_input_state", (runtime_id, input_id))
-                for input_id in dict.fromkeys(s.state.input_id for s in input_updates)
-            ),
-            ("load_session_snapshot", (runtime_id,)),
-            ("load_input_states", (runtime_id,)),
-            ("load_boundary_receipts", (runtime_id,)),
-            ("list_runtimes", ()),
-        ]
+        expected = _expected(self.model, self.capabilities, write, args)
         answers = [
             (
                 _expected(before, self.capabilities, name, read_args),
@@ -1926,8 +2102,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         problems: list[str] = []
         written: list[_Outcome] = []
 
-        async def write(store: RuntimeStore, done: trio.Event) -> None:
-            written.append(await _store_outcome(store.atomic_apply, *args))
+        async def write_once(store: RuntimeStore, done: trio.Event) -> None:
+            written.append(await _store_outcome(getattr(store, write), *args))
             done.set()
 
         async def read(store: RuntimeStore, done: trio.Event, task: int) -> None:
@@ -1954,7 +2130,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                     elif last and is_old and not is_new:
                         problems.append(
                             f"{call} answered as before the write ({got!r}) after"
-                            " atomic_apply had returned"
+                            f" {write} had returned"
                         )
                         return
                     elif seen_after is not None and is_old and not is_new:
@@ -1976,19 +2152,64 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             async with trio.open_nursery() as nursery:
                 for task in range(readers):
                     nursery.start_soon(read, store, done, task)
-                nursery.start_soon(write, store, done)
+                nursery.start_soon(write_once, store, done)
 
         self.bridge.call(run, self.bridge.resource)
         if not written[0].same_as(expected):
             raise AssertionError(
-                f"atomic_apply{_args_repr(args)} while {readers} tasks read:"
+                f"{write}{_args_repr(args)} while {readers} tasks read:"
                 f" the store {written[0]!r}, the model {expected!r}"
             )
         if problems:
             raise AssertionError(
-                f"atomic_apply{_args_repr(args)} seen half done by a task reading meanwhile:"
+                f"{write}{_args_repr(args)} seen half done by a task reading meanwhile:"
                 f" {problems[0]}"
             )
+
+    def _write_to_read_during(
+        self,
+        write: str,
+        runtime_id: LogicalRuntimeId,
+        *,
+        receipt: RunBoundaryReceipt,
+        input_updates: list[StoredInputState],
+        delta: SessionDelta | None,
+        to_state: RuntimeState,
+    ) -> tuple[tuple[Any, ...], list[tuple[str, tuple[Any, ...]]]]:
+        """The arguments of `read_during_write`'s write, and the reads of
+        everything it may change (a retirement's states persisted first)."""
+        ids = list(dict.fromkeys(s.state.input_id for s in input_updates))
+        if write == "atomic_apply":
+            args: tuple[Any, ...] = (runtime_id, delta, receipt, input_updates, None)
+        elif write == "commit_machine_lifecycle":
+            args = (runtime_id, _commit_to(to_state), input_updates)
+        else:
+            assert write == "retire_input_payloads"
+            ids.append(next(i for i in INPUT_IDS if i not in ids))  # at least two ids
+            for n, input_id in enumerate(ids):
+                shell = input_updates[min(n, len(input_updates) - 1)].state
+                finished = replace(shell, input_id=input_id, persisted_input={"text": "hello"})
+                seed = _TERMINAL_SEEDS[n % len(_TERMINAL_SEEDS)]
+                self.check("persist_input_state", runtime_id, StoredInputState(finished, seed))
+            args = (runtime_id, ids)
+        point_reads = [("load_input_state", (runtime_id, input_id)) for input_id in ids]
+        if write == "atomic_apply":
+            return args, [
+                ("load_boundary_receipt", (runtime_id, receipt.run_id, receipt.sequence)),
+                *point_reads,
+                ("load_session_snapshot", (runtime_id,)),
+                ("load_input_states", (runtime_id,)),
+                ("load_boundary_receipts", (runtime_id,)),
+                ("list_runtimes", ()),
+            ]
+        if write == "commit_machine_lifecycle":
+            return args, [
+                ("load_runtime_state", (runtime_id,)),
+                *point_reads,
+                ("load_input_states", (runtime_id,)),
+                ("list_runtimes", ()),
+            ]
+        return args, [*point_reads, ("load_input_states", (runtime_id,))]
 
     def _race(self, calls: tuple[_Call, _Call], delay: int, runtime_id: LogicalRuntimeId) -> None:
         """Run `calls` from two tasks (the second `abs(delay)` points later; a
