@@ -1653,13 +1653,13 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         `shell` under the first two pool ids other than its own, with a new
         attempt count) cancelled after that many points, then the reads of
         everything it may change (its receipt, both input states, the
-        session snapshot if `delta`). The call took effect whole or not at all (SPEC
-        §4): every read answers as before it, or every read as after it (as
-        after it if it returned before the cancellation); the model adopts
-        which. Returns the reads to make again after the restart (every
-        receipt, the input states, the session if `delta`). A backend that commits the
-        statements it has sent so far when a call is cancelled between them
-        is seen half done here."""
+        session snapshot if `delta`). The call took effect whole or not at
+        all (SPEC §4): every read answers as before it, or every read as
+        after it (as after it if it returned before the cancellation); the
+        model adopts which. Returns the reads to make again after the
+        restart (every receipt, the input states, the session if `delta`).
+        A backend that commits the statements it has sent so far when a
+        call is cancelled between them is seen half done here."""
         ids = [i for i in INPUT_IDS if i != shell.state.input_id][:2]
         calls: list[tuple[tuple[Any, ...], list[tuple[str, tuple[Any, ...]]]]] = []
         for p in range(points + 1):
