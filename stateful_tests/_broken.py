@@ -20,13 +20,15 @@ they stand for; `GAPS` lists defects the machine, as it stands, cannot see.
 Durability: `DictStore.open(location)` keeps the tables in a pickle file in
 the location directory, rewritten (write to a temporary file, then rename)
 after every acknowledged write, so a close and reopen, or a crash (the trio
-run abandoned without a clean close), finds every acknowledged write.
-`DictStore.open()` without a location is an in-memory store.
+run abandoned without a clean close), finds every acknowledged write;
+`checkpoint()` rewrites it at once. `DictStore.open()` without a location is
+an in-memory store.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import pickle
 import uuid
@@ -149,6 +151,13 @@ class DictStore:
 
     def close_cleanly(self) -> None:
         """The `async with` block exited normally."""
+        self.save()
+
+    async def checkpoint(self) -> None:
+        """Write the tables out now (the machine's checkpoint rules call this
+        on a durable store that has it; every write has rewritten the file
+        already, so nothing changes)."""
+        await self.enter()
         self.save()
 
     # --- the shape of the write path ---------------------------------------------
@@ -1289,6 +1298,46 @@ class InputsAsOneDocument(DictStore):
             self.committed()
 
 
+REGISTRY_ROW = "runtimes"
+"""The key of `RuntimeListAsOneDocument`'s list of runtimes."""
+
+
+class RuntimeListAsOneDocument(DictStore):
+    """Keeps the list of runtimes as one document (a key-value store's
+    `runtimes` key, beside the OAuth snapshot's), so that `list_runtimes` is
+    one read. A write reads the document, then, after that round trip,
+    commits its rows and the document with the runtimes it made hold
+    something added and those it emptied removed, together. Two writes to
+    different runtimes that overlap both start from the document as it was,
+    and the later commit drops the earlier one's change: a runtime that
+    holds rows goes unlisted, or an emptied one stays listed (SPEC §3b:
+    every runtime that holds anything; §4: every operation linearizable).
+    Writes to one runtime lose nothing (each sets its own runtime's entry),
+    so the races within one runtime cannot see it."""
+
+    def listed(self) -> frozenset[LogicalRuntimeId]:
+        document = self.tables.auth_oauth_flow_state.get(REGISTRY_ROW)
+        names = [] if document is None else json.loads(document)
+        return frozenset(LogicalRuntimeId(name) for name in names)
+
+    async def write(self, change: Callable[[], None]) -> None:
+        await self.enter()
+        listed = self.listed()  # GET runtimes
+        await trio.lowlevel.checkpoint()  # its round trip
+        before = self.runtime_ids()
+        change()
+        after = self.runtime_ids()
+        if after != before:
+            listed = (listed | (after - before)) - (before - after)
+            names = sorted(str(runtime_id) for runtime_id in listed)
+            self.tables.auth_oauth_flow_state[REGISTRY_ROW] = json.dumps(names).encode()
+        self.committed()
+
+    async def list_runtimes(self) -> list[LogicalRuntimeId]:
+        await self.enter()
+        return sorted(self.listed(), key=str)
+
+
 # Kind 5: sizes.
 
 
@@ -1371,6 +1420,48 @@ class ReceiptsFirstPage(DictStore):
         return (await super().load_boundary_receipts(runtime_id))[:50]
 
 
+class RuntimesFirstPage(DictStore):
+    """`list_runtimes` returns the first page (`LIMIT 100`) of its query and
+    never fetches the next: a store with more than 100 runtimes lists the
+    first 100 (SPEC §3b: every runtime that holds anything)."""
+
+    async def list_runtimes(self) -> list[LogicalRuntimeId]:
+        return (await super().list_runtimes())[:100]
+
+
+SQLITE_VARIABLES = 999
+"""The most variables one SQLite statement may bind before SQLite 3.32."""
+
+
+class RetireManyIdsRefused(DictStore):
+    """`retire_input_payloads` runs one `UPDATE ... WHERE runtime_id = ? AND
+    input_id IN (?, ?, ...)` with a variable per id as given, on a SQLite
+    built with the old limit of 999 variables: a call with 999 ids or more
+    fails with "too many SQL variables" (`WriteFailed`), though SPEC §3b
+    sets no limit (and a caller retiring a long backlog makes such calls)."""
+
+    def apply_retire(self, cmd: _core.RetireInputPayloads) -> None:
+        if 1 + len(cmd.input_ids) > SQLITE_VARIABLES:
+            raise WriteFailed(f"runtime {cmd.runtime_id}: too many SQL variables")
+        super().apply_retire(cmd)
+
+
+class RetireInChunks(DictStore):
+    """`retire_input_payloads` works around SQLite's limit of 999 variables a
+    statement by splitting the ids into chunks of 998 (one variable is the
+    runtime id), and checks and retires each chunk in a transaction of its
+    own: a call refused for an id past the 998th has already retired the
+    chunks before it (SPEC §3b: a refused call changes nothing)."""
+
+    def apply_retire(self, cmd: _core.RetireInputPayloads) -> None:
+        chunk = SQLITE_VARIABLES - 1
+        for start in range(0, len(cmd.input_ids), chunk):
+            ids = cmd.input_ids[start : start + chunk]
+            states = [self.check_retirable(cmd.runtime_id, i) for i in ids]
+            self.upsert_inputs(cmd.runtime_id, [self.retired(s) for s in states])
+            self.committed()
+
+
 # Kind 6: cancelled writes and durability.
 
 
@@ -1424,6 +1515,72 @@ class CancelledWriteNotDurable(DictStore):
             self.unlogged[key] = logged
             raise
         self.committed()
+
+
+_LOG = "dict-store.log"
+_GONE = object()
+
+
+class CheckpointTruncatesLaterWrites(DictStore):
+    """Keeps a snapshot and a log: each write appends a record of the rows it
+    set and removed to the log before it is acknowledged, and opening loads
+    the snapshot and replays the log. `checkpoint()` copies the tables,
+    writes the copy as the new snapshot in a worker thread while writes go
+    on, then truncates the log: all of it, where it should keep the records
+    appended after the copy was taken. A write made while the snapshot was
+    written is answered by every read until the store is reopened or
+    crashes, and then gone (SPEC §6: a checkpoint deletes only the log its
+    snapshot covers; acknowledged means durable)."""
+
+    def load_tables(self) -> Tables:
+        tables = super().load_tables()  # the snapshot
+        if self.location is not None and (self.location / _LOG).exists():
+            with (self.location / _LOG).open("rb") as log:
+                while True:
+                    try:
+                        record = pickle.load(log)
+                    except EOFError:
+                        break
+                    for name, (rows, removed) in record.items():
+                        table = getattr(tables, name)
+                        for key in removed:
+                            table.pop(key, None)
+                        table.update(rows)
+        self.logged = self.copy(tables)
+        return tables
+
+    def copy(self, tables: Tables) -> Tables:
+        return Tables(**{name: dict(table) for name, table in vars(tables).items()})
+
+    def committed(self) -> None:
+        """Append what changed since the last record to the log."""
+        if self.location is None:
+            return
+        record: dict[str, tuple[dict[Any, Any], list[Any]]] = {}
+        for name, table in vars(self.tables).items():
+            old = getattr(self.logged, name)
+            rows = {k: v for k, v in table.items() if old.get(k, _GONE) is not v}
+            removed = [k for k in old if k not in table]
+            if rows or removed:
+                record[name] = (rows, removed)
+        if record:
+            with (self.location / _LOG).open("ab") as log:
+                pickle.dump(record, log)
+        self.logged = self.copy(self.tables)
+
+    def close_cleanly(self) -> None:
+        pass  # the log holds every write
+
+    async def checkpoint(self) -> None:
+        await self.enter()
+        if self.location is None:
+            return
+        snapshot = self.dump_tables()
+        await trio.lowlevel.checkpoint()  # the snapshot is written in a worker thread
+        tmp = self.location / (_FILE + ".tmp")
+        tmp.write_bytes(snapshot)
+        os.replace(tmp, self.location / _FILE)
+        (self.location / _LOG).write_bytes(b"")  # every record, not those it covers
 
 
 # Kind 7: the authority key (SPEC §3: it names the resolved durable location).
@@ -2462,6 +2619,12 @@ BROKEN: tuple[Broken, ...] = (
         ),
     ),
     Broken(
+        RuntimeListAsOneDocument,
+        "list_runtimes answers from one document that writes to two runtimes race on",
+        False,
+        ("list_runtimes",),
+    ),
+    Broken(
         InputStatesFirstPage,
         "load_input_states returns the first 100 states only",
         False,
@@ -2492,10 +2655,43 @@ BROKEN: tuple[Broken, ...] = (
         ("load_boundary_receipts",),
     ),
     Broken(
+        RuntimesFirstPage,
+        "list_runtimes returns the first 100 runtimes only",
+        False,
+        ("list_runtimes",),
+    ),
+    Broken(
+        RetireManyIdsRefused,
+        "retire_input_payloads refuses 999 ids or more (SQLite's old variable limit)",
+        False,
+        ("retire_input_payloads",),
+    ),
+    Broken(
+        RetireInChunks,
+        "retire_input_payloads commits its ids in chunks of 998",
+        False,
+        ("retire_input_payloads", "load_input_states", "load_input_state"),
+    ),
+    Broken(
         CancelledWriteNotDurable,
         "a cancelled persist_input_state is visible but never made durable",
         True,
         ("load_input_states", "load_input_state", "persist_input_state"),
+    ),
+    Broken(
+        CheckpointTruncatesLaterWrites,
+        "a checkpoint truncates the log of the writes made while it ran",
+        True,
+        (
+            "load_input_states",
+            "load_input_state",
+            "load_boundary_receipt",
+            "load_boundary_receipts",
+            "load_session_snapshot",
+            "load_ops_lifecycle",
+            "load_auth_oauth_flow_snapshot",
+            "list_runtimes",
+        ),
     ),
     Broken(
         ConstantAuthorityKey,

@@ -1579,3 +1579,99 @@ def test_a_codec_error_must_be_chained() -> None:
     message = str(info.value)
     assert message.startswith("commit_session_snapshot("), message
     assert "does not chain its cause" in message
+
+
+# --- many runtimes, many ids, a checkpoint racing writes -----------------------------------
+
+
+def finished(input_id: InputId) -> StoredInputState:
+    """`input_id` consumed, with a payload to retire."""
+    consumed = InputStateSeed(
+        InputLifecycleState.CONSUMED, terminal_outcome=ma.InputTerminalOutcome.consumed()
+    )
+    return StoredInputState(stored(input_id, persisted_input={"text": "hi"}).state, consumed)
+
+
+async def first_page(real: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    return (await real(*args))[:100]
+
+
+async def refuses_long_lists(real: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    ids = args[1] if len(args) > 1 else real.keywords["input_ids"]  # type: ignore[attr-defined]
+    if len(ids) > 998:
+        raise WriteFailed("too many SQL variables")
+    return await real(*args)
+
+
+def test_many_runtimes_passes_an_honest_store_and_leaves_nothing_to_read() -> None:
+    machine = lying_machine("nothing", forgets)()
+    try:
+        machine.many_runtimes(extra=2, tasks=16)
+        assert not any(str(r).startswith("many-runtimes-") for r in machine.seen_runtimes)
+        assert machine.model.list_runtimes() == []
+        machine.whole_state_matches_model()
+    finally:
+        machine.teardown()
+
+
+def test_many_runtimes_names_what_a_first_page_leaves_out() -> None:
+    machine = lying_machine("list_runtimes", first_page)()
+    try:
+        with pytest.raises(AssertionError) as info:
+            machine.many_runtimes(extra=0, tasks=16)
+    finally:
+        machine.teardown()
+    message = str(info.value)
+    assert message.startswith(
+        "list_runtimes() after 101 runtimes given a state by 16 tasks at once:"
+        " the store returned 100 runtimes, the model 101; the store left out ["
+    ), message
+    assert "many-runtimes-99" in message  # the last in code point order
+    assert len(message) < 500
+
+
+@pytest.mark.parametrize("last", ["finished", "unfinished", "unknown"])
+def test_retire_many_ids_passes_an_honest_store(last: str) -> None:
+    machine = lying_machine("nothing", forgets)()
+    try:
+        machine.retire_many_ids(RT_A, finished(ID_MID), 999, last)
+        machine.whole_state_matches_model()
+    finally:
+        machine.teardown()
+    # The pool's other ids come next: ID_LOW repeated, then ID_HIGH.
+    assert kit.INPUT_IDS[:3] == (ID_MID, ID_LOW, ID_HIGH)
+    states = {s.state.input_id: s for s in machine.model.load_input_states(RT_A)}
+    retired = last == "finished"
+    assert (states[ID_MID].state.persisted_input is None) is retired
+    if last != "unknown":
+        assert (states[ID_HIGH].state.persisted_input is None) is retired
+
+
+def test_retire_many_ids_prints_the_long_list_short() -> None:
+    machine = lying_machine("retire_input_payloads", refuses_long_lists)()
+    try:
+        with pytest.raises(AssertionError) as info:
+            machine.retire_many_ids(RT_A, finished(ID_MID), 1000, "unknown")
+    finally:
+        machine.teardown()
+    message = str(info.value)
+    assert message.startswith(
+        "retire_input_payloads(RUNTIME_IDS[0], [INPUT_IDS[0]] + [INPUT_IDS[1]] * 1000"
+        " + [InputId(UUID(int=2**96 + n)) for n in range(1000)]):"
+        " the store raised WriteFailed: too many SQL variables, the model raised NotFound"
+    ), message
+    assert len(message) < 500
+
+
+def test_checkpoint_during_writes_passes_the_durable_store() -> None:
+    class DurableMachine(RuntimeStoreMachine):
+        open_store_at = staticmethod(ma.open_store)
+
+    machine = DurableMachine()
+    try:
+        for delay in (0, 2):
+            machine.checkpoint_during_writes(RT_A, stored(ID_LOW), receipt(RUN_1, 0), delay)
+            machine.whole_state_matches_model()
+    finally:
+        machine.teardown()
+    assert machine.model.load_input_state(RT_A, ID_LOW) is not None

@@ -466,10 +466,10 @@ class Capabilities:
 
     Attributes:
         durable: the data survives a clean close and a reopen. Adds the
-            `reopen` rule (and `checkpoint` for a store with a `checkpoint()`
-            method), and requires `auth_authority_key()` to return the same
-            string on every open; a store that is not durable must return
-            `None` there.
+            `reopen` rule (and `checkpoint` and `checkpoint_during_writes`
+            for a store with a `checkpoint()` method), and requires
+            `auth_authority_key()` to return the same string on every open;
+            a store that is not durable must return `None` there.
         crash_safe: every acknowledged write survives the store being
             abandoned without a clean close (its trio run cancelled, nothing
             flushed). Adds the `crash_and_reopen` rule. Implies `durable`.
@@ -1022,6 +1022,44 @@ _MANY_RECEIPTS = LogicalRuntimeId("many-receipts")
 of each (the invariant reads every runtime the machine has sent, after every
 step: a hundred input states or receipts there would cost it dearly)."""
 
+_MANY_RUNTIMES = 101
+"""`many_runtimes` makes this many runtimes, or a few more."""
+
+_VARIABLE_LIMIT = 999
+"""SQLite's limit on the variables of one statement (before 3.32):
+`retire_many_ids` puts the id that decides its outcome after this many."""
+
+_UNKNOWN_IDS = tuple(InputId(uuid.UUID(int=2**96 + n)) for n in range(_VARIABLE_LIMIT + 1))
+"""Input ids no rule stores (`retire_many_ids`): more distinct ids than a
+statement may bind."""
+
+_CHECKPOINT_WRITES = 6
+"""`checkpoint_during_writes` writes until the checkpoint has returned, at
+most this many times."""
+
+
+def _checkpoint_write(
+    n: int, runtime_id: LogicalRuntimeId, shell: StoredInputState, receipt: RunBoundaryReceipt
+) -> tuple[str, tuple[Any, ...]]:
+    """The `n`-th write of `checkpoint_during_writes`: in turn `shell` with a
+    new `attempt_count`, a receipt of a new sequence, a session snapshot, an
+    ops snapshot and an OAuth update, each a value not held before."""
+    kind = n % 5
+    if kind == 0:
+        seed = replace(shell.seed, attempt_count=(shell.seed.attempt_count + n + 1) % 2**32)
+        return "persist_input_state", (runtime_id, StoredInputState(shell.state, seed))
+    if kind == 1:
+        again = replace(receipt, sequence=(receipt.sequence + n) % 2**64)
+        return "atomic_apply", (runtime_id, None, again, [], None)
+    if kind == 2:
+        document = {"id": str(SESSION_IDS[0]), "messages": [], "write": n}
+        return "commit_session_snapshot", (runtime_id, SessionDelta(json.dumps(document).encode()))
+    if kind == 3:
+        ops = PersistedOpsSnapshot(epoch_id=f"write {n} of {shell.state.input_id}")
+        return "persist_ops_lifecycle", (runtime_id, ops)
+    return "update_auth_oauth_flow_snapshot", (Append(b"c"),)
+
+
 _BAD_CALLS_PER_STEP = 5
 """`bad_argument` makes this many of the bad calls in one step."""
 
@@ -1489,6 +1527,91 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
         self.check("commit_machine_lifecycle", runtime_id, ending, [])
         self.check("purge_runtime", runtime_id)
+
+    _many_runtimes_done = False
+
+    @precondition(lambda self: self.capabilities.retention and not self._many_runtimes_done)
+    @rule(extra=st.integers(0, 9), tasks=st.integers(16, 64))
+    def many_runtimes(self, extra: int, tasks: int) -> None:
+        """101 + `extra` runtimes of their own (`many-runtimes-0`, ...), each
+        given the runtime state `destroyed` (`commit_machine_lifecycle`) by
+        `tasks` tasks at once, so that writes to different runtimes race;
+        `list_runtimes` must name them all, in code point order (`-10`
+        before `-9`), beside the rest; then `tasks` tasks purge them all at
+        once, and `list_runtimes` again. A backend that returns only the
+        first page of runtimes (100), or that keeps the list of runtimes as
+        one document which a write reads and writes back in two steps (so
+        that writes to two runtimes lose each other's change), shows it.
+        The runtimes are not noted as sent (`note_sent`): gone at the end of
+        the step, they cost the invariant nothing. At most once per test
+        case: the defects show the first time, and the step costs as much
+        as a dozen others."""
+        self._many_runtimes_done = True
+        runtimes = [LogicalRuntimeId(f"many-runtimes-{n}") for n in range(_MANY_RUNTIMES + extra)]
+        ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
+        self._all_at_once("commit_machine_lifecycle", [(r, ending, []) for r in runtimes], tasks)
+        written = f"{len(runtimes)} runtimes given a state by {tasks} tasks at once"
+        self._check_list_runtimes(f"after {written}")
+        self._all_at_once("purge_runtime", [(r,) for r in runtimes], tasks)
+        self._check_list_runtimes(f"after {written}, then purged by as many")
+
+    def _check_list_runtimes(self, when: str) -> None:
+        """`check("list_runtimes")`, with a message that says which runtimes
+        differ rather than printing both lists."""
+        expected = _expected(self.model, self.capabilities, "list_runtimes", ())
+        actual = self.bridge.call(_store_outcome, self.bridge.resource.list_runtimes)
+        if actual.same_as(expected):
+            return
+        self._failed = True
+        if actual.error is None and expected.error is None and isinstance(actual.value, list):
+            got, want = actual.value, expected.value
+            left_out = [r for r in want if r not in got]
+            extra = [r for r in got if r not in want]
+            detail = f"the store returned {len(got)} runtimes, the model {len(want)}"
+            if left_out:
+                detail += f"; the store left out {_readable(left_out[:5])}"
+                detail += f" (of {len(left_out)})" if len(left_out) > 5 else ""
+            if extra:
+                detail += f"; the store listed {_readable(extra[:5])}, which hold nothing"
+                detail += f" (of {len(extra)})" if len(extra) > 5 else ""
+            if not left_out and not extra:
+                detail += f"; in another order or form: {actual!r}"
+        else:
+            detail = f"the store {actual!r}, the model {expected!r}"
+        raise AssertionError(f"list_runtimes() {when}: {detail}")
+
+    def _all_at_once(self, name: str, calls: list[tuple[Any, ...]], tasks: int) -> None:
+        """`name(*args)` for each `args` of `calls`, made by `tasks` tasks at
+        once (each takes the next call when its last one has returned) and
+        on the model in the order given (the calls must commute); every
+        outcome must be the model's. Notes nothing as sent."""
+        if self.capabilities.supports(name):
+            model = getattr(self.model, name)
+            expected = [_model_outcome(model, *args) for args in calls]
+        else:
+            expected = [_expected(self.model, self.capabilities, name, args) for args in calls]
+        outcomes: list[_Outcome] = [_Outcome() for _ in calls]
+        pending = list(reversed(range(len(calls))))
+
+        async def worker(store: RuntimeStore) -> None:
+            method = getattr(store, name)
+            while pending:
+                i = pending.pop()
+                outcomes[i] = await _store_outcome(method, *calls[i])
+
+        async def run(store: RuntimeStore) -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(tasks):
+                    nursery.start_soon(worker, store)
+
+        self.bridge.call(run, self.bridge.resource)
+        for args, got, want in zip(calls, outcomes, expected, strict=True):
+            if not got.same_as(want):
+                self._failed = True
+                raise AssertionError(
+                    f"{name}{_args_repr(args)}, one of {len(calls)} such calls made by {tasks}"
+                    f" tasks at once: the store {got!r}, the model {want!r}"
+                )
 
     @rule(
         runtime_id=runtime_ids,
@@ -2330,6 +2453,75 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         # Again: retiring what is retired already is allowed, and a no-op.
         self.check("retire_input_payloads", runtime_id, ids)
 
+    @precondition(lambda self: self.capabilities.retention)
+    @rule(
+        runtime_id=pool_runtime_ids,
+        shell=_terminal_states,
+        repeats=st.integers(_VARIABLE_LIMIT, _VARIABLE_LIMIT + 30),
+        last=st.sampled_from(("finished", "unfinished", "unknown")),
+    )
+    def retire_many_ids(
+        self, runtime_id: LogicalRuntimeId, shell: StoredInputState, repeats: int, last: str
+    ) -> None:
+        """`retire_input_payloads` of more ids than SQLite (before 3.32) binds
+        in one statement, cheaply: `persist_input_state` of `shell` (finished,
+        with a payload) and of a second finished state whose payload is gone
+        already, then a list of `shell`'s id followed by the second one's
+        `repeats` (999 to 1,029) times and by what decides the outcome: the
+        id of a third state, finished (the call retires it) or not
+        (`NotRetirable`), or 1,000 distinct ids the runtime does not hold
+        (`NotFound`: the first of them); then `load_input_states`. A backend
+        that refuses a long list, checks or retires only the first 999 ids,
+        or commits them in chunks, shows it."""
+        others = [i for i in INPUT_IDS if i != shell.state.input_id]
+        first, again, third = shell.state.input_id, others[0], others[1]
+        retired = StoredInputState(
+            replace(shell.state, input_id=again, persisted_input=None), shell.seed
+        )
+        self.check("persist_input_state", runtime_id, shell)
+        self.check("persist_input_state", runtime_id, retired)
+        tail: list[InputId]
+        if last == "unknown":
+            tail = list(_UNKNOWN_IDS)
+            described = f"[InputId(UUID(int=2**96 + n)) for n in range({len(tail)})]"
+        else:
+            seed = shell.seed if last == "finished" else InputStateSeed(InputLifecycleState.QUEUED)
+            self.check(
+                "persist_input_state",
+                runtime_id,
+                StoredInputState(replace(shell.state, input_id=third), seed),
+            )
+            tail = [third]
+            described = f"[{_readable(third)}]"
+        ids = [first] + [again] * repeats + tail
+        args = (runtime_id, ids)
+        self.note_sent(args)
+        # The model's answer to the list without its repeats (the same: the
+        # first bad id decides, and retiring twice is retiring once), at a
+        # thousandth of the cost.
+        expected = _expected(
+            self.model,
+            self.capabilities,
+            "retire_input_payloads",
+            (runtime_id, list(dict.fromkeys(ids))),
+        )
+        self._calls += 1
+        call_args, call_kwargs = (
+            _by_name("retire_input_payloads", args, {}) if self._calls % 2 == 0 else (args, {})
+        )
+        store = self.bridge.resource
+        actual = self.bridge.call(
+            partial(_store_outcome, store.retire_input_payloads, *call_args, **call_kwargs)
+        )
+        if not actual.same_as(expected):
+            self._failed = True
+            raise AssertionError(
+                f"retire_input_payloads({_readable(runtime_id)}, [{_readable(first)}]"
+                f" + [{_readable(again)}] * {repeats} + {described}):"
+                f" the store {actual!r}, the model {expected!r}"
+            )
+        self.check("load_input_states", runtime_id)
+
     @rule(runtime_id=pool_runtime_ids)
     def purge_runtime(self, runtime_id: LogicalRuntimeId) -> None:
         self.check("purge_runtime", runtime_id)
@@ -2481,6 +2673,115 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         assert isinstance(store, _Checkpointable)
         self.bridge.call(store.checkpoint)
         self._full_check_due = True
+
+    _checkpoint_during_writes_done = False
+
+    @precondition(
+        lambda self: (
+            self.capabilities.durable
+            and isinstance(self.bridge.resource, _Checkpointable)
+            and not self._checkpoint_during_writes_done
+        )
+    )
+    @rule(
+        runtime_id=pool_runtime_ids,
+        shell=stored_states,
+        receipt=receipts,
+        delay=st.integers(0, 2),
+    )
+    def checkpoint_during_writes(
+        self,
+        runtime_id: LogicalRuntimeId,
+        shell: StoredInputState,
+        receipt: RunBoundaryReceipt,
+        delay: int,
+    ) -> None:
+        """`checkpoint()` in one task, started `delay` scheduling points after
+        another task's first write has returned (so that there is something
+        to write), while that task goes on writing, one call after the
+        other, until the checkpoint has returned and once more (at most 6
+        writes in all: an input state, a receipt, a session snapshot, an ops
+        snapshot, an OAuth update, each a value not held before). Then a
+        crash (for a crash-safe store: a clean close could write out what a
+        checkpoint lost) or a clean reopen, and a read of each thing written
+        (then the invariant's full check): every acknowledged write must be
+        there. A store whose checkpoint
+        copies its tables, waits while the copy is written, then replaces
+        its snapshot with it and truncates its log loses the writes made
+        meanwhile (SPEC §6: a checkpoint drops only the log it covers). At
+        most once per test case: with the restart, the step costs as much as
+        a few others."""
+        self._checkpoint_during_writes_done = True
+        made: list[str] = []
+        problems: list[str] = []
+
+        async def writer(store: RuntimeStore, first: trio.Event, done: trio.Event) -> None:
+            for n in range(_CHECKPOINT_WRITES):
+                last = done.is_set()
+                name, args = _checkpoint_write(n, runtime_id, shell, receipt)
+                self.note_sent(args)
+                expected = _expected(self.model, self.capabilities, name, args)
+                got = await _store_outcome(getattr(store, name), *args)
+                first.set()
+                made.append(f"{name}{_args_repr(args)}")
+                if not got.same_as(expected):
+                    problems.append(f"{made[-1]}: the store {got!r}, the model {expected!r}")
+                    done.set()
+                    return
+                if last:
+                    return
+
+        async def run(store: RuntimeStore) -> _Outcome:
+            assert isinstance(store, _Checkpointable)
+            first, done = trio.Event(), trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer, store, first, done)
+                # After a write, so that the checkpoint has something to write.
+                await first.wait()
+                for _ in range(delay):
+                    await trio.lowlevel.checkpoint()
+                outcome = await _store_outcome(store.checkpoint)
+                done.set()
+            return outcome
+
+        checkpointed = self.bridge.call(run, self.bridge.resource)
+        if problems or checkpointed.error is not None:
+            self._failed = True
+            raise AssertionError(
+                f"checkpoint() while another task wrote: {problems[0]}"
+                if problems
+                else f"checkpoint() while another task wrote: {checkpointed!r}"
+            )
+        if self.capabilities.crash_safe:
+            self.crash_and_reopen()
+            restart = "a crash and a reopen"
+        else:
+            self.reopen()
+            restart = "a reopen"
+        # What the writes wrote (the invariant, due in full after a restart,
+        # then reads the rest).
+        reads: list[tuple[str, tuple[Any, ...]]] = [
+            ("load_input_state", (runtime_id, shell.state.input_id)),
+            ("load_boundary_receipts", (runtime_id,)),
+            ("load_session_snapshot", (runtime_id,)),
+            ("load_ops_lifecycle", (runtime_id,)),
+            ("load_auth_oauth_flow_snapshot", ()),
+        ]
+
+        async def read_back(store: RuntimeStore) -> list[_Outcome]:
+            return [await _store_outcome(getattr(store, name), *args) for name, args in reads]
+
+        for (name, args), got in zip(
+            reads, self.bridge.call(read_back, self.bridge.resource), strict=True
+        ):
+            expected = _expected(self.model, self.capabilities, name, args)
+            if not got.same_as(expected):
+                self._failed = True
+                raise AssertionError(
+                    f"checkpoint() while another task made {len(made)} writes"
+                    f" ({'; '.join(made)}), then {restart}: {name}{_args_repr(args)}:"
+                    f" the store {got!r}, the model {expected!r}"
+                )
 
     @precondition(lambda self: self.capabilities.crash_safe)
     @rule()
