@@ -963,6 +963,24 @@ def _split(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, {}
 
 
+async def _cancelled_persist(
+    store: RuntimeStore, runtime_id: LogicalRuntimeId, written: StoredInputState, points: int
+) -> _Outcome:
+    """`persist_input_state(runtime_id, written)`, cancelled after `points`
+    scheduling points; then `load_input_state` of its input id."""
+    with trio.CancelScope() as scope:
+
+        async def cancel() -> None:
+            for _ in range(points):
+                await trio.lowlevel.checkpoint()
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel)
+            await store.persist_input_state(runtime_id, written)
+    return await _store_outcome(store.load_input_state, runtime_id, written.state.input_id)
+
+
 def _commit_to(to_state: RuntimeState) -> MachineLifecycleCommit:
     """A commit to `to_state` (a target of the transition table)."""
     source = next(a for a, targets in LIFECYCLE_TRANSITIONS.items() if to_state in targets)
@@ -1678,11 +1696,14 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         receipt: RunBoundaryReceipt | None = None,
         delta: SessionDelta | None = None,
     ) -> None:
-        """`persist_input_state` cancelled after `points` scheduling points;
-        then a read, a restart (a crash for a crash-safe store, a clean reopen
-        for a durable one; for a store that is neither, 20 scheduling points
-        of nothing) and the same read again. The cancelled write took effect
-        or not, but the two reads must agree: a write a reader has seen is
+        """`persist_input_state` cancelled after `points` scheduling points,
+        then a read; the same for the last two other input ids of the pool,
+        cancelled after `points + 1` and `points + 2` (modulo 13: which point a defect
+        shows at depends on how many the backend's write takes); then a
+        restart (a crash for a crash-safe store, a clean reopen for a durable
+        one; for a store that is neither, 20 scheduling points of nothing)
+        and the same reads again. Each cancelled write took effect or not,
+        but the two reads must agree: a write a reader has seen is
         acknowledged to the world and must survive (SPEC §4, cancellation;
         §6, durability), and one nobody saw must not appear later.
 
@@ -1690,58 +1711,57 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         `atomic_apply` calls (of `receipt`'s run and `delta`) cancelled after
         0, 1, ..., `points` scheduling points, each wholly applied or wholly
         absent, and after the restart as the model adopted them."""
-        before = self.model.load_input_state(runtime_id, shell.state.input_id)
-        seed = replace(
-            shell.seed, attempt_count=(before.seed.attempt_count + 1) % 2**32 if before else 7
-        )
-        written = StoredInputState(shell.state, seed)
-        self.note_sent((runtime_id,))
-
-        async def cancelled(store: RuntimeStore) -> _Outcome:
-            with trio.CancelScope() as scope:
-
-                async def cancel() -> None:
-                    for _ in range(points):
-                        await trio.lowlevel.checkpoint()
-                    scope.cancel()
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(cancel)
-                    await store.persist_input_state(runtime_id, written)
-            return await _store_outcome(store.load_input_state, runtime_id, shell.state.input_id)
-
-        seen = self.bridge.call(cancelled, self.bridge.resource)
-        took = _Outcome(written)
-        if not (seen.same_as(_Outcome(before)) or seen.same_as(took)):
-            raise AssertionError(
-                f"persist_input_state({runtime_id!r}, ...) cancelled after {points} scheduling"
-                f" points: load_input_state{_args_repr((runtime_id, shell.state.input_id))}"
-                f" then {seen!r}, neither the state before nor the one"
-                " written"
+        # Not the ids `_cancelled_applies` writes (the first two others).
+        others = [i for i in INPUT_IDS if i != shell.state.input_id][2:4]
+        cases: list[tuple[StoredInputState, int]] = [
+            (
+                shell
+                if k == 0
+                else replace(shell, state=replace(shell.state, input_id=others[k - 1])),
+                (points + k) % (_CANCEL_POINTS + 1),
             )
+            for k in range(3)
+        ]
+        self.note_sent((runtime_id,))
+        cancelled_writes: list[tuple[StoredInputState, int, _Outcome]] = []
+        for case, after in cases:
+            input_id = case.state.input_id
+            before = self.model.load_input_state(runtime_id, input_id)
+            seed = replace(
+                case.seed, attempt_count=(before.seed.attempt_count + 1) % 2**32 if before else 7
+            )
+            written = StoredInputState(case.state, seed)
+            seen = self.bridge.call(
+                _cancelled_persist, self.bridge.resource, runtime_id, written, after
+            )
+            if not (seen.same_as(_Outcome(before)) or seen.same_as(_Outcome(written))):
+                raise AssertionError(
+                    f"persist_input_state({runtime_id!r}, ...) cancelled after {after} scheduling"
+                    f" points: load_input_state{_args_repr((runtime_id, input_id))}"
+                    f" then {seen!r}, neither the state before nor the one"
+                    " written"
+                )
+            if seen.same_as(_Outcome(written)):
+                self.model.persist_input_state(runtime_id, written)
+            cancelled_writes.append((written, after, seen))
         reads = (
             []
             if receipt is None or not applies
             else self._cancelled_applies(runtime_id, shell, points, receipt, delta)
         )
         restart = self._restart()
-        again = self.bridge.call(
-            partial(
-                _store_outcome,
-                self.bridge.resource.load_input_state,
-                runtime_id,
-                shell.state.input_id,
+        for written, after, seen in cancelled_writes:
+            input_id = written.state.input_id
+            again = self.bridge.call(
+                partial(_store_outcome, self.bridge.resource.load_input_state, runtime_id, input_id)
             )
-        )
-        if not again.same_as(seen):
-            raise AssertionError(
-                f"persist_input_state({runtime_id!r}, ...) cancelled after {points} scheduling"
-                f" points: load_input_state{_args_repr((runtime_id, shell.state.input_id))}"
-                f" {seen!r} after the cancellation, then {again!r}"
-                f" after {restart}"
-            )
-        if seen.same_as(took):
-            self.model.persist_input_state(runtime_id, written)
+            if not again.same_as(seen):
+                raise AssertionError(
+                    f"persist_input_state({runtime_id!r}, ...) cancelled after {after} scheduling"
+                    f" points: load_input_state{_args_repr((runtime_id, input_id))}"
+                    f" {seen!r} after the cancellation, then {again!r}"
+                    f" after {restart}"
+                )
         if reads:
             self._check_after_restart(reads, f"atomic_apply({_readable(runtime_id)}, ...)", restart)
 
