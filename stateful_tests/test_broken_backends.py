@@ -941,13 +941,13 @@ def test_shrunk_failure_is_a_runnable_program() -> None:
 @pytest.mark.parametrize(
     ("store", "first_line"),
     [
-        (_broken.RetireOneByOne, "state.finish_then_retire("),
+        (_broken.RetireOneByOne, ("state.finish_then_retire(", "state.retire_many_ids(")),
         (_broken.ExpectedNoneUnchecked, "state.concurrent_compare_and_set("),
     ],
     ids=lambda value: getattr(value, "__name__", ""),
 )
 def test_shrunk_retention_failure_is_a_runnable_program(
-    store: type[DictStore], first_line: str
+    store: type[DictStore], first_line: str | tuple[str, ...]
 ) -> None:
     """A defect of SPEC §3b shrinks to (about) one step of its rule, and the
     printed program (with `pmap` in scope for the payloads) reproduces it."""

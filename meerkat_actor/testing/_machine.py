@@ -2798,9 +2798,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             if not got.same_as(expected):
                 self._failed = True
                 raise AssertionError(
-                    f"checkpoint() while another task made {len(made)} writes"
-                    f" ({'; '.join(made)}), then {restart}: {name}{_args_repr(args)}:"
-                    f" the store {got!r}, the model {expected!r}"
+                    f"checkpoint() while another task made {len(made)} writes, then"
+                    f" {restart}: {name}{_args_repr(args)}: the store {got!r}, the model"
+                    f" {expected!r} (the writes: {'; '.join(made)})"
                 )
 
     @precondition(lambda self: self.capabilities.crash_safe)
