@@ -56,6 +56,8 @@ TestDurableStore = DurableStoreMachine.TestCase
 TestDurableStoreSmallCheckpoints = SmallCheckpointsMachine.TestCase
 TestSqliteStore = SqliteStoreMachine.TestCase
 TestSqliteStore.settings = settings(max_examples=max(10, settings.default.max_examples // 4))
+# A quarter too (CI time): the durable machine's rules, with checkpoints far
+# more often.
 TestDurableStoreSmallCheckpoints.settings = settings(
-    max_examples=max(10, settings.default.max_examples // 2)
+    max_examples=max(10, settings.default.max_examples // 4)
 )
