@@ -2725,12 +2725,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         crash (for a crash-safe store: a clean close could write out what a
         checkpoint lost) or a clean reopen, and a read of each thing written
         (then the invariant's full check): every acknowledged write must be
-        there. A store whose checkpoint
-        copies its tables, waits while the copy is written, then replaces
-        its snapshot with it and truncates its log loses the writes made
-        meanwhile (SPEC §6: a checkpoint drops only the log it covers). At
-        most once per test case: with the restart, the step costs as much as
-        a few others."""
+        there. A store whose checkpoint copies its tables, waits while the
+        copy is written, then replaces its snapshot with it and truncates
+        its log loses the writes made meanwhile (SPEC §6: a checkpoint drops
+        only the log it covers). At most once per test case: with the
+        restart, the step costs as much as a few others."""
         self._checkpoint_during_writes_done = True
         made: list[str] = []
         problems: list[str] = []
