@@ -963,20 +963,21 @@ def _split(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, {}
 
 
+async def _cancel_after(scope: trio.CancelScope, points: int) -> None:
+    """Cancel `scope` after `points` scheduling points."""
+    for _ in range(points):
+        await trio.lowlevel.checkpoint()
+    scope.cancel()
+
+
 async def _cancelled_persist(
     store: RuntimeStore, runtime_id: LogicalRuntimeId, written: StoredInputState, points: int
 ) -> _Outcome:
     """`persist_input_state(runtime_id, written)`, cancelled after `points`
     scheduling points; then `load_input_state` of its input id."""
     with trio.CancelScope() as scope:
-
-        async def cancel() -> None:
-            for _ in range(points):
-                await trio.lowlevel.checkpoint()
-            scope.cancel()
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(cancel)
+            nursery.start_soon(_cancel_after, scope, points)
             await store.persist_input_state(runtime_id, written)
     return await _store_outcome(store.load_input_state, runtime_id, written.state.input_id)
 
@@ -1440,14 +1441,9 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                         await store.persist_input_state(runtime_id, first)
                     await store.persist_input_state(runtime_id, second)
 
-                async def canceller(scope: trio.CancelScope, points: int) -> None:
-                    for _ in range(points):
-                        await trio.lowlevel.checkpoint()
-                    scope.cancel()
-
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(caller, scope, first, second)
-                    nursery.start_soon(canceller, scope, points)
+                    nursery.start_soon(_cancel_after, scope, points)
                 got = await store.load_input_state(runtime_id, input_id)
                 if not identical(got, second):
                     return (
@@ -1824,14 +1820,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             for p, (args, these) in enumerate(calls):
                 outcome: _Outcome | None = None
                 with trio.CancelScope() as scope:
-
-                    async def cancel(scope: trio.CancelScope = scope, p: int = p) -> None:
-                        for _ in range(p):
-                            await trio.lowlevel.checkpoint()
-                        scope.cancel()
-
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(cancel)
+                        nursery.start_soon(_cancel_after, scope, p)
                         outcome = await _store_outcome(store.atomic_apply, *args)
                 seen = [await _store_outcome(getattr(store, n), *a) for n, a in these]
                 results.append((outcome, seen))
