@@ -31,7 +31,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -1675,3 +1675,54 @@ def test_checkpoint_during_writes_passes_the_durable_store() -> None:
     finally:
         machine.teardown()
     assert machine.model.load_input_state(RT_A, ID_LOW) is not None
+
+
+# --- identical: the comparison every check uses --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("got", "want"),
+    [
+        (1, True),
+        (True, 1),
+        (1.0, 1),
+        (1, 1.0),
+        (0.0, -0.0),
+        (-0.0, 0.0),
+        (bytearray(b"x"), b"x"),
+        (memoryview(b"x"), b"x"),
+        ((1, 2), [1, 2]),
+        ([1, 2], (1, 2)),
+        ([1, 2], [1, 2, 3]),
+        ({"a": 1}, {"a": True}),
+        ({1: "x"}, {True: "x"}),
+        ({"a": 1}, {"b": 1}),
+        ({"a": [1, {"b": 1.0}]}, {"a": [1, {"b": 1}]}),
+        (
+            datetime(2026, 1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+            datetime(2026, 1, 1, tzinfo=UTC),
+        ),
+        (datetime(2026, 1, 1), datetime(2026, 1, 1, tzinfo=UTC)),
+        (ma.InputLifecycleState.QUEUED, "queued"),
+    ],
+)
+def test_identical_tells_apart_what_equality_does_not(got: object, want: object) -> None:
+    """`==` says yes (or the types differ in a way a reader sees); `identical` no."""
+    assert not kit.identical(got, want)
+
+
+def test_identical_looks_inside_data_model_values() -> None:
+    """A document inside an input state, and a field of a dataclass, compared
+    by type too; equal copies are identical, and the answer for one pair of
+    a type does not stick to the next pair of that type."""
+    state = _values.stored(ma.InputId(uuid.UUID(int=7)), persisted_input={"flag": True, "n": 1.0})
+    same = _values.stored(ma.InputId(uuid.UUID(int=7)), persisted_input={"flag": True, "n": 1.0})
+    coerced = _values.stored(ma.InputId(uuid.UUID(int=7)), persisted_input={"flag": 1, "n": 1})
+    assert state == coerced  # what `==` cannot tell
+    assert kit.identical(same, state)
+    assert not kit.identical(coerced, state)
+    assert kit.identical([same, same], [state, state])
+    assert not kit.identical([same, coerced], [state, state])
+    assert not kit.identical((same,), [state])
+    assert kit.identical(float("inf"), float("inf"))
+    assert not kit.identical(-0.0, 0.0)

@@ -651,49 +651,81 @@ def identical(got: object, want: object) -> bool:
     """
     if got is want:
         return True
-    kind: type[Any] = type(want)
+    kind = type(want)
     if type(got) is not kind:
         return False
     if kind in _PLAIN:
         return bool(got == want)
-    if isinstance(want, float):
-        assert isinstance(got, float)
-        return got == want and math.copysign(1.0, got) == math.copysign(1.0, want)
-    if isinstance(want, (str, bytes, int, Enum, uuid.UUID)) or want is None:
-        return bool(got == want)
-    if isinstance(want, datetime):
-        assert isinstance(got, datetime)
-        return got == want and got.utcoffset() == want.utcoffset()
-    if isinstance(want, Mapping):
-        assert isinstance(got, Mapping)
-        if len(got) != len(want):
-            return False
-        keys = {_key_identity(k) for k in want}
-        if {_key_identity(k) for k in got} != keys:
-            return False
-        return all(identical(got[k], want[k]) for k in want)
-    if isinstance(want, (tuple, list)):
-        assert isinstance(got, (tuple, list))
-        if len(got) != len(want):
-            return False
-        return all(identical(a, b) for a, b in zip(got, want, strict=True))
-    if dataclasses.is_dataclass(want):
-        return all(identical(getattr(got, f), getattr(want, f)) for f in _field_names(kind))
-    return bool(got == want)
+    compare = _COMPARERS.get(kind)
+    if compare is None:
+        compare = _COMPARERS[kind] = _comparer(kind)
+    return compare(got, want)
 
 
 _PLAIN = frozenset({str, bytes, int, bool, type(None)})
 """Types whose `==` already compares every detail (the common leaves)."""
 
 
-_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+_COMPARERS: dict[type[Any], Callable[[Any, Any], bool]] = {}
+"""How `identical` compares two values of one type (not of `_PLAIN`), by
+type: decided once per type, as the checks run on every read."""
 
 
-def _field_names(kind: type[Any]) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(kind)
-    if names is None:
-        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
-    return names
+def _comparer(kind: type[Any]) -> Callable[[Any, Any], bool]:
+    """How `identical` compares two values, both of type `kind`."""
+    if issubclass(kind, float):
+        return _same_float
+    if issubclass(kind, (str, bytes, int, Enum, uuid.UUID)):
+        return _equal
+    if issubclass(kind, datetime):
+        return _same_instant_and_zone
+    if issubclass(kind, Mapping):
+        return _same_mapping
+    if issubclass(kind, (tuple, list)):
+        return _same_items
+    if dataclasses.is_dataclass(kind):
+        return partial(_same_fields, tuple(f.name for f in dataclasses.fields(kind)))
+    return _equal
+
+
+def _equal(got: Any, want: Any) -> bool:
+    return bool(got == want)
+
+
+def _same_float(got: float, want: float) -> bool:
+    return got == want and math.copysign(1.0, got) == math.copysign(1.0, want)
+
+
+def _same_instant_and_zone(got: datetime, want: datetime) -> bool:
+    return got == want and got.utcoffset() == want.utcoffset()
+
+
+def _same_mapping(got: Mapping[Any, Any], want: Mapping[Any, Any]) -> bool:
+    if len(got) != len(want):
+        return False
+    if {_key_identity(k) for k in got} != {_key_identity(k) for k in want}:
+        return False
+    return all(_leaf_or_identical(got[k], want[k]) for k in want)
+
+
+def _same_items(got: Sequence[Any], want: Sequence[Any]) -> bool:
+    if len(got) != len(want):
+        return False
+    return all(_leaf_or_identical(a, b) for a, b in zip(got, want, strict=True))
+
+
+def _same_fields(names: tuple[str, ...], got: object, want: object) -> bool:
+    return all(_leaf_or_identical(getattr(got, n), getattr(want, n)) for n in names)
+
+
+def _leaf_or_identical(got: object, want: object) -> bool:
+    """`identical(got, want)`, without a further call for the common leaves."""
+    kind = type(want)
+    if type(got) is not kind:
+        return False
+    if kind in _PLAIN:
+        return bool(got == want)
+    return identical(got, want)
 
 
 def _key_identity(key: object) -> tuple[type, object]:
@@ -1151,6 +1183,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         self._written: set[LogicalRuntimeId] = set()
         self._full_check_due = True
         self._failed = False
+        # The steps of many values already taken in this test case.
+        self._once: set[str] = set()
         try:
             self.bridge: TrioBridge[RuntimeStore] = TrioBridge(self._open)
             self.authority_key = self._check_authority_key(None)
@@ -1459,6 +1493,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 f"persist_input_state({runtime_id!r}, ...) cancelled, then again: {problem}"
             )
 
+    @precondition(lambda self: "many_input_states" not in self._once)
     @rule(count=st.integers(101, 160), first=st.integers(0, 2**128 - 1), retire=st.booleans())
     def many_input_states(self, count: int, first: int, retire: bool) -> None:
         """One `atomic_apply` with `count` (101 to 160) finished input states
@@ -1468,7 +1503,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         `retire_input_payloads` of all of them (or its `IN (...)` lists) and
         the same read. Then the runtime is destroyed and purged (with the
         retention capability), so the invariant need not read them all after
-        every later step."""
+        every later step. At most once per test case, as are the other steps
+        of many values (`many_receipts`, `many_runtimes`, `retire_many_ids`):
+        their defects show the first time, and each costs as much as a dozen
+        other steps."""
+        self._once.add("many_input_states")
         runtime_id = _MANY_INPUTS
         step = 2**128 // count
         states = [
@@ -1495,7 +1534,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             self.check("commit_machine_lifecycle", runtime_id, ending, [])
             self.check("purge_runtime", runtime_id)
 
-    @precondition(lambda self: self.capabilities.retention)
+    @precondition(lambda self: self.capabilities.retention and "many_receipts" not in self._once)
     @rule(count=st.integers(101, 130), run=st.sampled_from(RUN_IDS), tasks=st.integers(4, 16))
     def many_receipts(self, count: int, run: RunId, tasks: int) -> None:
         """`count` (101 to 130) receipts of one run in a runtime of its own,
@@ -1503,7 +1542,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         `load_boundary_receipts` (in sequence order, every one: a backend
         that pages by 100, or by any smaller size, shows it), then the
         runtime destroyed and purged, so that the invariant need not read
-        them all after every later step."""
+        them all after every later step. At most once per test case."""
+        self._once.add("many_receipts")
         runtime_id = _MANY_RECEIPTS
         receipts = [
             RunBoundaryReceipt(
@@ -1542,9 +1582,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         self.check("commit_machine_lifecycle", runtime_id, ending, [])
         self.check("purge_runtime", runtime_id)
 
-    _many_runtimes_done = False
-
-    @precondition(lambda self: self.capabilities.retention and not self._many_runtimes_done)
+    @precondition(lambda self: self.capabilities.retention and "many_runtimes" not in self._once)
     @rule(extra=st.integers(0, 9), tasks=st.integers(16, 64))
     def many_runtimes(self, extra: int, tasks: int) -> None:
         """101 + `extra` runtimes of their own (`many-runtimes-0`, ...), each
@@ -1560,7 +1598,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         the step, they cost the invariant nothing. At most once per test
         case: the defects show the first time, and the step costs as much
         as a dozen others."""
-        self._many_runtimes_done = True
+        self._once.add("many_runtimes")
         runtimes = [LogicalRuntimeId(f"many-runtimes-{n}") for n in range(_MANY_RUNTIMES + extra)]
         ending = machine_transition(RuntimeState.STOPPED, RuntimeState.DESTROYED)
         self._all_at_once("commit_machine_lifecycle", [(r, ending, []) for r in runtimes], tasks)
@@ -2463,7 +2501,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         # Again: retiring what is retired already is allowed, and a no-op.
         self.check("retire_input_payloads", runtime_id, ids)
 
-    @precondition(lambda self: self.capabilities.retention)
+    @precondition(lambda self: self.capabilities.retention and "retire_many_ids" not in self._once)
     @rule(
         runtime_id=pool_runtime_ids,
         shell=_terminal_states,
@@ -2482,7 +2520,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         (`NotRetirable`), or 1,000 distinct ids the runtime does not hold
         (`NotFound`: the first of them); then `load_input_states`. A backend
         that refuses a long list, checks or retires only the first 999 ids,
-        or commits them in chunks, shows it."""
+        or commits them in chunks, shows it. At most once per test case."""
+        self._once.add("retire_many_ids")
         others = [i for i in INPUT_IDS if i != shell.state.input_id]
         first, again, third = shell.state.input_id, others[0], others[1]
         retired = StoredInputState(
@@ -2684,13 +2723,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         self.bridge.call(store.checkpoint)
         self._full_check_due = True
 
-    _checkpoint_during_writes_done = False
-
     @precondition(
         lambda self: (
             self.capabilities.durable
             and isinstance(self.bridge.resource, _Checkpointable)
-            and not self._checkpoint_during_writes_done
+            and "checkpoint_during_writes" not in self._once
         )
     )
     @rule(
@@ -2720,7 +2757,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         its log loses the writes made meanwhile (SPEC §6: a checkpoint drops
         only the log it covers). At most once per test case: with the
         restart, the step costs as much as a few others."""
-        self._checkpoint_during_writes_done = True
+        self._once.add("checkpoint_during_writes")
         made: list[str] = []
         problems: list[str] = []
 
@@ -2802,15 +2839,24 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         self._full_check_due = True
         self._check_authority_key(self.authority_key)
 
-    @precondition(lambda self: self.capabilities.durable and self.location is not None)
+    @precondition(
+        lambda self: (
+            self.capabilities.durable
+            and self.location is not None
+            and "open_elsewhere" not in self._once
+        )
+    )
     @rule()
     def open_elsewhere(self) -> None:
         """Close the store; open it through a symbolic link to its location,
         through a path with `..` in it and through a path relative to the
         working directory (the same store: `auth_authority_key()` must be the
-        same, since it names the *resolved* location, SPEC §3); then open a new store at
-        another, empty location (a different key, and nothing in it: stores
-        at two locations share nothing); then reopen the store."""
+        same, since it names the *resolved* location, SPEC §3); then open a
+        new store at another, empty location (a different key, and nothing in
+        it: stores at two locations share nothing); then reopen the store. At
+        most once per test case: its five opens cost as much as a dozen other
+        steps."""
+        self._once.add("open_elsewhere")
         location = self.location
         assert location is not None
         opener = type(self).open_store_at
