@@ -1257,25 +1257,35 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         backend must accept both."""
         self.note_sent(args)
         expected = _expected(self.model, self.capabilities, name, args, kwargs)
-        store = self.bridge.resource
+        self._check_against(expected, name, args, kwargs)
+
+    def _check_against(
+        self,
+        expected: _Outcome,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        shown: str | None = None,
+    ) -> None:
+        """`check`'s call and comparison, with the model's answer given (the
+        model has run already); `shown` replaces the arguments in a message."""
         self._calls += 1
         by_name = self._calls % 2 == 0
         call_args, call_kwargs = _by_name(name, args, kwargs) if by_name else (args, kwargs)
-        call = partial(_store_outcome, getattr(store, name), *call_args, **call_kwargs)
+        call = partial(
+            _store_outcome, getattr(self.bridge.resource, name), *call_args, **call_kwargs
+        )
         actual = self.bridge.call(call)
+        described = name + (shown if shown is not None else _args_repr(call_args, call_kwargs))
         if not actual.same_as(expected):
             self._failed = True
-            raise AssertionError(
-                f"{name}{_args_repr(call_args, call_kwargs)}: the store {actual!r},"
-                f" the model {expected!r}"
-            )
+            raise AssertionError(f"{described}: the store {actual!r}, the model {expected!r}")
         if actual.error is not None and expected.error is not None:
             problem = _message_problem(self.model, name, args, actual.error, expected.error)
             if problem is not None:
                 self._failed = True
                 raise AssertionError(
-                    f"{name}{_args_repr(call_args, call_kwargs)}: the store {actual!r},"
-                    f" as the model does, but {problem} (SPEC §5)"
+                    f"{described}: the store {actual!r}, as the model does, but {problem} (SPEC §5)"
                 )
 
     def note_sent(self, args: tuple[Any, ...]) -> None:
@@ -2554,21 +2564,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             "retire_input_payloads",
             (runtime_id, list(dict.fromkeys(ids))),
         )
-        self._calls += 1
-        call_args, call_kwargs = (
-            _by_name("retire_input_payloads", args, {}) if self._calls % 2 == 0 else (args, {})
+        shown = (
+            f"({_readable(runtime_id)}, [{_readable(first)}]"
+            f" + [{_readable(again)}] * {repeats} + {described})"
         )
-        store = self.bridge.resource
-        actual = self.bridge.call(
-            partial(_store_outcome, store.retire_input_payloads, *call_args, **call_kwargs)
-        )
-        if not actual.same_as(expected):
-            self._failed = True
-            raise AssertionError(
-                f"retire_input_payloads({_readable(runtime_id)}, [{_readable(first)}]"
-                f" + [{_readable(again)}] * {repeats} + {described}):"
-                f" the store {actual!r}, the model {expected!r}"
-            )
+        self._check_against(expected, "retire_input_payloads", args, {}, shown)
         self.check("load_input_states", runtime_id)
 
     @rule(runtime_id=pool_runtime_ids)
@@ -2798,12 +2798,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 if problems
                 else f"checkpoint() while another task wrote: {checkpointed!r}"
             )
-        if self.capabilities.crash_safe:
-            self.crash_and_reopen()
-            restart = "a crash and a reopen"
-        else:
-            self.reopen()
-            restart = "a reopen"
+        restart = self._restart()  # a durable store: a crash or a reopen
         # What the writes wrote (the invariant, due in full after a restart,
         # then reads the rest).
         reads: list[tuple[str, tuple[Any, ...]]] = [
