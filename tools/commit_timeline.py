@@ -1,8 +1,8 @@
 """Where one durable commit's time goes, at one task (issue 12, target 5).
 
-    python tools/commit_timeline.py [COMMITS]
+    python tools/commit_timeline.py [COMMITS] [SESSION_BYTES]
 
-Commits bench-shaped writes (4 KiB sessions) one at a time on a durable
+Commits bench-shaped writes (4 KiB sessions unless told) one at a time on a durable
 store and stamps each: the call, the writer task waking, the worker thread
 starting and ending its append (frame, write, fdatasync), the writer
 resuming after it, the writer answering, the caller resuming. Prints the
@@ -67,12 +67,12 @@ SPANS = (
 )
 
 
-async def main(commits: int) -> None:
+async def main(commits: int, size: int) -> None:
     _writer.Writer._append = _wrap_append(_writer.Writer._append)  # type: ignore[method-assign]
     _writer.Writer._commit = _wrap_commit(_writer.Writer._commit)  # type: ignore[method-assign]
     _writer.run_in_thread = _wrap_thread(_writer.run_in_thread)
-    pool = write_pool("commit-4096", commits)
-    session = sessions("bench", 1, 4096)[0]
+    pool = write_pool(f"commit-{size}", commits)
+    session = sessions("bench", 1, size)[0]
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as directory:
         async with ma.open_store(directory + "/store") as store:
@@ -95,4 +95,8 @@ async def main(commits: int) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 1500)
+    trio.run(
+        main,
+        int(sys.argv[1]) if len(sys.argv) > 1 else 1500,
+        int(sys.argv[2]) if len(sys.argv) > 2 else 4096,
+    )
