@@ -12,6 +12,7 @@ implements the `RuntimeStore` protocol of the Meerkat agent runtime.
 
 from ._actor import ActorStore, open_store
 from ._errors import (
+    CommitOutcomeUnknown,
     CorruptStore,
     Internal,
     InvalidTransition,
@@ -32,6 +33,7 @@ from ._errors import (
 )
 from ._front import StoreStatistics
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from ._postgres import PostgresStore, open_postgres_store
 from ._protocol import RuntimeStore
 from ._session_codec import MeerkatSessionCodec, SessionCodec
 from ._sqlite import SqliteStore, open_sqlite_store
@@ -60,6 +62,7 @@ __all__ = [
     "LIFECYCLE_TRANSITIONS",
     "UNCHECKED",
     "ActorStore",
+    "CommitOutcomeUnknown",
     "CorruptStore",
     "InputAbandonReason",
     "InputDurability",
@@ -78,6 +81,7 @@ __all__ = [
     "NotFound",
     "NotRetirable",
     "PersistedOpsSnapshot",
+    "PostgresStore",
     "ReadFailed",
     "ReceiptConflict",
     "RunApplyBoundary",
@@ -102,6 +106,7 @@ __all__ = [
     "UnsupportedFormat",
     "WriteFailed",
     "machine_transition",
+    "open_postgres_store",
     "open_sqlite_store",
     "open_store",
 ]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._types import InputLifecycleState, RuntimeState
 
 __all__ = [
+    "CommitOutcomeUnknown",
     "CorruptStore",
     "Internal",
     "InvalidTransition",
@@ -242,6 +243,14 @@ def _lifecycle_conflict(
 class StoreLocked(WriteFailed):
     """Opening a durable store found its directory locked by another open
     store, in this process or another. The message names the directory."""
+
+
+class CommitOutcomeUnknown(WriteFailed):
+    """The PostgreSQL store lost its connection while COMMIT was on its way:
+    the server may have committed the write or not, and no one can say
+    which until it is read back (for `atomic_apply`, look its receipt up
+    with `load_boundary_receipt`; the write either is there whole or is not
+    there at all). Every other `WriteFailed` means nothing was written."""
 
 
 class StorePoisoned(WriteFailed):
