@@ -12,10 +12,10 @@ and `open_postgres_store` without the `postgres` extra raises an
 `ImportError` that says what to install.
 
 Rule 3: a call that started runs to its end. Every database call runs in a
-worker thread (`trio.to_thread.run_sync`, never abandoned), limited to the
-pool's size; a call cancelled while it waits for a thread never reached the
-database, and one cancelled after that commits or rolls back before the
-caller hears of the cancellation. PostgreSQL's waits are bounded by
+worker thread (`_util.run_in_thread`, never abandoned), at most the pool's
+size at once (a `trio.CapacityLimiter`); a call cancelled while it waits
+for the limiter never reached the database, and one cancelled after that
+commits or rolls back before the caller hears of the cancellation. PostgreSQL's waits are bounded by
 `lock_timeout` (for the runtime's lock) and the pool's `connect_timeout`.
 
 Theory of operation. Calls of one handle run concurrently, each in its own
@@ -33,6 +33,7 @@ import math
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import trio
@@ -41,6 +42,7 @@ from ._core import Command, Query
 from ._errors import StoreClosed
 from ._front import StoreFront, StoreStatistics
 from ._session_codec import SessionCodec, check_session_codec
+from ._util import run_in_thread
 
 if TYPE_CHECKING:
     from ._postgres_db import Database
@@ -112,7 +114,7 @@ class PostgresStore(StoreFront):
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in a worker thread (at most the pool's size at once).
 
-        Waiting for a thread is cancellable (nothing happened yet); the
+        Waiting for the limiter is cancellable (nothing happened yet); the
         thread, once started, is waited for even if the caller is cancelled.
         """
         if self._closed:
@@ -122,7 +124,8 @@ class PostgresStore(StoreFront):
         if self._running == 1:
             self._idle = trio.Event()
         try:
-            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+            async with self._limiter:
+                return await run_in_thread(partial(fn, *args), "meerkat_actor PostgreSQL call")
         finally:
             self._running -= 1
             if self._running == 0:
@@ -213,8 +216,8 @@ async def open_postgres_store(
         ImportError: psycopg is not installed (the message says what to
             install).
         ReadFailed: the server cannot be reached within `connect_timeout`.
-        NotAStore: the schema holds tables of Meerkat's names but no
-            version table.
+        ReadFailed: (its refinement `NotAStore`) the schema holds tables
+            of Meerkat's names but no version table.
         UnsupportedFormat: the schema's version is newer than this
             package's, or older and `migrate` is false.
 

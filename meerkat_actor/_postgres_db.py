@@ -160,22 +160,44 @@ def _lost(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | PoolTimeout)
 
 
+class _SecondLookup(Exception):
+    """A view limited to one statement was asked for a second one."""
+
+
 @final
 class _View:
-    """One transaction's lookups: the `_core.ReadView` `plan` and the queries use."""
+    """One transaction's lookups: the `_core.ReadView` `plan` and the queries use.
 
-    __slots__ = ("connection", "database")
+    With `single`, the view runs outside a transaction and allows one
+    lookup: one statement is atomic and sees one snapshot on its own, so a
+    query that needs one lookup needs no BEGIN and COMMIT (two round trips
+    fewer). A second lookup raises `_SecondLookup`, and the query is run
+    again inside a transaction.
+    """
 
-    def __init__(self, database: Database, connection: psycopg.Connection[Any]) -> None:
+    __slots__ = ("connection", "database", "single", "used")
+
+    def __init__(
+        self, database: Database, connection: psycopg.Connection[Any], *, single: bool = False
+    ) -> None:
         self.database = database
         self.connection = connection
+        self.single = single
+        self.used = False
+
+    def _execute(self, statement: str, params: tuple[object, ...]) -> psycopg.Cursor[Any]:
+        if self.single:
+            if self.used:
+                raise _SecondLookup
+            self.used = True
+        return self.connection.execute(statement, params)
 
     def _one(self, statement: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = self.connection.execute(statement, params).fetchone()
+        row: tuple[Any, ...] | None = self._execute(statement, params).fetchone()
         return row
 
     def _all(self, statement: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        return self.connection.execute(statement, params).fetchall()
+        return self._execute(statement, params).fetchall()
 
     def auth_oauth_flow_snapshot(self) -> bytes | None:
         row = self._one(self.database.sql["get_oauth"], (OAUTH_ROW_ID,))
@@ -594,8 +616,8 @@ class Database:
         try:
             with self._connection() as connection:
                 try:
-                    connection.execute(self.begin_write)
-                    connection.execute(f"SELECT pg_advisory_xact_lock({lock})")
+                    # One round trip: BEGIN, the settings, the lock.
+                    connection.execute(f"{self.begin_write}; SELECT pg_advisory_xact_lock({lock})")
                     view = _View(self, connection)
                     effects = _core.plan(view, command, codec)
                     for effect in effects:
@@ -681,10 +703,15 @@ class Database:
         runtime_id: LogicalRuntimeId | None,
         work: Callable[[_View], T],
     ) -> T:
-        """Run `work(view)` in one REPEATABLE READ READ ONLY transaction."""
+        """Run `work(view)` as one statement on its own or, if it needs more
+        lookups than one, in one REPEATABLE READ READ ONLY transaction."""
         self.transactions += 1
         try:
             with self._connection() as connection:
+                try:
+                    return work(_View(self, connection, single=True))
+                except _SecondLookup:
+                    pass
                 try:
                     connection.execute(self.begin_read)
                     result = work(_View(self, connection))

@@ -57,7 +57,7 @@ def unwrap_single_exception() -> Iterator[None]:
             del inner, group
 
 
-async def run_in_thread(fn: Callable[[], T]) -> T:
+async def run_in_thread(fn: Callable[[], T], name: str = "meerkat_actor log append") -> T:
     """`await trio.to_thread.run_sync(fn, abandon_on_cancel=False)`, minus its
     thread limiter and its context copy: for the one call a durable store
     makes per group commit, where those cost as much as the hop itself.
@@ -79,6 +79,6 @@ async def run_in_thread(fn: Callable[[], T]) -> T:
     def never(_: Any) -> trio.lowlevel.Abort:
         return trio.lowlevel.Abort.FAILED
 
-    trio.lowlevel.start_thread_soon(fn, deliver, name="meerkat_actor log append")
+    trio.lowlevel.start_thread_soon(fn, deliver, name=name)
     result: T = await trio.lowlevel.wait_task_rescheduled(never)
     return result

@@ -4,7 +4,9 @@
 - the durable actor store, with the reopen, checkpoint and crash rules; a
   second variant checkpoints by size every 4 KiB of log, so snapshots are
   written (and covered segments deleted) in the middle of runs;
-- the SQLite backend, with the reopen and crash rules.
+- the SQLite backend, with the reopen and crash rules;
+- the PostgreSQL store, with the reopen and crash rules, against the
+  session's server (`postgres_dsn` in conftest.py: a throwaway cluster).
 
 Every backend declares every capability. To keep CI near its time budget,
 the SQLite machine runs a quarter of the profile's examples (each of its
@@ -13,9 +15,13 @@ actor store's) and the small-checkpoint variant half. Run deeper with
 `HYPOTHESIS_PROFILE=deep python -m pytest stateful_tests/test_backends.py`.
 """
 
+import hashlib
+import os
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import ClassVar
 
+import psycopg
 import pytest
 from hypothesis import settings
 
@@ -61,3 +67,44 @@ TestSqliteStore.settings = settings(max_examples=max(10, settings.default.max_ex
 TestDurableStoreSmallCheckpoints.settings = settings(
     max_examples=max(10, settings.default.max_examples // 4)
 )
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+#
+# One server for the session (the `postgres_dsn` fixture); each location the
+# machine opens is a schema of its own, named after the resolved path (so the
+# same location through a symbolic link is the same store, as the kit's
+# `open_elsewhere` rule requires), dropped when the test case ends.
+
+
+def _postgres_schema(location: Path) -> str:
+    digest = hashlib.sha256(os.path.realpath(location).encode()).hexdigest()
+    return "kit_" + digest[:24]
+
+
+class PostgresStoreMachine(RuntimeStoreMachine):
+    capabilities = Capabilities(durable=True, crash_safe=True)
+    schemas: ClassVar[set[str]] = set()
+
+    @staticmethod
+    def open_store_at(location: Path) -> AbstractAsyncContextManager[ma.RuntimeStore]:
+        schema = _postgres_schema(location)
+        PostgresStoreMachine.schemas.add(schema)
+        return ma.open_postgres_store(os.environ["MEERKAT_TEST_POSTGRES_DSN"], schema=schema)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            dropped = sorted(PostgresStoreMachine.schemas)
+            PostgresStoreMachine.schemas.clear()
+            if dropped:
+                with psycopg.connect(os.environ["MEERKAT_TEST_POSTGRES_DSN"]) as connection:
+                    for schema in dropped:
+                        connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+TestPostgresStore = pytest.mark.usefixtures("postgres_dsn")(PostgresStoreMachine.TestCase)
+# A quarter, as SQLite (each call is a thread hop and a few round trips to
+# the server).
+TestPostgresStore.settings = settings(max_examples=max(10, settings.default.max_examples // 4))
