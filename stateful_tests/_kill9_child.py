@@ -5,7 +5,9 @@
 Opens a store and writes `ready`: with BACKEND `actor`, the durable actor
 store in the directory LOCATION, checkpointing every CHECKPOINT_BYTES of log;
 with `sqlite`, the SQLite store in the file LOCATION (CHECKPOINT_BYTES is
-ignored: SQLite checkpoints its WAL itself). Then it runs TASKS trio tasks.
+ignored: SQLite checkpoints its WAL itself); with `postgres`, the PostgreSQL
+store in a schema named after LOCATION on `$MEERKAT_TEST_POSTGRES_DSN`'s
+server (CHECKPOINT_BYTES ignored). Then it runs TASKS trio tasks.
 Task `t` performs the operations `_workload.plan(SEED, GENERATION, t)` yields,
 one after the other, forever, and reports each on stdout, one `write(2)` per
 line, so a SIGKILL never leaves half a line behind another:
@@ -21,10 +23,9 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import AbstractAsyncContextManager
 
 import trio
-from _workload import plan
+from _workload import open_location, plan
 
 import meerkat_actor as ma
 
@@ -44,19 +45,10 @@ async def _task(store: ma.RuntimeStore, seed: int, generation: int, task: int) -
         _say(f"ack {task} {index}")
 
 
-def _open(
-    backend: str, location: str, checkpoint: int
-) -> AbstractAsyncContextManager[ma.RuntimeStore]:
-    if backend == "sqlite":
-        return ma.open_sqlite_store(location)
-    assert backend == "actor", backend
-    return ma.open_store(location, checkpoint_bytes=checkpoint)
-
-
 async def main(
     backend: str, location: str, seed: int, generation: int, tasks: int, checkpoint: int
 ) -> None:
-    async with _open(backend, location, checkpoint) as store:
+    async with open_location(backend, location, checkpoint) as store:
         _say("ready")
         async with trio.open_nursery() as nursery:
             for task in range(tasks):

@@ -24,11 +24,14 @@ arguments, and by the fault injection tests.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,6 +61,23 @@ _KINDS = (
     "purge_runtime",
 )
 _WEIGHTS = (40, 25, 15, 15, 2, 5, 8, 3, 3, 6)
+
+
+def open_location(
+    backend: str, location: str, checkpoint_bytes: int | None = None
+) -> AbstractAsyncContextManager[ma.RuntimeStore]:
+    """The store of a kill -9 chain: `actor` (the directory `location`),
+    `sqlite` (the file `location`) or `postgres` (a schema named after
+    `location`, on the server of `$MEERKAT_TEST_POSTGRES_DSN`)."""
+    if backend == "sqlite":
+        return ma.open_sqlite_store(location)
+    if backend == "postgres":
+        schema = "k9_" + hashlib.sha256(location.encode()).hexdigest()[:24]
+        return ma.open_postgres_store(os.environ["MEERKAT_TEST_POSTGRES_DSN"], schema=schema)
+    assert backend == "actor", backend
+    if checkpoint_bytes is None:
+        return ma.open_store(location)
+    return ma.open_store(location, checkpoint_bytes=checkpoint_bytes)
 
 
 def runtime_id(generation: int, task: int) -> ma.LogicalRuntimeId:

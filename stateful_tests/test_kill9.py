@@ -49,7 +49,7 @@ from typing import Any
 
 import pytest
 import trio
-from _workload import Operation, Read, plan, reads_for, runtime_id
+from _workload import Operation, Read, open_location, plan, reads_for, runtime_id
 
 import meerkat_actor as ma
 from meerkat_actor.testing import ReferenceModel
@@ -63,6 +63,7 @@ PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 SCALE = {
     "actor": {"ci": (5, 10), "deep": (5, 20)}.get(PROFILE, (1, 10)),
     "sqlite": {"ci": (2, 5), "deep": (5, 20)}.get(PROFILE, (1, 5)),
+    "postgres": {"ci": (2, 5), "deep": (5, 20)}.get(PROFILE, (1, 5)),
 }
 BASE_SEED = int(os.environ.get("KILL9_SEED") or random.SystemRandom().randrange(2**32))
 READY_TIMEOUT = 30.0
@@ -161,9 +162,7 @@ def store_location(backend: str, tmp_path: Path) -> Path:
 
 
 def open_backend(backend: str, location: Path) -> AbstractAsyncContextManager[ma.RuntimeStore]:
-    if backend == "sqlite":
-        return ma.open_sqlite_store(location)
-    return ma.open_store(location)
+    return open_location(backend, str(location))
 
 
 def describe_difference(reads: list[Read], got: list[Any], expected: list[Any]) -> str:
@@ -294,11 +293,13 @@ def totals() -> Iterator[dict[str, Totals]]:
     for backend, seen in found.items():
         if not seen.kills:
             continue
-        artifacts = (
-            f"{seen.wal_left} kills left a WAL to recover"
-            if backend == "sqlite"
-            else f"{seen.mid_checkpoint} kills interrupted a checkpoint;"
-            f" {seen.torn_tails} torn writes repaired"
+        artifacts = {
+            "sqlite": f"{seen.wal_left} kills left a WAL to recover",
+            "postgres": "the server rolled back every transaction a kill cut off",
+        }.get(
+            backend,
+            f"{seen.mid_checkpoint} kills interrupted a checkpoint;"
+            f" {seen.torn_tails} torn writes repaired",
         )
         print(
             f"\nkill -9, {backend} store (seed {BASE_SEED}): {seen.kills} kills"
@@ -319,7 +320,10 @@ def test_kill9_recovers_exactly_the_acknowledged_writes(
     totals: dict[str, Totals],
     caplog: pytest.LogCaptureFixture,
     record_property: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if backend == "postgres":
+        request.getfixturevalue("postgres_dsn")  # the server, for parent and children
     found = totals[backend]
     with caplog.at_level(logging.WARNING, logger="meerkat_actor"):
         run_chain(backend, chain, tmp_path, found)
