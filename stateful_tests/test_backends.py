@@ -11,7 +11,7 @@
 Every backend declares every capability. To keep CI near its time budget,
 the SQLite machine runs a quarter of the profile's examples (each of its
 reads is a worker-thread round trip: an example costs about ten times the
-actor store's) and the small-checkpoint variant half; the PostgreSQL machine
+actor store's), and so does the small-checkpoint variant; the PostgreSQL machine
 an eighth. Run deeper with
 `HYPOTHESIS_PROFILE=deep python -m pytest stateful_tests/test_backends.py`.
 """
