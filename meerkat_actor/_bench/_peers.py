@@ -17,11 +17,14 @@ The peers: `actor` (`open_store(dir)`, durable, default settings), `sqlite`
 `sqlite3-loop` (SQLite's best case: a plain `sqlite3` loop in a worker
 thread, `_sqlite_loop`; it is no `BenchStore`, and runs the durable-commit
 workloads at one task only), `memory` (`open_store()`, the same actor
-without a disk) and `dict` (`DictStore`).
+without a disk), `postgres` (`open_postgres_store(dsn)`, a schema of its own
+per row on a server the bench starts, `synchronous_commit=on`; only where
+psycopg and PostgreSQL's binaries are installed) and `dict` (`DictStore`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -33,15 +36,26 @@ from .._actor import ActorStore, open_store
 from .._errors import ReceiptConflict, SessionKeyMismatch, WriteFailed
 from .._front import StoreStatistics
 from .._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from .._postgres import open_postgres_store
 from .._session_codec import MeerkatSessionCodec
 from .._sqlite import open_sqlite_store
 from .._types import RunBoundaryReceipt, SessionDelta, StoredInputState
 from ._sqlite_loop import LOOP
 
-__all__ = ["PEERS", "BenchStore", "DictStore", "open_peer", "statistics"]
+__all__ = [
+    "PEERS",
+    "POSTGRES",
+    "BenchStore",
+    "DictStore",
+    "open_peer",
+    "postgres_schema",
+    "statistics",
+]
 
 #: Every peer, in the order tables list them.
-PEERS: Final = ("actor", "sqlite", LOOP, "memory", "dict")
+PEERS: Final = ("actor", "sqlite", LOOP, "postgres", "memory", "dict")
+#: The peer that needs a PostgreSQL server (`open_peer(..., postgres=dsn)`).
+POSTGRES: Final = "postgres"
 #: The durable peers (the ones a recovery can reopen).
 DURABLE: Final = ("actor", "sqlite")
 
@@ -157,11 +171,31 @@ class DictStore:
             return self._oauth
 
 
+def postgres_schema(directory: str) -> str:
+    """The schema of the `postgres` peer's store for a row's `directory`."""
+    return "bench_" + hashlib.sha256(directory.encode()).hexdigest()[:20]
+
+
 @asynccontextmanager
-async def open_peer(peer: str, directory: str) -> AsyncIterator[BenchStore]:
+async def open_peer(
+    peer: str, directory: str, *, postgres: str | None = None
+) -> AsyncIterator[BenchStore]:
     """Open a fresh, empty store of kind `peer`; durable ones live in `directory`
-    (which must not exist yet, or be empty)."""
-    if peer == "actor":
+    (which must not exist yet, or be empty), the `postgres` one in a new
+    schema named after it on the server of the connection string `postgres`
+    (dropped afterwards)."""
+    if peer == POSTGRES:
+        if postgres is None:
+            raise ValueError("the postgres peer needs a server: pass postgres=DSN")
+        schema = postgres_schema(directory)
+        try:
+            async with open_postgres_store(postgres, schema=schema, max_connections=16) as store:
+                yield store
+        finally:
+            drop = _drop_schema()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(drop, postgres, schema)
+    elif peer == "actor":
         async with open_store(os.path.join(directory, "actor")) as actor:
             yield actor
     elif peer == "sqlite":
@@ -179,6 +213,12 @@ async def open_peer(peer: str, directory: str) -> AsyncIterator[BenchStore]:
         raise ValueError(f"{LOOP} is not a store: it runs its own loop (_sqlite_loop)")
     else:
         raise ValueError(f"unknown peer {peer!r}; peers are {', '.join(PEERS)}")
+
+
+def _drop_schema() -> Callable[[str, str], None]:
+    from .._postgres_db import drop_schema  # noqa: PLC0415 - psycopg is an optional extra
+
+    return drop_schema
 
 
 def statistics(store: BenchStore) -> StoreStatistics | None:

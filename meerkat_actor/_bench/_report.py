@@ -28,6 +28,8 @@ PEER_TITLES: Final = {
     "sqlite": 'open_sqlite_store(file, synchronous="FULL"): the SQLite backend, durable',
     LOOP: "a plain sqlite3 loop in one worker thread, no trio (WAL, synchronous=FULL, the"
     " backend's rows): SQLite's best case; the commits at 1 task only",
+    "postgres": 'open_postgres_store(dsn, synchronous_commit="on"): the PostgreSQL store, on a'
+    " local server the bench starts (a Unix socket)",
     "memory": "open_store(): the actor store in memory",
     "dict": "dicts behind a trio.Lock, in memory: the naive baseline",
 }
@@ -475,6 +477,7 @@ def table(report: Report) -> str:
         + _load(machine.get("load_average_at_start"))
         + ", at end "
         + _load(machine.get("load_average_at_end")),
+        *([f"postgres: {machine['postgres']}"] if "postgres" in machine else []),
         "peers:",
         *(f"  {peer:<{width}} {PEER_TITLES[peer]}" for peer in report.peers),
     ]
@@ -563,6 +566,7 @@ def write_plot(report: Report, path: str) -> None:
         "memory": {"marker": "^", "color": "tab:green", "linestyle": "--"},
         "dict": {"marker": "v", "color": "tab:gray", "linestyle": ":"},
         LOOP: {"marker": "D", "color": "tab:red", "linestyle": "none"},
+        "postgres": {"marker": "P", "color": "tab:purple"},
     }
     tasks = sorted({r.tasks for r in report.throughput})
     for axis, (workload, title) in zip(axes.flat, WORKLOADS.items(), strict=True):

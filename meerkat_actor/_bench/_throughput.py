@@ -27,9 +27,11 @@ apart (and of each read method), from the item each call ran.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Final
@@ -37,10 +39,11 @@ from typing import Any, Final
 import trio
 
 from .._ids import InputId, RunId
+from .._pgcluster import TemporaryCluster, find_binaries
 from .._sqlite import open_sqlite_store
 from ._measure import BenchFailure, Timed, drive, heartbeat, percentile
 from ._payloads import Session, Write, oauth_counter, oauth_increment, sessions, write_pool
-from ._peers import PEERS, BenchStore, open_peer, statistics
+from ._peers import PEERS, POSTGRES, BenchStore, open_peer, statistics
 from ._results import WORKLOADS, ThroughputRow
 from ._settings import Settings
 from ._sqlite_loop import FILE_NAME, LOOP, LOOP_TASKS, LOOP_WORKLOADS, SqliteLoop
@@ -203,6 +206,7 @@ async def _row(
     seconds: float,
     prepared: Prepared | None,
     items: int,
+    postgres: str | None = None,
 ) -> ThroughputRow:
     if peer == LOOP:
         if prepared is None or tasks != LOOP_TASKS:
@@ -210,7 +214,14 @@ async def _row(
         measured = await _loop_row(name, directory, seconds, prepared, items)
     else:
         measured = await _store_row(
-            name, peer, tasks, directory=directory, seconds=seconds, prepared=prepared, items=items
+            name,
+            peer,
+            tasks,
+            directory=directory,
+            seconds=seconds,
+            prepared=prepared,
+            items=items,
+            postgres=postgres,
         )
     timed = measured.timed
     ops = len(timed.latencies)
@@ -305,9 +316,10 @@ async def _store_row(
     seconds: float,
     prepared: Prepared | None,
     items: int,
+    postgres: str | None,
 ) -> _Measured:
     row = _Row(tasks)
-    async with open_peer(peer, directory) as store:
+    async with open_peer(peer, directory, postgres=postgres) as store:
         call: Callable[[int, int], Awaitable[None]]
         if prepared is None:  # the OAuth workload: no payload but the updater
             await store.update_auth_oauth_flow_snapshot(oauth_increment)
@@ -346,7 +358,7 @@ async def _store_row(
         fsyncs = (after.fsyncs - before.fsyncs) / writes if writes else 0.0
         checkpoints = after.checkpoints - before.checkpoints
         largest_batch = after.largest_batch
-    elif peer != "sqlite":
+    elif peer not in ("sqlite", POSTGRES):  # the databases do not count theirs
         fsyncs = 0.0
     return _Measured(timed, writes, worst_lag, worst_gc, fsyncs, checkpoints, largest_batch)
 
@@ -377,10 +389,64 @@ def with_ratios(rows: list[ThroughputRow]) -> list[ThroughputRow]:
     ]
 
 
+@asynccontextmanager
+async def postgres_server(
+    progress: Callable[[str], None], notes: dict[str, object]
+) -> AsyncIterator[str | None]:
+    """A PostgreSQL server for the `postgres` peer: `$MEERKAT_BENCH_POSTGRES_DSN`,
+    or a throwaway cluster started for the run (`_pgcluster`), or `None` when
+    psycopg or the server's binaries are missing (`notes["postgres"]` says
+    which server, or why there is none)."""
+    configured = os.environ.get("MEERKAT_BENCH_POSTGRES_DSN")
+    if configured:
+        notes["postgres"] = "the server of $MEERKAT_BENCH_POSTGRES_DSN"
+        yield configured
+        return
+    if (
+        importlib.util.find_spec("psycopg") is None
+        or importlib.util.find_spec("psycopg_pool") is None
+    ):
+        notes["postgres"] = (
+            "skipped: psycopg is not installed (pip install 'meerkat_actor[postgres]')"
+        )
+        progress(f"postgres peer {notes['postgres']}")
+        yield None
+        return
+    bindir = find_binaries()
+    if bindir is None:
+        notes["postgres"] = "skipped: no PostgreSQL server binaries (initdb, pg_ctl) found"
+        progress(f"postgres peer {notes['postgres']}")
+        yield None
+        return
+    progress(f"postgres: starting a throwaway cluster ({bindir})")
+    cluster = TemporaryCluster(bindir)
+    try:
+        await trio.to_thread.run_sync(cluster.start)
+        notes["postgres"] = (
+            f"a throwaway cluster of {bindir} on a Unix socket in {cluster.directory},"
+            " default settings (fsync on)"
+        )
+        yield cluster.dsn
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(cluster.remove)
+
+
 async def run_throughput(
-    settings: Settings, workdir: str, progress: Callable[[str], None]
+    settings: Settings,
+    workdir: str,
+    progress: Callable[[str], None],
+    notes: dict[str, object] | None = None,
 ) -> list[ThroughputRow]:
-    """Every workload, concurrency and peer; rows in that order, with ratios."""
+    """Every workload, concurrency and peer; rows in that order, with ratios.
+    `notes` gets the PostgreSQL server's description (`postgres_server`)."""
+    async with postgres_server(progress, {} if notes is None else notes) as postgres:
+        return await _run_throughput(settings, workdir, progress, postgres)
+
+
+async def _run_throughput(
+    settings: Settings, workdir: str, progress: Callable[[str], None], postgres: str | None
+) -> list[ThroughputRow]:
     most = max(settings.tasks)
     preparations: dict[str, tuple[Callable[[], Prepared | None], int]] = {
         "commit_4k": (
@@ -411,6 +477,8 @@ async def run_throughput(
                 for peer in PEERS:
                     if peer == LOOP and (name not in LOOP_WORKLOADS or tasks != LOOP_TASKS):
                         continue  # a loop is sequential; it runs the commits only
+                    if peer == POSTGRES and postgres is None:
+                        continue  # no server (`postgres_server` said why)
                     progress(f"{name}: {peer}, {tasks} task{'s' if tasks > 1 else ''}")
                     directory = os.path.join(workdir, f"{name}-{peer}-{tasks}")
                     row = await _row(
@@ -421,6 +489,7 @@ async def run_throughput(
                         seconds=settings.seconds,
                         prepared=prepared,
                         items=items,
+                        postgres=postgres,
                     )
                     rows.append(row)
                     await trio.to_thread.run_sync(partial(shutil.rmtree, directory, True))
