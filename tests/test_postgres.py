@@ -465,3 +465,25 @@ async def test_a_connection_lost_during_commit_is_commit_outcome_unknown(
         assert await store.load_runtime_state(RT) in (RS.IDLE, RS.RUNNING)
         await store.persist_input_state(RT, stored_state(I2))
         assert await store.load_input_state(RT, I2) == stored_state(I2)
+
+
+async def test_a_statement_the_server_refuses_fails_the_whole_write(postgres_dsn: str, schema: str):
+    """A constraint someone added refuses the input-state row of an
+    `atomic_apply` whose session and receipt statements ran before it: the
+    COMMIT queued after it never runs, the call is a plain `WriteFailed` (not
+    an unknown outcome), nothing of it is written, and the handle goes on."""
+    async with ma.open_postgres_store(postgres_dsn, schema=schema) as store:
+        await populate(store)
+        before = await everything(store)
+        sql(
+            postgres_dsn,
+            f"ALTER TABLE {schema}.runtime_input_states ADD CONSTRAINT no_i2"
+            f" CHECK (input_id <> '{I2}')",
+        )
+        with pytest.raises(ma.WriteFailed, match="no_i2") as caught:
+            await store.atomic_apply(RT, session(note="later"), receipt(8), [stored_state(I2)], SID)
+        assert not isinstance(caught.value, ma.CommitOutcomeUnknown)
+        assert await everything(store) == before
+        sql(postgres_dsn, f"ALTER TABLE {schema}.runtime_input_states DROP CONSTRAINT no_i2")
+        await store.atomic_apply(RT, session(note="later"), receipt(8), [stored_state(I2)], SID)
+        assert await store.load_boundary_receipt(RT, RUN, 8) == receipt(8)
