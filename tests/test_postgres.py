@@ -487,3 +487,58 @@ async def test_a_statement_the_server_refuses_fails_the_whole_write(postgres_dsn
         sql(postgres_dsn, f"ALTER TABLE {schema}.runtime_input_states DROP CONSTRAINT no_i2")
         await store.atomic_apply(RT, session(note="later"), receipt(8), [stored_state(I2)], SID)
         assert await store.load_boundary_receipt(RT, RUN, 8) == receipt(8)
+
+
+async def test_a_server_crash_under_load_loses_no_acknowledged_write(
+    postgres_dsn: str, schema: str, postgres_cluster
+):
+    """Eight tasks commit without pause while the server is killed (`pg_ctl
+    stop -m immediate`: a crash) and started again. Every call returns or
+    raises `WriteFailed` (none hangs, nothing else escapes); afterwards every
+    acknowledged write is there, no write that failed outright is, and the
+    ones whose outcome was unknown are there whole or not at all."""
+    acked: set[int] = set()
+    failed: set[int] = set()
+    unknown: set[int] = set()
+    next_item = iter(range(10**6))
+    stop = trio.Event()
+
+    async with ma.open_postgres_store(
+        postgres_dsn, schema=schema, connect_timeout=2, lock_timeout=2
+    ) as store:
+        await store.list_runtimes()
+
+        async def writer() -> None:
+            while not stop.is_set():
+                n = next(next_item)
+                state = stored_state(ma.InputId(uuid.UUID(int=0x9000 + n)))
+                try:
+                    await store.atomic_apply(RT, session(), receipt(n), [state], SID)
+                except ma.CommitOutcomeUnknown:
+                    unknown.add(n)
+                except ma.WriteFailed:
+                    failed.add(n)
+                    await trio.sleep(0.05)
+                else:
+                    acked.add(n)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(writer)
+            await trio.sleep(1.0)
+            before_crash = len(acked)
+            await trio.to_thread.run_sync(postgres_cluster.stop, "immediate")
+            await trio.sleep(1.0)
+            await trio.to_thread.run_sync(postgres_cluster.start)
+            with trio.fail_after(30):
+                while len(acked) < before_crash + 50:
+                    await trio.sleep(0.1)
+            stop.set()
+        assert failed, "no write failed: the server did not go away under load"
+        receipts = {r.sequence for r in await store.load_boundary_receipts(RT)}
+        inputs = {s.state.input_id.value.int - 0x9000 for s in await store.load_input_states(RT)}
+    assert acked <= receipts
+    assert not failed & receipts
+    assert receipts <= acked | unknown
+    # Whole or not at all: a write's receipt and its input state together.
+    assert inputs == receipts
