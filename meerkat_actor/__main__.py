@@ -1,7 +1,7 @@
 """`python -m meerkat_actor` / `meerkat-actor`: the operator's command line.
 
 Commands: demo, inspect, verify, dump, checkpoint, export-sqlite,
-import-sqlite, bench. docs/cli.md is the reference; exit statuses:
+import-sqlite, export-postgres, import-postgres, bench. docs/cli.md is the reference; exit statuses:
 0 success, 1 a problem found (verify: damage; export/import: the copy
 differs), 2 usage (or the destination exists), 3 not found (not a store,
 or dump's --runtime is not a runtime the store holds), 4 locked, 5 corrupt,
@@ -45,6 +45,7 @@ from ._errors import (
     UnsupportedFormat,
     WriteFailed,
 )
+from ._postgres import SCHEMA_NAME
 
 EXIT_OK: Final = 0
 EXIT_PROBLEM: Final = 1
@@ -322,7 +323,7 @@ def _report_copy(args: argparse.Namespace, source: str, target: str, state: Stor
     if args.json:
         _emit_json(document)
     else:
-        verb = "exported" if args.command == "export-sqlite" else "imported"
+        verb = "exported" if args.command.startswith("export") else "imported"
         print(f"{verb} {source} to {target}: {_counts_text(counts)}; read back: identical")
     return EXIT_OK
 
@@ -351,6 +352,65 @@ def _import(args: argparse.Namespace) -> int:
         raise FileExistsError(17, "exists", target)
     _progress(f"reading {source} ...")
     state = _sqlite_copy.read_sqlite(source)
+    _progress(f"writing {target} ...")
+    try:
+        view = _sqlite_copy.import_sqlite(state, target)
+    except ValueError as exc:  # the directory filled up since the check above
+        raise FileExistsError(17, "exists", target) from exc
+    if not _sqlite_copy.same_content(state, view.state):
+        raise _Failed(
+            "mismatch",
+            EXIT_PROBLEM,
+            f"{target} does not read back as {source} holds (the directory is left as is)",
+        )
+    return _report_copy(args, source, target, state)
+
+
+def _postgres_copy(schema: str) -> Any:
+    """`_postgres_copy`, which needs psycopg (the `postgres` extra), once
+    `schema` (the --schema option) is known to be a schema name."""
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise _Failed(
+            "usage",
+            EXIT_USAGE,
+            "--schema must be a lower-case identifier (a letter or _, then letters, digits"
+            f" or _, at most 63 characters), got {schema!r}",
+        )
+    try:
+        from . import _postgres_copy  # noqa: PLC0415 - psycopg is an optional extra
+    except ImportError as exc:
+        raise _Failed(
+            "usage",
+            EXIT_USAGE,
+            f"this command needs psycopg: pip install 'meerkat_actor[postgres]' ({exc})",
+        ) from exc
+    return _postgres_copy
+
+
+def _export_postgres(args: argparse.Namespace) -> int:
+    copy = _postgres_copy(args.schema)
+    target = f"PostgreSQL schema {args.schema}"
+    _progress(f"reading {args.dir} ...")
+    view = _dry_run.read_store(args.dir, args.max_record_bytes)
+    _progress(f"writing {target} ...")
+    back = copy.export_postgres(view.state, args.dsn, args.schema)
+    if not _sqlite_copy.same_content(view.state, back):
+        raise _Failed(
+            "mismatch",
+            EXIT_PROBLEM,
+            f"{target} does not read back as {view.directory} holds (the schema is left as is)",
+        )
+    return _report_copy(args, view.directory, target, view.state)
+
+
+def _import_postgres(args: argparse.Namespace) -> int:
+    copy = _postgres_copy(args.schema)
+    source = f"PostgreSQL schema {args.schema}"
+    target = os.path.realpath(args.dir)
+    if os.path.lexists(target) and (not os.path.isdir(target) or os.listdir(target)):
+        raise FileExistsError(17, "exists", target)
+    _progress(f"reading {source} ...")
+    state = copy.read_postgres(args.dsn, args.schema)
     _progress(f"writing {target} ...")
     try:
         view = _sqlite_copy.import_sqlite(state, target)
@@ -500,6 +560,18 @@ def _parser() -> argparse.ArgumentParser:
     imported = add("import-sqlite", _import, text, as_json)
     imported.add_argument("file", help="the SQLite file")
     imported.add_argument("dir", help="the new store directory (must not exist, or be empty)")
+    text = "copy a closed store into a PostgreSQL schema (needs the postgres extra)"
+    export = add("export-postgres", _export_postgres, text, as_json, record)
+    export.add_argument("dir", help="store directory")
+    export.add_argument("dsn", help="a libpq connection string or URL")
+    export.add_argument(
+        "--schema", default="meerkat", help="the target schema (holding no store; default meerkat)"
+    )
+    text = "copy a PostgreSQL store into a new store directory (needs the postgres extra)"
+    imported = add("import-postgres", _import_postgres, text, as_json)
+    imported.add_argument("dsn", help="a libpq connection string or URL")
+    imported.add_argument("dir", help="the new store directory (must not exist, or be empty)")
+    imported.add_argument("--schema", default="meerkat", help="the source schema (default meerkat)")
     commands.add_parser("bench", help=_BENCH_TEXT, add_help=False).set_defaults(run=_run_bench)
     return parser
 

@@ -82,6 +82,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Database",
     "drop_schema",
+    "drop_store_tables",
+    "schema_exists",
     "schema_statements",
 ]
 
@@ -156,6 +158,22 @@ def drop_schema(dsn: str, schema: str) -> None:
     throwaway stores). Blocks."""
     with psycopg.connect(dsn, autocommit=True) as connection:
         connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def schema_exists(dsn: str, schema: str) -> bool:
+    """Whether the schema exists (with anything in it, or nothing). Blocks."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
+        ).fetchone()
+        return row is not None
+
+
+def drop_store_tables(dsn: str, schema: str) -> None:
+    """Drop this package's tables from `schema` (and nothing else). Blocks."""
+    tables = ", ".join(f"{schema}.{table}" for table in (*_TABLES, "meerkat_schema_version"))
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f"DROP TABLE IF EXISTS {tables}")
 
 
 def lock_key(*parts: str) -> int:
@@ -382,8 +400,10 @@ class Database:
         connect_timeout: float,
         max_connections: int,
         migrate: bool,
+        create: bool = True,
     ) -> Database:
-        """Open the pool (unless one is handed in) and create or check the schema.
+        """Open the pool (unless one is handed in) and create or check the schema
+        (with `create` false, a schema without a store is `NotAStore`).
 
         Raises:
             ReadFailed: the server cannot be reached, or the schema holds
@@ -422,7 +442,7 @@ class Database:
                         f"cannot open the PostgreSQL store in schema {schema}: no connection"
                         f" to the server within {connect_timeout} s ({exc})"
                     ) from exc
-            database._prepare(migrate)
+            database._prepare(migrate, create)
         except BaseException:
             database.close()
             raise
@@ -437,7 +457,7 @@ class Database:
                 connection.autocommit = True
             yield connection
 
-    def _prepare(self, migrate: bool) -> None:
+    def _prepare(self, migrate: bool, create: bool = True) -> None:
         schema = self.schema
         try:
             with self._connection() as connection:
@@ -448,6 +468,8 @@ class Database:
                         (lock_key("meerkat_actor", schema, "schema"),),
                     )
                     version = self._schema_version(connection)
+                    if version is None and not create:
+                        raise NotAStore(f"schema {schema} holds no Meerkat store")
                     if version is None:
                         for statement in schema_statements(schema):
                             connection.execute(statement)
@@ -755,6 +777,44 @@ class Database:
         except (psycopg.Error, PoolTimeout) as exc:
             where = _where(operation, runtime_id)
             raise ReadFailed(f"{where}: PostgreSQL failed on {self.location}: {exc}") from exc
+
+    def is_empty(self) -> bool:
+        """Whether the store holds nothing at all."""
+        return self.run_read("look for anything", None, lambda view: not view.runtime_ids()) and (
+            self.run_read("look for anything", None, _View.auth_oauth_flow_snapshot) is None
+        )
+
+    def write_state(self, state: _core.StoreState) -> None:
+        """Write every value of `state` in one transaction (meant for an empty
+        store: `meerkat-actor export-postgres`; receipts already there conflict).
+
+        Raises:
+            WriteFailed: the server refused a row, or the connection failed
+                (rolled back), or `CommitOutcomeUnknown`.
+        """
+        where = f"export to {self.location}"
+        self.transactions += 1
+        self.write_transactions += 1
+        committing = False
+        try:
+            with self._connection() as connection:
+                try:
+                    with connection.pipeline():
+                        for statement in self.begin_write:
+                            connection.execute(statement)
+                        for effect in _core.state_effects(state):
+                            self._write(connection, effect)
+                        connection.execute("COMMIT")
+                        committing = True
+                except BaseException as exc:
+                    if committing and self._maybe_committed(exc, connection):
+                        raise CommitOutcomeUnknown(
+                            f"{where}: the connection failed during COMMIT ({exc})"
+                        ) from exc
+                    self._rollback(connection)
+                    raise
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise WriteFailed(f"{where}: PostgreSQL failed: {exc}") from exc
 
     def read_state(self) -> _core.StoreState:
         """The whole content in one read transaction (export, dump)."""

@@ -502,6 +502,8 @@ async def test_a_server_crash_under_load_loses_no_acknowledged_write(
     unknown: set[int] = set()
     next_item = iter(range(10**6))
     stop = trio.Event()
+    recovered = trio.Event()
+    wanted = [10**9]  # acknowledged writes that show the store recovered
 
     async with ma.open_postgres_store(
         postgres_dsn, schema=schema, connect_timeout=2, lock_timeout=2
@@ -521,6 +523,8 @@ async def test_a_server_crash_under_load_loses_no_acknowledged_write(
                     await trio.sleep(0.05)
                 else:
                     acked.add(n)
+                    if len(acked) >= wanted[0]:
+                        recovered.set()
 
         async with trio.open_nursery() as nursery:
             for _ in range(8):
@@ -530,9 +534,9 @@ async def test_a_server_crash_under_load_loses_no_acknowledged_write(
             await trio.to_thread.run_sync(postgres_cluster.stop, "immediate")
             await trio.sleep(1.0)
             await trio.to_thread.run_sync(postgres_cluster.start)
+            wanted[0] = before_crash + 50
             with trio.fail_after(30):
-                while len(acked) < before_crash + 50:
-                    await trio.sleep(0.1)
+                await recovered.wait()
             stop.set()
         assert failed, "no write failed: the server did not go away under load"
         receipts = {r.sequence for r in await store.load_boundary_receipts(RT)}

@@ -1,0 +1,107 @@
+"""Whole-store copies between the durable store and a PostgreSQL schema:
+`meerkat-actor export-postgres` and `import-postgres`.
+
+Rule 1: a copy never changes its source. The durable side is read with the
+read-only recovery of `_dry_run.py`; the PostgreSQL side is read in one
+read-only transaction and never created.
+
+Rule 2: a copy only makes new things. An export's target schema must hold
+no store, or an empty one (the schema and the store's tables are created if
+missing; if the write fails, what the export created is dropped again: the
+schema if it did not exist, else only the store's tables, never anything of
+someone else's); an import's target is a new store directory, written as
+`import-sqlite` writes one (`_sqlite_copy.import_sqlite`).
+
+Rule 3: every function here blocks (disk and network); the command line
+calls them from plain synchronous code. Importing this module needs psycopg
+(the `postgres` extra).
+
+Theory of operation. The PostgreSQL side goes through `_postgres_db.Database`
+(one transaction writes the whole state, one reads it back), so an export
+lands whole or not at all; each copy reads its result back, so the caller
+can compare it with `_sqlite_copy.same_content`.
+"""
+
+from __future__ import annotations
+
+from ._core import StoreState
+from ._errors import NotAStore
+from ._postgres import SCHEMA_NAME
+from ._postgres_db import Database, drop_schema, drop_store_tables, schema_exists
+
+__all__ = ["export_postgres", "read_postgres"]
+
+_TIMEOUTS = {"lock_timeout": 5.0, "connect_timeout": 10.0}
+
+
+def _open(dsn: str, schema: str, *, create: bool) -> Database:
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"schema must be a lower-case identifier, got {schema!r}")
+    return Database.open(
+        dsn,
+        schema,
+        synchronous_commit="on",
+        max_connections=1,
+        migrate=False,
+        create=create,
+        **_TIMEOUTS,
+    )
+
+
+def read_postgres(dsn: str, schema: str) -> StoreState:
+    """The whole content of the PostgreSQL store in `schema`, read-only.
+
+    Raises:
+        NotAStore: the schema holds no store.
+        ReadFailed: the server cannot be reached or failed.
+        CorruptStore: a row does not decode or does not match its key.
+        UnsupportedFormat: the schema is of another version.
+    """
+    database = _open(dsn, schema, create=False)
+    try:
+        return database.read_state()
+    finally:
+        database.close()
+
+
+def export_postgres(state: StoreState, dsn: str, schema: str) -> StoreState:
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"schema must be a lower-case identifier, got {schema!r}")
+    return _export(state, dsn, schema)
+
+
+def _export(state: StoreState, dsn: str, schema: str) -> StoreState:
+    """Write `state` into `schema` (created if missing; it must hold no store
+    with anything in it), in one transaction; return what reading it back gives.
+
+    Raises:
+        FileExistsError: the schema holds a store with something in it.
+        ReadFailed, WriteFailed: as `open_postgres_store` and its writes.
+    """
+    had_schema = schema_exists(dsn, schema)
+    had_store = False
+    if had_schema:
+        try:
+            existing = _open(dsn, schema, create=False)
+        except NotAStore:
+            pass  # a schema of other things: the store's tables go beside them
+        else:
+            had_store = True
+            try:
+                if not existing.is_empty():
+                    raise FileExistsError(17, "the export's target schema holds a store", schema)
+            finally:
+                existing.close()
+    database = _open(dsn, schema, create=True)
+    try:
+        try:
+            database.write_state(state)
+        except BaseException:
+            if not had_schema:
+                drop_schema(dsn, schema)  # the schema this call created
+            elif not had_store:
+                drop_store_tables(dsn, schema)  # only the tables this call created
+            raise
+        return database.read_state()
+    finally:
+        database.close()
