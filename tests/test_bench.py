@@ -131,8 +131,8 @@ def test_fsyncs_per_commit_by_peer(document):
         else:
             assert row["checkpoints"] is None, where
             assert row["largest_batch"] is None, where
-            # SQLite does not count them (one per COMMIT); the dict has no disk.
-            assert fsyncs == (None if row["peer"] in ("sqlite", LOOP) else 0), where
+            # The databases do not count theirs; the dict has no disk.
+            assert fsyncs == (None if row["peer"] in ("sqlite", LOOP, "postgres") else 0), where
         if row["peer"] in ("actor", "memory"):
             assert 1 <= row["largest_batch"] <= row["tasks"], where
 
@@ -624,7 +624,7 @@ class LosesUpdates(DictStore):
 
 def broken_peer(store_class):
     @asynccontextmanager
-    async def open_peer(peer, directory):
+    async def open_peer(peer, directory, **options):
         yield store_class()
 
     return open_peer
@@ -645,6 +645,67 @@ async def test_a_store_that_loses_oauth_updates_fails_the_row(monkeypatch, tmp_p
         await _throughput._row(
             "oauth", "dict", 8, directory=str(tmp_path), seconds=1, prepared=None, items=80
         )
+
+
+# --- PostgreSQL, and several processes on one database -------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("postgres_dsn")  # skipped or failed as the other PostgreSQL tests
+def test_the_postgres_peer_runs_every_workload_and_concurrency(document):
+    rows = {(r["workload"], r["tasks"]) for r in document["throughput"] if r["peer"] == "postgres"}
+    assert rows == {(w, t) for w in document["workloads"] for t in document["settings"]["tasks"]}
+    assert "throwaway cluster" in document["machine"]["postgres"]
+    for row in document["throughput"]:
+        if row["peer"] == "postgres":
+            assert row["verified"] is True
+            assert positive(row["ops_per_s"])
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("postgres_dsn")
+def test_shared_database_rows_for_1_2_and_4_processes(document):
+    shared = document["shared"]
+    assert {(r["peer"], r["processes"]) for r in shared} == {
+        (peer, n) for peer in ("postgres", "sqlite") for n in (1, 2, 4)
+    }
+    one = {r["peer"]: r["ops_per_s"] for r in shared if r["processes"] == 1}
+    sqlite = {r["processes"]: r["ops_per_s"] for r in shared if r["peer"] == "sqlite"}
+    for r in shared:
+        assert r["verified"] is True
+        assert r["workload"] == "commit_4k"
+        assert r["tasks_per_process"] == 8
+        assert positive(r["ops_per_s"])
+        assert r["ops_per_s"] == pytest.approx(r["ops"] / r["seconds"])
+        assert r["ratio_vs_one_process"] == pytest.approx(r["ops_per_s"] / one[r["peer"]])
+        assert r["ratio_vs_sqlite"] == pytest.approx(r["ops_per_s"] / sqlite[r["processes"]])
+        assert 0 < r["p50_ms"] <= r["p99_ms"]
+
+
+@pytest.mark.slow
+def test_the_report_shows_the_shared_rows(quick_run, tmp_path):
+    document = quick_run[1]
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps(document))
+    shown = subprocess.run(
+        [sys.executable, "-m", "meerkat_actor", "bench", "--from-json", saved],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Shared database:" in shown
+    for row in document["shared"]:
+        assert f"{row['ops_per_s']:,.0f}" in shown
+    # A document of a run before the shared rows still renders.
+    del document["shared"]
+    saved.write_text(json.dumps(document))
+    old = subprocess.run(
+        [sys.executable, "-m", "meerkat_actor", "bench", "--from-json", saved],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Shared database:" not in old
 
 
 # --- the sqlite3-loop peer ----------------------------------------------------------------------

@@ -189,7 +189,9 @@ async def _main(
         workloads=dict(WORKLOADS),
     )
     if "throughput" in settings.parts:
-        report.throughput = await run_throughput(settings, workdir, progress, report.machine)
+        report.throughput, report.shared = await run_throughput(
+            settings, workdir, progress, report.machine
+        )
     if "recovery" in settings.parts:
         (
             report.recovery,

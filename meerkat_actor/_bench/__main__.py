@@ -11,5 +11,6 @@ import sys
 from ._children import child_main
 from ._recovery import MEASUREMENTS as RECOVERY
 from ._retention import MEASUREMENTS as RETENTION
+from ._shared import MEASUREMENTS as SHARED
 
-sys.exit(child_main(sys.argv[1:], {**RECOVERY, **RETENTION}))
+sys.exit(child_main(sys.argv[1:], {**RECOVERY, **RETENTION, **SHARED}))

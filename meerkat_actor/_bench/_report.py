@@ -16,7 +16,15 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ._peers import PEERS
-from ._results import WORKLOADS, CheckpointRow, RemovalRow, Report, RetentionRow, ThroughputRow
+from ._results import (
+    WORKLOADS,
+    CheckpointRow,
+    RemovalRow,
+    Report,
+    RetentionRow,
+    SharedRow,
+    ThroughputRow,
+)
 from ._sqlite_loop import LOOP, LOOP_TASKS
 
 __all__ = ["PEER_TITLES", "describe_machine", "filesystem_of", "table", "write_plot"]
@@ -121,6 +129,41 @@ def _durable_ratios(rows: list[ThroughputRow]) -> str | None:
             + " tasks)"
         )
     return "durable actor ops/s: " + "; ".join(parts) if parts else None
+
+
+def _shared_lines(rows: list[SharedRow]) -> list[str]:
+    cells: list[tuple[str, ...]] = [
+        (
+            "peer",
+            "processes",
+            "tasks each",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "vs 1 process",
+            "vs SQLite",
+        )
+    ]
+    for r in rows:
+        cells.append(
+            (
+                r.peer,
+                str(r.processes),
+                str(r.tasks_per_process),
+                f"{r.ops_per_s:,.0f}",
+                _ms(r.p50_ms),
+                _ms(r.p99_ms),
+                _times(r.ratio_vs_one_process),
+                _times(r.ratio_vs_sqlite),
+            )
+        )
+    return [
+        "",
+        "Shared database: durable commits (atomic_apply, 4 KiB session) from several"
+        " processes at once on one database, each process with its own runtimes; ops/s of"
+        " all of them together, latency over every call; every runtime checked afterwards.",
+        *_columns(cells, [False, True, True, True, True, True, True, True]),
+    ]
 
 
 def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
@@ -496,6 +539,8 @@ def table(report: Report) -> str:
             " per COMMIT.",
             *_throughput_lines(report.throughput),
         ]
+    if report.shared:
+        lines += _shared_lines(report.shared)
     if report.recovery:
         cells: list[tuple[str, ...]] = [
             (

@@ -257,6 +257,26 @@ class RemovalRow:
     vacuumed_bytes: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SharedRow:
+    """`processes` processes of `tasks_per_process` tasks each, on one database
+    of `peer`: the fleet's ops/s, latency over every call, and ratios over the
+    same peer with one process and over SQLite with as many processes."""
+
+    workload: str
+    peer: str
+    processes: int
+    tasks_per_process: int
+    ops: int
+    seconds: float
+    ops_per_s: float
+    p50_ms: float
+    p99_ms: float
+    verified: bool
+    ratio_vs_one_process: float = 0.0
+    ratio_vs_sqlite: float = 0.0
+
+
 @dataclass(slots=True)
 class Report:
     """Everything one run measured."""
@@ -274,6 +294,7 @@ class Report:
     builds: list[BuildRow] = field(default_factory=list)
     retention: list[RetentionRow] = field(default_factory=list)
     removals: list[RemovalRow] = field(default_factory=list)
+    shared: list[SharedRow] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -301,5 +322,7 @@ class Report:
             # Documents of runs before the retention part have neither.
             retention=[RetentionRow(**row) for row in document.get("retention", [])],
             removals=[RemovalRow(**row) for row in document.get("removals", [])],
+            # Documents of runs before the shared-database rows have none.
+            shared=[SharedRow(**row) for row in document.get("shared", [])],
             elapsed_s=document["elapsed_s"],
         )

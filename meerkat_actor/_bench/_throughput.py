@@ -44,8 +44,9 @@ from .._sqlite import open_sqlite_store
 from ._measure import BenchFailure, Timed, drive, heartbeat, percentile
 from ._payloads import Session, Write, oauth_counter, oauth_increment, sessions, write_pool
 from ._peers import PEERS, POSTGRES, BenchStore, open_peer, statistics
-from ._results import WORKLOADS, ThroughputRow
+from ._results import WORKLOADS, SharedRow, ThroughputRow
 from ._settings import Settings
+from ._shared import run_shared
 from ._sqlite_loop import FILE_NAME, LOOP, LOOP_TASKS, LOOP_WORKLOADS, SqliteLoop
 
 __all__ = ["run_throughput"]
@@ -437,11 +438,14 @@ async def run_throughput(
     workdir: str,
     progress: Callable[[str], None],
     notes: dict[str, object] | None = None,
-) -> list[ThroughputRow]:
-    """Every workload, concurrency and peer; rows in that order, with ratios.
-    `notes` gets the PostgreSQL server's description (`postgres_server`)."""
+) -> tuple[list[ThroughputRow], list[SharedRow]]:
+    """Every workload, concurrency and peer; rows in that order, with ratios;
+    then the shared-database rows (`_shared`). `notes` gets the PostgreSQL
+    server's description (`postgres_server`)."""
     async with postgres_server(progress, {} if notes is None else notes) as postgres:
-        return await _run_throughput(settings, workdir, progress, postgres)
+        rows = await _run_throughput(settings, workdir, progress, postgres)
+        shared = await run_shared(settings.seconds, workdir, postgres, progress)
+    return rows, shared
 
 
 async def _run_throughput(
