@@ -175,7 +175,7 @@ async def open_postgres_store(
     synchronous_commit: str = "on",
     lock_timeout: float = 5.0,
     connect_timeout: float = 10.0,
-    max_connections: int = 10,
+    max_connections: int = 4,
     migrate: bool = False,
 ) -> AsyncIterator[PostgresStore]:
     """Open the PostgreSQL store in `schema` for an `async with` block.
@@ -207,7 +207,9 @@ async def open_postgres_store(
         connect_timeout: seconds to wait for a connection (at open, and
             for every call when the server is away) before failing.
         max_connections: the most connections the store's pool opens, and
-            the most calls of this handle that run at once.
+            the most calls of this handle that run at once (default 4:
+            each running call is a worker thread, and the trio thread
+            shares the GIL with them; see docs/postgres.md).
         migrate: migrate a schema of an older version to this package's
             (otherwise such a schema is refused with `UnsupportedFormat`).
 

@@ -43,7 +43,7 @@ async def main(kind: str, size: int, tasks: int, commits: int) -> None:
         cluster = None if configured else TemporaryCluster(find_binaries() or "").start()
         dsn = configured or (cluster.dsn if cluster else "")
         try:
-            async with ma.open_postgres_store(dsn, schema="commit_loop", max_connections=16) as pg:
+            async with ma.open_postgres_store(dsn, schema="commit_loop") as pg:
                 await _commit(kind, pg, pool, runtimes)
         finally:
             if cluster is not None:

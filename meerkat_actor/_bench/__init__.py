@@ -5,7 +5,9 @@ with its peers' figures for the same workload and concurrency, measured in the
 same run, in the same directory: the durable actor store, the SQLite backend
 (the durable peer), SQLite's best case (`sqlite3-loop`: a plain `sqlite3`
 loop writing the backend's rows, the durable commits at one task), the
-in-memory actor store and a naive baseline (dicts behind a `trio.Lock`).
+PostgreSQL store (on a throwaway cluster the run starts, where PostgreSQL and
+psycopg are installed), the in-memory actor store and a naive baseline
+(dicts behind a `trio.Lock`).
 Ratios are against SQLite, the loop and the in-memory actor, pair by pair.
 
 Rule 2: measure the store, not the benchmark. Payloads are built before the
@@ -21,9 +23,10 @@ the command (exit 1) instead of printing figures of a broken store.
 Modules: `_payloads` (realistic values), `_peers` (the stores and the
 baseline), `_sqlite_loop` (the plain sqlite3 loop), `_measure` (driver,
 heartbeat, memory), `_throughput` (the four workloads at each
-concurrency), `_recovery` (recovery, checkpoint and backup, memory),
-`_retention` (retiring payloads and purging runtimes: memory, snapshot,
-disk and open time before and after), `_children` (running a measurement
+concurrency), `_shared` (several processes committing to one database),
+`_recovery` (recovery, checkpoint and backup, memory), `_retention`
+(retiring payloads and purging runtimes: memory, snapshot, disk and open
+time before and after), `_children` (running a measurement
 in a fresh process), `_results` (the rows), `_report` (table, JSON, plot).
 See docs/benchmarks.md.
 

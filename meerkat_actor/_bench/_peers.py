@@ -189,7 +189,7 @@ async def open_peer(
             raise ValueError("the postgres peer needs a server: pass postgres=DSN")
         schema = postgres_schema(directory)
         try:
-            async with open_postgres_store(postgres, schema=schema, max_connections=16) as store:
+            async with open_postgres_store(postgres, schema=schema) as store:
                 yield store
         finally:
             drop = _drop_schema()

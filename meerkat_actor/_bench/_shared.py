@@ -59,7 +59,7 @@ async def _shared_child(spec: dict[str, Any]) -> dict[str, Any]:
     pool = await trio.to_thread.run_sync(write_pool, f"shared-{index}", spec["writes"])
     hosts = sessions(f"host{index}", tasks, SESSION_BYTES)
     opener = (
-        open_postgres_store(spec["dsn"], schema=spec["schema"], max_connections=tasks)
+        open_postgres_store(spec["dsn"], schema=spec["schema"])
         if spec["peer"] == POSTGRES
         else open_sqlite_store(spec["path"], synchronous="FULL")
     )
