@@ -683,6 +683,30 @@ def test_shared_database_rows_for_1_2_and_4_processes(document):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("postgres_dsn")
+def test_the_report_gives_postgres_over_sqlite_and_over_the_actor_store(quick_run, tmp_path):
+    document = quick_run[1]
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps(document))
+    shown = subprocess.run(
+        [sys.executable, "-m", "meerkat_actor", "bench", "--from-json", saved],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for workload in document["workloads"]:
+        rows = [r for r in document["throughput"] if r["workload"] == workload]
+        ops = {(r["peer"], r["tasks"]): r["ops_per_s"] for r in rows}
+        tasks = sorted({r["tasks"] for r in rows if r["peer"] == "postgres"})
+        over_sqlite = " / ".join(f"{ops['postgres', t] / ops['sqlite', t]:.2f}x" for t in tasks)
+        over_actor = " / ".join(f"{ops['postgres', t] / ops['actor', t]:.2f}x" for t in tasks)
+        assert (
+            f"postgres ops/s: {over_sqlite} the SQLite backend's; {over_actor} the durable"
+            f" actor store's ({' / '.join(map(str, tasks))} tasks)"
+        ) in shown
+
+
+@pytest.mark.slow
 def test_the_report_shows_the_shared_rows(quick_run, tmp_path):
     document = quick_run[1]
     saved = tmp_path / "run.json"

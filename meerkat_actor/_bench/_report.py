@@ -212,8 +212,30 @@ def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
         summary = _durable_ratios(mine)
         if summary is not None:
             lines.append(summary)
+        postgres = _postgres_ratios(mine)
+        if postgres is not None:
+            lines.append(postgres)
         lines += _split_lines(mine)
     return lines
+
+
+def _postgres_ratios(rows: list[ThroughputRow]) -> str | None:
+    """One line: the PostgreSQL store's ops/s over the SQLite backend's and
+    over the durable actor store's, at each concurrency (None without
+    PostgreSQL rows)."""
+    actor = {r.tasks: r.ops_per_s for r in rows if r.peer == "actor"}
+    postgres = sorted((r for r in rows if r.peer == "postgres"), key=lambda r: r.tasks)
+    if not postgres:
+        return None
+    tasks = " / ".join(str(r.tasks) for r in postgres)
+    over_sqlite = " / ".join(_times(r.ratio_vs_sqlite) for r in postgres)
+    over_actor = " / ".join(
+        _times(r.ops_per_s / actor[r.tasks] if r.tasks in actor else None) for r in postgres
+    )
+    return (
+        f"postgres ops/s: {over_sqlite} the SQLite backend's; {over_actor} the durable actor"
+        f" store's ({tasks} tasks)"
+    )
 
 
 def _split_lines(rows: list[ThroughputRow]) -> list[str]:
