@@ -44,7 +44,8 @@ autocommit mode and this module issues BEGIN and COMMIT itself, with
 caller hands in needs no configuration. A write is two round trips in
 psycopg's pipeline mode (BEGIN, settings, lock and the first lookup; then the
 writes and COMMIT), which measured 15-30 % faster per commit than a round
-trip per statement on the test machine; a read that needs one lookup is one
+trip per statement on the test machine (`tools/pg_commit_split.py`, run
+against both versions); a read that needs one lookup is one
 statement.
 """
 
