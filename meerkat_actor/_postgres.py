@@ -52,10 +52,14 @@ __all__ = ["PostgresStore", "open_postgres_store"]
 T = TypeVar("T")
 
 _INSTALL_HINT = "pip install 'meerkat_actor[postgres]'"
-#: What a schema name may be: a lower-case SQL identifier that needs no quoting.
-SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-#: PostgreSQL's `synchronous_commit` values (only "on" and the remote ones
-#: wait for the local WAL flush: durable).
+#: PostgreSQL's largest `lock_timeout`: 2**31 - 1 ms.
+_MAX_LOCK_TIMEOUT: Final = (2**31 - 1) // 1000
+#: What a schema name may be: a lower-case SQL identifier (letters, digits and
+#: `_`, quoted in every statement, so a reserved word is a name like another),
+#: but not PostgreSQL's own (`pg_...`, `information_schema`).
+SCHEMA_NAME: Final = re.compile(r"(?!pg_)(?!information_schema$)[a-z_][a-z0-9_]{0,62}")
+#: PostgreSQL's `synchronous_commit` values ("off" alone acknowledges a
+#: COMMIT before its WAL is flushed: not durable).
 SYNCHRONOUS_COMMIT_MODES: Final = ("on", "remote_apply", "remote_write", "local", "off")
 
 
@@ -232,7 +236,8 @@ async def open_postgres_store(
     if not SCHEMA_NAME.fullmatch(schema):
         raise ValueError(
             "schema must be a lower-case identifier (a letter or _, then letters, digits"
-            f" or _, at most 63 characters), got {schema!r}"
+            " or _, at most 63 characters; not pg_... nor information_schema),"
+            f" got {schema!r}"
         )
     if not isinstance(synchronous_commit, str):
         raise TypeError(f"synchronous_commit must be str, got {type(synchronous_commit).__name__}")
@@ -242,6 +247,11 @@ async def open_postgres_store(
             f" got {synchronous_commit!r}"
         )
     lock_seconds = _check_seconds("lock_timeout", lock_timeout, positive=True)
+    if lock_seconds > _MAX_LOCK_TIMEOUT:
+        raise ValueError(
+            f"lock_timeout must be at most {_MAX_LOCK_TIMEOUT} s (PostgreSQL's limit),"
+            f" got {lock_timeout!r}"
+        )
     connect_seconds = _check_seconds("connect_timeout", connect_timeout, positive=True)
     if isinstance(max_connections, bool) or not isinstance(max_connections, int):
         raise TypeError(f"max_connections must be int, got {type(max_connections).__name__}")

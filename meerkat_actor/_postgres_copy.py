@@ -6,11 +6,12 @@ read-only recovery of `_dry_run.py`; the PostgreSQL side is read in one
 read-only transaction and never created.
 
 Rule 2: a copy only makes new things. An export's target schema must hold
-no store, or an empty one (the schema and the store's tables are created if
-missing; if the write fails, what the export created is dropped again: the
-schema if it did not exist, else only the store's tables, never anything of
-someone else's); an import's target is a new store directory, written as
-`import-sqlite` writes one (`_sqlite_copy.import_sqlite`).
+no store, or an empty one; the schema and the store's tables are created if
+missing, in the same transaction as the write, which checks the store is
+empty while it holds every table against writers: a failed export leaves
+nothing, and never touches anything of anyone else's. An import's target is
+a new store directory, written as `import-sqlite` writes one
+(`_sqlite_copy.import_sqlite`).
 
 Rule 3: every function here blocks (disk and network); the command line
 calls them from plain synchronous code. Importing this module needs psycopg
@@ -25,16 +26,15 @@ can compare it with `_sqlite_copy.same_content`.
 from __future__ import annotations
 
 from ._core import StoreState
-from ._errors import NotAStore
 from ._postgres import SCHEMA_NAME
-from ._postgres_db import Database, drop_schema, drop_store_tables, schema_exists
+from ._postgres_db import Database
 
 __all__ = ["export_postgres", "read_postgres"]
 
 _TIMEOUTS = {"lock_timeout": 5.0, "connect_timeout": 10.0}
 
 
-def _open(dsn: str, schema: str, *, create: bool) -> Database:
+def _open(dsn: str, schema: str, *, create: bool, prepare: bool = True) -> Database:
     if not SCHEMA_NAME.fullmatch(schema):
         raise ValueError(f"schema must be a lower-case identifier, got {schema!r}")
     return Database.open(
@@ -44,6 +44,7 @@ def _open(dsn: str, schema: str, *, create: bool) -> Database:
         max_connections=1,
         migrate=False,
         create=create,
+        prepare=prepare,
         **_TIMEOUTS,
     )
 
@@ -65,43 +66,20 @@ def read_postgres(dsn: str, schema: str) -> StoreState:
 
 
 def export_postgres(state: StoreState, dsn: str, schema: str) -> StoreState:
-    if not SCHEMA_NAME.fullmatch(schema):
-        raise ValueError(f"schema must be a lower-case identifier, got {schema!r}")
-    return _export(state, dsn, schema)
-
-
-def _export(state: StoreState, dsn: str, schema: str) -> StoreState:
-    """Write `state` into `schema` (created if missing; it must hold no store
-    with anything in it), in one transaction; return what reading it back gives.
+    """Write `state` into `schema`'s store (the schema and its tables created
+    if missing; an existing store must be empty) in one transaction; return
+    what reading it back gives (`Database.export_state`).
 
     Raises:
-        FileExistsError: the schema holds a store with something in it.
-        ReadFailed, WriteFailed: as `open_postgres_store` and its writes.
+        ValueError: `schema` is not a schema name this package accepts.
+        FileExistsError: the schema's store holds something.
+        ReadFailed, WriteFailed, UnsupportedFormat: as `open_postgres_store`
+            and its writes (nothing was created or changed).
+        CommitOutcomeUnknown: the connection failed during the COMMIT.
     """
-    had_schema = schema_exists(dsn, schema)
-    had_store = False
-    if had_schema:
-        try:
-            existing = _open(dsn, schema, create=False)
-        except NotAStore:
-            pass  # a schema of other things: the store's tables go beside them
-        else:
-            had_store = True
-            try:
-                if not existing.is_empty():
-                    raise FileExistsError(17, "the export's target schema holds a store", schema)
-            finally:
-                existing.close()
-    database = _open(dsn, schema, create=True)
+    database = _open(dsn, schema, create=True, prepare=False)
     try:
-        try:
-            database.write_state(state)
-        except BaseException:
-            if not had_schema:
-                drop_schema(dsn, schema)  # the schema this call created
-            elif not had_store:
-                drop_store_tables(dsn, schema)  # only the tables this call created
-            raise
+        database.export_state(state)
         return database.read_state()
     finally:
         database.close()

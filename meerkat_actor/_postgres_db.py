@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -60,6 +61,8 @@ from typing import Any, Final, TypeVar, final
 
 import psycopg
 import psycopg.errors
+import psycopg.sql
+from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pyrsistent import pmap
 
@@ -83,8 +86,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "Database",
     "drop_schema",
-    "drop_store_tables",
-    "schema_exists",
     "schema_statements",
 ]
 
@@ -113,13 +114,16 @@ _RUNTIME_TABLES: Final = _TABLES[:5]
 
 
 def schema_statements(schema: str) -> tuple[str, ...]:
-    """The statements that create version `SCHEMA_VERSION` of the schema."""
-    s = schema
+    """The statements that create version `SCHEMA_VERSION` of the schema, with
+    a new random store id (the authority key's: it names this store wherever
+    and however it is reached)."""
+    s = _quoted(schema)
     return (
         f"CREATE SCHEMA IF NOT EXISTS {s}",
         f"""CREATE TABLE {s}.meerkat_schema_version (
     id integer NOT NULL PRIMARY KEY CHECK (id = 1),
-    version integer NOT NULL
+    version integer NOT NULL,
+    store_id text NOT NULL
 )""",
         f"""CREATE TABLE {s}.runtime_input_states (
     runtime_id text NOT NULL,
@@ -150,31 +154,27 @@ def schema_statements(schema: str) -> tuple[str, ...]:
     id text NOT NULL PRIMARY KEY CHECK (id = '{OAUTH_ROW_ID}'),
     state_json bytea NOT NULL
 )""",
-        f"INSERT INTO {s}.meerkat_schema_version (id, version) VALUES (1, {SCHEMA_VERSION})",
+        f"INSERT INTO {s}.meerkat_schema_version (id, version, store_id)"
+        f" VALUES (1, {SCHEMA_VERSION}, '{uuid.uuid4()}')",
     )
 
 
 def drop_schema(dsn: str, schema: str) -> None:
     """Drop `schema` and everything in it (the bench's and the tests'
     throwaway stores). Blocks."""
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as connection:
+        connection.execute(
+            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                psycopg.sql.Identifier(schema)
+            )
+        )
 
 
-def schema_exists(dsn: str, schema: str) -> bool:
-    """Whether the schema exists (with anything in it, or nothing). Blocks."""
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        row = connection.execute(
-            "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
-        ).fetchone()
-        return row is not None
-
-
-def drop_store_tables(dsn: str, schema: str) -> None:
-    """Drop this package's tables from `schema` (and nothing else). Blocks."""
-    tables = ", ".join(f"{schema}.{table}" for table in (*_TABLES, "meerkat_schema_version"))
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(f"DROP TABLE IF EXISTS {tables}")
+def _quoted(schema: str) -> str:
+    """The schema as a quoted SQL identifier (the caller checked it holds
+    only lower-case letters, digits and `_`, so nothing in it needs escaping;
+    quoted, a reserved word such as `user` is a name like any other)."""
+    return f'"{schema}"'
 
 
 def lock_key(*parts: str) -> int:
@@ -208,7 +208,7 @@ class _View:
     again inside a transaction.
     """
 
-    __slots__ = ("connection", "database", "single", "used")
+    __slots__ = ("connection", "database", "lookups", "single")
 
     def __init__(
         self, database: Database, connection: psycopg.Connection[Any], *, single: bool = False
@@ -216,13 +216,12 @@ class _View:
         self.database = database
         self.connection = connection
         self.single = single
-        self.used = False
+        self.lookups = 0
 
     def _execute(self, statement: str, params: tuple[object, ...]) -> psycopg.Cursor[Any]:
-        if self.single:
-            if self.used:
-                raise _SecondLookup
-            self.used = True
+        if self.single and self.lookups:
+            raise _SecondLookup
+        self.lookups += 1
         return self.connection.execute(statement, params)
 
     def _one(self, statement: str, params: tuple[object, ...]) -> tuple[Any, ...] | None:
@@ -302,8 +301,10 @@ class Database:
         owns_pool: bool,
         synchronous_commit: str,
         lock_timeout: float,
+        connect_timeout: float = 10.0,
     ) -> None:
         self.pool = pool
+        self.connect_timeout = connect_timeout
         self.schema = schema
         self.owns_pool = owns_pool
         self.closed = False
@@ -319,7 +320,7 @@ class Database:
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
             f" SET LOCAL lock_timeout TO {timeout_ms}"
         )
-        s = schema
+        s = _quoted(schema)
         self.sql: dict[str, str] = {
             "get_oauth": f"SELECT state_json FROM {s}.runtime_auth_oauth_flow_state WHERE id = %s",
             "get_session": (
@@ -379,6 +380,8 @@ class Database:
         self.delete_runtime_rows: dict[str, str] = {
             table: f"DELETE FROM {s}.{table} WHERE runtime_id = %s" for table in _RUNTIME_TABLES
         }
+        self.tables = ", ".join(f"{s}.{table}" for table in (*_TABLES, "meerkat_schema_version"))
+        self.schema_lock = lock_key("meerkat_actor", schema, "schema")
         self.oauth_lock = lock_key("meerkat_actor", schema, "oauth")
         # Counters for `statistics()` (updated under the GIL; approximate
         # only if two threads finish at once).
@@ -402,9 +405,12 @@ class Database:
         max_connections: int,
         migrate: bool,
         create: bool = True,
+        prepare: bool = True,
     ) -> Database:
         """Open the pool (unless one is handed in) and create or check the schema
-        (with `create` false, a schema without a store is `NotAStore`).
+        (with `create` false, a schema without a store is `NotAStore`; with
+        `prepare` false, the schema is not looked at: `export_state` does it
+        in its own transaction).
 
         Raises:
             ReadFailed: the server cannot be reached, or the schema holds
@@ -421,7 +427,17 @@ class Database:
                 target,
                 min_size=1,
                 max_size=max_connections,
-                kwargs={"autocommit": True},
+                kwargs={
+                    "autocommit": True,
+                    # A server or network that goes silent fails a call (and
+                    # lets the store close) within about a minute, not the
+                    # OS's TCP defaults (hours). Unix sockets ignore these.
+                    "keepalives": 1,
+                    "keepalives_idle": 30,
+                    "keepalives_interval": 10,
+                    "keepalives_count": 3,
+                    "tcp_user_timeout": 60_000,
+                },
                 open=False,
                 timeout=connect_timeout,
                 name=f"meerkat_actor {schema}",
@@ -433,6 +449,7 @@ class Database:
             owns_pool=owns,
             synchronous_commit=synchronous_commit,
             lock_timeout=lock_timeout,
+            connect_timeout=connect_timeout,
         )
         try:
             if owns:
@@ -443,7 +460,8 @@ class Database:
                         f"cannot open the PostgreSQL store in schema {schema}: no connection"
                         f" to the server within {connect_timeout} s ({exc})"
                     ) from exc
-            database._prepare(migrate, create)
+            if prepare:
+                database._prepare(migrate, create)
         except BaseException:
             database.close()
             raise
@@ -452,22 +470,35 @@ class Database:
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection from the pool, in autocommit mode (this module issues
-        BEGIN and COMMIT itself)."""
-        with self.pool.connection() as connection:
-            if not connection.autocommit:
+        BEGIN and COMMIT itself) and returning tuples; a connection of a
+        caller's pool gets its own settings back when it goes back idle.
+
+        Raises:
+            PoolTimeout: no connection within `connect_timeout`.
+        """
+        with self.pool.connection(timeout=self.connect_timeout) as connection:
+            autocommit, rows = connection.autocommit, connection.row_factory
+            if not autocommit:
                 connection.autocommit = True
-            yield connection
+            connection.row_factory = tuple_row
+            try:
+                yield connection
+            finally:
+                idle = psycopg.pq.TransactionStatus.IDLE
+                if not connection.closed and connection.info.transaction_status == idle:
+                    connection.row_factory = rows
+                    if not autocommit:
+                        connection.autocommit = False
 
     def _prepare(self, migrate: bool, create: bool = True) -> None:
         schema = self.schema
         try:
             with self._connection() as connection:
-                connection.execute("BEGIN")
+                # READ COMMITTED: each statement after the lock sees what the
+                # opener that held it before committed.
+                connection.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                 try:
-                    connection.execute(
-                        "SELECT pg_advisory_xact_lock(%s)",
-                        (lock_key("meerkat_actor", schema, "schema"),),
-                    )
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (self.schema_lock,))
                     version = self._schema_version(connection)
                     if version is None and not create:
                         raise NotAStore(f"schema {schema} holds no Meerkat store")
@@ -489,9 +520,9 @@ class Database:
                             )
                         for step in range(version, SCHEMA_VERSION):
                             for statement in _MIGRATIONS[step]:
-                                connection.execute(statement.format(schema=schema))
+                                connection.execute(statement.format(schema=_quoted(schema)))
                         connection.execute(
-                            f"UPDATE {schema}.meerkat_schema_version SET version = %s",
+                            f"UPDATE {_quoted(schema)}.meerkat_schema_version SET version = %s",
                             (SCHEMA_VERSION,),
                         )
                     connection.execute("COMMIT")
@@ -503,16 +534,19 @@ class Database:
             raise ReadFailed(f"cannot open the PostgreSQL store in schema {schema}: {exc}") from exc
 
     def _schema_version(self, connection: psycopg.Connection[Any]) -> int | None:
-        """The schema's version, or `None` if it holds none of Meerkat's tables.
+        """The schema's version, or `None` if it holds none of Meerkat's tables
+        (from the catalog, which shows every table, whatever the role may read).
 
         Raises:
             NotAStore: Meerkat-named tables without a (valid) version row.
         """
         schema = self.schema
         present = {
-            name
+            str(name)
             for (name,) in connection.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                "SELECT c.relname FROM pg_catalog.pg_class c"
+                " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
                 (schema,),
             )
         }
@@ -525,29 +559,27 @@ class Database:
                 " meerkat_schema_version table: not a store this package made"
             )
         rows = connection.execute(
-            f"SELECT id, version FROM {schema}.meerkat_schema_version"
+            f"SELECT id, version FROM {_quoted(schema)}.meerkat_schema_version"
         ).fetchall()
         if len(rows) != 1 or not isinstance(rows[0][1], int):
             raise NotAStore(f"schema {schema}: meerkat_schema_version holds {rows!r}, not one row")
         version: int = rows[0][1]
         missing = [table for table in _TABLES if table not in present]
-        if missing and version <= SCHEMA_VERSION:
+        if missing and version == SCHEMA_VERSION:
             raise NotAStore(f"schema {schema} (version {version}) has no table {missing[0]}")
         return version
 
     def _authority(self, connection: psycopg.Connection[Any]) -> str:
-        """`postgres:` + the cluster's system identifier (or, where that is
-        not readable, the server's address) + database + schema."""
+        """`postgres:` + the store id the schema was created with + database +
+        schema: the same for every handle on this store, however the server is
+        reached, and different for every other store."""
         database = connection.execute("SELECT current_database()").fetchone()
         name = str(database[0]) if database else ""
-        try:
-            row = connection.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
-            server = f"system {row[0]}" if row else ""
-        except psycopg.Error:
-            info = connection.info
-            server = f"{info.host}:{info.port}"
+        row = connection.execute(
+            f"SELECT store_id FROM {_quoted(self.schema)}.meerkat_schema_version"
+        ).fetchone()
         self.location = f"PostgreSQL store {name}.{self.schema}"
-        return f"postgres:{server}/{name}/{self.schema}"
+        return f"postgres:{row[0] if row else ''}/{name}/{self.schema}"
 
     def close(self) -> None:
         """Close the pool if this database made it."""
@@ -650,8 +682,9 @@ class Database:
     ) -> tuple[_core.Effect, ...]:
         """One write transaction in two round trips, through psycopg's pipeline
         mode: BEGIN, the settings, the lock and `plan`'s first lookup go
-        together (each further lookup is a round trip of its own), then the
-        writes and the COMMIT.
+        together (each further lookup is a round trip of its own; a command
+        that looks nothing up waits for the lock alone), then the writes and
+        the COMMIT.
 
         Raises:
             WriteFailed: the server refused a statement or the COMMIT, or the
@@ -665,15 +698,23 @@ class Database:
         try:
             with self._connection() as connection:
                 try:
-                    with connection.pipeline():
+                    with connection.pipeline() as pipeline:
                         for statement in self.begin_write:
                             connection.execute(statement)
-                        connection.execute(f"SELECT pg_advisory_xact_lock({lock})")
-                        effects = _core.plan(_View(self, connection), command, codec)
+                        connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                        view = _View(self, connection)
+                        effects = _core.plan(view, command, codec)
+                        if not view.lookups:
+                            # Nothing read yet: know that BEGIN and the lock
+                            # went through before the COMMIT goes out, so a
+                            # lost connection until then is a plain failure.
+                            pipeline.sync()
                         for effect in effects:
                             self._write(connection, effect)
-                        connection.execute("COMMIT")
+                        # From here on the COMMIT may reach the server (libpq
+                        # may send it before this call returns).
                         committing = True
+                        connection.execute("COMMIT")
                 except BaseException as exc:
                     if committing and self._maybe_committed(exc, connection):
                         raise CommitOutcomeUnknown(
@@ -692,12 +733,14 @@ class Database:
     def _maybe_committed(exc: BaseException, connection: psycopg.Connection[Any]) -> bool:
         """Whether the transaction may have committed although `exc` was raised
         while its COMMIT was on its way: the connection failed. A statement
-        the server refused (an error with an SQLSTATE on a live connection)
-        aborts the pipeline, and the COMMIT after it is never run."""
+        the server refused (an error with an SQLSTATE, or the pipeline aborted
+        by one) means the COMMIT queued after it never ran."""
+        if isinstance(exc, psycopg.errors.PipelineAborted):
+            return False
+        if isinstance(exc, psycopg.Error) and exc.sqlstate is not None and not connection.broken:
+            return False
         if connection.closed or connection.broken:
             return True
-        if isinstance(exc, psycopg.Error) and exc.sqlstate is not None:
-            return False
         return _lost(exc)
 
     def _write(self, connection: psycopg.Connection[Any], effect: _core.Effect) -> None:
@@ -779,38 +822,58 @@ class Database:
             where = _where(operation, runtime_id)
             raise ReadFailed(f"{where}: PostgreSQL failed on {self.location}: {exc}") from exc
 
-    def is_empty(self) -> bool:
-        """Whether the store holds nothing at all."""
-        return self.run_read("look for anything", None, lambda view: not view.runtime_ids()) and (
-            self.run_read("look for anything", None, _View.auth_oauth_flow_snapshot) is None
-        )
-
-    def write_state(self, state: _core.StoreState) -> None:
-        """Write every value of `state` in one transaction (meant for an empty
-        store: `meerkat-actor export-postgres`; receipts already there conflict).
+    def export_state(self, state: _core.StoreState) -> None:
+        """Write every value of `state` as the whole content of the schema's
+        store, in one transaction that also creates the schema and its tables
+        if they are missing: under the schema's lock (the one openers take),
+        with every table locked against writers (`EXCLUSIVE`), it checks that
+        the store is empty, then writes. Any failure rolls all of it back,
+        the creation included: nothing of anyone else's is ever touched.
 
         Raises:
-            WriteFailed: the server refused a row, or the connection failed
-                (rolled back), or `CommitOutcomeUnknown`.
+            FileExistsError: the schema's store holds something.
+            NotAStore, UnsupportedFormat: as `open_postgres_store`.
+            WriteFailed: the server refused a row or failed (rolled back).
+            CommitOutcomeUnknown: the connection failed during COMMIT.
         """
-        where = f"export to {self.location}"
+        where = f"export to schema {self.schema}"
         self.transactions += 1
         self.write_transactions += 1
         committing = False
         try:
             with self._connection() as connection:
                 try:
-                    with connection.pipeline():
-                        for statement in self.begin_write:
+                    for statement in self.begin_write:
+                        connection.execute(statement)
+                    connection.execute("SELECT pg_advisory_xact_lock(%s)", (self.schema_lock,))
+                    version = self._schema_version(connection)
+                    if version is None:
+                        for statement in schema_statements(self.schema):
                             connection.execute(statement)
-                        for effect in _core.state_effects(state):
-                            self._write(connection, effect)
-                        connection.execute("COMMIT")
-                        committing = True
+                    elif version != SCHEMA_VERSION:
+                        raise UnsupportedFormat(
+                            f"schema {self.schema} is at version {version} of the Meerkat"
+                            f" PostgreSQL schema; this meerkat_actor writes version"
+                            f" {SCHEMA_VERSION}"
+                        )
+                    connection.execute(f"LOCK TABLE {self.tables} IN EXCLUSIVE MODE")
+                    for table in _TABLES:
+                        row = connection.execute(
+                            f"SELECT 1 FROM {_quoted(self.schema)}.{table} LIMIT 1"
+                        ).fetchone()
+                        if row is not None:
+                            raise FileExistsError(
+                                17, "the export's target holds a store", f"schema {self.schema}"
+                            )
+                    for effect in _core.state_effects(state):
+                        self._write(connection, effect)
+                    committing = True
+                    connection.execute("COMMIT")
                 except BaseException as exc:
                     if committing and self._maybe_committed(exc, connection):
                         raise CommitOutcomeUnknown(
-                            f"{where}: the connection failed during COMMIT ({exc})"
+                            f"{where}: the connection failed during COMMIT ({exc}): the export"
+                            " may or may not be there; read the schema back to know"
                         ) from exc
                     self._rollback(connection)
                     raise

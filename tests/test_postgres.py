@@ -11,6 +11,7 @@ store against the reference model in stateful_tests/test_backends.py.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -20,11 +21,14 @@ import pytest
 import trio
 from _values import I1, I2, OTHER, RT, RUN, SID, everything, increment, populate, receipt, session
 from _values import stored as stored_state
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 import meerkat_actor as ma
 from meerkat_actor import _postgres_db
+from meerkat_actor._dry_run import read_store
 from meerkat_actor._errors import NotAStore
+from meerkat_actor._postgres_copy import export_postgres
 
 pytestmark = pytest.mark.usefixtures("postgres_dsn")
 
@@ -107,6 +111,9 @@ async def test_two_schemas_share_nothing(postgres_dsn: str, schema: str):
         ({"schema": "a-b"}, ValueError, "schema"),
         ({"schema": "x" * 64}, ValueError, "schema"),
         ({"schema": 3}, TypeError, "schema"),
+        ({"schema": "pg_meerkat"}, ValueError, "schema"),
+        ({"schema": "information_schema"}, ValueError, "schema"),
+        ({"lock_timeout": 3e6}, ValueError, "lock_timeout"),
         ({"synchronous_commit": "maybe"}, ValueError, "synchronous_commit"),
         ({"synchronous_commit": True}, TypeError, "synchronous_commit"),
         ({"lock_timeout": 0}, ValueError, "lock_timeout"),
@@ -546,3 +553,130 @@ async def test_a_server_crash_under_load_loses_no_acknowledged_write(
     assert receipts <= acked | unknown
     # Whole or not at all: a write's receipt and its input state together.
     assert inputs == receipts
+
+
+# --- what a review found ---------------------------------------------------------------------
+
+
+async def test_a_reserved_word_is_a_schema_name_like_another(postgres_dsn: str):
+    try:
+        async with ma.open_postgres_store(postgres_dsn, schema="user") as store:
+            await populate(store)
+            before = await everything(store)
+        async with ma.open_postgres_store(postgres_dsn, schema="user") as store:
+            assert await everything(store) == before
+    finally:
+        sql(postgres_dsn, 'DROP SCHEMA IF EXISTS "user" CASCADE')
+
+
+async def test_the_authority_key_names_the_store_not_the_way_to_it(postgres_dsn: str, schema: str):
+    async with ma.open_postgres_store(postgres_dsn, schema=schema) as store:
+        key = store.auth_authority_key()
+    (store_id,) = sql(postgres_dsn, f"SELECT store_id FROM {schema}.meerkat_schema_version")[0]
+    assert key is not None
+    assert str(uuid.UUID(str(store_id))) in key
+    # The same store through another spelling of the connection string.
+    other = postgres_dsn.replace("dbname=postgres", "dbname=postgres application_name=x")
+    async with ma.open_postgres_store(other, schema=schema) as store:
+        assert store.auth_authority_key() == key
+    # A store of the same name, made again, is another store.
+    sql(postgres_dsn, f"DROP SCHEMA {schema} CASCADE")
+    async with ma.open_postgres_store(postgres_dsn, schema=schema) as store:
+        assert store.auth_authority_key() != key
+
+
+async def test_a_callers_pool_gets_its_connections_back_as_they_were(
+    postgres_dsn: str, schema: str
+):
+    def configure(connection: psycopg.Connection) -> None:
+        connection.row_factory = dict_row  # type: ignore[assignment]
+
+    with ConnectionPool(
+        postgres_dsn, min_size=2, max_size=2, open=True, configure=configure
+    ) as pool:
+        async with ma.open_postgres_store(pool, schema=schema) as store:
+            await populate(store)
+            before = await everything(store)
+            assert before[RT, "inputs"] == [stored_state(I1)]
+        for _ in range(2):
+            with pool.connection() as connection:
+                assert connection.autocommit is False
+                row = connection.execute("SELECT 1 AS one").fetchone()
+                assert row == {"one": 1}
+
+
+def test_racing_exports_to_one_schema_leave_one_whole_export(
+    postgres_dsn: str, schema: str, tmp_path
+):
+    """Two exports of different stores into one new schema at once: exactly
+    one lands, whole; the other is refused and removes nothing."""
+
+    async def build(path, runtime) -> None:
+        async with ma.open_store(path) as store:
+            await store.atomic_apply(runtime, session(), receipt(), [stored_state(I1)], SID)
+
+    trio.run(build, tmp_path / "a", RT)
+    trio.run(build, tmp_path / "b", OTHER)
+    states = [read_store(str(tmp_path / name)).state for name in ("a", "b")]
+    outcomes: list[object] = [None, None]
+    go = threading.Barrier(2)
+
+    def export(n: int) -> None:
+        go.wait()
+        try:
+            outcomes[n] = export_postgres(states[n], postgres_dsn, schema)
+        except Exception as exc:
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=export, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(failed) == 1, outcomes
+    assert isinstance(failed[0], FileExistsError)
+    winner = 0 if not isinstance(outcomes[0], Exception) else 1
+    runtimes = {RT: 0, OTHER: 1}
+
+    async def read() -> list[ma.LogicalRuntimeId]:
+        async with ma.open_postgres_store(postgres_dsn, schema=schema) as store:
+            return await store.list_runtimes()
+
+    assert [runtimes[rt] for rt in trio.run(read)] == [winner]
+
+
+async def test_a_connection_lost_while_waiting_for_the_lock_is_a_plain_failure(
+    postgres_dsn: str, schema: str
+):
+    """A write that looks nothing up (`persist_input_state`) waits for its
+    runtime's lock; its connection is cut before the lock comes: nothing was
+    committed, and the store says so (`WriteFailed`, not an unknown outcome)."""
+    async with ma.open_postgres_store(postgres_dsn, schema=schema, lock_timeout=30) as store:
+        await populate(store)
+        before = await everything(store)
+        key = _postgres_db.lock_key("meerkat_actor", schema, "runtime", str(RT))
+        with psycopg.connect(postgres_dsn) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            holder_pid = holder.info.backend_pid
+
+            async def cut() -> None:
+                while True:
+                    await trio.sleep(0.05)
+                    rows = sql(
+                        postgres_dsn,
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND pid <> %s",
+                        (holder_pid,),
+                    )
+                    if rows:
+                        sql(postgres_dsn, "SELECT pg_terminate_backend(%s)", (rows[0][0],))
+                        return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cut)
+                with pytest.raises(ma.WriteFailed) as caught:
+                    await store.persist_input_state(RT, stored_state(I2))
+            assert not isinstance(caught.value, ma.CommitOutcomeUnknown)
+            holder.rollback()
+        assert await everything(store) == before
