@@ -126,28 +126,28 @@ def schema_statements(schema: str) -> tuple[str, ...]:
     store_id text NOT NULL
 )""",
         f"""CREATE TABLE {s}.runtime_input_states (
-    runtime_id text NOT NULL,
+    runtime_id bytea NOT NULL,
     input_id text NOT NULL,
     state_json bytea NOT NULL,
     PRIMARY KEY (runtime_id, input_id)
 )""",
         f"""CREATE TABLE {s}.runtime_boundary_receipts (
-    runtime_id text NOT NULL,
+    runtime_id bytea NOT NULL,
     run_id text NOT NULL,
     sequence numeric(20, 0) NOT NULL CHECK (sequence >= 0 AND sequence <= {U64_MAX}),
     receipt_json bytea NOT NULL,
     PRIMARY KEY (runtime_id, run_id, sequence)
 )""",
         f"""CREATE TABLE {s}.runtime_session_snapshots (
-    runtime_id text NOT NULL PRIMARY KEY,
+    runtime_id bytea NOT NULL PRIMARY KEY,
     session_snapshot bytea NOT NULL
 )""",
         f"""CREATE TABLE {s}.runtime_states (
-    runtime_id text NOT NULL PRIMARY KEY,
+    runtime_id bytea NOT NULL PRIMARY KEY,
     runtime_state_json bytea NOT NULL
 )""",
         f"""CREATE TABLE {s}.runtime_ops_lifecycle (
-    runtime_id text NOT NULL PRIMARY KEY,
+    runtime_id bytea NOT NULL PRIMARY KEY,
     state_json bytea NOT NULL
 )""",
         f"""CREATE TABLE {s}.runtime_auth_oauth_flow_state (
@@ -182,6 +182,12 @@ def lock_key(*parts: str) -> int:
     two unrelated writes wait for each other)."""
     digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _key(runtime_id: LogicalRuntimeId) -> bytes:
+    """A runtime id as its `runtime_id` column holds it: UTF-8 bytes (`bytea`,
+    since a runtime id may hold NUL, which PostgreSQL's text cannot)."""
+    return runtime_id.value.encode("utf-8")
 
 
 def _where(operation: str, runtime_id: LogicalRuntimeId | None) -> str:
@@ -236,17 +242,17 @@ class _View:
         return None if row is None else bytes(row[0])
 
     def session_snapshot(self, runtime_id: LogicalRuntimeId) -> bytes | None:
-        row = self._one(self.database.sql["get_session"], (str(runtime_id),))
+        row = self._one(self.database.sql["get_session"], (_key(runtime_id),))
         return None if row is None else bytes(row[0])
 
     def runtime_state(self, runtime_id: LogicalRuntimeId) -> RuntimeState | None:
-        row = self._one(self.database.sql["get_runtime_state"], (str(runtime_id),))
+        row = self._one(self.database.sql["get_runtime_state"], (_key(runtime_id),))
         if row is None:
             return None
         return self.database.decode(RuntimeState, row[0], "runtime_states", runtime_id)
 
     def ops_lifecycle(self, runtime_id: LogicalRuntimeId) -> PersistedOpsSnapshot | None:
-        row = self._one(self.database.sql["get_ops"], (str(runtime_id),))
+        row = self._one(self.database.sql["get_ops"], (_key(runtime_id),))
         if row is None:
             return None
         return self.database.decode(
@@ -257,30 +263,33 @@ class _View:
         self, runtime_id: LogicalRuntimeId, input_id: InputId
     ) -> StoredInputState | None:
         key = str(input_id)
-        row = self._one(self.database.sql["get_input"], (str(runtime_id), key))
+        row = self._one(self.database.sql["get_input"], (_key(runtime_id), key))
         return None if row is None else self.database.input_row(runtime_id, key, row[0])
 
     def input_states(self, runtime_id: LogicalRuntimeId) -> list[StoredInputState]:
-        rows = self._all(self.database.sql["get_inputs"], (str(runtime_id),))
+        rows = self._all(self.database.sql["get_inputs"], (_key(runtime_id),))
         return [self.database.input_row(runtime_id, key, value) for key, value in rows]
 
     def boundary_receipt(
         self, runtime_id: LogicalRuntimeId, run_id: RunId, sequence: int
     ) -> RunBoundaryReceipt | None:
         run = str(run_id)
-        row = self._one(self.database.sql["get_receipt"], (str(runtime_id), run, sequence))
+        row = self._one(self.database.sql["get_receipt"], (_key(runtime_id), run, sequence))
         if row is None:
             return None
         return self.database.receipt_row(runtime_id, run, sequence, row[0])
 
     def boundary_receipts(self, runtime_id: LogicalRuntimeId) -> list[RunBoundaryReceipt]:
-        rows = self._all(self.database.sql["get_receipts"], (str(runtime_id),))
+        rows = self._all(self.database.sql["get_receipts"], (_key(runtime_id),))
         return [
             self.database.receipt_row(runtime_id, run, slot, value) for run, slot, value in rows
         ]
 
     def runtime_ids(self) -> list[LogicalRuntimeId]:
-        return [LogicalRuntimeId(key) for (key,) in self._all(self.database.sql["runtimes"], ())]
+        return [
+            self.database.runtime_id(bytes(key))
+            for (key,) in self._all(self.database.sql["runtimes"], ())
+        ]
 
 
 @final
@@ -602,6 +611,19 @@ class Database:
 
     # --- rows to values ----------------------------------------------------------------------
 
+    def runtime_id(self, key: bytes) -> LogicalRuntimeId:
+        """A `runtime_id` column's value as the id.
+
+        Raises:
+            CorruptStore: not the UTF-8 of a non-empty id.
+        """
+        try:
+            return LogicalRuntimeId(key.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CorruptStore(
+                f"{self.location}: a runtime_id of {key!r} is not a runtime id: {exc}"
+            ) from exc
+
     def corrupt(self, table: str, where: str, message: str) -> CorruptStore:
         return CorruptStore(f"{self.location}: {table}, {where}: {message}")
 
@@ -749,19 +771,19 @@ class Database:
         execute = connection.execute
         match effect:
             case _core.SetSessionSnapshot(runtime_id, snapshot):
-                execute(sql["put_session"], (str(runtime_id), snapshot))
+                execute(sql["put_session"], (_key(runtime_id), snapshot))
             case _core.InsertReceipt(runtime_id, packed):
                 receipt = _core.decode_receipt(runtime_id, packed.key, packed.blob)
                 execute(
                     sql["put_receipt"],
-                    (str(runtime_id), str(receipt.run_id), receipt.sequence, dumps_json(receipt)),
+                    (_key(runtime_id), str(receipt.run_id), receipt.sequence, dumps_json(receipt)),
                 )
             case _core.PutInputStates(runtime_id, states):
                 with connection.cursor() as cursor:
                     cursor.executemany(
                         sql["put_input"],
                         [
-                            (str(runtime_id), str(s.state.input_id), dumps_json(s))
+                            (_key(runtime_id), str(s.state.input_id), dumps_json(s))
                             for s in (
                                 _core.decode_input(runtime_id, packed.key, packed.blob)
                                 for packed in states
@@ -769,18 +791,18 @@ class Database:
                         ],
                     )
             case _core.SetRuntimeState(runtime_id, runtime_state):
-                execute(sql["put_runtime_state"], (str(runtime_id), dumps_json(runtime_state)))
+                execute(sql["put_runtime_state"], (_key(runtime_id), dumps_json(runtime_state)))
             case _core.SetOpsSnapshot(runtime_id, snapshot):
-                execute(sql["put_ops"], (str(runtime_id), dumps_json(snapshot)))
+                execute(sql["put_ops"], (_key(runtime_id), dumps_json(snapshot)))
             case _core.SetOAuthFlowSnapshot(snapshot):
                 execute(sql["put_oauth"], (OAUTH_ROW_ID, snapshot))
             case _core.RemoveSessionSnapshot(runtime_id):
-                execute(self.delete_runtime_rows["runtime_session_snapshots"], (str(runtime_id),))
+                execute(self.delete_runtime_rows["runtime_session_snapshots"], (_key(runtime_id),))
             case _core.RemoveOpsSnapshot(runtime_id):
-                execute(self.delete_runtime_rows["runtime_ops_lifecycle"], (str(runtime_id),))
+                execute(self.delete_runtime_rows["runtime_ops_lifecycle"], (_key(runtime_id),))
             case _core.RemoveRuntime(runtime_id):
                 for delete in self.delete_runtime_rows.values():
-                    execute(delete, (str(runtime_id),))
+                    execute(delete, (_key(runtime_id),))
             case _:  # pragma: no cover - the Effect union is closed
                 raise TypeError(f"not a store effect: {effect!r}")
 

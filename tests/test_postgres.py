@@ -680,3 +680,20 @@ async def test_a_connection_lost_while_waiting_for_the_lock_is_a_plain_failure(
             assert not isinstance(caught.value, ma.CommitOutcomeUnknown)
             holder.rollback()
         assert await everything(store) == before
+
+
+async def test_any_runtime_id_round_trips(postgres_dsn: str, schema: str):
+    """Runtime ids are any text UTF-8 can hold, NUL included (which
+    PostgreSQL's text type refuses: the column is bytea)."""
+    names = ["\x00", "a\x00b", "ünïcödé ✓", "\U0001f600", " ", "x" * 1000]
+    async with ma.open_postgres_store(postgres_dsn, schema=schema) as store:
+        for n, name in enumerate(names):
+            runtime = ma.LogicalRuntimeId(name)
+            await store.atomic_apply(runtime, session(), receipt(n), [stored_state(I1)], SID)
+        assert sorted(r.value for r in await store.list_runtimes()) == sorted(names)
+        for n, name in enumerate(names):
+            runtime = ma.LogicalRuntimeId(name)
+            assert await store.load_input_states(runtime) == [stored_state(I1)]
+            assert await store.load_boundary_receipt(runtime, RUN, n) == receipt(n)
+        await store.clear_session_snapshot(ma.LogicalRuntimeId("\x00"))
+        assert await store.load_session_snapshot(ma.LogicalRuntimeId("\x00")) is None
