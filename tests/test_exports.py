@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,12 @@ EXPECTED = {
     # stores
     "open_store",
     "open_sqlite_store",
+    "open_postgres_store",
     "RuntimeStore",
     "StoreStatistics",
     # the handles open_store/open_sqlite_store yield (for annotations)
     "ActorStore",
+    "PostgresStore",
     "SqliteStore",
     # session codecs (open_store(session_codec=...))
     "SessionCodec",
@@ -64,6 +68,7 @@ EXPECTED = {
     "StoreLocked",
     "StorePoisoned",
     "CorruptStore",
+    "CommitOutcomeUnknown",
     "UnsupportedFormat",
     "StoreClosed",
     "InvalidTransition",
@@ -75,6 +80,20 @@ PACKAGE_DIR = Path(ma.__file__).parent
 def test_all_is_exactly_the_documented_surface():
     assert len(ma.__all__) == len(set(ma.__all__)), "duplicate names in __all__"
     assert set(ma.__all__) == EXPECTED
+
+
+def test_postgres_store_is_exported_without_importing_psycopg():
+    assert "open_postgres_store" in ma.__all__
+    assert callable(ma.open_postgres_store)
+    # The core keeps its three dependencies: psycopg loads only when a
+    # PostgreSQL store is opened.
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, meerkat_actor; print('psycopg' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_sqlite_store_is_exported():
@@ -102,7 +121,7 @@ def test_every_error_derives_from_the_right_kind():
     direct += [ma.Unsupported, ma.Internal, ma.StoreClosed]
     for kind in direct:
         assert kind.__bases__ == (ma.RuntimeStoreError,), kind
-    for kind in (ma.ReceiptConflict, ma.StoreLocked, ma.StorePoisoned):
+    for kind in (ma.ReceiptConflict, ma.StoreLocked, ma.StorePoisoned, ma.CommitOutcomeUnknown):
         assert kind.__bases__ == (ma.WriteFailed,), kind
     assert ma.CorruptStore.__bases__ == (ma.ReadFailed,)
     assert ma.UnsupportedFormat.__bases__ == (ma.ReadFailed,)
