@@ -347,11 +347,17 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     source = os.path.abspath(args.file)
+    return _import_into(args, source, lambda: _sqlite_copy.read_sqlite(source))
+
+
+def _import_into(args: argparse.Namespace, source: str, read: Callable[[], StoreState]) -> int:
+    """Write what `read()` gives (the content of `source`) as a new store at
+    `args.dir`, read it back and compare: `import-sqlite`, `import-postgres`."""
     target = os.path.realpath(args.dir)
     if os.path.lexists(target) and (not os.path.isdir(target) or os.listdir(target)):
         raise FileExistsError(17, "exists", target)
     _progress(f"reading {source} ...")
-    state = _sqlite_copy.read_sqlite(source)
+    state = read()
     _progress(f"writing {target} ...")
     try:
         view = _sqlite_copy.import_sqlite(state, target)
@@ -406,23 +412,7 @@ def _export_postgres(args: argparse.Namespace) -> int:
 def _import_postgres(args: argparse.Namespace) -> int:
     copy = _postgres_copy(args.schema)
     source = f"PostgreSQL schema {args.schema}"
-    target = os.path.realpath(args.dir)
-    if os.path.lexists(target) and (not os.path.isdir(target) or os.listdir(target)):
-        raise FileExistsError(17, "exists", target)
-    _progress(f"reading {source} ...")
-    state = copy.read_postgres(args.dsn, args.schema)
-    _progress(f"writing {target} ...")
-    try:
-        view = _sqlite_copy.import_sqlite(state, target)
-    except ValueError as exc:  # the directory filled up since the check above
-        raise FileExistsError(17, "exists", target) from exc
-    if not _sqlite_copy.same_content(state, view.state):
-        raise _Failed(
-            "mismatch",
-            EXIT_PROBLEM,
-            f"{target} does not read back as {source} holds (the directory is left as is)",
-        )
-    return _report_copy(args, source, target, state)
+    return _import_into(args, source, lambda: copy.read_postgres(args.dsn, args.schema))
 
 
 # --- demo ------------------------------------------------------------------------------------
