@@ -82,7 +82,7 @@ from ._front import StoreFront, StoreStatistics
 from ._fs import FileIO
 from ._mailbox import Envelope, Outcome, Reply, deliver
 from ._session_codec import SessionCodec, check_session_codec
-from ._util import unwrap_single_exception
+from ._util import require_trio, unwrap_single_exception
 from ._writer import Group, Writer
 
 __all__ = ["ActorStore", "open_store"]
@@ -463,6 +463,7 @@ async def open_store(
     still queued are answered with `StoreClosed` and not applied. Later calls
     raise `StoreClosed`.
     """
+    require_trio("meerkat_actor.open_store()")
     codec = check_session_codec(session_codec)
     check_positive(max_pending, "max_pending")
     check_positive(max_batch, "max_batch")

@@ -42,7 +42,7 @@ from ._core import Command, Query
 from ._errors import StoreClosed
 from ._front import StoreFront, StoreStatistics
 from ._session_codec import SessionCodec, check_session_codec
-from ._util import run_in_thread
+from ._util import require_trio, run_in_thread
 
 if TYPE_CHECKING:
     from ._postgres_db import Database
@@ -230,6 +230,7 @@ async def open_postgres_store(
     The store closes when the block exits: calls already running finish
     first; later calls raise `StoreClosed`. A pool the store made is closed.
     """
+    require_trio("meerkat_actor.open_postgres_store()")
     codec = check_session_codec(session_codec)
     if not isinstance(schema, str):
         raise TypeError(f"schema must be str, got {type(schema).__name__}")

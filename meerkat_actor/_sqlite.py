@@ -55,6 +55,7 @@ from ._errors import StoreClosed
 from ._front import StoreFront, StoreStatistics
 from ._session_codec import SessionCodec, check_session_codec
 from ._sqlite_db import DEFAULT_BUSY_TIMEOUT, SYNCHRONOUS_MODES, Database
+from ._util import require_trio
 
 __all__ = ["SqliteStore", "open_sqlite_store"]
 
@@ -220,6 +221,7 @@ async def open_sqlite_store(
     (see `busy_timeout` for how long that can take); later calls raise
     `StoreClosed`.
     """
+    require_trio("meerkat_actor.open_sqlite_store()")
     codec = check_session_codec(session_codec)
     location = _check_path(path)
     mode = _check_synchronous(synchronous)

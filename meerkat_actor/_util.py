@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABCMeta
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ import trio
 if TYPE_CHECKING:
     import outcome  # trio's own dependency
 
-__all__ = ["NoPublicConstructor", "run_in_thread", "unwrap_single_exception"]
+__all__ = ["NoPublicConstructor", "require_trio", "run_in_thread", "unwrap_single_exception"]
 
 T = TypeVar("T")
 
@@ -82,3 +83,31 @@ async def run_in_thread(fn: Callable[[], T], name: str = "meerkat_actor log appe
     trio.lowlevel.start_thread_soon(fn, deliver, name=name)
     result: T = await trio.lowlevel.wait_task_rescheduled(never)
     return result
+
+
+def require_trio(what: str) -> None:
+    """Raise a clear `RuntimeError` unless called from a trio task.
+
+    `what` names the call (`"meerkat_actor.open_store()"`); the message says
+    that an asyncio program uses `meerkat_actor.asyncio` instead (whose
+    openers have the same names), rather than letting trio fail deep inside
+    with an error about its run context.
+    """
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        pass
+    else:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            f"{what} must be called from a trio task (inside trio.run); from an"
+            " asyncio program use meerkat_actor.asyncio, which has the same openers"
+        ) from None
+    raise RuntimeError(
+        f"{what} runs on trio, but it was called from asyncio: use meerkat_actor.asyncio"
+        " instead (`from meerkat_actor import asyncio as ma_asyncio`; the same openers,"
+        " arguments, methods and errors); see docs/asyncio.md"
+    ) from None
