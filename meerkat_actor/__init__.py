@@ -36,8 +36,10 @@ from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
 from ._postgres import PostgresStore, open_postgres_store
 from ._protocol import RuntimeStore
 from ._session_codec import MeerkatSessionCodec, SessionCodec
+from ._shutdown import shutdown_on_signals
 from ._sqlite import SqliteStore, open_sqlite_store
 from ._types import (
+    INPUT_LIFECYCLE_TRANSITIONS,
     LIFECYCLE_TRANSITIONS,
     UNCHECKED,
     InputAbandonReason,
@@ -59,6 +61,7 @@ from ._types import (
 )
 
 __all__ = [
+    "INPUT_LIFECYCLE_TRANSITIONS",
     "LIFECYCLE_TRANSITIONS",
     "UNCHECKED",
     "ActorStore",
@@ -109,6 +112,7 @@ __all__ = [
     "open_postgres_store",
     "open_sqlite_store",
     "open_store",
+    "shutdown_on_signals",
 ]
 
 __version__ = "0.1.0"

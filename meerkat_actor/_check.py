@@ -7,6 +7,8 @@ that starts with the argument or field name.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ __all__ = [
     "check_optional_str",
     "check_positive",
     "check_str",
+    "check_sync_callable",
     "check_tuple",
     "check_u64",
     "check_utc",
@@ -141,3 +144,32 @@ def check_tuple(value: Any, cls: type[T], name: str) -> tuple[T, ...]:
     for i, item in enumerate(items):
         check_instance(item, cls, f"{name}[{i}]")
     return items
+
+
+def _is_async_callable(value: Any) -> bool:
+    """Whether calling `value` gives a coroutine or an async generator: an
+    `async def` function or method, a `functools.partial` of one, or an object
+    whose `__call__` is one."""
+    while isinstance(value, functools.partial):
+        value = value.func
+    if inspect.iscoroutinefunction(value) or inspect.isasyncgenfunction(value):
+        return True
+    if isinstance(value, type):  # calling a class constructs an instance
+        return False
+    call = inspect.getattr_static(type(value), "__call__", None)
+    return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+
+
+def check_sync_callable(value: Any, name: str) -> Any:
+    """`value` must be callable and not async: code the store runs inside an
+    atomic step (the OAuth updater) cannot await."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {_type_name(value)}")
+    if _is_async_callable(value):
+        raise TypeError(
+            f"{name} must be a plain function, got an async one"
+            f" ({getattr(value, '__qualname__', _type_name(value))}): the store runs it inside"
+            " one atomic step, which cannot await; compute what you need first, then pass"
+            " a plain function that returns bytes"
+        )
+    return value

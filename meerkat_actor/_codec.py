@@ -120,6 +120,7 @@ from ._types import (
     SessionDelta,
     StoredInputState,
     _commit_for,
+    _stored_seed,
 )
 
 __all__ = [
@@ -760,14 +761,18 @@ def _positional(cls: Any) -> Callable[[dict[str, Any]], Any]:
     return lambda kwargs: cls(*get(kwargs))
 
 
-def _record(cls: Any, fields: Iterable[_Field]) -> _Struct:
+def _record(cls: Any, fields: Iterable[_Field], build: Callable[..., Any] | None = None) -> _Struct:
     """The struct of the dataclass `cls`; `fields` must decode every field of it
-    (a missing key gives its default)."""
+    (a missing key gives its default). `build`, if given, makes the value from
+    the fields in declaration order instead of the constructor."""
     fields = tuple(fields)
     missing = {f.name for f in dataclasses.fields(cls)} ^ {f.attr for f in fields}
     if missing:  # a schema bug, caught at import
         raise AssertionError(f"schema of {cls.__name__} does not match its fields: {missing}")
-    return _Struct(fields, _positional(cls))
+    if build is None:
+        return _Struct(fields, _positional(cls))
+    get = itemgetter(*[f.name for f in dataclasses.fields(cls)])
+    return _Struct(fields, lambda kwargs: build(*get(kwargs)))
 
 
 _INPUT_ID = _UuidId(InputId)
@@ -862,7 +867,12 @@ _INPUT_ROW: tuple[tuple[str, _Field], ...] = (
     ("state", _required("updated_at", _TIME)),
 )
 _INPUT_STATE = _record(InputState, [f for part, f in _INPUT_ROW if part == "state"])
-_INPUT_STATE_SEED = _record(InputStateSeed, [f for part, f in _INPUT_ROW if part == "seed"])
+# A stored seed is read as it is, even one whose phase and terminal outcome
+# disagree (Meerkat's Rust runtime and older versions could write one):
+# `_stored_seed` checks every field but not that (`_types`, Rule 4).
+_INPUT_STATE_SEED = _record(
+    InputStateSeed, [f for part, f in _INPUT_ROW if part == "seed"], build=_stored_seed
+)
 _build_state = _INPUT_STATE.build
 _build_seed = _INPUT_STATE_SEED.build
 

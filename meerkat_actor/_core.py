@@ -36,6 +36,7 @@ Every command and query names the public method it comes from
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,14 @@ from typing import ClassVar, Final, Generic, Protocol, TypeAlias, TypeVar, final
 
 from pyrsistent import PMap, pmap
 
-from ._check import check_bytes, check_instance, check_optional_instance, check_tuple, check_u64
+from ._check import (
+    check_bytes,
+    check_instance,
+    check_optional_instance,
+    check_sync_callable,
+    check_tuple,
+    check_u64,
+)
 from ._errors import (
     CorruptStore,
     LifecycleConflict,
@@ -348,8 +356,7 @@ class UpdateOAuthFlowSnapshot:
     update: Callable[[bytes | None], bytes]
 
     def __post_init__(self) -> None:
-        if not callable(self.update):
-            raise TypeError(f"update must be callable, got {type(self.update).__name__}")
+        check_sync_callable(self.update, "update")
 
 
 @final
@@ -800,10 +807,23 @@ def _plan_atomic_apply(view: ReadView, cmd: AtomicApply, codec: SessionCodec) ->
 
 def _plan_update_oauth(view: ReadView, cmd: UpdateOAuthFlowSnapshot) -> list[Effect]:
     try:
-        new = cmd.update(view.auth_oauth_flow_snapshot())
+        new: object = cmd.update(view.auth_oauth_flow_snapshot())
     except Exception as exc:
         raise CallerCodeError(exc) from exc
     if not isinstance(new, bytes):
+        if inspect.isawaitable(new):
+            # An async updater the up-front check did not recognise: close
+            # the coroutine, so Python does not warn that it was never awaited.
+            close = getattr(new, "close", None)
+            if callable(close):
+                close()
+            raise CallerCodeError(
+                TypeError(
+                    "update_auth_oauth_flow_snapshot: update must be a plain function"
+                    f" returning bytes, but it returned an awaitable ({type(new).__name__});"
+                    " the store runs it inside one atomic step, which cannot await"
+                )
+            )
         raise CallerCodeError(
             TypeError(
                 "update_auth_oauth_flow_snapshot: the updater must return bytes,"

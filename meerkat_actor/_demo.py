@@ -1,20 +1,29 @@
 """The demo: a small agent-host-like workload on a store, and a summary of it.
 
 Several runtimes run side by side as trio tasks, as an agent host would: each
-starts up (lifecycle `initializing -> idle`), accepts inputs, and for every run
-commits a session snapshot, a run-boundary receipt and the consumed inputs in
-one `atomic_apply`; it persists its ops lifecycle snapshot; all of them share
+starts up (lifecycle `initializing -> idle`), accepts and queues inputs, and
+for every run commits a session snapshot, a run-boundary receipt and the
+consumed inputs (taken through the input lifecycle by `transition`, so each
+has its history) in one `atomic_apply`; it persists its ops lifecycle snapshot; all of them share
 one OAuth flow snapshot, updated atomically as a counter. At the end it reads
 everything back through the public API and prints what the store holds (the
 receipts column counts every receipt a runtime holds, `load_boundary_receipts`:
 a second run of the demo on the same store shows those of both runs).
+
+SIGINT (Ctrl-C) and SIGTERM stop the workload the way a host should stop
+(`shutdown_on_signals`, docs/operations.md#shutdown): the runtimes' tasks
+are cancelled, the summary is printed, and the caller's store block exits
+normally, so the store closes cleanly (a durable one with its final
+checkpoint). Only from the main thread, where signals are handled.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,12 +31,11 @@ import trio
 
 from ._actor import ActorStore
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
+from ._shutdown import Shutdown, shutdown_on_signals
 from ._types import (
     InputDurability,
     InputLifecycleState,
     InputState,
-    InputStateHistoryEntry,
-    InputStateSeed,
     InputTerminalOutcome,
     PersistedOpsSnapshot,
     RunApplyBoundary,
@@ -58,29 +66,31 @@ def _session(session_id: SessionId, messages: list[str]) -> bytes:
     return json.dumps(document).encode()
 
 
-def _consumed(stored: StoredInputState, run_id: RunId, sequence: int) -> StoredInputState:
+def _queued() -> StoredInputState:
+    """A new input, accepted and queued (durable: it must survive a restart)."""
     now = datetime.now(UTC)
-    history = (
-        *stored.state.history,
-        InputStateHistoryEntry(
-            now, stored.seed.phase, InputLifecycleState.CONSUMED, "run complete"
-        ),
+    shell = InputState(InputId.new(), now, now, durability=InputDurability.DURABLE)
+    return StoredInputState(shell).transition(InputLifecycleState.QUEUED, reason="policy resolved")
+
+
+def _consumed(queued: StoredInputState, run_id: RunId, sequence: int) -> StoredInputState:
+    """`queued` taken through one run: staged for it, applied at the boundary
+    whose receipt has `sequence`, consumed. Each move is checked against the
+    input lifecycle and recorded in the history."""
+    return (
+        queued.transition(InputLifecycleState.STAGED, reason="run started", run_id=run_id)
+        .transition(InputLifecycleState.APPLIED, reason="boundary applied")
+        .transition(
+            InputLifecycleState.APPLIED_PENDING_CONSUMPTION,
+            reason="receipt committed",
+            sequence=sequence,
+        )
+        .transition(
+            InputLifecycleState.CONSUMED,
+            reason="run complete",
+            outcome=InputTerminalOutcome.consumed(),
+        )
     )
-    state = InputState(
-        input_id=stored.state.input_id,
-        created_at=stored.state.created_at,
-        updated_at=now,
-        history=history,
-        durability=InputDurability.DURABLE,
-    )
-    seed = InputStateSeed(
-        phase=InputLifecycleState.CONSUMED,
-        last_run_id=run_id,
-        last_boundary_sequence=sequence,
-        terminal_outcome=InputTerminalOutcome.consumed(),
-        attempt_count=stored.seed.attempt_count + 1,
-    )
-    return StoredInputState(state, seed)
 
 
 def _increment(current: bytes | None) -> bytes:
@@ -105,42 +115,48 @@ async def _runtime_task(
         log.session_id = SessionId.parse(document["id"])
         messages = [m["content"] for m in document["messages"]]
     for _ in range(runs):
-        accepted = [StoredInputState.new_accepted(InputId.new()) for _ in range(inputs_per_run)]
-        for stored in accepted:
+        queued = [_queued() for _ in range(inputs_per_run)]
+        for stored in queued:
             await store.persist_input_state(rid, stored)
         await store.commit_machine_lifecycle(
             rid, machine_transition(RuntimeState.IDLE, RuntimeState.RUNNING), []
         )
         run_id = RunId.new()
         messages += [f"input {len(messages) + i}" for i in range(inputs_per_run)]
-        receipt = RunBoundaryReceipt(
-            run_id=run_id,
-            boundary=RunApplyBoundary.RUN_START,
-            contributing_input_ids=tuple(s.state.input_id for s in accepted),
-            conversation_digest=None,
+        receipt = RunBoundaryReceipt(  # the run's first boundary: sequence 0
+            run_id,
+            RunApplyBoundary.RUN_START,
+            tuple(s.input_id for s in queued),
             message_count=len(messages),
-            sequence=0,
         )
         await store.atomic_apply(
             rid,
             SessionDelta(_session(log.session_id, messages)),
             receipt,
-            [_consumed(s, run_id, 0) for s in accepted],
+            [_consumed(s, run_id, receipt.sequence) for s in queued],
             session_store_key=log.session_id,
         )
-        log.receipts.append((run_id, 0))
+        log.receipts.append((run_id, receipt.sequence))
         await store.commit_machine_lifecycle(
             rid, machine_transition(RuntimeState.RUNNING, RuntimeState.IDLE), []
         )
         await store.update_auth_oauth_flow_snapshot(_increment)
     # One input stays queued, so the summary shows more than one phase.
-    queued = StoredInputState.new_accepted(InputId.new())
-    await store.persist_input_state(
-        rid, StoredInputState(queued.state, InputStateSeed(phase=InputLifecycleState.QUEUED))
-    )
+    await store.persist_input_state(rid, _queued())
     await store.persist_ops_lifecycle(
         rid, PersistedOpsSnapshot(epoch_id=str(RunId.new()), cursors={"agent_applied_cursor": runs})
     )
+
+
+@asynccontextmanager
+async def _stopped_by_signals() -> AsyncIterator[Shutdown]:
+    """`shutdown_on_signals()` in the main thread; elsewhere (a test's
+    worker thread) signals are not Python's to handle there: no stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield Shutdown()
+        return
+    async with shutdown_on_signals() as shutdown:
+        yield shutdown
 
 
 def demo_runtime_ids(runtimes: int) -> list[LogicalRuntimeId]:
@@ -167,12 +183,16 @@ async def run_demo(
     receipt keys `(runtime_id, run_id, sequence)` this run committed."""
     logs = [_RuntimeLog(runtime_id) for runtime_id in demo_runtime_ids(runtimes)]
     started = trio.current_time()
-    async with trio.open_nursery() as nursery:
+    async with _stopped_by_signals() as shutdown, trio.open_nursery() as nursery:
         for log in logs:
             nursery.start_soon(_runtime_task, store, log, runs, inputs_per_run)
     elapsed = trio.current_time() - started
+    if shutdown.signal is not None:
+        out(f"stopped by {shutdown.signal.name}: the workload was cut short")
 
-    out(f"workload: {runtimes} runtimes x {runs} runs x {inputs_per_run} inputs")
+    # Counts and sizes with a comma every three digits, as every command's
+    # text has them (docs/cli.md, "Numbers").
+    out(f"workload: {runtimes:,} runtimes x {runs:,} runs x {inputs_per_run:,} inputs")
     out("")
     out(f"{'runtime':<10} {'state':<8} {'inputs by phase':<28} {'receipts':>8} {'session':>9} ops")
     for log in logs:
@@ -186,9 +206,9 @@ async def run_demo(
         ops = await store.load_ops_lifecycle(rid)
         out(
             f"{rid!s:<10} {runtime_state.value if runtime_state else '-':<8}"
-            f" {', '.join(f'{n} {p}' for p, n in sorted(phases.items())):<28}"
-            f" {len(receipts):>8}"
-            f" {len(snapshot or b''):>7} B"
+            f" {', '.join(f'{n:,} {p}' for p, n in sorted(phases.items())):<28}"
+            f" {len(receipts):>8,}"
+            f" {len(snapshot or b''):>7,} B"
             f" {'yes' if ops else 'no'}"
         )
     oauth = await store.load_auth_oauth_flow_snapshot()
@@ -196,11 +216,12 @@ async def run_demo(
     out(f"OAuth flow snapshot: {oauth.decode() if oauth else 'none'}")
     stats = store.statistics()
     line = (
-        f"{stats.commands} commands in {stats.batches} batches"
-        f" (largest {stats.largest_batch}), {stats.refused} refused, {elapsed * 1000:.1f} ms"
+        f"{stats.commands:,} commands in {stats.batches:,} batches"
+        f" (largest {stats.largest_batch:,}), {stats.refused:,} refused,"
+        f" {elapsed * 1000:,.1f} ms"
     )
     if store.auth_authority_key() is not None:
-        line += f"; {stats.fsyncs} fsyncs for {stats.records} log records"
+        line += f"; {stats.fsyncs:,} fsyncs for {stats.records:,} log records"
     out(line)
     return [(log.runtime_id, run_id, seq) for log in logs for run_id, seq in log.receipts]
 

@@ -16,8 +16,15 @@ checkpoint is: snapshot to a temp file, fsync it, rename it, fsync the
 directory, and only then delete what it covers (older segments, older
 snapshots), then fsync the directory again.
 
+Rule 4: the LOCK file's note (`_holder`) is advice. It is written after
+the lock is taken, through the locking descriptor, cleared on close, and a
+failure to write it is logged, never raised: the lock is what excludes.
+Checkpoints remove files only between two marks appended to it, so that a
+live reader can tell whether a removal overlapped its read.
+
 Theory of operation. `DurableLog.open()` locks the directory (`flock` on
-LOCK), creates or checks the FORMAT file, removes temp files a crashed
+LOCK), writes the note naming this process into it, creates or checks the
+FORMAT file, removes temp files a crashed
 checkpoint left, then recovers: it loads the newest snapshot that checks out,
 replays the records after it in LSN order (they must be contiguous), and
 positions the writer at the end of the log. It judges bytes only through
@@ -46,16 +53,23 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import stat
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from . import _core
+from . import _core, _holder
 from . import _format as fmt
 from ._core import Effect, StoreState
-from ._errors import CorruptStore, ReadFailed, StoreLocked, UnsupportedFormat, WriteFailed
-from ._fs import FileIO, Handle, LockHandle
+from ._errors import (
+    CorruptStore,
+    NotAStore,
+    ReadFailed,
+    UnsupportedFormat,
+    WriteFailed,
+)
+from ._fs import FileIO, Handle, LockHandle, not_regular
 
 __all__ = ["DEFAULT_MAX_RECORD", "MAX_RECORD_LIMIT", "DurableLog", "Recovered"]
 
@@ -117,6 +131,12 @@ class DurableLog:
         self.io = io
         self.directory = directory
         self._lock: LockHandle | None = lock
+        #: Where the LOCK file's note ends (its line, then the marks), or
+        #: None if no note was written (no mark is appended then).
+        self._note_end: int | None = None
+        #: True while the marks say a removal is under way (Rule 4): the
+        #: closing mark could not be appended.
+        self._removing = False
         self.max_record = max_record
         self._segment: Handle | None = None
         #: The version the FORMAT file names: 1 until a version 1 store is converted.
@@ -146,11 +166,14 @@ class DurableLog:
             StoreLocked: another open store holds the directory.
             UnsupportedFormat: the directory was written by a newer format.
             ReadFailed: `path` is a non-empty directory that is not a store,
-                or cannot be read.
+                or cannot be read; or (its refinement `NotAStore`) it is not
+                a directory (a regular file, say), or goes through one: then
+                nothing was created.
             CorruptStore: damage recovery must not repair.
         """
         directory = os.path.realpath(path)
         try:
+            check_can_be_directory(directory)
             _make_dirs(io, directory)
             # Refuse a foreign directory, or a newer format, before leaving a
             # LOCK file in it (both are checked again under the lock).
@@ -161,16 +184,40 @@ class DurableLog:
                 _check_format_file(io, directory)
             lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
         except BlockingIOError as exc:
-            raise StoreLocked(f"{directory} is locked by another open store") from exc
+            raise _holder.locked_error(io, directory) from exc
         except OSError as exc:
             raise ReadFailed(f"cannot open store directory {directory}: {exc}") from exc
         log = cls(io, directory, lock, max_record)
         try:
+            log._write_note()
             recovered = log._recover()
         except BaseException:
             log.close()
             raise
         return log, recovered
+
+    def _write_note(self) -> None:
+        """Name this process in the LOCK file (Rule 4; best effort)."""
+        assert self._lock is not None
+        try:
+            note = _holder.encode(_holder.this_process(self.io))
+            self.io.write_lock_note(self._lock, note)
+        except OSError as exc:
+            logger.warning("%s: cannot write the holder's note into LOCK: %s", self.directory, exc)
+            return
+        self._note_end = len(note)
+
+    def _mark(self) -> bool:
+        """Append one mark to the LOCK file's note (Rule 4); False if that failed."""
+        if self._lock is None or self._note_end is None:
+            return False
+        try:
+            self.io.extend_lock_note(self._lock, self._note_end, _holder.MARK)
+        except OSError as exc:
+            logger.warning("%s: cannot append a mark to LOCK: %s", self.directory, exc)
+            return False
+        self._note_end += len(_holder.MARK)
+        return True
 
     def _recover(self) -> Recovered:
         io = self.io
@@ -463,9 +510,13 @@ class DurableLog:
             io.sync_dir(building)
             io.rename(building, directory)  # fails if something took the name
             io.sync_dir(parent)
-        lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
+        try:
+            lock = io.lock(os.path.join(directory, fmt.LOCK_FILE))
+        except BlockingIOError as exc:
+            raise _holder.locked_error(io, directory) from exc
         log = cls(io, directory, lock, MAX_RECORD_LIMIT)
         try:
+            log._write_note()
             size = log._write_snapshot_file(lsn, state)
             log._write_atomically(fmt.FORMAT_FILE, fmt.encode_format_file())  # this build's
             io.remove(marker)
@@ -725,15 +776,27 @@ class DurableLog:
                 log, and the store remains usable.
         """
         size = self._write_snapshot_file(lsn, state)
-        removed = False
+        covered = []
         for name in self.io.list_dir(self.directory):
             seg = fmt.parse_name(name, *fmt.SEGMENT_NAME)
             snap = fmt.parse_name(name, *fmt.SNAPSHOT_NAME)
             if (seg is not None and seg < keep_from_lsn) or (snap is not None and snap < lsn):
+                covered.append(name)
+        if not covered:
+            return size
+        # Removed only between two marks (Rule 4). If the opening mark cannot
+        # be written, the files stay: the next checkpoint removes them.
+        if not self._removing:
+            if self._note_end is not None and not self._mark():
+                return size
+            self._removing = self._note_end is not None
+        try:
+            for name in covered:
                 self.io.remove(self._path(name))
-                removed = True
-        if removed:
-            self.io.sync_dir(self.directory)
+        finally:
+            if self._removing and self._mark():
+                self._removing = False
+        self.io.sync_dir(self.directory)
         return size
 
     def close(self) -> None:
@@ -745,10 +808,12 @@ class DurableLog:
                 logger.exception("cannot close %s", self._segment.path)
             self._segment = None
         if self._lock is not None:
+            # Rule 4: the note goes with the lock (`unlock` empties LOCK);
+            # after a crash it stays, naming a process that is not running.
             try:
                 self.io.unlock(self._lock)
             except OSError:
-                logger.exception("cannot release the lock of %s", self.directory)
+                logger.exception("cannot release the lock of %s cleanly", self.directory)
             self._lock = None
 
 
@@ -831,6 +896,38 @@ def _create_anew(io: FileIO, path: str) -> Handle:
         logger.warning("replacing %s, left by an earlier failed write", path)
         io.remove(path)
         return io.create(path)
+
+
+def check_can_be_directory(directory: str) -> None:
+    """Refuse a store directory path that names something other than a
+    directory (a regular file, a FIFO, a dangling symbolic link), or that
+    goes through one, before anything is created. Reads only.
+
+    Raises:
+        NotAStore: the message names the path and what it is.
+        OSError: a path cannot be looked at (permissions, say).
+    """
+    current = directory
+    while True:
+        try:
+            mode: int | None = os.stat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            # Nothing there (yet), or a path through a file: look further up.
+            mode = None
+        if mode is not None or os.path.lexists(current):
+            if mode is not None and stat.S_ISDIR(mode):
+                return
+            kind = "a dangling symbolic link" if mode is None else not_regular(mode)
+            kind = "a file" if kind is None else kind
+            if current == directory:
+                raise NotAStore(f"{directory} is {kind}, not a store directory")
+            raise NotAStore(
+                f"{directory} cannot be a store directory: {current} is {kind}, not a directory"
+            )
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
 
 
 def _make_dirs(io: FileIO, directory: str) -> None:

@@ -241,8 +241,25 @@ def _lifecycle_conflict(
 
 
 class StoreLocked(WriteFailed):
-    """Opening a durable store found its directory locked by another open
-    store, in this process or another. The message names the directory."""
+    """Opening a durable store (or a read-only command reading one) found its
+    directory locked by another open store, in this process or another.
+
+    The message names the directory and the holder its LOCK file's note
+    names (pid, host, program, when it opened the store), if that process
+    is running, or says it is not running, and what to do instead: take a
+    backup in the process that holds it (`await store.backup(path)`), or
+    stop that process with SIGTERM or SIGINT (docs/operations.md#shutdown).
+
+    Attributes:
+        directory: the store directory (`None` if not given).
+        pid: the holder's process id, when its note names a process that
+            is running or cannot be checked (another host); else `None`.
+        host: the holder's host name, likewise; else `None`.
+    """
+
+    directory: str | None = None
+    pid: int | None = None
+    host: str | None = None
 
 
 class CommitOutcomeUnknown(WriteFailed):
@@ -334,9 +351,11 @@ class UnsupportedFormat(ReadFailed):
 class NotAStore(ReadFailed):
     """Internal refinement of `ReadFailed`, not exported: the path holds
     something that is not a store (a directory without a FORMAT file, a
-    SQLite file without Meerkat's tables), or it, or the directory a new file
-    would go in, does not exist. The command line maps it to its "not found"
-    exit status."""
+    SQLite file without Meerkat's tables; for the command line's readers, a
+    file that is not a SQLite database), or it, or the directory a new file
+    would go in, does not exist, or a store directory's path names a file
+    (`open_store` on a regular file: nothing is created). The command line
+    maps it to its "not found" exit status."""
 
 
 class StoreClosed(RuntimeStoreError):
@@ -347,4 +366,8 @@ class StoreClosed(RuntimeStoreError):
 
 class InvalidTransition(ValueError):
     """`machine_transition(from_state, to_state)` was asked for a lifecycle
-    transition that is not in the transition table (SPEC §2)."""
+    transition that is not in the transition table (SPEC §2), or
+    `StoredInputState.transition(to)` for an input lifecycle move that is not
+    in `INPUT_LIFECYCLE_TRANSITIONS` (or to `applied` with a run the input
+    was not staged for). The message names both states. The caller's code
+    asked for it; nothing was written."""

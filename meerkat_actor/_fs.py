@@ -17,6 +17,13 @@ existing file uses O_NONBLOCK (so a FIFO cannot hang it) and refuses,
 with an `OSError` naming it, anything but a regular file; `file_kind` says
 what an entry is without opening it.
 
+Rule 5: the lock is a `flock` (BSD) lock, which belongs to the open file
+description: closing another descriptor of the same file (reading the LOCK
+file's note, `read_lock_note`) never releases it, as closing would release
+a POSIX `fcntl`/`lockf` lock. The note is written through the descriptor
+that holds the lock, in place (`write_lock_note`): a rename would put a
+new, unlocked file under the name, and two stores could then be open.
+
 Files are created with mode 0600 and directories with 0700 (the umask can only
 remove bits); the store holds OAuth PKCE verifiers.
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import socket
 import stat
 from typing import final
 
@@ -83,13 +91,15 @@ class Handle:
 
 @final
 class LockHandle:
-    """A held `flock` on a lock file; `FileIO.unlock` releases it."""
+    """A held `flock` on a lock file; `FileIO.unlock` releases it.
+    `noted`: a note was written into the file through it."""
 
-    __slots__ = ("fd", "path")
+    __slots__ = ("fd", "noted", "path")
 
     def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
         self.path = path
+        self.noted = False
 
 
 class FileIO:
@@ -171,8 +181,117 @@ class FileIO:
         return LockHandle(fd, path)
 
     def unlock(self, lock: LockHandle) -> None:
-        """Release a lock taken by `lock` (closing the descriptor releases it)."""
-        os.close(lock.fd)
+        """Release a lock taken by `lock`: if a note was written into the
+        file through it, cut the file to empty first (the note goes with the
+        lock; a process that dies leaves it), then close the descriptor,
+        which releases the lock even if the cut failed."""
+        try:
+            if lock.noted:
+                os.ftruncate(lock.fd, 0)
+        finally:
+            os.close(lock.fd)
+
+    def write_lock_note(self, lock: LockHandle, data: bytes) -> None:
+        """Make `data` the whole content of a file this process holds the
+        exclusive lock on, in place, through the locking descriptor (Rule
+        5). Not synced: the note is advice about the holder, not data
+        (docs/format.md section 1). `unlock` empties the file again.
+
+        Raises:
+            OSError: the write failed (the lock is held all the same).
+        """
+        self.extend_lock_note(lock, 0, data)
+        os.ftruncate(lock.fd, len(data))
+
+    def extend_lock_note(self, lock: LockHandle, offset: int, data: bytes) -> None:
+        """Write `data` at byte `offset` of a file this process holds the
+        exclusive lock on, through the locking descriptor (Rule 5); at its
+        end, that appends. Not synced, like `write_lock_note`.
+
+        Raises:
+            OSError: the write failed (the lock is held all the same).
+        """
+        lock.noted = True
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(lock.fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def read_lock_note(self, path: str, limit: int) -> tuple[bytes, int]:
+        """The first `limit` bytes of the lock file `path` and its size in
+        bytes, read without taking the lock and without disturbing one this
+        process holds (Rule 5).
+
+        Raises:
+            OSError: it cannot be read (FileNotFoundError: there is none).
+        """
+        fd = _open_regular(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, limit, 0)
+        finally:
+            os.close(fd)
+        return data, size
+
+    # --- processes (who holds a lock) --------------------------------------------------
+
+    def host_name(self) -> str:
+        """This machine's host name."""
+        return socket.gethostname()
+
+    def process_start(self, pid: int) -> int | None:
+        """When process `pid` started, in clock ticks since boot (Linux's
+        /proc/PID/stat, field 22): with the pid, it names one process, even
+        after the pid is reused. None where there is no such process or no
+        /proc to say."""
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as file:
+                text = file.read()
+            # The command name (field 2) may hold spaces and parentheses.
+            return int(text[text.rindex(b")") + 2 :].split()[19])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def boot_time(self) -> float | None:
+        """When the machine booted (seconds since the epoch), or None."""
+        try:
+            with open("/proc/stat", "rb") as file:
+                for line in file:
+                    if line.startswith(b"btime "):
+                        return float(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def boot_id(self) -> str | None:
+        """This boot's random id (Linux), or None: a pid of an earlier boot
+        names no running process."""
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+                return file.read().strip() or None
+        except (OSError, ValueError):
+            return None
+
+    def pid_namespace(self) -> str | None:
+        """This process's PID namespace (Linux: `pid:[4026531836]`), or
+        None: a pid means a process only inside its namespace."""
+        try:
+            return os.readlink("/proc/self/ns/pid")
+        except OSError:
+            return None
+
+    def process_exists(self, pid: int) -> bool:
+        """Whether a process with this pid exists (signal 0: nothing is sent)."""
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # it exists, and belongs to another user
+        except OSError:
+            return False
+        return True
 
     # --- files ---------------------------------------------------------------------
 

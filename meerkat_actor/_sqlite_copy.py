@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from typing import Final
 
 from . import _core
 from ._core import StoreState
@@ -37,6 +38,9 @@ from ._fs import FileIO
 from ._sqlite_db import DEFAULT_BUSY_TIMEOUT, Database
 
 __all__ = ["export_sqlite", "import_sqlite", "read_sqlite", "same_content"]
+
+#: The first 16 bytes of every SQLite database file (sqlite.org/fileformat.html).
+SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
 
 def read_sqlite(path: str) -> StoreState:
@@ -49,13 +53,24 @@ def read_sqlite(path: str) -> StoreState:
         Its content as a store state.
 
     Raises:
-        NotAStore: no such file, or it lacks Meerkat's tables.
-        CorruptStore: not a SQLite database, or a row does not decode.
+        NotAStore: no such file, not a SQLite database (it does not start
+            with SQLite's header), or it lacks Meerkat's tables.
+        CorruptStore: a SQLite database SQLite reports damaged, or a row
+            does not decode.
         ReadFailed: SQLite failed.
+        OSError: the file cannot be read.
     """
     if not os.path.isfile(path):
         what = "is not a file" if os.path.exists(path) else "does not exist"
         raise NotAStore(f"{os.path.abspath(path)} {what}")
+    with open(path, "rb") as file:
+        head = file.read(len(SQLITE_HEADER))
+    # An empty file is an empty database to SQLite (then: no Meerkat tables).
+    if head and head != SQLITE_HEADER:
+        raise NotAStore(
+            f"{os.path.abspath(path)} is not a SQLite store: it is not a SQLite database"
+            " (it does not start with SQLite's file header)"
+        )
     database = Database.open_read_only(path)
     try:
         return database.read_state()

@@ -7,15 +7,25 @@ Rule 2: constructors validate. A wrong type raises `TypeError`, a wrong value
 `ValueError`, each naming the field; an invalid value cannot exist. Aware
 datetimes are normalised to UTC.
 
-Rule 3: the lifecycle transition table is data (`LIFECYCLE_TRANSITIONS`), and
-`machine_transition()` is the only way to obtain a `MachineLifecycleCommit`.
+Rule 3: the lifecycle transition tables are data: `LIFECYCLE_TRANSITIONS`
+for runtimes (`machine_transition()` is the only way to obtain a
+`MachineLifecycleCommit`) and `INPUT_LIFECYCLE_TRANSITIONS` for inputs
+(`StoredInputState.transition()` moves an input along it).
+
+Rule 4: a seed's phase and terminal outcome agree: a terminal phase has the
+outcome of its own kind, any other phase none. Callers' values are checked
+by the constructor; values a store decodes from its own bytes are built by
+`_stored_seed`, which checks every field but not that agreement, because
+Meerkat's Rust runtime and older versions of this package could write a
+seed without it, and a store must read back whatever it holds
+(docs/semantics.md, "Inputs: phases and outcomes").
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Literal, TypeVar, final
@@ -38,6 +48,7 @@ from ._ids import InputId, RunId
 from ._util import NoPublicConstructor
 
 __all__ = [
+    "INPUT_LIFECYCLE_TRANSITIONS",
     "LIFECYCLE_TRANSITIONS",
     "UNCHECKED",
     "InputAbandonReason",
@@ -183,6 +194,66 @@ LIFECYCLE_TRANSITIONS: Mapping[RuntimeState, frozenset[RuntimeState]] = MappingP
 )
 
 
+_I = InputLifecycleState
+
+#: The legal input lifecycle transitions, `from -> {to, ...}`: Meerkat's
+#: input lifecycle machine (queue an accepted input, stage it for a run,
+#: roll a staged one back, mark it applied, then applied pending
+#: consumption, consume it; supersede or coalesce a queued one; consume an
+#: accepted one at once; abandon any that is not terminal). Terminal phases
+#: have no transitions; a phase never transitions to itself.
+INPUT_LIFECYCLE_TRANSITIONS: Mapping[InputLifecycleState, frozenset[InputLifecycleState]] = (
+    MappingProxyType(
+        {
+            _I.ACCEPTED: frozenset({_I.QUEUED, _I.CONSUMED, _I.ABANDONED}),
+            _I.QUEUED: frozenset({_I.STAGED, _I.SUPERSEDED, _I.COALESCED, _I.ABANDONED}),
+            _I.STAGED: frozenset({_I.QUEUED, _I.APPLIED, _I.ABANDONED}),
+            _I.APPLIED: frozenset({_I.APPLIED_PENDING_CONSUMPTION, _I.ABANDONED}),
+            _I.APPLIED_PENDING_CONSUMPTION: frozenset({_I.CONSUMED, _I.ABANDONED}),
+            _I.CONSUMED: frozenset(),
+            _I.SUPERSEDED: frozenset(),
+            _I.COALESCED: frozenset(),
+            _I.ABANDONED: frozenset(),
+        }
+    )
+)
+
+#: The outcome kind each terminal phase holds (a phase not listed holds none).
+_OUTCOME_KIND: Mapping[InputLifecycleState, str] = MappingProxyType(
+    {
+        _I.CONSUMED: "consumed",
+        _I.SUPERSEDED: "superseded",
+        _I.COALESCED: "coalesced",
+        _I.ABANDONED: "abandoned",
+    }
+)
+
+
+def _phase_outcome_problem(
+    phase: InputLifecycleState, outcome: InputTerminalOutcome | None, name: str
+) -> str | None:
+    """What is wrong with holding `outcome` (the field `name`) in `phase`, or None."""
+    wanted = _OUTCOME_KIND.get(phase)
+    if wanted is None:
+        if outcome is None:
+            return None
+        return (
+            f"{name} must be None when phase is {phase.value!r} (not terminal),"
+            f" got a {outcome.kind!r} outcome"
+        )
+    if outcome is None:
+        return (
+            f"{name} is required when phase is {phase.value!r} (terminal):"
+            f" an outcome of kind {wanted!r}"
+        )
+    if outcome.kind != wanted:
+        return (
+            f"{name} of kind {outcome.kind!r} does not match phase {phase.value!r}:"
+            f" it must be of kind {wanted!r}"
+        )
+    return None
+
+
 @final
 class MachineLifecycleCommit(metaclass=NoPublicConstructor):
     """A token carrying the runtime state chosen by a legal lifecycle transition.
@@ -271,15 +342,17 @@ class RunBoundaryReceipt:
     """Proof that a run primitive was applied.
 
     A store keys it by `(runtime_id, run_id, sequence)`; receipts are never
-    overwritten.
+    overwritten. Only `run_id` and `boundary` are required: by default no
+    input contributed, there is no conversation digest, no message was
+    counted and the sequence is 0 (a run's first boundary).
     """
 
     run_id: RunId
     boundary: RunApplyBoundary
-    contributing_input_ids: tuple[InputId, ...]
-    conversation_digest: str | None
-    message_count: int
-    sequence: int
+    contributing_input_ids: tuple[InputId, ...] = ()
+    conversation_digest: str | None = None
+    message_count: int = 0
+    sequence: int = 0
 
     def __post_init__(self) -> None:
         check_instance(self.run_id, RunId, "run_id")
@@ -436,7 +509,15 @@ class InputStateHistoryEntry:
 @final
 @dataclass(frozen=True, slots=True)
 class InputStateSeed:
-    """The lifecycle fields of a stored input state."""
+    """The lifecycle fields of a stored input state.
+
+    The phase and the terminal outcome agree: a terminal phase (`consumed`,
+    `superseded`, `coalesced`, `abandoned`) holds an outcome of the same
+    kind, any other phase none. The constructor refuses anything else with
+    a `ValueError` naming `terminal_outcome` and `phase`. (A store gives
+    back a seed it holds as it is, even one a Meerkat Rust runtime or an
+    older version wrote without that agreement; see docs/semantics.md.)
+    """
 
     phase: InputLifecycleState = InputLifecycleState.ACCEPTED
     last_run_id: RunId | None = None
@@ -445,6 +526,38 @@ class InputStateSeed:
     attempt_count: int = 0
 
     def __post_init__(self) -> None:
+        self._check_fields()
+        problem = _phase_outcome_problem(self.phase, self.terminal_outcome, "terminal_outcome")
+        if problem is not None:
+            raise ValueError(problem)
+
+    @classmethod
+    def _stored(
+        cls,
+        phase: InputLifecycleState = InputLifecycleState.ACCEPTED,
+        last_run_id: RunId | None = None,
+        last_boundary_sequence: int | None = None,
+        terminal_outcome: InputTerminalOutcome | None = None,
+        attempt_count: int = 0,
+    ) -> InputStateSeed:
+        """Internal: a seed as a store may hold it, phase and outcome unchecked
+        (Rule 4). Not for callers: the repr of such a seed names it, so that a
+        failing example the conformance kit prints runs as written."""
+        return _stored_seed(
+            phase, last_run_id, last_boundary_sequence, terminal_outcome, attempt_count
+        )
+
+    def __repr__(self) -> str:
+        fields = (
+            f"phase={self.phase!r}, last_run_id={self.last_run_id!r},"
+            f" last_boundary_sequence={self.last_boundary_sequence!r},"
+            f" terminal_outcome={self.terminal_outcome!r}, attempt_count={self.attempt_count!r}"
+        )
+        agree = _phase_outcome_problem(self.phase, self.terminal_outcome, "") is None
+        return f"InputStateSeed({fields})" if agree else f"InputStateSeed._stored({fields})"
+
+    def _check_fields(self) -> None:
+        """Check (and normalise) each field on its own."""
         check_instance(self.phase, InputLifecycleState, "phase")
         check_optional_instance(self.last_run_id, RunId, "last_run_id")
         if self.last_boundary_sequence is not None:
@@ -455,6 +568,29 @@ class InputStateSeed:
             )
         check_optional_instance(self.terminal_outcome, InputTerminalOutcome, "terminal_outcome")
         _set(self, "attempt_count", check_count(self.attempt_count, "attempt_count", U32_MAX))
+
+
+def _stored_seed(
+    phase: InputLifecycleState,
+    last_run_id: RunId | None,
+    last_boundary_sequence: int | None,
+    terminal_outcome: InputTerminalOutcome | None,
+    attempt_count: int,
+) -> InputStateSeed:
+    """Internal: a seed decoded from a store's bytes or rows.
+
+    Every field is checked as the constructor checks it, but not the
+    agreement of phase and outcome: a store holds what Meerkat's Rust runtime
+    or an older version wrote, and reads it back as it is (Rule 4).
+    """
+    seed: InputStateSeed = object.__new__(InputStateSeed)
+    _set(seed, "phase", phase)
+    _set(seed, "last_run_id", last_run_id)
+    _set(seed, "last_boundary_sequence", last_boundary_sequence)
+    _set(seed, "terminal_outcome", terminal_outcome)
+    _set(seed, "attempt_count", attempt_count)
+    seed._check_fields()
+    return seed
 
 
 @final
@@ -522,6 +658,110 @@ class StoredInputState:
         check_instance(input_id, InputId, "input_id")
         created = datetime.now(UTC) if now is None else now
         return cls(InputState(input_id=input_id, created_at=created, updated_at=created))
+
+    def transition(
+        self,
+        to: InputLifecycleState,
+        *,
+        reason: str | None = None,
+        run_id: RunId | None = None,
+        sequence: int | None = None,
+        outcome: InputTerminalOutcome | None = None,
+        at: datetime | None = None,
+    ) -> StoredInputState:
+        """This input moved to phase `to`, as a new value (this one is unchanged).
+
+        The move must be in `INPUT_LIFECYCLE_TRANSITIONS`. The new value has
+        one more history entry (`at`, the old phase, `to`, `reason`),
+        `updated_at` set to `at`, and its seed set as Meerkat's input
+        lifecycle machine sets it:
+
+        - `phase` is `to`; `terminal_outcome` is `outcome` (required for a
+          terminal `to`, of the matching kind; `None` otherwise);
+        - `last_run_id` is `run_id` if given, else unchanged; staging
+          (`queued -> staged`) requires it and counts one more attempt
+          (`attempt_count + 1`); marking applied (`staged -> applied`)
+          with a `run_id` requires the one it was staged for;
+        - `last_boundary_sequence` is `sequence` (the boundary receipt's) if
+          given, else unchanged; `applied -> applied_pending_consumption`
+          requires it.
+
+        Every other field is kept. Nothing is written anywhere: persist the
+        result (`persist_input_state`, `atomic_apply`, ...). The caller
+        decides every move: a fourth rollback of a staged input is not
+        turned into `abandoned` here, as Meerkat's machine does after three
+        attempts.
+
+        Args:
+            to: the new phase.
+            reason: why, recorded in the history entry.
+            run_id: the run the input is staged for or applied in.
+            sequence: the boundary receipt's sequence, 0 .. 2**64-1.
+            outcome: how the input ended, for a terminal `to`.
+            at: when (aware; stored in UTC); defaults to the current UTC time.
+
+        Returns:
+            The moved input state.
+
+        Raises:
+            TypeError: an argument of the wrong type.
+            InvalidTransition: the move is not in the table (the message
+                names both phases), or `run_id` is not the run a staged
+                input was staged for.
+            ValueError: `outcome`, `run_id` or `sequence` missing where the
+                move requires it, an outcome of the wrong kind, an outcome
+                for a phase that is not terminal, or a naive `at`.
+        """
+        check_instance(to, InputLifecycleState, "to")
+        reason = check_optional_str(reason, "reason")
+        check_optional_instance(run_id, RunId, "run_id")
+        if sequence is not None:
+            sequence = check_u64(sequence, "sequence")
+        check_optional_instance(outcome, InputTerminalOutcome, "outcome")
+        when = datetime.now(UTC) if at is None else check_utc(at, "at")
+        seed = self.seed
+        phase = seed.phase
+        if to not in INPUT_LIFECYCLE_TRANSITIONS[phase]:
+            allowed = ", ".join(sorted(p.value for p in INPUT_LIFECYCLE_TRANSITIONS[phase])) or (
+                "none: it is terminal" if phase.is_terminal else "none"
+            )
+            raise InvalidTransition(
+                f"input {self.input_id}: no input lifecycle transition"
+                f" {phase.value} -> {to.value} (from {phase.value}: {allowed})"
+            )
+        problem = _phase_outcome_problem(to, outcome, "outcome")
+        if problem is not None:
+            raise ValueError(f"input {self.input_id}: {phase.value} -> {to.value}: {problem}")
+        attempts = seed.attempt_count
+        if to is InputLifecycleState.STAGED:
+            if run_id is None:
+                raise ValueError(
+                    f"input {self.input_id}: {phase.value} -> staged: run_id is required"
+                    " (the run the input is staged for)"
+                )
+            attempts += 1
+        elif to is InputLifecycleState.APPLIED:
+            staged_for = seed.last_run_id
+            if run_id is not None and staged_for is not None and run_id != staged_for:
+                raise InvalidTransition(
+                    f"input {self.input_id}: {phase.value} -> applied: run_id {run_id} is not"
+                    f" the run the input was staged for (last_run_id {staged_for})"
+                )
+        elif to is InputLifecycleState.APPLIED_PENDING_CONSUMPTION and sequence is None:
+            raise ValueError(
+                f"input {self.input_id}: {phase.value} -> applied_pending_consumption:"
+                " sequence is required (the boundary receipt's sequence)"
+            )
+        new_seed = InputStateSeed(
+            phase=to,
+            last_run_id=seed.last_run_id if run_id is None else run_id,
+            last_boundary_sequence=seed.last_boundary_sequence if sequence is None else sequence,
+            terminal_outcome=outcome,
+            attempt_count=attempts,
+        )
+        entry = InputStateHistoryEntry(when, phase, to, reason)
+        state = replace(self.state, updated_at=when, history=(*self.state.history, entry))
+        return StoredInputState(state, new_seed)
 
 
 @final

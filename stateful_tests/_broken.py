@@ -2282,6 +2282,8 @@ _ANY_RUNTIME_READ_OR_WRITE = (
     "atomic_apply",
     "commit_machine_lifecycle",
     "purge_runtime",
+    # A refused write names the runtime as the store spelled it (SPEC §5).
+    "commit_session_snapshot",
 )
 """What a defect in how runtime ids are compared can show at."""
 

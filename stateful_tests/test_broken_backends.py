@@ -334,8 +334,8 @@ def test_machine_catches(broken: Broken) -> None:
 def test_lost_last_write_shows_only_after_a_restart() -> None:
     """`SavesBeforeApplying` answers every read right until the store restarts:
     the failing step is a reopen, a crash or `open_elsewhere` (the invariant
-    after it fails), or `cancelled_then_restart`, which restarts within the
-    step."""
+    after it fails), or `cancelled_then_restart` or `checkpoint_during_writes`,
+    which restart within the step."""
     run = broken_run(next(b for b in BROKEN if b.store is _broken.SavesBeforeApplying))
     assert isinstance(run.error, AssertionError)
     restarts = (
@@ -343,9 +343,10 @@ def test_lost_last_write_shows_only_after_a_restart() -> None:
         "state.crash_and_reopen()",
         "state.open_elsewhere()",
         "state.cancelled_then_restart(",
+        "state.checkpoint_during_writes(",
     )
-    assert run.steps[-1].startswith(restarts), run.steps[-3:]
-    if not run.steps[-1].startswith("state.cancelled_then_restart("):
+    assert run.steps[-1].startswith(restarts), run.steps[-1:]
+    if not run.steps[-1].startswith(restarts[3:]):
         assert run.message.startswith("state differs at ")
 
 
@@ -353,10 +354,15 @@ def test_crash_loss_shows_only_after_a_crash() -> None:
     """`FlushesOnlyOnCleanClose` survives clean reopens: only a crash shows it."""
     run = broken_run(next(b for b in BROKEN if b.store is _broken.FlushesOnlyOnCleanClose))
     assert isinstance(run.error, AssertionError)
-    # (or the step that crashes after a cancelled write: it crashes too)
+    # (or a step that crashes within it: after a cancelled write, or after
+    # a checkpoint taken during writes)
     assert run.steps[-1].startswith(
-        ("state.crash_and_reopen()", "state.cancelled_then_restart(")
-    ), run.steps[-3:]
+        (
+            "state.crash_and_reopen()",
+            "state.cancelled_then_restart(",
+            "state.checkpoint_during_writes(",
+        )
+    ), run.steps[-1:]
 
 
 # --- issue 13: each new defect is real (shown directly, without the machine) -------------

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import meerkat_actor as ma
+from meerkat_actor._codec import from_json, to_json
 
 RT = ma.LogicalRuntimeId("runtime-a")
 OTHER = ma.LogicalRuntimeId("runtime-b")
@@ -70,6 +71,18 @@ def input_state(input_id: ma.InputId = I1, **fields: Any) -> ma.InputState:
     return ma.InputState(**{"input_id": input_id, "created_at": T0, "updated_at": T0, **fields})
 
 
+#: An outcome of each terminal phase's kind: a seed's phase and terminal
+#: outcome agree (terminal phase, outcome of its kind; other phases, none).
+OUTCOME_OF = {
+    ma.InputLifecycleState.CONSUMED: ma.InputTerminalOutcome.consumed(),
+    ma.InputLifecycleState.SUPERSEDED: ma.InputTerminalOutcome.superseded(I2),
+    ma.InputLifecycleState.COALESCED: ma.InputTerminalOutcome.coalesced(I3),
+    ma.InputLifecycleState.ABANDONED: ma.InputTerminalOutcome.abandoned(
+        ma.InputAbandonReason.cancelled()
+    ),
+}
+
+
 def stored(
     input_id: ma.InputId,
     phase: ma.InputLifecycleState = ma.InputLifecycleState.ACCEPTED,
@@ -79,9 +92,27 @@ def stored(
     **fields: Any,
 ) -> ma.StoredInputState:
     """`input_id` accepted at `now` (its shell has `fields` besides), in
-    `phase` after `attempts` attempts."""
+    `phase` after `attempts` attempts (a terminal phase with the outcome
+    `OUTCOME_OF[phase]`)."""
     shell = input_state(input_id, created_at=now, updated_at=now, **fields)
-    return ma.StoredInputState(shell, ma.InputStateSeed(phase=phase, attempt_count=attempts))
+    seed = ma.InputStateSeed(
+        phase=phase, terminal_outcome=OUTCOME_OF.get(phase), attempt_count=attempts
+    )
+    return ma.StoredInputState(shell, seed)
+
+
+def stored_seed(
+    phase: ma.InputLifecycleState,
+    terminal_outcome: ma.InputTerminalOutcome | None = None,
+    attempts: int = 0,
+) -> ma.InputStateSeed:
+    """A seed whose phase and terminal outcome may disagree, which no caller
+    can build but a store may hold (Meerkat's Rust runtime or an older
+    version wrote it): decoded from its Meerkat JSON, as a store reads it."""
+    doc: dict[str, Any] = {"current_state": phase.value, "attempt_count": attempts}
+    if terminal_outcome is not None:
+        doc["terminal_outcome"] = to_json(terminal_outcome)
+    return from_json(ma.InputStateSeed, doc)
 
 
 def increment(current: bytes | None) -> bytes:

@@ -1,9 +1,13 @@
 """The benchmark suite (`meerkat-actor bench`, meerkat_actor/_bench/).
 
-One `--quick --json` run as a subprocess (module-scoped: ~10 s) feeds the
+One `--quick --json` run as a subprocess (module-scoped: ~10-40 s) feeds the
 checks of the JSON document (marked `slow`); the rest are fast in-process
 tests of the baseline store, of the read-back checks that void a run on a
-wrong answer, and of the options.
+wrong answer, of the options, and of the table of a quick run (a smoke test:
+no ratios) against recorded full runs (docs/bench-runs/).
+
+The human table of a quick run shows no ratio, so the tests of the full
+table's ratios render the quick run's document as a full run's (`as_full`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +23,7 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import fields, replace
 from datetime import timedelta
+from pathlib import Path
 
 import _values
 import pytest
@@ -35,9 +41,10 @@ from meerkat_actor._bench import (
 )
 from meerkat_actor._bench._measure import BenchFailure
 from meerkat_actor._bench._peers import DURABLE, PEERS, DictStore
-from meerkat_actor._bench._report import table, write_plot
+from meerkat_actor._bench._report import RATIO_COLUMNS, RATIO_ROWS, table, write_plot
 from meerkat_actor._bench._results import WORKLOADS, Report
 from meerkat_actor._bench._sqlite_loop import LOOP, LOOP_TASKS, LOOP_WORKLOADS
+from meerkat_actor._types import _stored_seed
 
 SOURCES = {("actor", "checkpoint"), ("actor", "log"), ("sqlite", "file")}
 
@@ -59,6 +66,31 @@ def quick_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def document(quick_run):
     return quick_run[1]
+
+
+RECORDED_RUNS = sorted((Path(__file__).parent.parent / "docs" / "bench-runs").glob("*.json"))
+#: A ratio cell or figure of the table ("1.23x").
+RATIO = re.compile(r"\b\d[\d,]*\.\d+x\b")
+#: The lines of the full table that give ratios, and the explanations of them.
+RATIO_TEXTS = (
+    *RATIO_COLUMNS,
+    *RATIO_ROWS,
+    "durable actor ops/s:",
+    "postgres ops/s:",
+    "actor vs SQLite:",
+    "ops/s over that peer's",
+)
+
+
+def as_full(document):
+    """The quick run's document, as a full run's (whose table shows ratios)."""
+    return {**document, "quick": False}
+
+
+def no_ratio(text: str) -> None:
+    assert not RATIO.findall(text)
+    for ratio_text in RATIO_TEXTS:
+        assert ratio_text not in text
 
 
 def positive(value) -> bool:
@@ -337,7 +369,7 @@ def test_retention_rows_hold_what_the_removal_left(document):
 
 @pytest.mark.slow
 def test_human_table_names_every_peer_workload_and_section(document):
-    text = table(Report.from_json(document))
+    text = table(Report.from_json(as_full(document)))
     for peer in PEERS:
         assert f"\n  {peer} " in text
         assert f"\n{peer} " in text  # a row of the throughput tables
@@ -370,6 +402,7 @@ def test_human_table_names_every_peer_workload_and_section(document):
 
 @pytest.mark.slow
 def test_from_json_presents_a_saved_run_without_measuring(document, tmp_path, capsys):
+    document = as_full(document)
     saved = tmp_path / "run.json"
     saved.write_text(json.dumps(document))
     args = parser().parse_args(["--from-json", str(saved)])
@@ -397,6 +430,57 @@ def test_from_json_presents_a_saved_run_without_measuring(document, tmp_path, ca
     out, err = capsys.readouterr()
     assert out == ""  # a usage error: no JSON, as argparse's own
     assert "not a `bench --json` document" in err
+
+
+@pytest.mark.slow
+def test_a_quick_runs_table_is_a_smoke_test_without_ratios(document, tmp_path):
+    """Issue 16: `bench --quick` says its figures are a smoke test and prints
+    no ratio (its rows are too short to compare); the figures themselves are
+    there, and `--json` keeps every field."""
+    saved = tmp_path / "quick.json"
+    saved.write_text(json.dumps(document))
+    shown = subprocess.run(
+        [sys.executable, "-m", "meerkat_actor", "bench", "--from-json", saved],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown == table(Report.from_json(document)) + "\n"
+    first = shown.splitlines()[0]
+    assert first.startswith("meerkat-actor bench --quick: a smoke test.")
+    assert "not measurements" in first
+    assert "no ratio" in first
+    no_ratio(shown)
+    for row in document["throughput"]:
+        assert f"{row['ops_per_s']:,.0f}" in shown
+    assert "Retention:" in shown
+    assert "\nactor   before " in shown
+    # The full table of the same figures has them all.
+    full = table(Report.from_json(as_full(document)))
+    assert RATIO.findall(full)
+    for ratio_text in RATIO_TEXTS:
+        assert ratio_text in full, ratio_text
+    assert document["throughput"][0]["ratio_vs_sqlite"] > 0  # the JSON keeps them
+
+
+@pytest.mark.parametrize("recorded", RECORDED_RUNS, ids=lambda p: p.stem)
+def test_a_quick_table_shows_no_ratio_and_a_full_one_does(recorded):
+    document = json.loads(recorded.read_text())
+    assert document["quick"] is False
+    full = table(Report.from_json(document))
+    quick = table(Report.from_json({**document, "quick": True}))
+    assert full.startswith("meerkat-actor bench\n")
+    assert RATIO.findall(full)
+    assert quick.startswith("meerkat-actor bench --quick: a smoke test.")
+    no_ratio(quick)
+    # Every figure but the ratios is still shown.
+    for row in document["throughput"]:
+        assert f"{row['ops_per_s']:,.0f}" in quick
+    for row in document["recovery"]:
+        assert f"{row['input_states']:,}" in quick
+    if document.get("shared"):
+        assert "vs 1 process" in full
+        assert "Shared database:" in quick
 
 
 @pytest.mark.slow
@@ -685,7 +769,7 @@ def test_shared_database_rows_for_1_2_and_4_processes(document):
 @pytest.mark.slow
 @pytest.mark.usefixtures("postgres_dsn")
 def test_the_report_gives_postgres_over_sqlite_and_over_the_actor_store(quick_run, tmp_path):
-    document = quick_run[1]
+    document = as_full(quick_run[1])
     saved = tmp_path / "run.json"
     saved.write_text(json.dumps(document))
     shown = subprocess.run(
@@ -909,7 +993,10 @@ def test_is_consumed_input_compares_every_field():
         changed = ma.StoredInputState(replace(stored.state, **{name: value}), stored.seed)
         assert not check(changed, input_id, run_id, 7), name
     for name, value in other_seed.items():
-        changed = ma.StoredInputState(stored.state, replace(stored.seed, **{name: value}))
+        # A wrong seed read back may hold a phase and an outcome that
+        # disagree, which only a store's decoder builds (`_stored_seed`).
+        seed_fields = {f.name: getattr(stored.seed, f.name) for f in fields(ma.InputStateSeed)}
+        changed = ma.StoredInputState(stored.state, _stored_seed(**{**seed_fields, name: value}))
         assert not check(changed, input_id, run_id, 7), name
     for history in ((), (entry, entry), (replace(entry, timestamp=later),)):
         changed = ma.StoredInputState(replace(stored.state, history=history), stored.seed)

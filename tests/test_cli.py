@@ -19,10 +19,13 @@ and to create no LOCK file.
 from __future__ import annotations
 
 import base64
+import importlib.metadata
+import importlib.util
 import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -264,10 +267,9 @@ def test_inspect_human_output(stores: Stores):
     agent_1 = by_runtime["agent-1"]
     for part in (
         "4 input states",
-        "consumed 3",
-        "queued 1",
+        "(3 consumed, 1 queued)",  # a count before what it counts (docs/cli.md, Numbers)
         "2 receipts",
-        f"session snapshot {len(stores.content.runtimes[0].session or b'')} B",
+        f"session snapshot {len(stores.content.runtimes[0].session or b''):,} B",
         "runtime state idle",
         "ops snapshot yes",
     ):
@@ -277,8 +279,8 @@ def test_inspect_human_output(stores: Stores):
     assert "ops snapshot yes" not in by_runtime["agent-10"]  # it has none
     agent_2 = by_runtime["agent-2"]
     assert "2 input states" in agent_2
-    assert "applied_pending_consumption 1" in agent_2
-    assert "accepted 1" in agent_2
+    assert "1 applied_pending_consumption" in agent_2
+    assert "1 accepted" in agent_2
     assert "ops snapshot yes" in agent_2
     # It has neither; whether the line says so or leaves them out is open.
     assert not re.search(r"session snapshot \d", agent_2)
@@ -605,25 +607,40 @@ def test_newer_format_is_refused_by_every_command(stores: Stores, copy_of, tmp_p
     assert not target.exists()
 
 
-def test_a_store_open_in_another_process_is_locked(stores: Stores, copy_of, tmp_path: Path):
+def test_a_store_open_in_another_process_is_read_live_or_locked(
+    stores: Stores, copy_of, tmp_path: Path
+):
+    """inspect, dump and export-sqlite read a store another process has open
+    live (docs/cli.md); verify and checkpoint exit 4, naming the holder and
+    what to do instead (tests/test_live_ops.py reads beside a writer)."""
     store = copy_of(stores.clean)
     target = tmp_path / "out.sqlite3"
-    with held_open_by_child(store):
+    closed = cli("dump", store)
+    with held_open_by_child(store) as child:
         with unchanged(store):
             commands = every_command(store, target, as_json=False)
             commands["inspect"].append("--json")
             commands["checkpoint"].append("--json")
             results = dict(zip(commands, cli_all(*commands.values()), strict=True))
-        for command, done in results.items():
+        for command in ("inspect", "dump", "export-sqlite"):
+            assert results[command].returncode == 0, (command, results[command].stderr)
+        assert results["dump"].stdout == closed.stdout
+        (note,) = json_out(results["inspect"])["notes"]
+        assert f"read live beside the open store (pid {child.pid} on host" in note
+        assert target.exists()
+        for command in ("verify", "checkpoint"):
+            done = results[command]
             assert done.returncode == 4, (command, done.stderr)
             message = error_message(done)
-            assert str(store) in message, command
-            assert "is locked by another open store" in message, command
-            if command in ("verify", "dump", "export-sqlite"):
-                assert done.stdout == "", command
-        json_error(results["inspect"], "locked")
+            assert message.startswith(
+                f"{store} is locked by another open store: pid {child.pid} on host"
+                f" {socket.gethostname()} ("
+            ), command
+            assert "which is running" in message, command
+            assert "`await store.backup(path)`" in message, command
+            assert f"`kill -TERM {child.pid}`" in message, command
+        assert results["verify"].stdout == ""
         json_error(results["checkpoint"], "locked")
-        assert not target.exists()
     # Once the other process closed it, the store reads as before.
     assert cli("inspect", store).returncode == 0
 
@@ -647,10 +664,11 @@ async def test_a_store_open_in_this_process_is_locked(stores: Stores, copy_of):
         # The command's own code, run in the process that has the store open.
         code = await trio.to_thread.run_sync(run_main_in_this_process, ["verify", str(store)])
         assert await opened.load_auth_oauth_flow_snapshot() == stores.content.oauth
-    assert done.returncode == 4, done.stderr
-    document = json.loads(done.stdout)
-    assert document["error"]["kind"] == "locked"
-    assert "is locked by another open store" in document["error"]["message"]
+    # inspect reads it live; verify, which reads only a closed store, is told
+    # that this very process has it open.
+    assert done.returncode == 0, done.stderr
+    (note,) = json.loads(done.stdout)["notes"]
+    assert f"read live beside the open store (pid {os.getpid()} on host" in note
     assert code == 4
 
 
@@ -1170,3 +1188,254 @@ def test_import_of_a_receipt_row_under_an_upper_case_run_id_is_corrupt(
     assert str(spelled) in message
     assert "runtime_boundary_receipts" in message
     assert not target.exists()
+
+
+# --- issue 16: papercuts -------------------------------------------------------------------------
+#
+# --version; a file that is not SQLite is "not found" for import-sqlite (exit
+# 3, not 5); a file where a store directory should be is named as such by
+# every command; --help stands on its own (an installed wheel has no docs/);
+# one rule for the numbers of the human text (docs/cli.md, "Numbers").
+
+SUBCOMMANDS = (
+    "demo",
+    "inspect",
+    "verify",
+    "dump",
+    "checkpoint",
+    "export-sqlite",
+    "import-sqlite",
+    "export-postgres",
+    "import-postgres",
+    "bench",
+)
+
+
+def documentation_url() -> str | None:
+    """The Documentation URL of the installed distribution's metadata."""
+    try:
+        urls = importlib.metadata.metadata("meerkat-actor").get_all("Project-URL") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = [url.split(",", 1)[1].strip() for url in urls if url.startswith("Documentation,")]
+    return found[0] if found else None
+
+
+def test_version_is_the_package_version(capsys):
+    done = cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"meerkat-actor {ma.__version__}\n"
+    # One source of truth: the installed metadata is read from __version__.
+    assert importlib.metadata.version("meerkat-actor") == ma.__version__
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"meerkat-actor {ma.__version__}\n"
+
+
+def test_the_meerkat_actor_script_prints_the_same_version():
+    script = shutil.which("meerkat-actor", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("no meerkat-actor script beside this Python (not installed with pip)")
+    done = subprocess.run(
+        [script, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"meerkat-actor {ma.__version__}\n"
+
+
+def test_help_stands_on_its_own():
+    """`--help` of the command and of every subcommand exits 0, says what it
+    does, its arguments and exit statuses, and names no file of the source
+    tree (docs/ is not in the wheel): the documentation only by its URL."""
+    runs = [["--help"], *([command, "--help"] for command in SUBCOMMANDS)]
+    results = dict(zip(map(tuple, runs), cli_all(*runs), strict=True))
+    url = documentation_url()
+    for args, done in results.items():
+        assert done.returncode == 0, (args, done.stderr)
+        assert done.stderr == ""
+        text = done.stdout
+        if url is not None:  # the one pointer to the docs: project.urls' URL
+            assert text.endswith(f"\n\ndocumentation: {url}\n"), args
+            text = text.removesuffix(f"documentation: {url}\n")
+        assert "documentation:" not in text
+        for path_like in ("docs/", ".md", "README"):
+            assert path_like not in text, (args, path_like)
+        assert re.search(r"^exit status.*:$", text, re.M), args
+    top = results[("--help",)].stdout
+    assert "--version" in top
+    for command in SUBCOMMANDS:
+        assert re.search(rf"^    {command}\b", top, re.M), command
+    codes = re.findall(r"^ +(\d)  ", top.split("exit status", 1)[1], re.M)
+    assert codes == [str(code) for code in range(8)]
+    for command in SUBCOMMANDS:
+        text = results[(command, "--help")].stdout
+        assert text.startswith(f"usage: meerkat-actor {command} "), command
+        listed = re.findall(r"^ +(\d)  ", text.split("\nexit status:\n", 1)[1], re.M)
+        assert listed[0] == "0", command
+        assert len(set(listed)) == len(listed), command
+    # What each command's exit statuses say about the cases of issue 16.
+    assert "3  FILE does not exist, is not a SQLite database" in results[
+        ("import-sqlite", "--help")
+    ].stdout.replace("\n      ", " ")
+    for command in ("inspect", "verify", "checkpoint", "demo"):
+        assert "a file" in results[(command, "--help")].stdout, command
+
+
+# A file that is not SQLite, for `import-sqlite`: not found (3), not damaged (5).
+NOT_SQLITE = {
+    "text": b"hello, this is not a database\n",
+    "short": b"SQLite",
+    "zeros": bytes(8192),
+    "sqlite 2 header": b"** This file contains an SQLite 2.1 database **\x00" + bytes(1000),
+}
+
+
+@pytest.mark.parametrize("content", NOT_SQLITE.values(), ids=NOT_SQLITE.keys())
+def test_import_of_a_file_that_is_not_sqlite_is_not_found(content: bytes, tmp_path: Path):
+    source = tmp_path / "file"
+    source.write_bytes(content)
+    target = tmp_path / "store"
+    with unchanged(tmp_path):
+        human, as_json = cli_all(
+            ["import-sqlite", source, target], ["import-sqlite", source, target, "--json"]
+        )
+    expected = (
+        f"{source} is not a SQLite store: it is not a SQLite database (it does not start"
+        " with SQLite's file header)"
+    )
+    assert human.returncode == 3, human.stderr
+    assert error_message(human) == expected
+    assert human.stdout == ""
+    assert as_json.returncode == 3, as_json.stderr
+    assert json_error(as_json, "not_found") == expected
+
+
+def test_import_of_a_store_file_or_an_empty_file_is_not_found(stores: Stores, tmp_path: Path):
+    """The likely mistakes: a durable store's snapshot given as the SQLite
+    file; an empty file (an empty database to SQLite: no Meerkat tables)."""
+    empty = tmp_path / "empty.sqlite3"
+    empty.touch()
+    snapshot = stores.clean / snap(LAST)
+    with unchanged(tmp_path), unchanged(stores.clean):
+        from_snapshot, from_empty = cli_all(
+            ["import-sqlite", snapshot, tmp_path / "a"],
+            ["import-sqlite", empty, tmp_path / "b", "--json"],
+        )
+    assert from_snapshot.returncode == 3, from_snapshot.stderr
+    assert error_message(from_snapshot).startswith(f"{snapshot} is not a SQLite store: ")
+    assert from_empty.returncode == 3, from_empty.stderr
+    assert json_error(from_empty, "not_found").startswith(f"{empty} is not a Meerkat runtime store")
+
+
+def test_import_of_a_damaged_sqlite_database_is_corrupt(stores: Stores, tmp_path: Path):
+    """A SQLite database (its header is right) whose pages are damaged is
+    still exit 5: it is a SQLite store, damaged."""
+    damaged = tmp_path / "damaged.sqlite3"
+    data = bytearray(stores.sqlite.read_bytes())
+    data[100:4096] = b"\xa5" * (4096 - 100)  # the schema page, after the file header
+    damaged.write_bytes(bytes(data))
+    target = tmp_path / "store"
+    done = cli("import-sqlite", damaged, target, "--json")
+    assert done.returncode == 5, done.stderr
+    assert str(damaged) in json_error(done, "corrupt")
+    assert not target.exists()
+
+
+def test_a_file_where_a_store_directory_should_be_is_not_found(tmp_path: Path):
+    """Every command that takes a store directory, given a regular file (or a
+    path through one), exits 3 naming it as a file; nothing is created or
+    changed (`open_store` raises the same: tests/test_open_path.py)."""
+    plain = tmp_path / "plain"
+    plain.write_text("not a store")
+    inside = plain / "store"
+    runs: dict[tuple[str, str], list[object]] = {}
+    for where, path in (("file", plain), ("through", inside)):
+        for command, args in every_command(path, tmp_path / "out.sqlite3", as_json=True).items():
+            runs[where, command] = args
+        runs[where, "demo"] = ["demo", path]
+        if importlib.util.find_spec("psycopg") is not None:
+            # The store is read before any connection is made.
+            runs[where, "export-postgres"] = ["export-postgres", path, "dbname=none", "--json"]
+    with unchanged(tmp_path):
+        results = dict(zip(runs, cli_all(*runs.values()), strict=True))
+    for (where, command), done in results.items():
+        assert done.returncode == 3, (where, command, done.stderr)
+        message = error_message(done)
+        if where == "file":
+            assert message == f"{plain} is a file, not a store directory", command
+        else:
+            assert message == (
+                f"{inside} cannot be a store directory: {plain} is a file, not a directory"
+            ), command
+        if command != "demo":
+            assert json_error(done, "not_found") == message
+
+
+_POSITIONS = (
+    re.compile(r"(?:log|snapshot)-\d+\.(?:log|snap)"),  # file names
+    re.compile(r"LSN:? (?:last )?\d+(?:; snapshot at \d+)?"),
+    re.compile(r"starts at \d+"),
+    re.compile(r"byte offset \d+"),
+)
+
+
+def ungrouped_numbers(text: str, *paths: Path) -> list[str]:
+    """The numbers of 4 digits or more without thousands separators in the
+    human text `text`, leaving out positions and names (LSNs, file names,
+    byte offsets) and the given paths."""
+    for path in paths:
+        text = text.replace(str(path), "<path>")
+    for pattern in _POSITIONS:
+        text = pattern.sub("", text)
+    return re.findall(r"(?<![\d,.])\d{4,}(?![\d,])", text)
+
+
+def test_counts_and_sizes_have_thousands_separators(tmp_path: Path):
+    """docs/cli.md, Numbers: every count and size of the human text has a
+    comma every three digits, a count before what it counts; LSNs and file
+    names as they are; --json plain numbers."""
+    store = tmp_path / "store"
+    demo = cli("demo", store, "--runtimes", "1", "--runs", "1", "--inputs", "1000")
+    assert demo.returncode == 0, demo.stderr
+    assert re.search(r"agent-1 +idle +1,000 consumed, 1 queued +1 +[\d,]+ B yes", demo.stdout)
+    assert re.search(r"^1,0\d\d commands in 1,0\d\d batches \(largest 1\)", demo.stdout, re.M)
+    assert "(1 receipt of this run, 1,001 input states)" in demo.stdout
+    again = cli("demo", store, "--runtimes", "1", "--runs", "1", "--inputs", "1")
+    assert again.returncode == 0, again.stderr
+    assert "recovered from earlier runs: 1,001 input states" in again.stdout
+    as_json = json_out(cli("inspect", store, "--json"))
+    (runtime,) = as_json["runtimes"]
+    assert runtime["input_states"] == 1003  # plain JSON numbers
+    session = runtime["session_snapshot_bytes"]
+    snapshot = next(f for f in as_json["files"] if f["kind"] == "snapshot")
+    assert snapshot["bytes"] >= 1000
+    inspect = cli("inspect", store)
+    assert inspect.returncode == 0, inspect.stderr
+    assert (
+        f"agent-1: 1,003 input states (1,001 consumed, 2 queued), 2 receipts,"
+        f" session snapshot {session:,} B"
+    ) in inspect.stdout
+    assert re.search(rf"{snapshot['name']} +{snapshot['bytes']:,} B\n", inspect.stdout)
+    assert f"LSN: last {as_json['last_lsn']}; snapshot at {as_json['snapshot_lsn']}" in (
+        inspect.stdout
+    )
+    assert as_json["last_lsn"] >= 1000  # an LSN: no separator
+    exported = cli("export-sqlite", store, tmp_path / "copy.sqlite3")
+    imported = cli("import-sqlite", tmp_path / "copy.sqlite3", tmp_path / "back")
+    for done in (exported, imported):
+        assert done.returncode == 0, done.stderr
+        assert ": 1 runtime, 1,003 input states, 2 receipts, 1 session snapshot," in done.stdout
+    checkpoint = cli("checkpoint", store)
+    verify = cli("verify", store)
+    assert checkpoint.returncode == 0, checkpoint.stderr
+    assert re.search(r"\(\d{1,3}(?:,\d{3})+ B\); files before: \d+ \(", checkpoint.stdout)
+    assert verify.returncode == 0, verify.stderr
+    for done in (demo, again, inspect, exported, imported, checkpoint, verify):
+        assert ungrouped_numbers(done.stdout + done.stderr, tmp_path) == [], done.stdout
+
+
+def test_the_number_rule_finds_what_it_should():
+    assert ungrouped_numbers("12345 input states, 1,234 B, 999 receipts") == ["12345"]
+    assert ungrouped_numbers("LSN: last 4089; snapshot at 4089; log-00000000000000004090.log") == []
+    assert ungrouped_numbers("at byte offset 123456: checksum; 2,732.2 ms") == []

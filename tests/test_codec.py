@@ -433,14 +433,17 @@ def test_golden_terminal_outcome(text: str, expected: InputTerminalOutcome) -> N
 
 @pytest.mark.parametrize(("text", "expected"), TERMINAL_OUTCOMES)
 def test_golden_terminal_outcome_in_a_row(text: str, expected: InputTerminalOutcome) -> None:
+    # In the terminal phase of the outcome's kind (a seed's phase and outcome agree).
+    phase = InputLifecycleState(expected.kind)
     row = (
-        '{"input_id":"01900000-0000-7000-8000-000000000007","current_state":"abandoned",'
+        '{"input_id":"01900000-0000-7000-8000-000000000007",'
+        f'"current_state":"{phase.value}",'
         f'"terminal_outcome":{text},"attempt_count":2,"recovery_count":0,'
         '"created_at":"2025-03-01T12:00:00Z","updated_at":"2025-03-01T12:00:00.010Z"}'
     )
     value = StoredInputState(
         InputState(iid("7"), utc(2025, 3, 1, 12), utc(2025, 3, 1, 12, 0, 0, 10000)),
-        InputStateSeed(InputLifecycleState.ABANDONED, terminal_outcome=expected, attempt_count=2),
+        InputStateSeed(phase, terminal_outcome=expected, attempt_count=2),
     )
     assert loads_json(StoredInputState, row) == value
     assert dumps_json(value) == row.encode()

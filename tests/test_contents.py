@@ -11,6 +11,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from _values import OUTCOME_OF
+
 import meerkat_actor as ma
 from meerkat_actor import _core as core
 from meerkat_actor._contents import (
@@ -33,7 +35,9 @@ OPS = ma.PersistedOpsSnapshot("epoch-1", cursors={"agent_applied_cursor": 0})
 
 def stored(n: int, phase: ma.InputLifecycleState = PHASE.ACCEPTED) -> ma.StoredInputState:
     base = ma.StoredInputState.new_accepted(ma.InputId(uuid.UUID(int=n)), now=T0)
-    return dataclasses.replace(base, seed=ma.InputStateSeed(phase=phase))
+    return dataclasses.replace(
+        base, seed=ma.InputStateSeed(phase, terminal_outcome=OUTCOME_OF.get(phase))
+    )
 
 
 def receipt(sequence: int) -> ma.RunBoundaryReceipt:

@@ -9,7 +9,7 @@ import dataclasses
 import uuid
 
 import pytest
-from _values import I1, I2, I3, OTHER, RT, RUN, SID, receipt, session, stored
+from _values import I1, I2, I3, OTHER, RT, RUN, SID, receipt, session, stored, stored_seed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -651,7 +651,10 @@ def test_a_refused_retire_retires_nothing_and_the_first_bad_id_decides(bad_first
 
 
 def test_retire_refuses_a_terminal_phase_without_an_outcome():
-    no_outcome = stored(I1, IS.ABANDONED, persisted_input={"x": 1})
+    # No caller can build it, but a store may hold one (docs/semantics.md).
+    no_outcome = dataclasses.replace(
+        stored(I1, IS.ABANDONED, persisted_input={"x": 1}), seed=stored_seed(IS.ABANDONED)
+    )
     state = run(core.EMPTY, core.PersistInputState(RT, no_outcome))
     with pytest.raises(ma.NotRetirable, match="abandoned"):
         core.plan(state, core.RetireInputPayloads(RT, [I1]), CODEC)

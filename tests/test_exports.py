@@ -18,6 +18,8 @@ EXPECTED = {
     "open_sqlite_store",
     "open_postgres_store",
     "RuntimeStore",
+    # graceful shutdown on SIGINT/SIGTERM (docs/operations.md#shutdown)
+    "shutdown_on_signals",
     "StoreStatistics",
     # the handles open_store/open_sqlite_store yield (for annotations)
     "ActorStore",
@@ -50,6 +52,8 @@ EXPECTED = {
     # lifecycle
     "machine_transition",
     "LIFECYCLE_TRANSITIONS",
+    # the input lifecycle table, which StoredInputState.transition follows
+    "INPUT_LIFECYCLE_TRANSITIONS",
     # commit_machine_lifecycle(expected=...)'s default: compare nothing
     "UNCHECKED",
     "Unchecked",
@@ -152,11 +156,12 @@ def _python_children(directory: Path) -> tuple[set[str], set[str]]:
     return modules, packages
 
 
-def test_submodules_are_private_and_testing_is_the_only_public_subpackage():
+def test_submodules_are_private_but_asyncio_and_testing_is_the_only_public_subpackage():
     modules, packages = _python_children(PACKAGE_DIR)
     assert "__init__" in modules
     public_modules = {m for m in modules if not _private_or_dunder(m)}
-    assert public_modules == set(), f"public modules: {public_modules}"
+    # `meerkat_actor.asyncio`: the stores for asyncio programs (docs/asyncio.md).
+    assert public_modules == {"asyncio"}, f"public modules: {public_modules}"
     public_packages = {p for p in packages if not _private_or_dunder(p)}
     assert public_packages == {"testing"}
 

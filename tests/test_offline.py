@@ -114,10 +114,18 @@ def test_read_sqlite_refuses_what_is_not_a_meerkat_store(tmp_path: Path) -> None
         db.execute("CREATE TABLE t (x)")
     with pytest.raises(NotAStore, match="no table runtime_input_states"):
         _sqlite_copy.read_sqlite(str(other))
+    # Not a SQLite database at all: not a store (issue 16: the CLI's exit 3,
+    # not 5). A SQLite database with damaged pages is a damaged store.
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database at all" * 100)
-    with pytest.raises(ma.CorruptStore, match=r"junk\.db"):
+    with pytest.raises(NotAStore, match=r"junk\.db is not a SQLite store: "):
         _sqlite_copy.read_sqlite(str(junk))
+    damaged = tmp_path / "damaged.db"
+    data = bytearray(other.read_bytes())
+    data[100:] = b"\xa5" * (len(data) - 100)  # every page after the file header
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ma.CorruptStore, match=r"damaged\.db"):
+        _sqlite_copy.read_sqlite(str(damaged))
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -173,10 +181,15 @@ async def test_read_store_changes_nothing_and_agrees_with_open_store(tmp_path: P
     assert not (copy / "snapshot-00000000000000000009.snap.tmp").exists()
 
 
-async def test_read_store_refuses_an_open_store(tmp_path: Path) -> None:
+async def test_read_store_reads_an_open_store_live_or_refuses_it(tmp_path: Path) -> None:
     async with ma.open_store(tmp_path / "s"):
         with pytest.raises(ma.StoreLocked, match="locked"):
-            await trio.to_thread.run_sync(_dry_run.read_store, str(tmp_path / "s"))
+            await trio.to_thread.run_sync(
+                lambda: _dry_run.read_store(str(tmp_path / "s"), live=False)
+            )
+        # By default it is read live (tests/test_live_ops.py).
+        view = await trio.to_thread.run_sync(_dry_run.read_store, str(tmp_path / "s"))
+        assert [n.message.split(" (")[0] for n in view.notes] == ["read live beside the open store"]
     # ... and open_store fails while a read-only tool holds the store.
     with _dry_run.locked(_dry_run._DryRunIO(), str(tmp_path / "s")), pytest.raises(ma.StoreLocked):
         async with ma.open_store(tmp_path / "s"):
@@ -403,7 +416,10 @@ async def test_a_dangling_symlink_in_the_store_does_not_stop_inspect(tmp_path: P
 
 def test_the_dry_run_layer_overrides_every_changing_file_operation() -> None:
     # open_read and read_at (format 3: a snapshot read piece by piece) only read.
-    reads = {"read", "list_dir", "size", "open_read", "read_at", "file_kind"}
+    reads = {"read", "list_dir", "size", "open_read", "read_at", "file_kind", "read_lock_note"}
+    # What a LOCK file's note says about a process (tests/test_live_ops.py).
+    reads |= {"host_name", "process_start", "boot_time", "boot_id", "pid_namespace"}
+    reads.add("process_exists")
     changing = {
         name
         for name, value in vars(FileIO).items()

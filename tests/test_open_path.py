@@ -466,3 +466,67 @@ def test_verify_out_of_memory_is_no_traceback(
     assert status == 7
     assert "Traceback" not in err, err
     assert "out of memory" in err, err
+
+
+# --- issue 16: a store directory's path that is not a directory ---------------------------------
+
+
+def _listing(path: Path) -> dict[str, tuple[int, bytes | None]]:
+    """Every entry under `path`: its mode and, for a regular file, its bytes."""
+    found: dict[str, tuple[int, bytes | None]] = {}
+    for entry in sorted(path.rglob("*")):
+        mode = entry.lstat().st_mode
+        found[str(entry.relative_to(path))] = (
+            mode,
+            entry.read_bytes() if stat.S_ISREG(mode) else None,
+        )
+    return found
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "symlink to a file", "through a file"])
+async def test_open_store_on_a_path_that_is_not_a_directory(tmp_path: Path, kind: str) -> None:
+    """`open_store(path)` where `path` is a regular file (or another
+    non-directory, or goes through one) raises `ReadFailed` saying what the
+    path is, not an OS error text ("File exists"); nothing is created or
+    changed."""
+    plain = tmp_path / "plain"
+    if kind == "fifo":
+        os.mkfifo(plain)
+    else:
+        plain.write_text("my notes")
+    path = {
+        "file": plain,
+        "fifo": plain,
+        "symlink to a file": tmp_path / "link",
+        "through a file": plain / "store",
+    }[kind]
+    if kind == "symlink to a file":
+        path.symlink_to(plain)
+    what = "a FIFO" if kind == "fifo" else "a file"
+    expected = (
+        f"{plain / 'store'} cannot be a store directory: {plain} is a file, not a directory"
+        if kind == "through a file"
+        else f"{plain} is {what}, not a store directory"  # the path resolved
+    )
+    before = _listing(tmp_path)
+    for spelling in (path, str(path)):
+        with pytest.raises(ma.ReadFailed) as info:
+            async with ma.open_store(spelling):
+                pytest.fail("opened")
+        assert str(info.value) == expected
+        assert "File exists" not in str(info.value)
+        assert not isinstance(info.value, (ma.CorruptStore, ma.UnsupportedFormat))
+    assert _listing(tmp_path) == before
+
+
+def test_the_cli_names_a_file_given_for_a_store_directory(tmp_path: Path, capsys) -> None:
+    """The commands that open a store (checkpoint, demo) and those that read
+    one say the same, exit 3 (tests/test_cli.py runs every command)."""
+    plain = tmp_path / "plain"
+    plain.write_text("my notes")
+    before = _listing(tmp_path)
+    for args in (["checkpoint", str(plain)], ["demo", str(plain)], ["inspect", str(plain)]):
+        assert main(args) == 3, args
+        err = capsys.readouterr().err
+        assert err == f"meerkat-actor: error: {plain} is a file, not a store directory\n", args
+    assert _listing(tmp_path) == before

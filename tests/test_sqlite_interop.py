@@ -29,6 +29,7 @@ import pytest
 from _values import input_state
 
 import meerkat_actor as ma
+from meerkat_actor.__main__ import main
 from meerkat_actor._sqlite_db import Database
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -843,3 +844,68 @@ async def test_purge_deletes_every_row_of_the_runtime_whatever_its_spelling(rust
     assert {t: table_info(rust_file, t) for t in EXPECTED_COLUMNS} == before
     ((column,),) = rows(rust_file, "SELECT sequence FROM runtime_boundary_receipts")
     assert column == CLAMPED[4] - 2**64  # its own two's-complement slot
+
+
+# --- seeds whose phase and outcome disagree (issue 16) --------------------------------------
+
+# Rows Meerkat's Rust runtime can write (it checks no agreement between
+# `current_state` and `terminal_outcome`) and our constructor refuses: a
+# terminal phase without its outcome, an outcome on a phase that is not
+# terminal, an outcome of another kind. Each is read, exported and imported
+# as it is: a store never loses or rewrites what it holds.
+DISAGREEING_ROWS = [
+    (iid(40), "consumed", "", None),
+    (iid(41), "queued", '"terminal_outcome":{"outcome_type":"consumed"},', "consumed"),
+    (
+        iid(42),
+        "consumed",
+        '"terminal_outcome":{"outcome_type":"abandoned","reason":"cancelled"},',
+        "abandoned",
+    ),
+]
+
+
+def _disagreeing_values() -> list[ma.StoredInputState]:
+    outcomes = {
+        None: None,
+        "consumed": ma.InputTerminalOutcome.consumed(),
+        "abandoned": ma.InputTerminalOutcome.abandoned(ma.InputAbandonReason.cancelled()),
+    }
+    return [
+        ma.StoredInputState(
+            shell(input_id),
+            _values.stored_seed(ma.InputLifecycleState(phase), outcomes[outcome]),
+        )
+        for input_id, phase, _, outcome in DISAGREEING_ROWS
+    ]
+
+
+async def test_rows_whose_phase_and_outcome_disagree_are_read_and_kept_as_they_are(tmp_path):
+    path = tmp_path / "rust.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(RUST_DDL)
+    for input_id, phase, middle, _ in DISAGREEING_ROWS:
+        doc = minimal_doc(input_id, middle).replace("{phase}", phase)
+        db.execute(
+            "INSERT INTO runtime_input_states VALUES (?, ?, ?)",
+            (RUNTIME, str(input_id), doc.encode()),
+        )
+    db.close()
+    expected = _disagreeing_values()
+    for value in expected:  # no caller could have built these
+        with pytest.raises(ValueError, match="terminal_outcome"):
+            ma.InputStateSeed(value.seed.phase, terminal_outcome=value.seed.terminal_outcome)
+    async with ma.open_sqlite_store(path) as store:
+        assert await store.load_input_states(RT) == expected
+        # Written back unchanged (a host that loads and re-persists them).
+        await store.persist_input_state(RT, expected[0])
+        assert await store.load_input_state(RT, expected[0].input_id) == expected[0]
+    # Imported into a durable store, through its log and a snapshot.
+    directory = tmp_path / "imported"
+    assert main(["import-sqlite", str(path), str(directory)]) == 0
+    async with ma.open_store(directory) as store:
+        assert await store.load_input_states(RT) == expected
+        await store.checkpoint()
+    async with ma.open_store(directory) as store:
+        assert await store.load_input_states(RT) == expected
+    assert main(["verify", str(directory)]) == 0

@@ -8,10 +8,15 @@ actor's reply slots so a caller left hanging by a bug can be released.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gc
+import inspect
 import json
 import logging
 import pickle
 import uuid
+import warnings
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -1102,3 +1107,120 @@ async def test_session_key_mismatch_pickles_with_its_runtime():
     assert (copy.expected, copy.actual, copy.runtime_id) == (expected, actual, "rt-x")
     assert str(copy) == str(error)
     assert "rt-x" in str(copy)
+
+
+# --- an async OAuth updater (issue 16) ------------------------------------------------------
+
+
+async def async_update(current: bytes | None) -> bytes:
+    return b"never stored"
+
+
+class AsyncCall:
+    async def __call__(self, current: bytes | None) -> bytes:
+        return b"never stored"
+
+
+class AsyncMethod:
+    async def update(self, current: bytes | None) -> bytes:
+        return b"never stored"
+
+
+async def async_generator(current: bytes | None):
+    yield b"never stored"
+
+
+ASYNC_UPDATERS = [
+    pytest.param(async_update, id="async-def"),
+    pytest.param(functools.partial(async_update), id="partial"),
+    pytest.param(functools.partial(functools.partial(async_update)), id="partial-of-partial"),
+    pytest.param(AsyncCall(), id="async-__call__"),
+    pytest.param(functools.partial(AsyncCall()), id="partial-of-async-__call__"),
+    pytest.param(AsyncMethod().update, id="bound-async-method"),
+    pytest.param(async_generator, id="async-generator"),
+]
+
+
+@asynccontextmanager
+async def any_store(kind: str, tmp_path):
+    """The three stores of this package, by name."""
+    if kind == "memory":
+        opener = ma.open_store()
+    elif kind == "durable":
+        opener = ma.open_store(tmp_path / "store")
+    else:
+        opener = ma.open_sqlite_store(tmp_path / "store.sqlite3")
+    async with opener as store:
+        yield store
+
+
+BACKENDS = ["memory", "durable", "sqlite"]
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+@pytest.mark.parametrize("update", ASYNC_UPDATERS)
+async def test_an_async_updater_is_refused_before_anything_reaches_the_store(
+    kind, update, tmp_path
+):
+    async with any_store(kind, tmp_path) as store:
+        await populate(store)
+        before = await everything(store)
+        counted = store.statistics().commands
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(TypeError) as info:
+                await store.update_auth_oauth_flow_snapshot(update)
+            gc.collect()  # a coroutine created and dropped would warn now
+        message = str(info.value)
+        assert message.startswith("update must be a plain function")
+        assert "async" in message
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], caught
+        # It never reached the store: not counted, and nothing changed.
+        assert store.statistics().commands == counted
+        assert await everything(store) == before
+        # The store keeps working, with a plain function.
+        await store.update_auth_oauth_flow_snapshot(lambda current: current + b"!")
+        assert await store.load_auth_oauth_flow_snapshot() == b"oauth-0!"
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_an_updater_that_returns_a_coroutine_is_refused_and_the_coroutine_closed(
+    kind, tmp_path
+):
+    made = []
+
+    def sneaky(current: bytes | None):
+        made.append(async_update(current))  # a plain function, but async inside
+        return made[-1]
+
+    async with any_store(kind, tmp_path) as store:
+        await populate(store)
+        before = await everything(store)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(TypeError, match="update must be a plain function") as info:
+                await store.update_auth_oauth_flow_snapshot(sneaky)
+            [coroutine] = made
+            assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+            del coroutine
+            made.clear()
+            gc.collect()
+        assert "returned an awaitable (coroutine)" in str(info.value)
+        assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], caught
+        assert await everything(store) == before
+        assert store.statistics().refused == 1  # this one did reach the store
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        pytest.param(lambda current: b"plain", id="lambda"),
+        pytest.param(functools.partial(lambda suffix, current: suffix, b"plain"), id="partial"),
+        pytest.param(type("Call", (), {"__call__": lambda self, current: b"plain"})(), id="obj"),
+    ],
+)
+async def test_plain_updaters_are_not_mistaken_for_async_ones(store, update):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        await store.update_auth_oauth_flow_snapshot(update)
+    assert await store.load_auth_oauth_flow_snapshot() == b"plain"

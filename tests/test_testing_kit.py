@@ -1438,7 +1438,11 @@ def test_model_retire_drops_only_the_payload_and_checks_in_list_order() -> None:
     done_low, done_high = _finished(ID_LOW), _finished(ID_HIGH)
     model.persist_input_state(RT_A, done_low)
     model.persist_input_state(RT_A, done_high)
-    model.persist_input_state(RT_A, stored(ID_MID, InputLifecycleState.CONSUMED))  # no outcome
+    # Consumed with no outcome: only a store's decoder builds it (an old or Rust writer's).
+    no_outcome = StoredInputState(
+        stored(ID_MID).state, _values.stored_seed(InputLifecycleState.CONSUMED)
+    )
+    model.persist_input_state(RT_A, no_outcome)
     before = observe(model)
     # The first bad id decides: unknown before not-terminal is NotFound ...
     with pytest.raises(ma.NotFound):

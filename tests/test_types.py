@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import pickle
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -12,12 +14,14 @@ from zoneinfo import ZoneInfo
 import _values
 import pytest
 from _values import I1, I2, RUN, receipt
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from pyrsistent import PMap, pmap
 
 import meerkat_actor as ma
 from meerkat_actor import RuntimeState as RS
+from meerkat_actor import _packed
+from meerkat_actor._codec import CodecError, from_json, from_plain, loads_json, to_json, to_plain
 from meerkat_actor.testing import _strategies as mst
 
 # Microseconds and seconds in it: a conversion that drops either shows.
@@ -620,3 +624,478 @@ def test_constructors_accept_their_own_output(value):
     twin = dataclasses.replace(value)
     assert twin == value
     assert hash(twin) == hash(value)
+
+
+# --- RunBoundaryReceipt defaults (issue 16) -------------------------------------------------
+
+
+def test_receipt_needs_only_run_id_and_boundary():
+    r = ma.RunBoundaryReceipt(RUN, ma.RunApplyBoundary.RUN_START)
+    assert r.contributing_input_ids == ()
+    assert type(r.contributing_input_ids) is tuple
+    assert r.conversation_digest is None
+    assert r.message_count == 0
+    assert r.sequence == 0
+    spelled_out = ma.RunBoundaryReceipt(
+        run_id=RUN,
+        boundary=ma.RunApplyBoundary.RUN_START,
+        contributing_input_ids=(),
+        conversation_digest=None,
+        message_count=0,
+        sequence=0,
+    )
+    assert r == spelled_out
+    assert hash(r) == hash(spelled_out)
+
+
+def test_receipt_positional_order_is_unchanged():
+    r = ma.RunBoundaryReceipt(RUN, ma.RunApplyBoundary.IMMEDIATE, [I1, I2], "digest", 3, 9)
+    assert r.contributing_input_ids == (I1, I2)
+    assert r.conversation_digest == "digest"
+    assert (r.message_count, r.sequence) == (3, 9)
+    # Some fields positional, the rest by name: each lands where it is named.
+    r = ma.RunBoundaryReceipt(RUN, ma.RunApplyBoundary.IMMEDIATE, (I1,), sequence=5)
+    assert (r.contributing_input_ids, r.conversation_digest, r.message_count, r.sequence) == (
+        (I1,),
+        None,
+        0,
+        5,
+    )
+
+
+def test_receipt_still_requires_run_id_and_boundary():
+    with pytest.raises(TypeError, match="boundary"):
+        ma.RunBoundaryReceipt(RUN)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="run_id"):
+        ma.RunBoundaryReceipt(boundary=ma.RunApplyBoundary.IMMEDIATE)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error", "message"),
+    [
+        ("contributing_input_ids", None, TypeError, "contributing_input_ids must be a sequence"),
+        ("message_count", None, TypeError, "message_count must be int, got NoneType"),
+        ("sequence", None, TypeError, "sequence must be int, got NoneType"),
+        ("sequence", -1, ValueError, r"sequence must be in \[0, 2\*\*64-1\]"),
+    ],
+)
+def test_receipt_defaulted_fields_are_validated_when_given(field, value, error, message):
+    with pytest.raises(error, match=message):
+        ma.RunBoundaryReceipt(RUN, ma.RunApplyBoundary.IMMEDIATE, **{field: value})
+
+
+def test_receipt_with_defaults_round_trips_both_codecs():
+    r = ma.RunBoundaryReceipt(RUN, ma.RunApplyBoundary.RUN_CHECKPOINT)
+    assert from_plain(ma.RunBoundaryReceipt, to_plain(r)) == r
+    assert from_json(ma.RunBoundaryReceipt, to_json(r)) == r
+    assert "conversation_digest" not in to_json(r)  # serde skips a None digest
+
+
+# --- the input lifecycle table and StoredInputState.transition (issue 16) -----------------
+
+P = ma.InputLifecycleState
+# Meerkat's input lifecycle machine (meerkat-runtime's input lifecycle
+# authority), written out independently of the package's table.
+MEERKAT_INPUT_TRANSITIONS = {
+    P.ACCEPTED: {P.QUEUED, P.CONSUMED, P.ABANDONED},
+    P.QUEUED: {P.STAGED, P.SUPERSEDED, P.COALESCED, P.ABANDONED},
+    P.STAGED: {P.QUEUED, P.APPLIED, P.ABANDONED},
+    P.APPLIED: {P.APPLIED_PENDING_CONSUMPTION, P.ABANDONED},
+    P.APPLIED_PENDING_CONSUMPTION: {P.CONSUMED, P.ABANDONED},
+    P.CONSUMED: set(),
+    P.SUPERSEDED: set(),
+    P.COALESCED: set(),
+    P.ABANDONED: set(),
+}
+ALLOWED_MOVES = sorted(
+    ((a, b) for a, targets in MEERKAT_INPUT_TRANSITIONS.items() for b in targets),
+    key=lambda pair: (pair[0].value, pair[1].value),
+)
+FORBIDDEN_MOVES = [(a, b) for a in P for b in P if b not in MEERKAT_INPUT_TRANSITIONS[a]]
+OUTCOME_OF = _values.OUTCOME_OF
+RUN2 = ma.RunId.new()
+T1 = T0 + timedelta(seconds=5)
+
+
+def in_phase(phase: ma.InputLifecycleState, **seed_fields) -> ma.StoredInputState:
+    """An input in `phase` (with the outcome of its kind, if terminal), a
+    history of one entry and every shell field set, so a transition that
+    drops or resets one shows."""
+    shell = input_state(
+        history=(ma.InputStateHistoryEntry(T0, P.ACCEPTED, P.QUEUED, "first"),),
+        policy={"mode": "steer"},
+        runtime_semantics={"kind": "prompt"},
+        durability=ma.InputDurability.DERIVED,
+        idempotency_key="idem-1",
+        recovery_count=2,
+        reconstruction_source={"from": "journal"},
+        persisted_input={"text": "hello"},
+    )
+    fields = {"last_run_id": RUN, "last_boundary_sequence": None, "attempt_count": 1}
+    fields.update(seed_fields)
+    seed = ma.InputStateSeed(phase, terminal_outcome=OUTCOME_OF.get(phase), **fields)
+    return ma.StoredInputState(shell, seed)
+
+
+def arguments_for(to: ma.InputLifecycleState) -> dict:
+    """What a move to `to` needs: a run to stage for, a boundary sequence,
+    a terminal outcome."""
+    if to is P.STAGED:
+        return {"run_id": RUN2}
+    if to is P.APPLIED_PENDING_CONSUMPTION:
+        return {"sequence": 2**64 - 1}
+    if to.is_terminal:
+        return {"outcome": OUTCOME_OF[to]}
+    return {}
+
+
+def test_input_transition_table_is_meerkats():
+    assert {a: set(b) for a, b in ma.INPUT_LIFECYCLE_TRANSITIONS.items()} == (
+        MEERKAT_INPUT_TRANSITIONS
+    )
+    with pytest.raises(TypeError):
+        ma.INPUT_LIFECYCLE_TRANSITIONS[P.CONSUMED] = frozenset({P.QUEUED})  # type: ignore[index]
+    assert all(isinstance(t, frozenset) for t in ma.INPUT_LIFECYCLE_TRANSITIONS.values())
+
+
+@pytest.mark.parametrize(("source", "to"), ALLOWED_MOVES, ids=lambda p: p.value)
+def test_transition_takes_every_allowed_move(source, to):
+    before = in_phase(source)
+    moved = before.transition(to, reason=f"to {to.value}", at=T1, **arguments_for(to))
+    assert isinstance(moved, ma.StoredInputState)
+    # The seed, as Meerkat's machine sets it.
+    assert moved.seed.phase is to
+    assert moved.seed.terminal_outcome == OUTCOME_OF.get(to)
+    assert moved.seed.last_run_id == (RUN2 if to is P.STAGED else RUN)
+    assert moved.seed.last_boundary_sequence == (
+        2**64 - 1 if to is P.APPLIED_PENDING_CONSUMPTION else None
+    )
+    assert moved.seed.attempt_count == (2 if to is P.STAGED else 1)
+    # One more history entry, after the others; updated_at is its time.
+    assert moved.state.history == (
+        *before.state.history,
+        ma.InputStateHistoryEntry(T1, source, to, f"to {to.value}"),
+    )
+    assert moved.state.updated_at == T1
+    # Every other shell field is kept, and the old value is untouched.
+    assert dataclasses.replace(moved.state, history=before.state.history, updated_at=T0) == (
+        before.state
+    )
+    assert before == in_phase(source)
+
+
+@pytest.mark.parametrize(("source", "to"), FORBIDDEN_MOVES, ids=lambda p: p.value)
+def test_transition_refuses_every_forbidden_move(source, to):
+    before = in_phase(source)
+    with pytest.raises(ma.InvalidTransition) as info:
+        before.transition(to, at=T1, **arguments_for(to))
+    assert isinstance(info.value, ValueError)
+    message = str(info.value)
+    assert f"{source.value} -> {to.value}" in message
+    assert str(before.input_id) in message
+    allowed = sorted(s.value for s in MEERKAT_INPUT_TRANSITIONS[source])
+    assert f"(from {source.value}: {', '.join(allowed) or 'none'}" in message
+    assert before == in_phase(source)
+
+
+def test_a_forbidden_move_is_refused_before_its_arguments_are_looked_at():
+    # accepted -> superseded would also lack its outcome: the move is the error.
+    with pytest.raises(ma.InvalidTransition, match="accepted -> superseded"):
+        in_phase(P.ACCEPTED).transition(P.SUPERSEDED)
+
+
+def test_history_is_appended_in_order_with_each_reason():
+    times = [T0 + timedelta(seconds=n) for n in range(1, 6)]
+    state = ma.StoredInputState.new_accepted(I1, now=T0)
+    state = state.transition(P.QUEUED, reason="policy resolved", at=times[0])
+    state = state.transition(P.STAGED, run_id=RUN, at=times[1])
+    state = state.transition(P.APPLIED, reason="boundary applied", run_id=RUN, at=times[2])
+    state = state.transition(
+        P.APPLIED_PENDING_CONSUMPTION, reason="receipt", sequence=4, at=times[3]
+    )
+    state = state.transition(
+        P.CONSUMED, reason="done", outcome=ma.InputTerminalOutcome.consumed(), at=times[4]
+    )
+    assert [(e.timestamp, e.from_state, e.to_state, e.reason) for e in state.state.history] == [
+        (times[0], P.ACCEPTED, P.QUEUED, "policy resolved"),
+        (times[1], P.QUEUED, P.STAGED, None),
+        (times[2], P.STAGED, P.APPLIED, "boundary applied"),
+        (times[3], P.APPLIED, P.APPLIED_PENDING_CONSUMPTION, "receipt"),
+        (times[4], P.APPLIED_PENDING_CONSUMPTION, P.CONSUMED, "done"),
+    ]
+    assert state.state.created_at == T0
+    assert state.state.updated_at == times[4]
+    assert state.seed == ma.InputStateSeed(
+        P.CONSUMED,
+        last_run_id=RUN,
+        last_boundary_sequence=4,
+        terminal_outcome=ma.InputTerminalOutcome.consumed(),
+        attempt_count=1,
+    )
+
+
+def test_each_staging_counts_an_attempt_and_records_its_run():
+    state = in_phase(P.QUEUED, attempt_count=0, last_run_id=None)
+    state = state.transition(P.STAGED, run_id=RUN, at=T1)
+    state = state.transition(P.QUEUED, reason="rolled back", at=T1)  # a rollback keeps both
+    assert (state.seed.attempt_count, state.seed.last_run_id) == (1, RUN)
+    state = state.transition(P.STAGED, run_id=RUN2, at=T1)
+    assert (state.seed.attempt_count, state.seed.last_run_id) == (2, RUN2)
+    # A fourth, fifth, ... rollback is the caller's call: no automatic abandon.
+    for _ in range(3):
+        state = state.transition(P.QUEUED, at=T1).transition(P.STAGED, run_id=RUN2, at=T1)
+    assert state.seed.phase is P.STAGED
+    assert state.seed.attempt_count == 5
+
+
+def test_staging_past_the_u32_attempt_count_is_refused():
+    state = in_phase(P.QUEUED, attempt_count=2**32 - 1)
+    with pytest.raises(ValueError, match=r"attempt_count must be at most 2\*\*32-1"):
+        state.transition(P.STAGED, run_id=RUN)
+
+
+def test_updated_at_defaults_to_now_in_utc():
+    state = in_phase(P.ACCEPTED)
+    before = datetime.now(UTC)
+    moved = state.transition(P.QUEUED)
+    after = datetime.now(UTC)
+    assert before <= moved.state.updated_at <= after
+    assert moved.state.updated_at.tzinfo is UTC
+    assert moved.state.history[-1].timestamp == moved.state.updated_at
+
+
+def test_at_is_normalised_to_utc_and_must_be_aware():
+    berlin = datetime(2024, 5, 1, 14, 30, 15, 123456, tzinfo=ZoneInfo("Europe/Berlin"))
+    moved = in_phase(P.ACCEPTED).transition(P.QUEUED, at=berlin)
+    assert moved.state.updated_at == T0
+    assert moved.state.updated_at.tzinfo is UTC
+    with pytest.raises(ValueError, match="at must be timezone-aware"):
+        in_phase(P.ACCEPTED).transition(P.QUEUED, at=datetime(2024, 5, 1))
+    with pytest.raises(TypeError, match="at must be datetime, got str"):
+        in_phase(P.ACCEPTED).transition(P.QUEUED, at="2024-05-01T00:00:00Z")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("to", [p for p in P if p.is_terminal], ids=lambda p: p.value)
+def test_a_terminal_move_requires_its_outcome(to):
+    source = P.APPLIED_PENDING_CONSUMPTION if to is P.CONSUMED else P.QUEUED
+    with pytest.raises(ValueError, match="outcome is required") as info:
+        in_phase(source).transition(to)
+    assert not isinstance(info.value, ma.InvalidTransition)
+    assert f"phase is {to.value!r}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("to", "wrong"),
+    [
+        (P.CONSUMED, P.ABANDONED),
+        (P.ABANDONED, P.CONSUMED),
+        (P.SUPERSEDED, P.COALESCED),
+        (P.COALESCED, P.SUPERSEDED),
+    ],
+    ids=lambda p: p.value,
+)
+def test_a_terminal_move_refuses_an_outcome_of_another_kind(to, wrong):
+    source = P.APPLIED_PENDING_CONSUMPTION if to is P.CONSUMED else P.QUEUED
+    with pytest.raises(ValueError, match=f"outcome of kind {wrong.value!r} does not match") as e:
+        in_phase(source).transition(to, outcome=OUTCOME_OF[wrong])
+    assert f"it must be of kind {to.value!r}" in str(e.value)
+
+
+def test_a_move_to_a_phase_that_is_not_terminal_refuses_an_outcome():
+    with pytest.raises(ValueError, match="outcome must be None when phase is 'queued'"):
+        in_phase(P.ACCEPTED).transition(P.QUEUED, outcome=ma.InputTerminalOutcome.consumed())
+
+
+def test_staging_requires_a_run_and_applying_requires_the_same_run():
+    with pytest.raises(ValueError, match="queued -> staged: run_id is required"):
+        in_phase(P.QUEUED).transition(P.STAGED)
+    staged = in_phase(P.STAGED, last_run_id=RUN)
+    with pytest.raises(ma.InvalidTransition, match=f"run_id {RUN2} is not the run") as info:
+        staged.transition(P.APPLIED, run_id=RUN2)
+    assert f"last_run_id {RUN}" in str(info.value)
+    assert staged.transition(P.APPLIED, run_id=RUN, at=T1).seed.last_run_id == RUN
+    assert staged.transition(P.APPLIED, at=T1).seed.last_run_id == RUN
+
+
+def test_applied_pending_consumption_requires_the_boundary_sequence():
+    with pytest.raises(ValueError, match="sequence is required"):
+        in_phase(P.APPLIED).transition(P.APPLIED_PENDING_CONSUMPTION)
+    moved = in_phase(P.APPLIED).transition(P.APPLIED_PENDING_CONSUMPTION, sequence=0)
+    assert moved.seed.last_boundary_sequence == 0  # 0 is a sequence, not "missing"
+
+
+def test_run_id_and_sequence_are_recorded_on_any_move_that_gives_them():
+    moved = in_phase(P.ACCEPTED, last_run_id=None).transition(
+        P.ABANDONED,
+        run_id=RUN2,
+        sequence=7,
+        outcome=ma.InputTerminalOutcome.abandoned(ma.InputAbandonReason.reset()),
+    )
+    assert (moved.seed.last_run_id, moved.seed.last_boundary_sequence) == (RUN2, 7)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"to": "queued"}, TypeError, "to must be InputLifecycleState, got str"),
+        ({"reason": 5}, TypeError, "reason must be str, got int"),
+        ({"run_id": I1}, TypeError, "run_id must be RunId or None, got InputId"),
+        ({"sequence": -1}, ValueError, r"sequence must be in \[0, 2\*\*64-1\]"),
+        ({"sequence": 2**64}, ValueError, r"sequence must be in \[0, 2\*\*64-1\]"),
+        ({"sequence": True}, TypeError, "sequence must be int, got bool"),
+        ({"outcome": "consumed"}, TypeError, "outcome must be InputTerminalOutcome or None"),
+    ],
+)
+def test_transition_checks_its_arguments(kwargs, error, message):
+    kwargs = {"to": P.QUEUED, **kwargs}
+    with pytest.raises(error, match=message):
+        in_phase(P.ACCEPTED).transition(**kwargs)
+
+
+def test_transition_makes_a_consistent_value_from_an_inconsistent_stored_one():
+    # A store may hold a seed whose phase and outcome disagree (see below):
+    # moving it on gives a value whose outcome is the one passed.
+    legacy = ma.StoredInputState(
+        input_state(), _values.stored_seed(P.ACCEPTED, ma.InputTerminalOutcome.consumed())
+    )
+    moved = legacy.transition(P.QUEUED, at=T1)
+    assert moved.seed.terminal_outcome is None
+    assert moved.seed == ma.InputStateSeed(P.QUEUED)
+    stuck = ma.StoredInputState(input_state(), _values.stored_seed(P.CONSUMED))
+    with pytest.raises(ma.InvalidTransition, match="consumed -> queued"):
+        stuck.transition(P.QUEUED)
+
+
+# --- a seed's phase and terminal outcome agree (issue 16) -----------------------------------
+
+OUTCOME_KINDS = [None, *OUTCOME_OF.values()]
+
+
+def agrees(phase: ma.InputLifecycleState, outcome: ma.InputTerminalOutcome | None) -> bool:
+    if phase.is_terminal:
+        return outcome is not None and outcome.kind == phase.value
+    return outcome is None
+
+
+@pytest.mark.parametrize("phase", list(P), ids=lambda p: p.value)
+@pytest.mark.parametrize("outcome", OUTCOME_KINDS, ids=lambda o: "none" if o is None else o.kind)
+def test_seed_constructor_requires_phase_and_outcome_to_agree(phase, outcome):
+    if agrees(phase, outcome):
+        seed = ma.InputStateSeed(phase, terminal_outcome=outcome)
+        assert (seed.phase, seed.terminal_outcome) == (phase, outcome)
+        assert dataclasses.replace(seed) == seed
+        return
+    with pytest.raises(ValueError, match="terminal_outcome") as info:
+        ma.InputStateSeed(phase, terminal_outcome=outcome)
+    message = str(info.value)
+    assert "terminal_outcome" in message
+    assert f"phase is {phase.value!r}" in message or f"phase {phase.value!r}" in message
+    assert type(info.value) is ValueError
+
+
+def test_seed_disagreement_messages_say_what_is_wanted():
+    with pytest.raises(
+        ValueError,
+        match=r"terminal_outcome is required when phase is 'consumed' .*kind 'consumed'",
+    ):
+        ma.InputStateSeed(P.CONSUMED)
+    with pytest.raises(
+        ValueError,
+        match=r"terminal_outcome must be None when phase is 'accepted' .*got a 'consumed' outcome",
+    ):
+        ma.InputStateSeed(P.ACCEPTED, terminal_outcome=ma.InputTerminalOutcome.consumed())
+    with pytest.raises(
+        ValueError,
+        match="terminal_outcome of kind 'superseded' does not match phase 'abandoned'",
+    ):
+        ma.InputStateSeed(P.ABANDONED, terminal_outcome=OUTCOME_OF[P.SUPERSEDED])
+
+
+def test_a_field_error_is_reported_before_the_disagreement():
+    # A wrong field type is named as before, not as a phase/outcome problem.
+    with pytest.raises(TypeError, match="phase must be InputLifecycleState, got str"):
+        ma.InputStateSeed("consumed")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="terminal_outcome must be InputTerminalOutcome"):
+        ma.InputStateSeed(P.CONSUMED, terminal_outcome="consumed")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="attempt_count must be non-negative"):
+        ma.InputStateSeed(P.CONSUMED, attempt_count=-1)
+
+
+def test_replace_checks_the_agreement_too():
+    seed = ma.InputStateSeed(P.QUEUED)
+    with pytest.raises(ValueError, match="terminal_outcome is required"):
+        dataclasses.replace(seed, phase=P.CONSUMED)
+    done = dataclasses.replace(
+        seed, phase=P.CONSUMED, terminal_outcome=ma.InputTerminalOutcome.consumed()
+    )
+    assert done.phase is P.CONSUMED
+
+
+@settings(max_examples=200)
+@given(mst.input_state_seeds())
+def test_the_kits_seeds_agree(seed):
+    assert agrees(seed.phase, seed.terminal_outcome)
+
+
+def test_the_kits_seeds_cover_every_phase_and_outcome_variant():
+    for phase in P:
+        find(mst.input_state_seeds(), lambda s, phase=phase: s.phase is phase)
+    for kind in ("retired", "reset", "stopped", "destroyed", "cancelled", "max_attempts_exhausted"):
+        find(
+            mst.input_state_seeds(),
+            lambda s, kind=kind: (
+                s.terminal_outcome is not None
+                and s.terminal_outcome.reason is not None
+                and s.terminal_outcome.reason.kind == kind
+            ),
+        )
+
+
+# --- seeds a store holds are read as they are (issue 16) ------------------------------------
+
+DISAGREEING = [
+    (P.CONSUMED, None),
+    (P.ABANDONED, None),
+    (P.ACCEPTED, ma.InputTerminalOutcome.consumed()),
+    (P.QUEUED, OUTCOME_OF[P.SUPERSEDED]),
+    (P.CONSUMED, OUTCOME_OF[P.ABANDONED]),
+    (P.COALESCED, OUTCOME_OF[P.SUPERSEDED]),
+]
+
+
+@pytest.mark.parametrize(("phase", "outcome"), DISAGREEING, ids=str)
+def test_decoders_read_a_stored_seed_whose_phase_and_outcome_disagree(phase, outcome):
+    seed = _values.stored_seed(phase, outcome, attempts=3)
+    assert (seed.phase, seed.terminal_outcome, seed.attempt_count) == (phase, outcome, 3)
+    value = ma.StoredInputState(input_state(), seed)
+    # Meerkat JSON (the SQLite and PostgreSQL rows), plain CBOR data (the
+    # log and snapshots of versions 1 and 2), packed bytes (version 3: the
+    # fast path takes a consumed outcome or none, the checked path the rest).
+    assert from_json(ma.StoredInputState, to_json(value)) == value
+    assert loads_json(ma.StoredInputState, json.dumps(to_json(value))) == value
+    assert from_plain(ma.StoredInputState, to_plain(value)) == value
+    packed = _packed.pack_input(value)
+    assert _packed.unpack_input(packed) == value
+    assert from_plain(ma.StoredInputState, _packed.loads_strict(packed)) == value
+
+
+def test_a_stored_seed_is_still_checked_field_by_field():
+    with pytest.raises(CodecError, match="attempt_count"):
+        from_json(ma.InputStateSeed, {"current_state": "consumed", "attempt_count": -1})
+    with pytest.raises(CodecError, match="current_state"):
+        from_json(ma.InputStateSeed, {"current_state": "finished", "attempt_count": 0})
+
+
+def test_a_seed_prints_as_code_that_builds_it_again():
+    # The kit prints failing examples as programs: an agreeing seed prints as
+    # its constructor call, a disagreeing one as the internal builder that
+    # made it (the constructor would refuse it).
+    namespace = {name: getattr(ma, name) for name in ma.__all__}
+    namespace["UUID"] = uuid.UUID
+    agreeing = ma.InputStateSeed(P.ABANDONED, RUN, 5, OUTCOME_OF[P.ABANDONED], attempt_count=2)
+    assert repr(agreeing).startswith("InputStateSeed(phase=InputLifecycleState.ABANDONED, ")
+    assert eval(repr(agreeing), namespace) == agreeing
+    for phase, outcome in DISAGREEING:
+        seed = _values.stored_seed(phase, outcome, attempts=1)
+        assert repr(seed).startswith("InputStateSeed._stored(phase=")
+        assert eval(repr(seed), namespace) == seed

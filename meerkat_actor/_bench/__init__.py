@@ -102,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run of every workload and peer with tiny counts (seconds, not minutes)",
+        help="a smoke test of every workload and peer with tiny counts (seconds, not minutes):"
+        " its figures are not measurements, and it prints no ratios",
     )
     parser.add_argument(
         "--dir",

@@ -3,6 +3,11 @@
 Rule: presentation only. Nothing here measures or decides; every figure comes
 from a `Report`. The plot imports matplotlib when it is asked for, so the
 package never depends on it.
+
+A `--quick` run is a smoke test: its rows are too short to compare, so its
+table says so and shows no ratio (no `vs ...` or `.../...` column, no
+after/before row, no ratio line); its JSON document keeps every field, with
+`"quick": true`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,26 @@ from ._sqlite_loop import LOOP, LOOP_TASKS
 __all__ = ["PEER_TITLES", "describe_machine", "filesystem_of", "table", "write_plot"]
 
 MIB: Final = 1024 * 1024
+
+#: The columns that compare two figures: left out of a quick run's table.
+RATIO_COLUMNS: Final = frozenset(
+    {
+        "vs SQLite",
+        "vs sqlite3-loop",
+        "vs memory",
+        "vs 1 process",
+        "p99 vs none",
+        "peak/after",
+    }
+)
+#: The retention table's rows that compare two figures (the `stage` cell).
+RATIO_ROWS: Final = frozenset({"after/before", "VACUUM/before"})
+QUICK_TITLE: Final = (
+    "meerkat-actor bench --quick: a smoke test. Its rows are a few milliseconds long and its"
+    " stores tiny: the figures below show that every workload and peer runs and reads back"
+    " what it wrote; they are not measurements, and no ratio between them is shown. Run"
+    " `meerkat-actor bench` (no --quick) for figures."
+)
 
 PEER_TITLES: Final = {
     "actor": "open_store(dir): the actor store, durable (default settings)",
@@ -92,10 +117,17 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:,.1f}"
 
 
-def _columns(rows: Iterable[tuple[str, ...]], right: Iterable[bool]) -> list[str]:
-    """Align rows of cells into lines; `right` says which columns align right."""
+def _columns(
+    rows: Iterable[tuple[str, ...]], right: Iterable[bool], drop: frozenset[str] = frozenset()
+) -> list[str]:
+    """Align rows of cells into lines; `right` says which columns align right.
+    The columns whose heading (first row) is in `drop` are left out."""
     rows = list(rows)
     flags = list(right)
+    if drop:
+        keep = [i for i, heading in enumerate(rows[0]) if heading not in drop]
+        rows = [tuple(row[i] for i in keep) for row in rows]
+        flags = [flags[i] for i in keep]
     widths = [max(len(row[i]) for row in rows) for i in range(len(flags))]
     return [
         "  ".join(
@@ -131,7 +163,7 @@ def _durable_ratios(rows: list[ThroughputRow]) -> str | None:
     return "durable actor ops/s: " + "; ".join(parts) if parts else None
 
 
-def _shared_lines(rows: list[SharedRow]) -> list[str]:
+def _shared_lines(rows: list[SharedRow], drop: frozenset[str]) -> list[str]:
     cells: list[tuple[str, ...]] = [
         (
             "peer",
@@ -148,8 +180,8 @@ def _shared_lines(rows: list[SharedRow]) -> list[str]:
         cells.append(
             (
                 r.peer,
-                str(r.processes),
-                str(r.tasks_per_process),
+                f"{r.processes:,}",
+                f"{r.tasks_per_process:,}",
                 f"{r.ops_per_s:,.0f}",
                 _ms(r.p50_ms),
                 _ms(r.p99_ms),
@@ -162,11 +194,11 @@ def _shared_lines(rows: list[SharedRow]) -> list[str]:
         "Shared database: durable commits (atomic_apply, 4 KiB session) from several"
         " processes at once on one database, each process with its own runtimes; ops/s of"
         " all of them together, latency over every call; every runtime checked afterwards.",
-        *_columns(cells, [False, True, True, True, True, True, True, True]),
+        *_columns(cells, [False, True, True, True, True, True, True, True], drop),
     ]
 
 
-def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
+def _throughput_lines(rows: list[ThroughputRow], drop: frozenset[str]) -> list[str]:
     lines: list[str] = []
     for workload, title in WORKLOADS.items():
         mine = [r for r in rows if r.workload == workload]
@@ -194,13 +226,13 @@ def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
             cells.append(
                 (
                     r.peer,
-                    str(r.tasks),
+                    f"{r.tasks:,}",
                     f"{r.ops_per_s:,.0f}",
                     _ms(r.p50_ms),
                     _ms(r.p99_ms),
                     _ms(r.max_ms),
                     "n/a" if r.fsyncs_per_commit is None else f"{r.fsyncs_per_commit:.3f}",
-                    "-" if r.largest_batch is None else str(r.largest_batch),
+                    "-" if r.largest_batch is None else f"{r.largest_batch:,}",
                     _ms(r.worst_loop_lag_ms),
                     _ms(r.worst_gc_pause_ms),
                     f"{r.ratio_vs_sqlite:.2f}x",
@@ -208,13 +240,14 @@ def _throughput_lines(rows: list[ThroughputRow]) -> list[str]:
                     _times(r.ratio_vs_memory),
                 )
             )
-        lines += ["", title, *_columns(cells, [False] + [True] * (len(header) - 1))]
-        summary = _durable_ratios(mine)
-        if summary is not None:
-            lines.append(summary)
-        postgres = _postgres_ratios(mine)
-        if postgres is not None:
-            lines.append(postgres)
+        lines += ["", title, *_columns(cells, [False] + [True] * (len(header) - 1), drop)]
+        if not drop:
+            summary = _durable_ratios(mine)
+            if summary is not None:
+                lines.append(summary)
+            postgres = _postgres_ratios(mine)
+            if postgres is not None:
+                lines.append(postgres)
         lines += _split_lines(mine)
     return lines
 
@@ -266,7 +299,7 @@ def _split_lines(rows: list[ThroughputRow]) -> list[str]:
         cells.append(
             (
                 r.peer,
-                str(r.tasks),
+                f"{r.tasks:,}",
                 f"{r.ops - r.writes:,}",
                 _ms(r.read_p50_us),
                 _ms(r.read_p99_us),
@@ -297,8 +330,11 @@ def _mib(value: float | None) -> str:
 _STAGES: Final = {"after_log": "after, not checkpointed"}
 
 
-def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> list[str]:
-    """The retention part: the opens before and after, then the removal itself."""
+def _retention_lines(
+    rows: list[RetentionRow], removals: list[RemovalRow], ratios: bool
+) -> list[str]:
+    """The retention part: the opens before and after, then the removal itself
+    (without `ratios`: no after/before rows, no actor-vs-SQLite line)."""
     lines: list[str] = []
     for size in sorted({r.input_states for r in removals}):
         done = {r.peer: r for r in removals if r.input_states == size}
@@ -379,7 +415,10 @@ def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> li
             " after it. RSS growth = resident memory of the open store. Not checkpointed ="
             " the actor store as the removal left it before its checkpoint (the old snapshot,"
             " the removal in the log).",
-            *_columns(cells, [False, False, *[True] * 10]),
+            *_columns(
+                [c for c in cells if ratios or c[1] not in RATIO_ROWS],
+                [False, False, *[True] * 10],
+            ),
         ]
         cells = [
             (
@@ -427,7 +466,7 @@ def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> li
         ]
         actor, sqlite = done.get("actor"), done.get("sqlite")
         actor_after, sqlite_after = opens.get(("actor", "after")), opens.get(("sqlite", "after"))
-        if actor and sqlite and actor_after and sqlite_after:
+        if ratios and actor and sqlite and actor_after and sqlite_after:
             lines.append(
                 "actor vs SQLite: retire time "
                 + _ratio(actor.retire_s, sqlite.retire_s)
@@ -450,7 +489,7 @@ def _retention_lines(rows: list[RetentionRow], removals: list[RemovalRow]) -> li
     return lines
 
 
-def _checkpoint_lines(rows: list[CheckpointRow]) -> list[str]:
+def _checkpoint_lines(rows: list[CheckpointRow], drop: frozenset[str]) -> list[str]:
     """Commits during the checkpoint, during the backup, and with neither."""
     cells: list[tuple[str, ...]] = [
         (
@@ -473,7 +512,7 @@ def _checkpoint_lines(rows: list[CheckpointRow]) -> list[str]:
             (
                 f"{c.input_states:,}",
                 "checkpoint",
-                f"{c.seconds:.2f}",
+                f"{c.seconds:,.2f}",
                 f"{c.commits_during:,}",
                 _ms(c.p50_commit_ms_during),
                 _ms(c.p99_commit_ms_during),
@@ -490,7 +529,7 @@ def _checkpoint_lines(rows: list[CheckpointRow]) -> list[str]:
                 (
                     "",
                     "backup",
-                    f"{c.backup_s:.2f}",
+                    f"{c.backup_s:,.2f}",
                     f"{c.commits_backup:,}",
                     _ms(c.p50_commit_ms_backup),
                     _ms(c.p99_commit_ms_backup),
@@ -506,7 +545,7 @@ def _checkpoint_lines(rows: list[CheckpointRow]) -> list[str]:
             (
                 "",
                 "neither",
-                f"{c.baseline_s:.2f}",
+                f"{c.baseline_s:,.2f}",
                 f"{c.commits_without:,}",
                 _ms(c.p50_commit_ms_without),
                 _ms(c.p99_commit_ms_without),
@@ -523,10 +562,11 @@ def _checkpoint_lines(rows: list[CheckpointRow]) -> list[str]:
         "",
         f"Checkpoint, then backup(), of the log-only actor store while {first.tasks} tasks"
         f" commit (4 KiB session, 1-8 input states, {first.pause_ms:g} ms pause each); then"
-        " the same load with neither. p99 vs none = the commit p99 over the p99 with neither."
-        " Delay = from when a task meant to commit (its pause over) to the return: it also"
+        " the same load with neither."
+        + ("" if drop else " p99 vs none = the commit p99 over the p99 with neither.")
+        + " Delay = from when a task meant to commit (its pause over) to the return: it also"
         " counts a stall between two calls.",
-        *_columns(cells, [True, False, *[True] * 10]),
+        *_columns(cells, [True, False, *[True] * 10], drop),
     ]
 
 
@@ -534,8 +574,9 @@ def table(report: Report) -> str:
     """The human-readable report."""
     machine = report.machine
     width = max((len(peer) for peer in report.peers), default=0)
+    drop = RATIO_COLUMNS if report.quick else frozenset()
     lines = [
-        "meerkat-actor bench" + (" --quick (tiny counts: the figures mean nothing)" * report.quick),
+        QUICK_TITLE if report.quick else "meerkat-actor bench",
         f"machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}",
         f"stores in {machine['store_dir']} ({machine['filesystem']} on {machine['device']})",
         "load average (1, 5, 15 min): at start "
@@ -552,17 +593,21 @@ def table(report: Report) -> str:
             "Throughput: every row runs the same prepared operations on a new store"
             f" ({report.settings['seconds']:g} s per row at most).",
             "Latency per call; batch = most commands the actor applied in one go; loop lag = worst"
-            " overshoot of a 1 ms heartbeat sleep; gc = longest garbage collection;"
-            " vs SQLite, vs sqlite3-loop, vs memory = ops/s over that peer's (the SQLite"
-            " backend's, the plain sqlite3 loop's, the in-memory actor's), same workload and"
-            f" tasks (- where it has no row: the loop runs the commits at {LOOP_TASKS} task"
-            " only).",
+            " overshoot of a 1 ms heartbeat sleep; gc = longest garbage collection"
+            + (
+                "."
+                if drop
+                else "; vs SQLite, vs sqlite3-loop, vs memory = ops/s over that peer's (the"
+                " SQLite backend's, the plain sqlite3 loop's, the in-memory actor's), same"
+                f" workload and tasks (- where it has no row: the loop runs the commits at"
+                f" {LOOP_TASKS} task only)."
+            ),
             "SQLite does not count fsyncs: in WAL mode with synchronous=FULL it syncs the WAL once"
             " per COMMIT.",
-            *_throughput_lines(report.throughput),
+            *_throughput_lines(report.throughput, drop),
         ]
     if report.shared:
-        lines += _shared_lines(report.shared)
+        lines += _shared_lines(report.shared, drop)
     if report.recovery:
         cells: list[tuple[str, ...]] = [
             (
@@ -597,12 +642,12 @@ def table(report: Report) -> str:
         lines += [
             "",
             f"Recovery: opening a store in a new process ({runtimes:,} runtimes;"
-            " every input state checked afterwards). peak/after = the open's peak RSS over"
-            " the RSS right after it.",
-            *_columns(cells, [True, False, False, True, True, True, True, True, True, False]),
+            " every input state checked afterwards)."
+            + ("" if drop else " peak/after = the open's peak RSS over the RSS right after it."),
+            *_columns(cells, [True, False, False, True, True, True, True, True, True, False], drop),
         ]
     if report.checkpoint:
-        lines += _checkpoint_lines(report.checkpoint)
+        lines += _checkpoint_lines(report.checkpoint, drop)
     if report.memory:
         cells = [("peer", "input states", "bytes/state", "disk bytes/state", "measured")]
         for m in report.memory:
@@ -615,7 +660,7 @@ def table(report: Report) -> str:
             "Memory per stored input state (with its share of receipts and session snapshots)",
             *_columns(cells, [False, True, True, True, False]),
         ]
-    lines += _retention_lines(report.retention, report.removals)
+    lines += _retention_lines(report.retention, report.removals, ratios=not drop)
     lines += ["", f"total time: {report.elapsed_s:.1f} s"]
     return "\n".join(lines)
 

@@ -45,8 +45,9 @@ data elsewhere (a server, say) overrides `store_opener()` and declares
 `capabilities = Capabilities(durable=True, ...)`. docs/conformance.md has a
 complete worked example.
 
-The store runs in a trio run in a helper thread (`TrioBridge`); the rules
-are synchronous, as Hypothesis requires.
+The store runs in a trio run (or an asyncio one: `backend = "asyncio"`) in a
+helper thread (`TrioBridge`); the rules are synchronous, as Hypothesis
+requires.
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ from datetime import UTC, datetime
 from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
-import trio
+import anyio
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -240,17 +241,60 @@ deltas = st.one_of(
     readable_deltas, st.sampled_from([SessionDelta(b) for b in _UNREADABLE_SNAPSHOTS])
 )
 
+# A seed in `phase`: a terminal phase holds an outcome of its own kind (the
+# constructor refuses anything else), the other phases none.
+_OUTCOMES = {
+    InputLifecycleState.CONSUMED: InputTerminalOutcome.consumed(),
+    InputLifecycleState.SUPERSEDED: InputTerminalOutcome.superseded(INPUT_IDS[1]),
+    InputLifecycleState.COALESCED: InputTerminalOutcome.coalesced(INPUT_IDS[0]),
+    InputLifecycleState.ABANDONED: InputTerminalOutcome.abandoned(InputAbandonReason.destroyed()),
+}
+
+
+def _seed(phase: InputLifecycleState, attempt_count: int = 0) -> InputStateSeed:
+    return InputStateSeed(phase, terminal_outcome=_OUTCOMES.get(phase), attempt_count=attempt_count)
+
+
+# Seeds whose phase and outcome disagree: a terminal phase without its
+# outcome, an outcome on a phase that is not terminal. No caller can build
+# one, but a store may hold one (Meerkat's Rust runtime or an earlier build
+# wrote it): it must keep it as it is and never retire it (SPEC §3b). They
+# print as their repr, `InputStateSeed._stored(...)`, which runs.
+_disagreeing_seeds = st.one_of(
+    st.sampled_from([p for p in InputLifecycleState if p.is_terminal]).map(InputStateSeed._stored),
+    st.tuples(
+        st.sampled_from([p for p in InputLifecycleState if not p.is_terminal]),
+        st.sampled_from(list(_OUTCOMES.values())),
+    ).map(lambda pair: InputStateSeed._stored(pair[0], terminal_outcome=pair[1])),
+)
+_simple_shells = st.builds(
+    InputState, input_id=input_ids, created_at=st.just(_EPOCH), updated_at=st.just(_EPOCH)
+)
 # Small stored states: the pool id plus a phase, so shrunk examples stay short;
 # the full strategies add the rarer fields some of the time.
 _simple_states = st.builds(
     StoredInputState,
-    state=st.builds(
-        InputState, input_id=input_ids, created_at=st.just(_EPOCH), updated_at=st.just(_EPOCH)
-    ),
-    seed=st.builds(
-        InputStateSeed, phase=st.sampled_from(InputLifecycleState), attempt_count=st.integers(0, 3)
+    state=_simple_shells,
+    seed=st.one_of(
+        st.builds(
+            InputStateSeed,
+            phase=st.sampled_from([p for p in InputLifecycleState if not p.is_terminal]),
+            attempt_count=st.integers(0, 3),
+        ),
+        *[
+            st.builds(
+                InputStateSeed,
+                phase=st.just(phase),
+                terminal_outcome=st.just(outcome),
+                attempt_count=st.integers(0, 3),
+            )
+            for phase, outcome in _OUTCOMES.items()
+        ],
     ),
 )
+# Drawn where a state is only persisted (and then read, retired, ...), never
+# rebuilt with `replace`, which would refuse it.
+_disagreeing_states = st.builds(StoredInputState, state=_simple_shells, seed=_disagreeing_seeds)
 # Finished states with a terminal outcome and a payload, so that
 # `retire_input_payloads` succeeds (and changes something) often.
 _TERMINAL_SEEDS = (
@@ -995,10 +1039,10 @@ def _split(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, {}
 
 
-async def _cancel_after(scope: trio.CancelScope, points: int) -> None:
+async def _cancel_after(scope: anyio.CancelScope, points: int) -> None:
     """Cancel `scope` after `points` scheduling points."""
     for _ in range(points):
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
     scope.cancel()
 
 
@@ -1007,8 +1051,8 @@ async def _cancelled_persist(
 ) -> _Outcome:
     """`persist_input_state(runtime_id, written)`, cancelled after `points`
     scheduling points; then `load_input_state` of its input id."""
-    with trio.CancelScope() as scope:
-        async with trio.open_nursery() as nursery:
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as nursery:
             nursery.start_soon(_cancel_after, scope, points)
             await store.persist_input_state(runtime_id, written)
     return await _store_outcome(store.load_input_state, runtime_id, written.state.input_id)
@@ -1150,6 +1194,10 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     durable: ClassVar[bool] = False
     """`capabilities.durable`, kept in step by `__init_subclass__`; read only."""
     session_codec: ClassVar[SessionCodec | None] = None
+    backend: ClassVar[Literal["trio", "asyncio"]] = "trio"
+    """The event loop the store runs on: `"asyncio"` for a store opened with
+    `meerkat_actor.asyncio`'s openers (or any asyncio backend). The rules'
+    concurrency (task groups, cancel scopes) is anyio's, the same on both."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -1186,7 +1234,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         # The steps of many values already taken in this test case.
         self._once: set[str] = set()
         try:
-            self.bridge: TrioBridge[RuntimeStore] = TrioBridge(self._open)
+            self.bridge: TrioBridge[RuntimeStore] = TrioBridge(self._open, self.backend)
             self.authority_key = self._check_authority_key(None)
         except BaseException:
             self.teardown()
@@ -1429,7 +1477,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             outcomes.append(await _store_outcome(store.atomic_apply, *args))
 
         async def run(store: RuntimeStore) -> None:
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 for _ in range(tasks):
                     nursery.start_soon(one, store)
 
@@ -1467,7 +1515,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         input_id = shell.state.input_id
 
         def version(n: int) -> StoredInputState:
-            return StoredInputState(shell.state, InputStateSeed(phase=phase, attempt_count=n))
+            return StoredInputState(shell.state, _seed(phase, n))
 
         last = version(2 * _CANCEL_POINTS + 1)
         self.note_sent((runtime_id,))
@@ -1476,16 +1524,16 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         async def run(store: RuntimeStore) -> str | None:
             for points in range(_CANCEL_POINTS + 1):
                 first, second = version(2 * points), version(2 * points + 1)
-                scope = trio.CancelScope()
+                scope = anyio.CancelScope()
 
                 async def caller(
-                    scope: trio.CancelScope, first: StoredInputState, second: StoredInputState
+                    scope: anyio.CancelScope, first: StoredInputState, second: StoredInputState
                 ) -> None:
                     with scope:
                         await store.persist_input_state(runtime_id, first)
                     await store.persist_input_state(runtime_id, second)
 
-                async with trio.open_nursery() as nursery:
+                async with anyio.create_task_group() as nursery:
                     nursery.start_soon(caller, scope, first, second)
                     nursery.start_soon(_cancel_after, scope, points)
                 got = await store.load_input_state(runtime_id, input_id)
@@ -1575,7 +1623,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                     failures.append(outcome)
 
         async def run_all(store: RuntimeStore) -> None:
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 for _ in range(tasks):
                     nursery.start_soon(writer, store)
 
@@ -1662,7 +1710,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 outcomes[i] = await _store_outcome(method, *calls[i])
 
         async def run(store: RuntimeStore) -> None:
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 for _ in range(tasks):
                     nursery.start_soon(worker, store)
 
@@ -1821,7 +1869,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
         async def idle() -> None:
             for _ in range(20):
-                await trio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
 
         self.bridge.call(idle)
         return "20 scheduling points"
@@ -1867,8 +1915,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             results: list[tuple[_Outcome | None, list[_Outcome]]] = []
             for p, (args, these) in enumerate(calls):
                 outcome: _Outcome | None = None
-                with trio.CancelScope() as scope:
-                    async with trio.open_nursery() as nursery:
+                with anyio.CancelScope() as scope:
+                    async with anyio.create_task_group() as nursery:
                         nursery.start_soon(_cancel_after, scope, p)
                         outcome = await _store_outcome(store.atomic_apply, *args)
                 seen = [await _store_outcome(getattr(store, n), *a) for n, a in these]
@@ -1927,7 +1975,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                     f" the model {want!r} (as the store answered before the restart)"
                 )
 
-    @rule(runtime_id=runtime_ids, state=stored_states)
+    @rule(runtime_id=runtime_ids, state=st.one_of(stored_states, _disagreeing_states))
     def persist_input_state(self, runtime_id: LogicalRuntimeId, state: StoredInputState) -> None:
         self.check("persist_input_state", runtime_id, state)
 
@@ -2022,7 +2070,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             )
 
         async def run(store: RuntimeStore) -> None:
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 for i in range(tasks):
                     nursery.start_soon(one, store, i)
 
@@ -2283,11 +2331,11 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         problems: list[str] = []
         written: list[_Outcome] = []
 
-        async def write_once(store: RuntimeStore, done: trio.Event) -> None:
+        async def write_once(store: RuntimeStore, done: anyio.Event) -> None:
             written.append(await _store_outcome(getattr(store, write), *args))
             done.set()
 
-        async def read(store: RuntimeStore, done: trio.Event, task: int) -> None:
+        async def read(store: RuntimeStore, done: anyio.Event, task: int) -> None:
             seen_after: str | None = None
             passes = 0
             while not problems:
@@ -2325,12 +2373,12 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                     return
                 if passes >= _BUSY_PASSES:
                     # A write that waits for a disk: look every millisecond.
-                    with trio.move_on_after(_READ_PAUSE):
+                    with anyio.move_on_after(_READ_PAUSE):
                         await done.wait()
 
         async def run(store: RuntimeStore) -> None:
-            done = trio.Event()
-            async with trio.open_nursery() as nursery:
+            done = anyio.Event()
+            async with anyio.create_task_group() as nursery:
                 for task in range(readers):
                     nursery.start_soon(read, store, done, task)
                 nursery.start_soon(write_once, store, done)
@@ -2428,12 +2476,12 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
         async def one(store: RuntimeStore, i: int, wait: int) -> None:
             for _ in range(wait):
-                await trio.lowlevel.checkpoint()
+                await anyio.lowlevel.checkpoint()
             name, args, kwargs = calls[i]
             got[i] = await _store_outcome(getattr(store, name), *args, **kwargs)
 
         async def run(store: RuntimeStore) -> list[_Outcome]:
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 nursery.start_soon(one, store, first, 0)
                 nursery.start_soon(one, store, second, abs(delay))
             return [await _store_outcome(getattr(store, name), *args) for name, args in reads]
@@ -2489,7 +2537,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
     @rule(
         runtime_id=pool_runtime_ids,
         finished=st.lists(_terminal_states, min_size=1, max_size=3),
-        unfinished=st.lists(_simple_states, max_size=1),
+        unfinished=st.lists(st.one_of(_simple_states, _disagreeing_states), max_size=1),
         input_ids=st.lists(input_ids, max_size=2),
     )
     def finish_then_retire(
@@ -2500,7 +2548,8 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         input_ids: list[InputId],
     ) -> None:
         """`persist_input_state` of each `finished` state (terminal, with a
-        payload) and then of each `unfinished` one (no terminal outcome), then
+        payload) and then of each `unfinished` one (not terminal, or with a
+        phase and an outcome that disagree, as a store may hold), then
         `retire_input_payloads` of all their ids followed by `input_ids`. The
         call succeeds only if every id names a terminal state; when refused,
         the finished states listed first keep their payloads."""
@@ -2632,7 +2681,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
             _model_outcome(self.model.update_auth_oauth_flow_snapshot, Increment())
 
         async def run(store: RuntimeStore) -> None:
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as nursery:
                 for _ in range(tasks):
                     nursery.start_soon(store.update_auth_oauth_flow_snapshot, Increment())
 
@@ -2697,7 +2746,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         cache or write to a store another handle now has open."""
         closed = self.bridge.resource
         self.bridge.close()
-        self.bridge = TrioBridge(self._open)
+        self.bridge = TrioBridge(self._open, self.backend)
         self._full_check_due = True
         self._check_authority_key(self.authority_key)
         for name, args in (
@@ -2761,7 +2810,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         made: list[str] = []
         problems: list[str] = []
 
-        async def writer(store: RuntimeStore, first: trio.Event, done: trio.Event) -> None:
+        async def writer(store: RuntimeStore, first: anyio.Event, done: anyio.Event) -> None:
             for n in range(_CHECKPOINT_WRITES):
                 last = done.is_set()
                 name, args = _checkpoint_write(n, runtime_id, shell, receipt)
@@ -2779,13 +2828,13 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
 
         async def run(store: RuntimeStore) -> _Outcome:
             assert isinstance(store, _Checkpointable)
-            first, done = trio.Event(), trio.Event()
-            async with trio.open_nursery() as nursery:
+            first, done = anyio.Event(), anyio.Event()
+            async with anyio.create_task_group() as nursery:
                 nursery.start_soon(writer, store, first, done)
                 # After a write, so that the checkpoint has something to write.
                 await first.wait()
                 for _ in range(delay):
-                    await trio.lowlevel.checkpoint()
+                    await anyio.lowlevel.checkpoint()
                 outcome = await _store_outcome(store.checkpoint)
                 done.set()
             return outcome
@@ -2830,7 +2879,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         """Abandon the store without a clean close (its trio run is cancelled),
         then open it again: every acknowledged write must be there."""
         self.bridge.abandon()
-        self.bridge = TrioBridge(self._open)
+        self.bridge = TrioBridge(self._open, self.backend)
         self._full_check_due = True
         self._check_authority_key(self.authority_key)
 
@@ -2865,7 +2914,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                 ("through a path with '..'", location / ".." / location.name),
                 ("through a relative path", Path(os.path.relpath(location))),
             ):
-                linked = TrioBridge(partial(opener, path))
+                linked = TrioBridge(partial(opener, path), self.backend)
                 try:
                     key = linked.resource.auth_authority_key()
                 finally:
@@ -2875,7 +2924,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
                         f"auth_authority_key(): {key!r} when opened {how} ({str(path)!r}),"
                         f" {self.authority_key!r} when opened at it"
                     )
-            other = TrioBridge(partial(opener, elsewhere))
+            other = TrioBridge(partial(opener, elsewhere), self.backend)
             try:
                 key = other.resource.auth_authority_key()
                 held = other.call(_what_a_new_store_holds, other.resource, self.capabilities)
@@ -2890,7 +2939,7 @@ class RuntimeStoreMachine(RuleBasedStateMachine):
         finally:
             link.unlink(missing_ok=True)
             shutil.rmtree(elsewhere, ignore_errors=True)
-            self.bridge = TrioBridge(self._open)
+            self.bridge = TrioBridge(self._open, self.backend)
             self._full_check_due = True
         self._check_authority_key(self.authority_key)
 

@@ -20,6 +20,7 @@ come last.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -109,8 +110,10 @@ class ReferenceModel:
         return self.oauth_flow_snapshot
 
     def update_auth_oauth_flow_snapshot(self, update: Callable[[bytes | None], bytes]) -> None:
-        new = update(self.oauth_flow_snapshot)  # its exception reaches the caller
+        new: object = update(self.oauth_flow_snapshot)  # its exception reaches the caller
         if not isinstance(new, bytes):
+            if inspect.iscoroutine(new):
+                new.close()  # never awaited, and Python must not warn about it
             raise TypeError(f"the updater must return bytes, got {type(new).__name__}")
         self.oauth_flow_snapshot = new
 

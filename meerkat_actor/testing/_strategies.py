@@ -1,9 +1,10 @@
 """Hypothesis strategies for every type of the data model (SPEC §2, §8).
 
 Rule 1: every strategy draws only valid values (constructors would refuse
-anything else) and covers the edges a backend gets wrong: u64 sequences above
-2**63, empty and optional fields, every enum member and every outcome kind,
-timestamps with and without microseconds, opaque JSON documents with nesting.
+anything else; a seed's phase and terminal outcome agree) and covers the
+edges a backend gets wrong: u64 sequences above 2**63, empty and optional
+fields, every enum member and every outcome kind, timestamps with and
+without microseconds, opaque JSON documents with nesting.
 
 Rule 2: ids are drawn from the whole UUID space (any version), so sorting
 and text/numeric order are exercised; the stateful machine draws from small
@@ -248,14 +249,35 @@ def history_entries() -> st.SearchStrategy[InputStateHistoryEntry]:
     )
 
 
+def _outcomes_of(phase: InputLifecycleState) -> st.SearchStrategy[InputTerminalOutcome]:
+    """The outcomes a terminal `phase` may hold: those of its own kind."""
+    if phase is InputLifecycleState.CONSUMED:
+        return st.just(InputTerminalOutcome.consumed())
+    if phase is InputLifecycleState.SUPERSEDED:
+        return input_ids().map(InputTerminalOutcome.superseded)
+    if phase is InputLifecycleState.COALESCED:
+        return input_ids().map(InputTerminalOutcome.coalesced)
+    return abandon_reasons().map(InputTerminalOutcome.abandoned)
+
+
 def input_state_seeds() -> st.SearchStrategy[InputStateSeed]:
-    return st.builds(
-        InputStateSeed,
-        phase=input_lifecycle_states(),
-        last_run_id=st.one_of(st.none(), run_ids()),
-        last_boundary_sequence=st.one_of(st.none(), sequences()),
-        terminal_outcome=st.one_of(st.none(), terminal_outcomes()),
-        attempt_count=_u32_counts(),
+    """Seeds in every phase, each terminal one with an outcome of its kind
+    (every outcome variant), the others with none: the constructor refuses
+    a phase and an outcome that disagree. (Built by the constructor, so a
+    failing example prints as `InputStateSeed(...)`.)"""
+    common: dict[str, st.SearchStrategy[Any]] = {
+        "last_run_id": st.one_of(st.none(), run_ids()),
+        "last_boundary_sequence": st.one_of(st.none(), sequences()),
+        "attempt_count": _u32_counts(),
+    }
+    not_terminal = [p for p in InputLifecycleState if not p.is_terminal]
+    terminal = [p for p in InputLifecycleState if p.is_terminal]
+    return st.one_of(
+        st.builds(InputStateSeed, phase=st.sampled_from(not_terminal), **common),
+        *[
+            st.builds(InputStateSeed, phase=st.just(p), terminal_outcome=_outcomes_of(p), **common)
+            for p in terminal
+        ],
     )
 
 
