@@ -22,12 +22,14 @@ and names (LSNs, byte offsets, sequences, format versions) as they are.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict
 from typing import Any, Final
 
@@ -37,11 +39,12 @@ import meerkat_actor  # for __version__, the one source of the version (pyprojec
 
 from . import _dry_run, _sqlite_copy, _verifier
 from . import _format as fmt
+from . import asyncio as store_for_asyncio
 from ._actor import open_store
 from ._codec import to_json
 from ._contents import RuntimeSummary, StateCounts, count_state, runtime_summaries
 from ._core import StoreState
-from ._demo import count_input_states, read_everything, run_demo
+from ._demo import count_input_states, read_everything, run_demo, run_demo_asyncio
 from ._dump import UnknownRuntime, dump_documents, oauth_withheld
 from ._durable import DEFAULT_MAX_RECORD, MAX_RECORD_LIMIT
 from ._errors import (
@@ -52,6 +55,8 @@ from ._errors import (
     UnsupportedFormat,
     WriteFailed,
 )
+from ._front import StoreFront
+from ._ids import LogicalRuntimeId, RunId
 from ._postgres import SCHEMA_NAME
 
 EXIT_OK: Final = 0
@@ -431,24 +436,32 @@ def _import_postgres(args: argparse.Namespace) -> int:
 # --- demo ------------------------------------------------------------------------------------
 
 
-async def _demo_run(args: argparse.Namespace) -> int:
+async def _demo_run(
+    args: argparse.Namespace,
+    opener: Callable[..., AbstractAsyncContextManager[StoreFront]],
+    run: Callable[..., Awaitable[list[tuple[LogicalRuntimeId, RunId, int]]]],
+) -> int:
+    """The demo, on trio (`ma.open_store`, `run_demo`) or on asyncio
+    (`meerkat_actor.asyncio.open_store`, `run_demo_asyncio`): this coroutine
+    only awaits the store and `run`, so either loop runs it."""
     counts = {"runtimes": args.runtimes, "runs": args.runs, "inputs_per_run": args.inputs}
+    flavour = " (asyncio)" if args.asyncio else ""
     if args.memory:
-        print("store: in memory")
-        async with open_store() as store:
-            await run_demo(store, **counts)
+        print(f"store: in memory{flavour}")
+        async with opener() as store:
+            await run(store, **counts)
         return EXIT_OK
     path = args.dir
-    print(f"store: {path}")
-    async with open_store(path) as store:
+    print(f"store: {path}{flavour}")
+    async with opener(path) as store:
         held = await count_input_states(store, args.runtimes)
         if held:
             print(f"recovered from earlier runs: {_many(held, 'input state')}")
         else:
             print("a new store")
-        receipts = await run_demo(store, **counts)
+        receipts = await run(store, **counts)
         before = await read_everything(store, receipts)
-    async with open_store(path) as store:
+    async with opener(path) as store:
         after = await read_everything(store, receipts)
         inputs = await count_input_states(store, args.runtimes)
     if after != before:
@@ -463,7 +476,9 @@ async def _demo_run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     args.dir = os.path.abspath(args.dir)
-    return trio.run(_demo_run, args)
+    if args.asyncio:
+        return asyncio.run(_demo_run(args, store_for_asyncio.open_store, run_demo_asyncio))
+    return trio.run(_demo_run, args, open_store, run_demo)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -725,6 +740,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the store directory (default ./{DEFAULT_DEMO_DIR}; created if missing)",
     )
     demo.add_argument("--memory", action="store_true", help="use an in-memory store instead")
+    demo.add_argument(
+        "--asyncio",
+        action="store_true",
+        help="run the workload in an asyncio program, through meerkat_actor.asyncio",
+    )
     demo.add_argument(
         "--runtimes", type=_positive, default=4, metavar="N", help="runtimes (default 4)"
     )

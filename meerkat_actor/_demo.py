@@ -19,6 +19,7 @@ checkpoint). Only from the main thread, where signals are handled.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import Counter
@@ -29,9 +30,9 @@ from datetime import UTC, datetime
 
 import trio
 
-from ._actor import ActorStore
+from ._front import StoreFront
 from ._ids import InputId, LogicalRuntimeId, RunId, SessionId
-from ._shutdown import Shutdown, shutdown_on_signals
+from ._shutdown import Shutdown, asyncio_shutdown_on_signals, shutdown_on_signals
 from ._types import (
     InputDurability,
     InputLifecycleState,
@@ -46,7 +47,17 @@ from ._types import (
     machine_transition,
 )
 
-__all__ = ["count_input_states", "demo_runtime_ids", "read_everything", "run_demo"]
+__all__ = [
+    "count_input_states",
+    "demo_runtime_ids",
+    "read_everything",
+    "run_demo",
+    "run_demo_asyncio",
+]
+
+#: Any store of this package: the workload only calls the contract's methods
+#: and `statistics()`, so it runs on trio's handles and on asyncio's alike.
+DemoStore = StoreFront
 
 
 @dataclass
@@ -99,9 +110,7 @@ def _increment(current: bytes | None) -> bytes:
     return json.dumps(document).encode()
 
 
-async def _runtime_task(
-    store: ActorStore, log: _RuntimeLog, runs: int, inputs_per_run: int
-) -> None:
+async def _runtime_task(store: DemoStore, log: _RuntimeLog, runs: int, inputs_per_run: int) -> None:
     rid = log.runtime_id
     if await store.load_runtime_state(rid) is None:
         await store.commit_machine_lifecycle(
@@ -149,6 +158,16 @@ async def _runtime_task(
 
 
 @asynccontextmanager
+async def _stopped_by_signals_asyncio() -> AsyncIterator[Shutdown]:
+    """`_stopped_by_signals` for asyncio."""
+    if threading.current_thread() is not threading.main_thread():
+        yield Shutdown()
+        return
+    async with asyncio_shutdown_on_signals() as shutdown:
+        yield shutdown
+
+
+@asynccontextmanager
 async def _stopped_by_signals() -> AsyncIterator[Shutdown]:
     """`shutdown_on_signals()` in the main thread; elsewhere (a test's
     worker thread) signals are not Python's to handle there: no stop."""
@@ -164,7 +183,7 @@ def demo_runtime_ids(runtimes: int) -> list[LogicalRuntimeId]:
     return [LogicalRuntimeId(f"agent-{n}") for n in range(1, runtimes + 1)]
 
 
-async def count_input_states(store: ActorStore, runtimes: int) -> int:
+async def count_input_states(store: DemoStore, runtimes: int) -> int:
     """How many input states the demo's first `runtimes` runtimes hold in
     `store` (what earlier demo runs left, or this one), through the public
     reads."""
@@ -172,7 +191,7 @@ async def count_input_states(store: ActorStore, runtimes: int) -> int:
 
 
 async def run_demo(
-    store: ActorStore,
+    store: DemoStore,
     *,
     runtimes: int = 4,
     runs: int = 5,
@@ -187,6 +206,44 @@ async def run_demo(
         for log in logs:
             nursery.start_soon(_runtime_task, store, log, runs, inputs_per_run)
     elapsed = trio.current_time() - started
+    shape = (runtimes, runs, inputs_per_run)
+    return await _summarise(store, logs, shutdown, elapsed, shape, out=out)
+
+
+async def run_demo_asyncio(
+    store: DemoStore,
+    *,
+    runtimes: int = 4,
+    runs: int = 5,
+    inputs_per_run: int = 3,
+    out: Callable[[str], None] = print,
+) -> list[tuple[LogicalRuntimeId, RunId, int]]:
+    """`run_demo` for an asyncio program (a store of `meerkat_actor.asyncio`):
+    the same workload, its runtimes as asyncio tasks, stopped by SIGINT or
+    SIGTERM the same way (`asyncio_shutdown_on_signals`)."""
+    logs = [_RuntimeLog(runtime_id) for runtime_id in demo_runtime_ids(runtimes)]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with _stopped_by_signals_asyncio() as shutdown, asyncio.TaskGroup() as tasks:
+        for log in logs:
+            tasks.create_task(_runtime_task(store, log, runs, inputs_per_run))
+    elapsed = loop.time() - started
+    shape = (runtimes, runs, inputs_per_run)
+    return await _summarise(store, logs, shutdown, elapsed, shape, out=out)
+
+
+async def _summarise(
+    store: DemoStore,
+    logs: list[_RuntimeLog],
+    shutdown: Shutdown,
+    elapsed: float,
+    shape: tuple[int, int, int],
+    *,
+    out: Callable[[str], None],
+) -> list[tuple[LogicalRuntimeId, RunId, int]]:
+    """Print what the store holds of the workload's runtimes; return the
+    receipt keys the workload committed."""
+    runtimes, runs, inputs_per_run = shape
     if shutdown.signal is not None:
         out(f"stopped by {shutdown.signal.name}: the workload was cut short")
 
@@ -227,7 +284,7 @@ async def run_demo(
 
 
 async def read_everything(
-    store: ActorStore, receipts: list[tuple[LogicalRuntimeId, RunId, int]]
+    store: DemoStore, receipts: list[tuple[LogicalRuntimeId, RunId, int]]
 ) -> dict[str, object]:
     """Everything `store` holds, through the public reads: the runtimes
     `list_runtimes` lists, for each of them all it holds (its receipts by

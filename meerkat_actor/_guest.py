@@ -91,6 +91,10 @@ async def wait_uncancellably(future: asyncio.Future[T], on_cancel: Callable[[], 
         raise cancelled
 
 
+def _nothing() -> None:
+    return None
+
+
 class _WithdrawnError(Exception):
     """The call was withdrawn before it reached the store (Rule 4)."""
 
@@ -120,6 +124,9 @@ class _Channel:
         self.send = send
         self.overflow: deque[Envelope] = deque()
         self.pumping = False
+        # The envelope the pump is sending (blocked in `send`: the channel is
+        # full) and the scope that withdraws it.
+        self.in_flight: tuple[Envelope, trio.CancelScope] | None = None
 
     def enqueue(self, envelope: Envelope) -> None:
         """In trio (a `run_sync_soon` callback): send `envelope`, or queue it."""
@@ -145,6 +152,11 @@ class _Channel:
 
     def withdraw(self, envelope: Envelope) -> None:
         """In trio: drop `envelope` if it has not reached the channel yet."""
+        if self.in_flight is not None and self.in_flight[0] is envelope:
+            # The pump waits to send it: cancel that send, which then has
+            # sent nothing (trio's `send` is all or nothing); the pump answers.
+            self.in_flight[1].cancel()
+            return
         try:
             self.overflow.remove(envelope)
         except ValueError:
@@ -156,12 +168,19 @@ class _Channel:
             while self.overflow:
                 envelope = self.overflow.popleft()
                 try:
-                    await self.send.send(envelope)
+                    with trio.CancelScope() as withdrawal:
+                        self.in_flight = (envelope, withdrawal)
+                        await self.send.send(envelope)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     envelope.reply.set(StoreClosed("the store is closed"))
                 except BaseException:
                     envelope.reply.set(StoreClosed("the store closed before this call reached it"))
                     raise
+                else:
+                    if withdrawal.cancelled_caught:
+                        envelope.reply.set(_WithdrawnError())
+                finally:
+                    self.in_flight = None
         finally:
             self.pumping = False
             while self.overflow:
@@ -203,11 +222,15 @@ class TrioHost:
                 strict_exception_groups=True,
             )
         except RuntimeError as exc:
+            resolve(self.done)  # no run to wait for: `stop()` returns at once
             raise RuntimeError(
                 "meerkat_actor.asyncio cannot start trio on this thread: a trio run is"
                 f" already active here ({exc}); from trio code, use meerkat_actor.open_store()"
             ) from exc
-        await self._started
+        # Even if cancelled: the guest run is live now, and a caller cancelled
+        # here must end it (`acquire_host`), which needs its token; a run left
+        # behind would make every later start on this thread fail.
+        await wait_uncancellably(self._started, _nothing)
 
     async def _main(self) -> None:
         self.token = trio.lowlevel.current_trio_token()
@@ -242,7 +265,9 @@ class TrioHost:
             stop = self._stop
             with contextlib.suppress(trio.RunFinishedError):
                 self.token.run_sync_soon(stop.set)
-        await asyncio.shield(self.done)
+        # Even if cancelled: a loop that closed under a live guest run would
+        # strand its trio tasks (trio warns "got abandoned").
+        await wait_uncancellably(self.done, _nothing)
 
     # --- calls --------------------------------------------------------------------------
 
@@ -349,18 +374,22 @@ async def acquire_host() -> TrioHost:
             try:
                 await host.start()
             except BaseException:
-                host.users -= 1
-                if _hosts.get(loop) is host:
-                    del _hosts[loop]
+                # Cancelled (or failed) while starting: end the guest run
+                # unless another opener has joined it meanwhile.
+                await release_host(host)
                 raise
             return host
         if host.done.done() or host.users == 0:
-            # Ending (its last store closed): wait, then start a new one.
-            await asyncio.shield(host.done)
+            # Ending (its last store closed): wait, then start a new one. How
+            # that run ended is not this opener's business: `asyncio.wait`
+            # does not raise it.
+            await asyncio.wait([host.done])
             if _hosts.get(loop) is host:
                 del _hosts[loop]
             continue
-        await asyncio.shield(host._started)
+        await asyncio.wait([host._started])
+        if host.done.done() or host.users == 0 or host._started.exception() is not None:
+            continue  # its starter gave up (cancelled) while we waited
         host.users += 1
         return host
 

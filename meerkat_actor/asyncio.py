@@ -51,6 +51,7 @@ from ._errors import RuntimeStoreError, StoreClosed
 from ._front import StoreFront, StoreStatistics
 from ._guest import TrioHost, acquire_host, release_host, resolve, wait_uncancellably
 from ._session_codec import SessionCodec
+from ._shutdown import asyncio_shutdown_on_signals as shutdown_on_signals
 from ._sqlite_db import DEFAULT_BUSY_TIMEOUT
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "open_postgres_store",
     "open_sqlite_store",
     "open_store",
+    "shutdown_on_signals",
 ]
 
 T = TypeVar("T")
@@ -92,16 +94,29 @@ class AsyncioStore(StoreFront):
         return self._inner._refusal()
 
     async def _write(self, command: Command) -> None:
+        self._check_loop()
         error = self._refusal()
         if error is not None:
             raise error
         await self._submit(command)
 
     async def _read(self, query: Query[T]) -> T:
+        self._check_loop()
+        # A scheduling point, as every call of the trio handles is: a task
+        # that only reads still lets the loop (and the store) run, and a
+        # cancelled one gets its CancelledError here.
+        await asyncio.sleep(0)
         error = self._refusal()
         if error is not None:
             raise error
         return await self._answer(query)
+
+    def _check_loop(self) -> None:
+        if asyncio.get_running_loop() is not self._host.loop:
+            raise RuntimeError(
+                "this store handle belongs to another asyncio event loop (the one that"
+                " opened it); open a store in each loop (docs/asyncio.md, Rules and limits)"
+            )
 
     async def _submit(self, command: Command) -> None:
         await self._host.call(self._inner._write, command)
@@ -138,6 +153,7 @@ class AsyncioActorStore(AsyncioStore):
         return query.answer(self._inner._actor.published)
 
     async def checkpoint(self) -> None:
+        self._check_loop()
         error = self._refusal()
         if error is not None:
             raise error
@@ -146,6 +162,7 @@ class AsyncioActorStore(AsyncioStore):
     async def backup(self, path: str | os.PathLike[str]) -> int:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be str or os.PathLike, got {type(path).__name__}")
+        self._check_loop()
         error = self._refusal()
         if error is not None:
             raise error

@@ -138,3 +138,22 @@ def test_demo_rejects_bad_counts(capsys):
         main(["demo", "--runs", "0"])
     assert exit_info.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_main_runs_the_demo_through_asyncio_and_trio_reopens_it(tmp_path, capsys):
+    """`demo --asyncio`: the same workload in an asyncio program through
+    meerkat_actor.asyncio; its store is the same store, which the trio demo
+    then reopens and adds to."""
+    directory = tmp_path / "store"
+    assert main(["demo", str(directory), "--asyncio", "--runtimes", "3", "--runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"store: {directory} (asyncio)" in out
+    assert "a new store" in out
+    assert "OAuth flow snapshot: {\"logins\": 6}" in out
+    assert "reopened: every acknowledged write is back (6 receipts of this run" in out
+    assert main(["demo", str(directory), "--runtimes", "3", "--runs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "recovered from earlier runs: 21 input states" in out
+    assert "OAuth flow snapshot: {\"logins\": 12}" in out
+    assert main(["demo", "--memory", "--asyncio", "--runtimes", "2", "--runs", "1"]) == 0
+    assert "store: in memory (asyncio)" in capsys.readouterr().out
