@@ -56,7 +56,7 @@ import secrets
 import stat
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from . import _core, _holder
@@ -137,6 +137,8 @@ class DurableLog:
         #: True while the marks say a removal is under way (Rule 4): the
         #: closing mark could not be appended.
         self._removing = False
+        #: The holder the note names (`_note_end` is not None).
+        self._note_holder: _holder.Holder | None = None
         self.max_record = max_record
         self._segment: Handle | None = None
         #: The version the FORMAT file names: 1 until a version 1 store is converted.
@@ -196,16 +198,39 @@ class DurableLog:
             raise
         return log, recovered
 
-    def _write_note(self) -> None:
-        """Name this process in the LOCK file (Rule 4; best effort)."""
+    def _write_note(self, holder: _holder.Holder | None = None) -> None:
+        """Name this process in the LOCK file (Rule 4; best effort), or
+        write `holder` there in place of the note and its marks. LOCK is
+        emptied first: a write that fails then leaves at most part of a
+        line, which names nobody (if emptying fails, nothing changed)."""
         assert self._lock is not None
         try:
-            note = _holder.encode(_holder.this_process(self.io))
+            holder = _holder.this_process(self.io) if holder is None else holder
+            note = _holder.encode(holder)
+            self.io.write_lock_note(self._lock, b"")
+        except OSError as exc:
+            logger.warning("%s: cannot write the holder's note into LOCK: %s", self.directory, exc)
+            return
+        self._note_end = None
+        try:
             self.io.write_lock_note(self._lock, note)
         except OSError as exc:
             logger.warning("%s: cannot write the holder's note into LOCK: %s", self.directory, exc)
             return
         self._note_end = len(note)
+        self._note_holder = holder
+
+    def _drop_note(self) -> bool:
+        """Empty the LOCK file, so that no reader relies on marks that can
+        no longer be written (Rule 4); False if that failed too."""
+        assert self._lock is not None
+        try:
+            self.io.write_lock_note(self._lock, b"")
+        except OSError as exc:
+            logger.warning("%s: cannot empty LOCK: %s", self.directory, exc)
+            return False
+        self._note_end = None
+        return True
 
     def _mark(self) -> bool:
         """Append one mark to the LOCK file's note (Rule 4); False if that failed."""
@@ -784,17 +809,27 @@ class DurableLog:
                 covered.append(name)
         if not covered:
             return size
-        # Removed only between two marks (Rule 4). If the opening mark cannot
-        # be written, the files stay: the next checkpoint removes them.
+        # Removed only between two marks (Rule 4). Once the marks fill
+        # NOTE_LIMIT bytes the note is written anew (a new nonce: a reader
+        # that saw the old one sees a change), so LOCK stays one page. If a
+        # mark cannot be written (a full disk), the note goes instead, and
+        # with it the live view; only if that fails too do the files stay
+        # (the next checkpoint removes them).
         if not self._removing:
-            if self._note_end is not None and not self._mark():
+            if (
+                self._note_end is not None
+                and self._note_holder is not None
+                and self._note_end + 2 * len(_holder.MARK) > _holder.NOTE_LIMIT
+            ):
+                self._write_note(replace(self._note_holder, nonce=secrets.token_hex(8)))
+            if self._note_end is not None and not self._mark() and not self._drop_note():
                 return size
             self._removing = self._note_end is not None
         try:
             for name in covered:
                 self.io.remove(self._path(name))
         finally:
-            if self._removing and self._mark():
+            if self._removing and (self._mark() or self._drop_note()):
                 self._removing = False
         self.io.sync_dir(self.directory)
         return size

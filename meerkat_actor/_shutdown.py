@@ -157,6 +157,18 @@ async def asyncio_shutdown_on_signals(*signals: int) -> AsyncIterator[Shutdown]:
         task.cancel(f"stopped by {number.name}")
 
     previous: dict[signal.Signals, Any] = {number: signal.getsignal(number) for number in wanted}
+    # A handler the loop itself holds (`loop.add_signal_handler` before the
+    # block): add_signal_handler replaces it and remove_signal_handler drops
+    # it, so it is put back with the loop, not with signal.signal. asyncio
+    # has no public getter: its selector loops keep them in _signal_handlers.
+    held = getattr(loop, "_signal_handlers", None)
+    looped: dict[signal.Signals, tuple[Any, tuple[Any, ...]]] = {}
+    if isinstance(held, dict):
+        for number in wanted:
+            handle = held.get(number)
+            callback = getattr(handle, "_callback", None)
+            if isinstance(handle, asyncio.Handle) and callable(callback):
+                looped[number] = (callback, tuple(getattr(handle, "_args", None) or ()))
     installed: list[signal.Signals] = []
     try:
         for number in wanted:
@@ -165,9 +177,11 @@ async def asyncio_shutdown_on_signals(*signals: int) -> AsyncIterator[Shutdown]:
         try:
             yield shutdown
         except asyncio.CancelledError:
-            if requested and task.uncancel() <= cancelling:
+            if requested:
+                # Ours is taken back once, here: the finally must not again.
                 requested = False
-                return  # ours: the block exits normally
+                if task.uncancel() <= cancelling:
+                    return  # ours: the block exits normally
             raise
         finally:
             if requested:
@@ -176,6 +190,10 @@ async def asyncio_shutdown_on_signals(*signals: int) -> AsyncIterator[Shutdown]:
     finally:
         for number in installed:
             loop.remove_signal_handler(number)
+            if number in looped:
+                callback, args = looped[number]
+                loop.add_signal_handler(number, callback, *args)
+                continue
             # remove_signal_handler leaves SIG_DFL (or Python's Ctrl-C
             # handler); put back what was there, asyncio.run's own included.
             if previous[number] is not None:

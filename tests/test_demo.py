@@ -149,11 +149,11 @@ def test_main_runs_the_demo_through_asyncio_and_trio_reopens_it(tmp_path, capsys
     out = capsys.readouterr().out
     assert f"store: {directory} (asyncio)" in out
     assert "a new store" in out
-    assert "OAuth flow snapshot: {\"logins\": 6}" in out
+    assert 'OAuth flow snapshot: {"logins": 6}' in out
     assert "reopened: every acknowledged write is back (6 receipts of this run" in out
     assert main(["demo", str(directory), "--runtimes", "3", "--runs", "2"]) == 0
     out = capsys.readouterr().out
     assert "recovered from earlier runs: 21 input states" in out
-    assert "OAuth flow snapshot: {\"logins\": 12}" in out
+    assert 'OAuth flow snapshot: {"logins": 12}' in out
     assert main(["demo", "--memory", "--asyncio", "--runtimes", "2", "--runs", "1"]) == 0
     assert "store: in memory (asyncio)" in capsys.readouterr().out

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import errno
 import json
 import os
 import queue
@@ -37,7 +39,8 @@ import trio
 import meerkat_actor as ma
 from meerkat_actor import _core, _dry_run, _holder
 from meerkat_actor import _format as fmt
-from meerkat_actor._fs import FileIO
+from meerkat_actor._durable import DEFAULT_MAX_RECORD, DurableLog
+from meerkat_actor._fs import FileIO, Handle, LockHandle
 from meerkat_actor._shutdown import (
     Shutdown,
     asyncio_shutdown_on_signals,
@@ -336,8 +339,9 @@ def test_a_signal_closes_a_host_cleanly(tmp_path: Path, flavour: str, signum: si
     assert last >= 2 * host.acked()
 
 
+@pytest.mark.parametrize("flavour", ["trio", "asyncio"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_stops_the_demo_cleanly(tmp_path: Path, signum: signal.Signals):
+def test_a_signal_stops_the_demo_cleanly(tmp_path: Path, signum: signal.Signals, flavour: str):
     store = tmp_path / "demo"
     first = store / fmt.segment_name(1)
 
@@ -349,6 +353,8 @@ def test_a_signal_stops_the_demo_cleanly(tmp_path: Path, signum: signal.Signals)
             return False
 
     args = ["-m", "meerkat_actor", "demo", store, "--runtimes", "2", "--runs", "1000000"]
+    if flavour == "asyncio":
+        args.append("--asyncio")
     with child(*args) as demo:
         demo.wait_for(lambda: "a new store" in demo.lines, "the demo to start")
         demo.wait_for(written, "the demo's first write")
@@ -534,3 +540,122 @@ def _write_at(path: str, offset: int, data: bytes) -> None:
 async def _make(store: Path) -> None:
     async with ma.open_store(store) as opened:
         await opened.persist_auth_oauth_flow_snapshot(b"x")
+
+
+# --- review: the note's marks stay bounded; a failing mark never blocks removal --------------
+
+
+class _NoSyncIO(FileIO):
+    """The real file layer without fsyncs (these tests never cut the power)."""
+
+    def sync(self, handle: Handle) -> None:
+        pass
+
+    def sync_dir(self, path: str) -> None:
+        pass
+
+
+class _FullDiskIO(_NoSyncIO):
+    """A full disk as LOCK sees it: its note was written, its next mark needs a block."""
+
+    def extend_lock_note(self, lock: LockHandle, offset: int, data: bytes) -> None:
+        if offset > 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().extend_lock_note(lock, offset, data)
+
+
+def _note(directory: Path) -> tuple[_holder.Holder, int]:
+    decoded = _holder.decode((directory / "LOCK").read_bytes())
+    assert decoded is not None
+    return decoded[0], (directory / "LOCK").stat().st_size - decoded[1]
+
+
+def test_the_lock_file_stays_one_page_over_many_checkpoints(tmp_path: Path):
+    """Two marks per checkpoint would grow LOCK without bound in a long-lived
+    host; once they fill NOTE_LIMIT bytes the note is written anew, with a
+    new nonce (so a live reader that saw the old one sees a change)."""
+    store = tmp_path / "store"
+    log, _ = DurableLog.open(_NoSyncIO(), str(store), DEFAULT_MAX_RECORD)
+    try:
+        first, _ = _note(store)
+        sizes = set()
+        for lsn in range(1, 2 * _holder.NOTE_LIMIT):
+            log.write_snapshot(lsn, _core.EMPTY, 1)  # removes the snapshot before
+            sizes.add((store / "LOCK").stat().st_size)
+        assert max(sizes) <= _holder.NOTE_LIMIT
+        holder, marks = _note(store)
+        assert marks % 2 == 0
+        assert holder.nonce != first.nonce
+        assert dataclasses.replace(holder, nonce=first.nonce) == first
+    finally:
+        log.close()
+    assert (store / "LOCK").read_bytes() == b""
+
+
+async def test_a_checkpoint_that_cannot_mark_still_removes_what_it_covers(tmp_path: Path):
+    """A full disk fails the mark before the removals: the note goes (a live
+    reader then reads nothing live) and the files are removed all the same;
+    before, every checkpoint left one more whole snapshot behind."""
+    store = tmp_path / "store"
+    async with ma.open_store(store, _io=_FullDiskIO()) as opened:
+        for n in range(5):
+            await opened.persist_auth_oauth_flow_snapshot(str(n).encode())
+            await opened.checkpoint()
+        names = sorted(os.listdir(store))
+        assert (store / "LOCK").read_bytes() == b""
+        with pytest.raises(ma.StoreLocked, match="left no note"):
+            await trio.to_thread.run_sync(_dry_run.read_store, str(store))
+    assert len(fmt.numbered(names, fmt.SNAPSHOT_NAME)) == 1, names
+    assert len(fmt.numbered(names, fmt.SEGMENT_NAME)) == 1, names
+    async with ma.open_store(store) as again:
+        assert await again.load_auth_oauth_flow_snapshot() == b"4"
+
+
+# --- review: the asyncio helper's bookkeeping -------------------------------------------------
+
+
+def test_the_asyncio_helper_takes_back_its_cancellation_once():
+    """A signal's cancellation and another one (here two deadlines at one
+    instant) meet in the block: the helper must uncancel once, or the outer
+    deadline's cancellation is lost and the code runs on past it."""
+
+    async def main() -> bool:
+        when = asyncio.get_running_loop().time() + 0.05
+        ran_on = False
+        with suppress(TimeoutError):
+            async with asyncio.timeout_at(when):  # the outer deadline
+                with suppress(TimeoutError):  # the inner one is handled here
+                    async with (
+                        asyncio.timeout_at(when),
+                        asyncio_shutdown_on_signals(signal.SIGUSR1),
+                    ):
+                        try:
+                            await asyncio.sleep(TIMEOUT)  # both deadlines fire
+                        except asyncio.CancelledError:
+                            signal.raise_signal(signal.SIGUSR1)
+                            await asyncio.sleep(TIMEOUT)  # the signal cancels this
+                await asyncio.sleep(0.5)  # the outer deadline has passed
+                ran_on = True
+        return ran_on
+
+    assert asyncio.run(main()) is False
+
+
+def test_the_asyncio_helper_gives_back_a_handler_the_loop_held():
+    async def main() -> list[str]:
+        got: list[str] = []
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, got.append, "the host's own")
+        try:
+            async with asyncio_shutdown_on_signals(signal.SIGUSR1):
+                await asyncio.sleep(0)
+            signal.raise_signal(signal.SIGUSR1)
+            for _ in range(100):
+                if got:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+        return got
+
+    assert asyncio.run(main()) == ["the host's own"]
