@@ -20,7 +20,8 @@ Rule 4: the LOCK file's note (`_holder`) is advice. It is written after
 the lock is taken, through the locking descriptor, cleared on close, and a
 failure to write it is logged, never raised: the lock is what excludes.
 Checkpoints remove files only between two marks appended to it, so that a
-live reader can tell whether a removal overlapped its read.
+live reader can tell whether a removal overlapped its read, or, when a mark
+cannot be written, after emptying LOCK (no note: nothing is read live).
 
 Theory of operation. `DurableLog.open()` locks the directory (`flock` on
 LOCK), writes the note naming this process into it, creates or checks the

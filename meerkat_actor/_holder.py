@@ -24,7 +24,10 @@ id, the PID namespace), plus a random nonce naming this open. After the line
 the holder appends one byte before it starts removing files in a checkpoint
 and one after: the count of those bytes is odd exactly while files are being
 removed, and grows by two with every checkpoint that removes any, which a
-live reader compares before and after it reads (a sequence lock).
+live reader compares before and after it reads (a sequence lock). Before
+the marks would pass NOTE_LIMIT bytes the holder writes its note anew with a
+new nonce (a change any reader sees), so LOCK stays one page; a holder that
+cannot write a mark empties LOCK instead (no note: no live read).
 """
 
 from __future__ import annotations

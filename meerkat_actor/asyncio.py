@@ -94,24 +94,24 @@ class AsyncioStore(StoreFront):
         return self._inner._refusal()
 
     async def _write(self, command: Command) -> None:
-        self._check_loop()
-        error = self._refusal()
-        if error is not None:
-            raise error
+        self._check_usable()
         await self._submit(command)
 
     async def _read(self, query: Query[T]) -> T:
-        self._check_loop()
+        self._check_usable()
         # A scheduling point, as every call of the trio handles is: a task
         # that only reads still lets the loop (and the store) run, and a
         # cancelled one gets its CancelledError here.
         await asyncio.sleep(0)
+        self._check_usable()
+        return await self._answer(query)
+
+    def _check_usable(self) -> None:
+        """Raise why the handle cannot take a call now (closed, failed, ...),
+        or that it is called from a loop that is not its own."""
         error = self._refusal()
         if error is not None:
             raise error
-        return await self._answer(query)
-
-    def _check_loop(self) -> None:
         if asyncio.get_running_loop() is not self._host.loop:
             raise RuntimeError(
                 "this store handle belongs to another asyncio event loop (the one that"
@@ -153,19 +153,13 @@ class AsyncioActorStore(AsyncioStore):
         return query.answer(self._inner._actor.published)
 
     async def checkpoint(self) -> None:
-        self._check_loop()
-        error = self._refusal()
-        if error is not None:
-            raise error
+        self._check_usable()
         await self._host.call(self._inner.checkpoint)
 
     async def backup(self, path: str | os.PathLike[str]) -> int:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be str or os.PathLike, got {type(path).__name__}")
-        self._check_loop()
-        error = self._refusal()
-        if error is not None:
-            raise error
+        self._check_usable()
         return await self._host.call(self._inner.backup, path)
 
     checkpoint.__doc__ = _actor.ActorStore.checkpoint.__doc__
