@@ -7,7 +7,7 @@ so the trio store runs as a guest of that loop. Concurrency and cancellation
 rules use asyncio tasks and asyncio cancellation (through anyio).
 
 CI time: the in-memory and durable machines run a quarter of the profile's
-examples, SQLite and PostgreSQL a sixteenth (their trio machines run more;
+examples, SQLite and PostgreSQL an eighth (their trio machines run more;
 what is under test here is the path between asyncio and the store, which
 each of them takes on every call). Deeper:
 `HYPOTHESIS_PROFILE=deep python -m pytest stateful_tests/test_asyncio_kit.py`.
@@ -71,6 +71,6 @@ TestAsyncioInMemoryStore.settings = _share(4)
 TestAsyncioDurableStore = AsyncioDurableMachine.TestCase
 TestAsyncioDurableStore.settings = _share(4)
 TestAsyncioSqliteStore = AsyncioSqliteMachine.TestCase
-TestAsyncioSqliteStore.settings = _share(16)
+TestAsyncioSqliteStore.settings = _share(8)
 TestAsyncioPostgresStore = pytest.mark.usefixtures("postgres_dsn")(AsyncioPostgresMachine.TestCase)
-TestAsyncioPostgresStore.settings = _share(16)
+TestAsyncioPostgresStore.settings = _share(8)

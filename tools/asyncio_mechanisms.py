@@ -1,6 +1,6 @@
 """How should asyncio code reach a trio store? Two mechanisms, measured.
 
-    python tools/asyncio_mechanisms.py memory|durable [native] [thread] [guest]
+    python tools/asyncio_mechanisms.py memory|durable [native] [thread] [guest-token] [guest]
 
 The question behind `meerkat_actor.asyncio` (docs/asyncio.md, "Why guest
 mode"). Each mechanism delivers a write's envelope to the actor store's
@@ -12,9 +12,12 @@ differs:
 - `thread`: trio runs in a thread of its own; asyncio hands the envelope
   over with `TrioToken.run_sync_soon` and the reply comes back with
   `loop.call_soon_threadsafe` (both directions cross threads);
-- `guest`: trio runs as a guest of the asyncio loop
+- `guest-token`: trio runs as a guest of the asyncio loop
   (`trio.lowlevel.start_guest_run`) on the loop's thread; the envelope goes
-  with `run_sync_soon`, the reply resolves the future directly.
+  with `run_sync_soon`, the reply resolves the future directly;
+- `guest`: the same, but the envelope goes onto the channel with
+  `send_nowait` straight from asyncio code (what `meerkat_actor.asyncio`
+  does when nothing is queued ahead, `_guest._Channel.submit`).
 
 Prints, per mechanism, the p50 latency of 1,500 writes from 1 task and the
 commits per second of 6,000 writes from 64 tasks (bench writes with ~4 KiB
@@ -175,7 +178,7 @@ def thread(kind: str) -> list[tuple[float, float]]:
     return asyncio.run(main())
 
 
-def guest(kind: str) -> list[tuple[float, float]]:
+def guest(kind: str, *, direct: bool = True) -> list[tuple[float, float]]:
     async def main() -> list[tuple[float, float]]:
         loop = asyncio.get_running_loop()
         box: dict[str, Any] = {}
@@ -201,7 +204,11 @@ def guest(kind: str) -> list[tuple[float, float]]:
 
         async def write(command: _core.AtomicApply) -> None:
             future = loop.create_future()
-            token.run_sync_soon(send.send_nowait, Envelope(command, _FutureReply(future, _resolve)))
+            envelope = Envelope(command, _FutureReply(future, _resolve))
+            if direct:
+                send.send_nowait(envelope)
+            else:
+                token.run_sync_soon(send.send_nowait, envelope)
             await future
 
         try:
@@ -213,13 +220,22 @@ def guest(kind: str) -> list[tuple[float, float]]:
     return asyncio.run(main())
 
 
+def guest_token(kind: str) -> list[tuple[float, float]]:
+    return guest(kind, direct=False)
+
+
 if __name__ == "__main__":
     store_kind = sys.argv[1]
-    mechanisms = {"native": native, "thread": thread, "guest": guest}
+    mechanisms = {
+        "native": native,
+        "thread": thread,
+        "guest-token": guest_token,
+        "guest": guest,
+    }
     for name in sys.argv[2:] or list(mechanisms):
         (many, _), (one, p50) = reversed(mechanisms[name](store_kind))
         print(
-            f"{store_kind:8} {name:7} 1 task: p50 {p50 * 1e6:6.0f} us ({one:5.0f} commits/s)"
+            f"{store_kind:8} {name:11} 1 task: p50 {p50 * 1e6:6.0f} us ({one:5.0f} commits/s)"
             f" | 64 tasks: {many:5.0f} commits/s",
             flush=True,
         )
