@@ -19,6 +19,7 @@ import unittest
 from pathlib import Path
 
 import pytest
+import trio
 
 import meerkat_actor as ma
 import meerkat_actor.testing as kit
@@ -177,3 +178,26 @@ def test_quickstart_block_runs(index, tmp_path, monkeypatch):
     if "RuntimeStoreMachine" in block:
         cases = [v for v in namespace.values() if isinstance(v, type)]
         assert any(issubclass(v, unittest.TestCase) for v in cases), "no TestCase for pytest"
+
+
+# --- docs/asyncio.md's program runs --------------------------------------------------------------
+
+
+def test_the_asyncio_page_program_runs_and_its_store_opens_from_trio(tmp_path, monkeypatch):
+    """The first program of docs/asyncio.md, as written (asyncio.run around
+    meerkat_actor.asyncio.open_store), writes a durable store that the trio
+    store then opens, holding what the program wrote."""
+    blocks = re.findall(r"^```python\n(.*?)^```", (DOCS / "asyncio.md").read_text(), re.S | re.M)
+    program = blocks[0]
+    assert "asyncio.run(main())" in program
+    assert "ma_asyncio.open_store(" in program
+    monkeypatch.chdir(tmp_path)
+    exec(compile(program, "docs/asyncio.md (python block 1)", "exec"), {"__name__": "asyncio_doc"})
+
+    async def reopened() -> int:
+        async with ma.open_store(tmp_path / "agent-state") as store:
+            runtime = ma.LogicalRuntimeId("agent-1")
+            assert await store.list_runtimes() == [runtime]
+            return len(await store.load_boundary_receipts(runtime))
+
+    assert trio.run(reopened) == 1
