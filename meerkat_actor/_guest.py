@@ -138,20 +138,23 @@ class _Channel:
         # full) and the scope that withdraws it.
         self.in_flight: tuple[Envelope, trio.CancelScope] | None = None
 
+    def sent_now(self, envelope: Envelope) -> bool:
+        """`send_nowait(envelope)`: True if it is done with (sent, or answered
+        `StoreClosed`), False if the channel is full."""
+        try:
+            self.send.send_nowait(envelope)
+        except trio.WouldBlock:
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            envelope.reply.set(StoreClosed("the store is closed"))
+        return True
+
     def submit(self, envelope: Envelope, token: trio.lowlevel.TrioToken) -> None:
         """On the loop's thread, from asyncio code (between two guest ticks):
         send `envelope` at once if nothing is ahead of it, else hand it to
         trio in order (Rule 2's exception)."""
-        if not self.overflow and not self.handoffs:
-            try:
-                self.send.send_nowait(envelope)
-            except trio.WouldBlock:
-                pass
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                envelope.reply.set(StoreClosed("the store is closed"))
-                return
-            else:
-                return
+        if not self.overflow and not self.handoffs and self.sent_now(envelope):
+            return
         self.handoffs += 1
         token.run_sync_soon(self.handoff, envelope)
 
@@ -162,16 +165,8 @@ class _Channel:
 
     def enqueue(self, envelope: Envelope) -> None:
         """In trio (a `run_sync_soon` callback): send `envelope`, or queue it."""
-        if not self.overflow:
-            try:
-                self.send.send_nowait(envelope)
-            except trio.WouldBlock:
-                pass
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                envelope.reply.set(StoreClosed("the store is closed"))
-                return
-            else:
-                return
+        if not self.overflow and self.sent_now(envelope):
+            return
         self.overflow.append(envelope)
         if not self.pumping:
             try:
