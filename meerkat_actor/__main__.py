@@ -563,6 +563,8 @@ _LOCKED: Final = ("4", "the store is locked: a process has it open")
 _CORRUPT: Final = ("5", "the store is corrupt: opening it would raise CorruptStore")
 _NEWER: Final = ("6", "the store was written by a newer format version")
 _IO: Final = ("7", "an I/O error, or out of memory")
+_COPIED: Final = ("0", "copied and read back identical")
+_SERVER: Final = ("7", "the server cannot be reached or fails, an I/O error, or out of memory")
 _READ_EXITS: Final = (_NO_STORE, _LOCKED, _CORRUPT, _NEWER, _IO)
 _POSTGRES_EXTRA: Final = "needs the postgres extra: pip install 'meerkat_actor[postgres]'"
 
@@ -857,7 +859,7 @@ def _parser() -> argparse.ArgumentParser:
         mode 0600. Then read FILE back and compare it with DIR. FILE holds the
         OAuth flow snapshot (secrets), like any copy of the store.""",
         (
-            ("0", "copied and read back identical"),
+            _COPIED,
             ("1", "FILE reads back different from DIR (FILE is left for inspection)"),
             ("2", "FILE exists"),
             (
@@ -885,7 +887,7 @@ def _parser() -> argparse.ArgumentParser:
         then recover DIR read-only and compare. FILE's content is never
         changed (SQLite may leave FILE-wal and FILE-shm beside it).""",
         (
-            ("0", "copied and read back identical"),
+            _COPIED,
             ("1", "DIR reads back different from FILE (DIR is left for inspection)"),
             ("2", "DIR exists and is not an empty directory"),
             (
@@ -912,7 +914,7 @@ def _parser() -> argparse.ArgumentParser:
         missing; other tables are left alone); then read the schema back and
         compare. It {_POSTGRES_EXTRA}.""",
         (
-            ("0", "copied and read back identical"),
+            _COPIED,
             ("1", "the schema reads back different from DIR (it is left for inspection)"),
             (
                 "2",
@@ -923,7 +925,7 @@ def _parser() -> argparse.ArgumentParser:
             _LOCKED,
             _CORRUPT,
             _NEWER,
-            ("7", "the server cannot be reached or fails, an I/O error, or out of memory"),
+            _SERVER,
         ),
         as_json,
         record,
@@ -947,7 +949,7 @@ def _parser() -> argparse.ArgumentParser:
         compare. Nothing is created or changed on the server. It
         {_POSTGRES_EXTRA}.""",
         (
-            ("0", "copied and read back identical"),
+            _COPIED,
             ("1", "DIR reads back different from the schema (DIR is left for inspection)"),
             (
                 "2",
@@ -957,7 +959,7 @@ def _parser() -> argparse.ArgumentParser:
             ("3", "the schema holds no store"),
             ("5", "a row does not decode"),
             ("6", "the schema was written by a newer schema version"),
-            ("7", "the server cannot be reached or fails, an I/O error, or out of memory"),
+            _SERVER,
         ),
         as_json,
     )

@@ -79,13 +79,17 @@ def resolve(
         future.set_result(value)
 
 
-async def wait_uncancellably(future: asyncio.Future[T], on_cancel: Callable[[], None]) -> T:
-    """Await `future`; if the caller is cancelled, call `on_cancel()` once,
-    wait for `future` anyway, then raise the `CancelledError` (Rule 4)."""
+async def wait_uncancellably(
+    future: asyncio.Future[T], on_cancel: Callable[[], None] | None = None
+) -> T:
+    """Await `future`; if the caller is cancelled, call `on_cancel()` (if
+    given) once, wait for `future` anyway, then raise the `CancelledError`
+    (Rule 4)."""
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError as cancelled:
-        on_cancel()
+        if on_cancel is not None:
+            on_cancel()
         while not future.done():
             try:
                 await asyncio.shield(future)
@@ -96,10 +100,6 @@ async def wait_uncancellably(future: asyncio.Future[T], on_cancel: Callable[[], 
         if not future.cancelled():
             future.exception()  # retrieved: the caller gets CancelledError instead
         raise cancelled
-
-
-def _nothing() -> None:
-    return None
 
 
 class _WithdrawnError(Exception):
@@ -257,7 +257,7 @@ class TrioHost:
         # Even if cancelled: the guest run is live now, and a caller cancelled
         # here must end it (`acquire_host`), which needs its token; a run left
         # behind would make every later start on this thread fail.
-        await wait_uncancellably(self._started, _nothing)
+        await wait_uncancellably(self._started)
 
     async def _main(self) -> None:
         self.token = trio.lowlevel.current_trio_token()
@@ -294,7 +294,7 @@ class TrioHost:
                 self.token.run_sync_soon(stop.set)
         # Even if cancelled: a loop that closed under a live guest run would
         # strand its trio tasks (trio warns "got abandoned").
-        await wait_uncancellably(self.done, _nothing)
+        await wait_uncancellably(self.done)
 
     # --- calls --------------------------------------------------------------------------
 

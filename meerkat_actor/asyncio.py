@@ -230,7 +230,7 @@ class _Opening(Generic[S]):
         try:
             return await wait_uncancellably(self.ready, lambda: token.run_sync_soon(self.abort))
         except asyncio.CancelledError:
-            await wait_uncancellably(self.closed, _nothing)
+            await wait_uncancellably(self.closed)
             raise
 
     async def close(self, *, clean: bool) -> None:
@@ -238,10 +238,6 @@ class _Opening(Generic[S]):
         assert token is not None
         token.run_sync_soon(self.finish if clean else self.abort)
         await wait_uncancellably(self.closed, lambda: token.run_sync_soon(self.abort))
-
-
-def _nothing() -> None:
-    return None
 
 
 @asynccontextmanager
